@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Builds the guest components into guest-runtimes/out/, installing the pinned
+# tools first. Each guest is rebuilt only when its inputs change (a stamp file
+# holds the hash of its sources, wit/ and this recipe).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+OUT="$HERE/out"
+# shellcheck source=tools.sh
+source "$HERE/tools.sh"
+
+inputs_hash() {
+    (cd "$ROOT" && find "$@" -type f -not -path '*/target/*' -not -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum) \
+        | sha256sum | cut -d' ' -f1
+}
+
+up_to_date() { # name hash
+    [ -f "$OUT/$1.wasm" ] && [ "$(cat "$OUT/$1.stamp" 2>/dev/null)" = "$2" ]
+}
+
+build_python() {
+    local hash
+    hash="$(inputs_hash wit guest-runtimes/python guest-runtimes/build.sh guest-runtimes/tools.sh)"
+    up_to_date python "$hash" && { log "python guest up to date"; return; }
+    log "building the python guest (componentize-py $COMPONENTIZE_PY_VERSION)"
+    local work
+    work="$(mktemp -d)"
+    # componentize-py snapshots the heap after running app.py: give that run
+    # nothing of this machine's environment to remember.
+    (cd "$HERE/python" && env -i PATH="$PATH" HOME="$work" \
+        componentize-py -d "$ROOT/wit" -w sandbox componentize app -p . -o "$work/python.wasm" >"$work/log" 2>&1) \
+        || { cat "$work/log" >&2; exit 1; }
+    mv "$work/python.wasm" "$OUT/python.wasm"
+    echo "$hash" >"$OUT/python.stamp"
+    rm -rf "$work"
+}
+
+build_javascript() {
+    local hash
+    hash="$(inputs_hash wit guest-runtimes/javascript guest-runtimes/build.sh guest-runtimes/tools.sh)"
+    up_to_date javascript "$hash" && { log "javascript guest up to date"; return; }
+    log "building the javascript guest (QuickJS-NG)"
+    "$HERE/javascript/build.sh" "$OUT/javascript.wasm"
+    echo "$hash" >"$OUT/javascript.stamp"
+}
+
+mkdir -p "$OUT"
+install_debian_packages
+install_python_tools
+case "${1:-all}" in
+    python) build_python ;;
+    javascript) build_javascript ;;
+    all) build_python; build_javascript ;;
+    *) echo "usage: $0 [python|javascript|all]" >&2; exit 2 ;;
+esac

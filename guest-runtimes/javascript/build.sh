@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Builds the JavaScript guest component: QuickJS-NG (C sources from the
+# crates.io crate rquickjs-sys, pinned in sources/Cargo.toml) with main.c and
+# the committed wit-bindgen C bindings, compiled by Debian's clang against
+# wasi-libc, then made a component with the WASI preview1 reactor adapter.
+# Usage: build.sh OUTPUT.wasm   (tools come from ../tools.sh)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+OUTPUT="$1"
+# shellcheck source=../tools.sh
+source "$HERE/../tools.sh"
+
+# Regenerate the C bindings only when wit/ changed since they were made.
+wit_hash="$(cd "$ROOT" && find wit -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$HERE/bindings/wit.sha256" 2>/dev/null)" != "$wit_hash" ]; then
+    install_wit_bindgen
+    log "regenerating the C bindings for wit/"
+    rm -rf "$HERE/bindings" && mkdir -p "$HERE/bindings"
+    "$WIT_BINDGEN" c "$ROOT/wit" --world sandbox --out-dir "$HERE/bindings" >/dev/null
+    echo "$wit_hash" >"$HERE/bindings/wit.sha256"
+fi
+
+cargo fetch --locked --manifest-path "$HERE/sources/Cargo.toml" -q
+crate_dir() {
+    cargo metadata --locked --format-version 1 --manifest-path "$HERE/sources/Cargo.toml" \
+        | python3 -c "import json,sys,os; print(next(os.path.dirname(p['manifest_path']) for p in json.load(sys.stdin)['packages'] if p['name']=='$1'))"
+}
+QUICKJS="$(crate_dir rquickjs-sys)/quickjs"
+ADAPTER="$(crate_dir wasi-preview1-component-adapter-provider)/artefacts/wasi_snapshot_preview1.reactor.wasm"
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+cp "$QUICKJS"/*.c "$QUICKJS"/*.h "$WORK/"
+# QuickJS-NG turns its stack check off on WASI, so deep recursion would trap
+# and kill the instance. Turn it back on: the shadow stack is ours to measure.
+python3 - "$WORK/quickjs.c" <<'PY'
+import sys
+path = sys.argv[1]
+src = open(path).read()
+old = "#if defined(__wasi__)\n    rt->stack_limit = 0; /* no limit */\n#else\n"
+assert old in src, "quickjs.c changed: review the stack-check patch in build.sh"
+src = src.replace(old, "#if 0\n", 1)
+old = "#ifdef __wasi__\n    rt->stack_size = 0;\n#endif\n"
+assert old in src, "quickjs.c changed: review the stack-check patch in build.sh"
+src = src.replace(old, "", 1)
+open(path, "w").write(src)
+PY
+python3 - "$HERE/prelude.js" "$WORK/prelude.h" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read()
+body = ",".join(str(b) for b in data)
+open(sys.argv[2], "w").write(
+    f"static const unsigned char prelude_js[] = {{{body},0}};\n"
+    f"static const unsigned int prelude_js_len = {len(data)};\n")
+PY
+
+CFLAGS=(--target=wasm32-wasi -mexec-model=reactor -O2 -D_GNU_SOURCE -DNDEBUG
+        -I"$WORK" -I"$HERE/bindings")
+objects=()
+for src in quickjs libregexp libunicode dtoa; do
+    clang "${CFLAGS[@]}" -Wno-everything -c "$WORK/$src.c" -o "$WORK/$src.o" &
+    objects+=("$WORK/$src.o")
+done
+clang "${CFLAGS[@]}" -Wall -Werror -Wno-unused-parameter -c "$HERE/main.c" -o "$WORK/main.o" &
+clang "${CFLAGS[@]}" -Wno-everything -c "$HERE/bindings/sandbox.c" -o "$WORK/sandbox.o" &
+wait
+# 1 MiB shadow stack placed first, so an overflow traps instead of
+# overwriting data; QuickJS's own check (main.c) stops recursion well before.
+clang "${CFLAGS[@]}" -o "$WORK/core.wasm" "${objects[@]}" "$WORK/main.o" "$WORK/sandbox.o" \
+    "$HERE/bindings/sandbox_component_type.o" \
+    -Wl,--stack-first -Wl,-z,stack-size=1048576 -lm
+wasm-tools component new "$WORK/core.wasm" --adapt "wasi_snapshot_preview1=$ADAPTER" -o "$WORK/javascript.wasm"
+wasm-tools validate "$WORK/javascript.wasm"
+mv "$WORK/javascript.wasm" "$OUTPUT"
+log "javascript guest: $(du -h "$OUTPUT" | cut -f1)"

@@ -1,0 +1,657 @@
+/*
+ * The sandlot JavaScript guest: QuickJS-NG behind the `sandbox` world of
+ * wit/sandlot.wit (bindings generated into bindings/ by wit-bindgen c).
+ *
+ * One interpreter lives for the life of the instance, so `eval` and `predict`
+ * see what `run` left behind. The user-facing globals (console, sandlot,
+ * process, timers, require) are written in prelude.js over the native
+ * functions below. After any code runs, pending jobs (promises) are drained
+ * and timers fire in order, sleeping through WASI so the host's deadline
+ * applies to them.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "quickjs.h"
+#include "sandbox.h"
+#include "prelude.h"
+
+/* QuickJS's own stack check, so deep recursion is a catchable RangeError long
+ * before the wasm stack or the shadow stack overflows. */
+#define JS_STACK_LIMIT (256 * 1024)
+
+static JSRuntime *rt;
+static JSContext *ctx;
+static JSValue native_obj;
+
+typedef struct {
+    char *name;
+    char *content;
+    size_t len;
+} user_file;
+
+static user_file *files;
+static size_t file_count;
+
+/* Set by process.exit(): the status to return once the stack unwinds. */
+static int exit_requested = -1;
+
+static void write_all(int fd, const char *data, size_t len) {
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n <= 0)
+            return;
+        data += n;
+        len -= (size_t)n;
+    }
+}
+
+static void write_str(int fd, const char *s) { write_all(fd, s, strlen(s)); }
+
+static const user_file *find_file(const char *name) {
+    for (size_t i = 0; i < file_count; i++)
+        if (strcmp(files[i].name, name) == 0)
+            return &files[i];
+    return NULL;
+}
+
+static void free_files(void) {
+    for (size_t i = 0; i < file_count; i++) {
+        free(files[i].name);
+        free(files[i].content);
+    }
+    free(files);
+    files = NULL;
+    file_count = 0;
+}
+
+static char *dup_string(const sandbox_string_t *s) {
+    char *out = malloc(s->len + 1);
+    if (!out)
+        return NULL;
+    memcpy(out, s->ptr, s->len);
+    out[s->len] = 0;
+    return out;
+}
+
+static void set_string(sandbox_string_t *out, const char *s, size_t len) {
+    out->ptr = malloc(len ? len : 1);
+    memcpy(out->ptr, s, len);
+    out->len = len;
+}
+
+/* ---- reporting errors the way Node does: the error, then its stack ---- */
+
+static void report_exception(JSValue exc) {
+    if (JS_IsError(exc)) {
+        JSValue name = JS_GetPropertyStr(ctx, exc, "name");
+        JSValue message = JS_GetPropertyStr(ctx, exc, "message");
+        JSValue stack = JS_GetPropertyStr(ctx, exc, "stack");
+        const char *n = JS_ToCString(ctx, name);
+        const char *m = JS_ToCString(ctx, message);
+        const char *s = JS_IsUndefined(stack) ? NULL : JS_ToCString(ctx, stack);
+        write_str(2, "Uncaught ");
+        write_str(2, n ? n : "Error");
+        if (m && *m) {
+            write_str(2, ": ");
+            write_str(2, m);
+        }
+        write_str(2, "\n");
+        if (s) {
+            write_str(2, s);
+            if (*s && s[strlen(s) - 1] != '\n')
+                write_str(2, "\n");
+        }
+        JS_FreeCString(ctx, n);
+        JS_FreeCString(ctx, m);
+        if (s)
+            JS_FreeCString(ctx, s);
+        JS_FreeValue(ctx, name);
+        JS_FreeValue(ctx, message);
+        JS_FreeValue(ctx, stack);
+    } else {
+        const char *s = JS_ToCString(ctx, exc);
+        write_str(2, "Uncaught ");
+        write_str(2, s ? s : "(unprintable value)");
+        write_str(2, "\n");
+        if (s)
+            JS_FreeCString(ctx, s);
+    }
+}
+
+/* Takes the pending exception; returns the exit status it means. */
+static int handle_exception(void) {
+    JSValue exc = JS_GetException(ctx);
+    int status = 1;
+    if (exit_requested >= 0) {
+        status = exit_requested;
+        JS_ResetUncatchableError(ctx);
+    } else {
+        report_exception(exc);
+    }
+    JS_FreeValue(ctx, exc);
+    return status;
+}
+
+/* ---- native functions for prelude.js ---- */
+
+static JSValue js_write(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    int fd;
+    size_t len;
+    if (JS_ToInt32(c, &fd, argv[0]))
+        return JS_EXCEPTION;
+    const char *s = JS_ToCStringLen(c, &len, argv[1]);
+    if (!s)
+        return JS_EXCEPTION;
+    write_all(fd == 2 ? 2 : 1, s, len);
+    JS_FreeCString(c, s);
+    return JS_UNDEFINED;
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static JSValue js_now(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    return JS_NewFloat64(c, now_ms());
+}
+
+static JSValue js_sleep(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    double ms;
+    if (JS_ToFloat64(c, &ms, argv[0]))
+        return JS_EXCEPTION;
+    if (ms > 0) {
+        struct timespec ts = {(time_t)(ms / 1000), (long)((ms - (double)(time_t)(ms / 1000) * 1000) * 1e6)};
+        nanosleep(&ts, NULL);
+    }
+    return JS_UNDEFINED;
+}
+
+static JSValue js_exit(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    int code = 0;
+    if (argc > 0 && JS_ToInt32(c, &code, argv[0]))
+        return JS_EXCEPTION;
+    exit_requested = code & 0xFF;
+    JSValue err = JS_NewError(c);
+    JS_SetUncatchableError(c, err);
+    return JS_Throw(c, err);
+}
+
+static JSValue js_has_file(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    const char *name = JS_ToCString(c, argv[0]);
+    if (!name)
+        return JS_EXCEPTION;
+    bool found = find_file(name) != NULL;
+    JS_FreeCString(c, name);
+    return JS_NewBool(c, found);
+}
+
+static JSValue js_read_file(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    const char *name = JS_ToCString(c, argv[0]);
+    if (!name)
+        return JS_EXCEPTION;
+    const user_file *f = find_file(name);
+    JS_FreeCString(c, name);
+    if (!f)
+        return JS_ThrowReferenceError(c, "no such file");
+    return JS_NewStringLen(c, f->content, f->len);
+}
+
+/* Compiles a CommonJS file as a function of (exports, require, module,
+ * __filename, __dirname). The wrapper shares the file's first line, so line
+ * numbers in stack traces are the file's own. */
+static JSValue js_compile_commonjs(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    const char *name = JS_ToCString(c, argv[0]);
+    if (!name)
+        return JS_EXCEPTION;
+    const user_file *f = find_file(name);
+    if (!f) {
+        JS_FreeCString(c, name);
+        return JS_ThrowReferenceError(c, "no such file");
+    }
+    static const char head[] = "(function (exports, require, module, __filename, __dirname) {";
+    static const char tail[] = "\n})";
+    size_t len = sizeof(head) - 1 + f->len + sizeof(tail) - 1;
+    char *src = malloc(len + 1);
+    if (!src) {
+        JS_FreeCString(c, name);
+        return JS_ThrowOutOfMemory(c);
+    }
+    memcpy(src, head, sizeof(head) - 1);
+    memcpy(src + sizeof(head) - 1, f->content, f->len);
+    memcpy(src + sizeof(head) - 1 + f->len, tail, sizeof(tail) - 1);
+    src[len] = 0;
+    JSValue fn = JS_Eval(c, src, len, name, JS_EVAL_TYPE_GLOBAL);
+    free(src);
+    JS_FreeCString(c, name);
+    return fn;
+}
+
+static JSValue host_error(JSContext *c, sandbox_string_t *err) {
+    JSValue e = JS_ThrowInternalError(c, "%.*s", (int)err->len, (const char *)err->ptr);
+    sandbox_string_free(err);
+    return e;
+}
+
+static bool to_host_string(JSContext *c, JSValueConst v, sandbox_string_t *out) {
+    size_t len;
+    const char *s = JS_ToCStringLen(c, &len, v);
+    if (!s)
+        return false;
+    set_string(out, s, len);
+    JS_FreeCString(c, s);
+    return true;
+}
+
+static JSValue js_set_placeholder(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    sandbox_string_t name, value, err;
+    if (!to_host_string(c, argv[0], &name))
+        return JS_EXCEPTION;
+    if (!to_host_string(c, argv[1], &value)) {
+        sandbox_string_free(&name);
+        return JS_EXCEPTION;
+    }
+    bool ok = sandlot_guest_placeholders_set(&name, &value, &err);
+    sandbox_string_free(&name);
+    sandbox_string_free(&value);
+    return ok ? JS_UNDEFINED : host_error(c, &err);
+}
+
+static JSValue js_get_placeholder(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    sandbox_string_t name, ret;
+    if (!to_host_string(c, argv[0], &name))
+        return JS_EXCEPTION;
+    bool found = sandlot_guest_placeholders_get(&name, &ret);
+    sandbox_string_free(&name);
+    if (!found)
+        return JS_UNDEFINED;
+    JSValue v = JS_NewStringLen(c, (const char *)ret.ptr, ret.len);
+    sandbox_string_free(&ret);
+    return v;
+}
+
+static JSValue js_register_model(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    sandbox_string_t name, err;
+    if (!to_host_string(c, argv[0], &name))
+        return JS_EXCEPTION;
+    bool ok = sandlot_guest_models_register(&name, &err);
+    sandbox_string_free(&name);
+    return ok ? JS_UNDEFINED : host_error(c, &err);
+}
+
+static JSValue js_stats(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    int64_t n;
+    if (JS_GetLength(c, argv[0], &n))
+        return JS_EXCEPTION;
+    sandlot_guest_stats_list_f64_t values = {.ptr = malloc(sizeof(double) * (n ? (size_t)n : 1)), .len = (size_t)n};
+    for (int64_t i = 0; i < n; i++) {
+        JSValue v = JS_GetPropertyInt64(c, argv[0], i);
+        int bad = JS_ToFloat64(c, &values.ptr[i], v);
+        JS_FreeValue(c, v);
+        if (bad) {
+            free(values.ptr);
+            return JS_EXCEPTION;
+        }
+    }
+    sandlot_guest_stats_summary_t s;
+    sandbox_string_t err;
+    bool ok = sandlot_guest_stats_describe(&values, &s, &err);
+    free(values.ptr);
+    if (!ok) {
+        JSValue e = JS_ThrowRangeError(c, "%.*s", (int)err.len, (const char *)err.ptr);
+        sandbox_string_free(&err);
+        return e;
+    }
+    JSValue o = JS_NewObject(c);
+    JS_SetPropertyStr(c, o, "count", JS_NewFloat64(c, (double)s.count));
+    JS_SetPropertyStr(c, o, "mean", JS_NewFloat64(c, s.mean));
+    JS_SetPropertyStr(c, o, "std", JS_NewFloat64(c, s.std));
+    JS_SetPropertyStr(c, o, "min", JS_NewFloat64(c, s.min));
+    JS_SetPropertyStr(c, o, "q1", JS_NewFloat64(c, s.q1));
+    JS_SetPropertyStr(c, o, "median", JS_NewFloat64(c, s.median));
+    JS_SetPropertyStr(c, o, "q3", JS_NewFloat64(c, s.q3));
+    JS_SetPropertyStr(c, o, "max", JS_NewFloat64(c, s.max));
+    return o;
+}
+
+static JSValue js_engine(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    sandbox_string_t command, args, ret, err;
+    if (!to_host_string(c, argv[0], &command))
+        return JS_EXCEPTION;
+    if (!to_host_string(c, argv[1], &args)) {
+        sandbox_string_free(&command);
+        return JS_EXCEPTION;
+    }
+    bool ok = sandlot_guest_engine_command(&command, &args, &ret, &err);
+    sandbox_string_free(&command);
+    sandbox_string_free(&args);
+    if (!ok) {
+        JSValue e = JS_NewError(c);
+        JS_DefinePropertyValueStr(c, e, "name", JS_NewString(c, "EngineError"), JS_PROP_WRITABLE | JS_PROP_CONFIGURABLE);
+        JS_DefinePropertyValueStr(c, e, "message", JS_NewStringLen(c, (const char *)err.ptr, err.len),
+                                  JS_PROP_WRITABLE | JS_PROP_CONFIGURABLE);
+        sandbox_string_free(&err);
+        return JS_Throw(c, e);
+    }
+    JSValue v = JS_NewStringLen(c, (const char *)ret.ptr, ret.len);
+    sandbox_string_free(&ret);
+    return v;
+}
+
+static JSValue js_context(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    sandbox_string_t ret;
+    if (!sandlot_guest_input_context(&ret))
+        return JS_UNDEFINED;
+    JSValue v = JS_NewStringLen(c, (const char *)ret.ptr, ret.len);
+    sandbox_string_free(&ret);
+    return v;
+}
+
+static const JSCFunctionListEntry native_functions[] = {
+    JS_CFUNC_DEF("write", 2, js_write),
+    JS_CFUNC_DEF("now", 0, js_now),
+    JS_CFUNC_DEF("sleep", 1, js_sleep),
+    JS_CFUNC_DEF("exit", 1, js_exit),
+    JS_CFUNC_DEF("hasFile", 1, js_has_file),
+    JS_CFUNC_DEF("readFile", 1, js_read_file),
+    JS_CFUNC_DEF("compileCommonJs", 1, js_compile_commonjs),
+    JS_CFUNC_DEF("setPlaceholder", 2, js_set_placeholder),
+    JS_CFUNC_DEF("getPlaceholder", 1, js_get_placeholder),
+    JS_CFUNC_DEF("registerModel", 1, js_register_model),
+    JS_CFUNC_DEF("stats", 1, js_stats),
+    JS_CFUNC_DEF("engine", 2, js_engine),
+    JS_CFUNC_DEF("context", 0, js_context),
+};
+
+/* ---- ES modules from the program's files ---- */
+
+static char *normalize_module(JSContext *c, const char *base, const char *name, void *opaque) {
+    size_t cap = strlen(base) + strlen(name) + 16;
+    char *out = js_malloc(c, cap);
+    if (!out)
+        return NULL;
+    out[0] = 0;
+    if (name[0] == '.') {
+        const char *slash = strrchr(base, '/');
+        if (slash) {
+            memcpy(out, base, (size_t)(slash - base));
+            out[slash - base] = 0;
+        }
+    }
+    const char *p = name;
+    while (*p) {
+        const char *end = strchr(p, '/');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n == 0 || (n == 1 && p[0] == '.')) {
+        } else if (n == 2 && p[0] == '.' && p[1] == '.') {
+            char *slash = strrchr(out, '/');
+            if (slash)
+                *slash = 0;
+            else
+                out[0] = 0;
+        } else {
+            if (out[0])
+                strcat(out, "/");
+            strncat(out, p, n);
+        }
+        p += n;
+        if (*p == '/')
+            p++;
+    }
+    if (!find_file(out)) {
+        size_t len = strlen(out);
+        strcat(out, ".js");
+        if (!find_file(out))
+            out[len] = 0;
+    }
+    return out;
+}
+
+static JSModuleDef *load_module(JSContext *c, const char *name, void *opaque) {
+    const user_file *f = find_file(name);
+    if (!f) {
+        JS_ThrowReferenceError(c, "could not load module '%s': not one of the program's files", name);
+        return NULL;
+    }
+    JSValue fn = JS_Eval(c, f->content, f->len, name, JS_EVAL_TYPE_MODULE | JS_EVAL_FLAG_COMPILE_ONLY);
+    if (JS_IsException(fn))
+        return NULL;
+    JSModuleDef *m = JS_VALUE_GET_PTR(fn);
+    JS_FreeValue(c, fn);
+    return m;
+}
+
+/* ---- unhandled promise rejections end the program, as in Node ---- */
+
+static JSValue unhandled_rejection;
+static bool has_unhandled_rejection;
+
+static void track_rejection(JSContext *c, JSValueConst promise, JSValueConst reason, bool is_handled, void *opaque) {
+    if (!is_handled) {
+        if (has_unhandled_rejection)
+            JS_FreeValue(c, unhandled_rejection);
+        unhandled_rejection = JS_DupValue(c, reason);
+        has_unhandled_rejection = true;
+    } else if (has_unhandled_rejection) {
+        JS_FreeValue(c, unhandled_rejection);
+        has_unhandled_rejection = false;
+    }
+}
+
+static bool init(void) {
+    if (ctx)
+        return true;
+    rt = JS_NewRuntime();
+    if (!rt)
+        return false;
+    JS_SetMaxStackSize(rt, JS_STACK_LIMIT);
+    JS_SetModuleLoaderFunc(rt, normalize_module, load_module, NULL);
+    JS_SetHostPromiseRejectionTracker(rt, track_rejection, NULL);
+    ctx = JS_NewContext(rt);
+    if (!ctx)
+        return false;
+    native_obj = JS_NewObject(ctx);
+    JS_SetPropertyFunctionList(ctx, native_obj, native_functions,
+                               sizeof(native_functions) / sizeof(native_functions[0]));
+    JSValue prelude = JS_Eval(ctx, (const char *)prelude_js, prelude_js_len, "<sandlot prelude>", JS_EVAL_TYPE_GLOBAL);
+    if (JS_IsException(prelude)) {
+        handle_exception();
+        return false;
+    }
+    JSValue r = JS_Call(ctx, prelude, JS_UNDEFINED, 1, (JSValueConst *)&native_obj);
+    JS_FreeValue(ctx, prelude);
+    if (JS_IsException(r)) {
+        handle_exception();
+        return false;
+    }
+    JS_FreeValue(ctx, r);
+    return true;
+}
+
+/* Runs pending jobs, then timers one by one (each followed by its jobs).
+ * Returns the exit status: 0, or that of the first uncaught error. */
+static int settle(void) {
+    for (;;) {
+        JSContext *job_ctx;
+        int r;
+        while ((r = JS_ExecutePendingJob(rt, &job_ctx)) > 0) {
+        }
+        if (r < 0)
+            return handle_exception();
+        if (has_unhandled_rejection) {
+            has_unhandled_rejection = false;
+            write_str(2, "(in promise) ");
+            JSValue reason = unhandled_rejection;
+            report_exception(reason);
+            JS_FreeValue(ctx, reason);
+            return 1;
+        }
+        JSValue run_next = JS_GetPropertyStr(ctx, native_obj, "runNextTimer");
+        JSValue more = JS_Call(ctx, run_next, JS_UNDEFINED, 0, NULL);
+        JS_FreeValue(ctx, run_next);
+        if (JS_IsException(more))
+            return handle_exception();
+        bool again = JS_ToBool(ctx, more);
+        JS_FreeValue(ctx, more);
+        if (!again)
+            return 0;
+    }
+}
+
+/* Evaluates code, as a module when it uses import/export, then settles. */
+static int evaluate(const char *src, size_t len, const char *filename, bool allow_module) {
+    exit_requested = -1;
+    bool module = allow_module && JS_DetectModule(src, len);
+    JSValue result = JS_Eval(ctx, src, len, filename, module ? JS_EVAL_TYPE_MODULE : JS_EVAL_TYPE_GLOBAL);
+    if (JS_IsException(result))
+        return handle_exception();
+    int status = settle();
+    if (status == 0 && module && JS_PromiseState(ctx, result) == JS_PROMISE_REJECTED) {
+        JSValue reason = JS_PromiseResult(ctx, result);
+        report_exception(reason);
+        JS_FreeValue(ctx, reason);
+        has_unhandled_rejection = false;
+        status = 1;
+    }
+    JS_FreeValue(ctx, result);
+    if (status == 0) {
+        JSValue process = JS_GetPropertyStr(ctx, JS_GetGlobalObject(ctx), "process");
+        JSValue code = JS_GetPropertyStr(ctx, process, "exitCode");
+        int32_t c = 0;
+        if (!JS_IsUndefined(code) && JS_ToInt32(ctx, &c, code) == 0)
+            status = c & 0xFF;
+        JS_FreeValue(ctx, code);
+        JS_FreeValue(ctx, process);
+    }
+    return status;
+}
+
+/* ---- exports ---- */
+
+int32_t exports_sandbox_run(sandlot_guest_types_program_t *program) {
+    int32_t status = 1;
+    if (!init()) {
+        write_str(2, "sandlot: the JavaScript interpreter could not start\n");
+        goto done;
+    }
+    free_files();
+    files = calloc(program->files.len ? program->files.len : 1, sizeof(user_file));
+    for (size_t i = 0; i < program->files.len; i++) {
+        files[i].name = dup_string(&program->files.ptr[i].name);
+        files[i].content = dup_string(&program->files.ptr[i].content);
+        files[i].len = program->files.ptr[i].content.len;
+    }
+    file_count = program->files.len;
+    char *main_name = dup_string(&program->main_file);
+
+    JSValue global = JS_GetGlobalObject(ctx);
+    JSValue process = JS_GetPropertyStr(ctx, global, "process");
+    JSValue argv = JS_NewArray(ctx);
+    JS_SetPropertyUint32(ctx, argv, 0, JS_NewString(ctx, "sandlot"));
+    JS_SetPropertyUint32(ctx, argv, 1, JS_NewString(ctx, main_name));
+    for (size_t i = 0; i < program->args.len; i++)
+        JS_SetPropertyUint32(ctx, argv, (uint32_t)(i + 2),
+                             JS_NewStringLen(ctx, (const char *)program->args.ptr[i].ptr, program->args.ptr[i].len));
+    JS_SetPropertyStr(ctx, process, "argv", argv);
+    JSValue env = JS_NewObject(ctx);
+    for (size_t i = 0; i < program->env.len; i++) {
+        char *key = dup_string(&program->env.ptr[i].f0);
+        JS_SetPropertyStr(ctx, env, key,
+                          JS_NewStringLen(ctx, (const char *)program->env.ptr[i].f1.ptr, program->env.ptr[i].f1.len));
+        free(key);
+    }
+    JS_SetPropertyStr(ctx, process, "env", env);
+    JS_FreeValue(ctx, process);
+    JS_FreeValue(ctx, global);
+
+    JSValue reset = JS_GetPropertyStr(ctx, native_obj, "resetModules");
+    JSValue main_value = JS_NewString(ctx, main_name);
+    JS_FreeValue(ctx, JS_Call(ctx, reset, JS_UNDEFINED, 1, (JSValueConst *)&main_value));
+    JS_FreeValue(ctx, main_value);
+    JS_FreeValue(ctx, reset);
+
+    const user_file *main_file = find_file(main_name);
+    if (!main_file) {
+        write_str(2, "sandlot: the main file is not among the program's files\n");
+    } else {
+        status = evaluate(main_file->content, main_file->len, main_file->name, true);
+    }
+    free(main_name);
+done:
+    sandlot_guest_types_program_free(program);
+    return status;
+}
+
+int32_t exports_sandbox_eval(sandbox_string_t *code) {
+    int32_t status = 1;
+    if (init()) {
+        char *src = dup_string(code);
+        status = evaluate(src, code->len, "<eval>", false);
+        free(src);
+    }
+    sandbox_string_free(code);
+    return status;
+}
+
+bool exports_sandbox_predict(sandbox_string_t *name, sandbox_string_t *input, sandbox_string_t *ret,
+                             sandbox_string_t *err) {
+    bool ok = false;
+    const char *failure = "the JavaScript interpreter could not start";
+    if (!init()) {
+        set_string(err, failure, strlen(failure));
+        goto done;
+    }
+    exit_requested = -1;
+    JSValue predict = JS_GetPropertyStr(ctx, native_obj, "predict");
+    JSValue args[2] = {JS_NewStringLen(ctx, (const char *)name->ptr, name->len),
+                       JS_NewStringLen(ctx, (const char *)input->ptr, input->len)};
+    JSValue result = JS_Call(ctx, predict, JS_UNDEFINED, 2, (JSValueConst *)args);
+    JS_FreeValue(ctx, predict);
+    JS_FreeValue(ctx, args[0]);
+    JS_FreeValue(ctx, args[1]);
+    if (!JS_IsException(result) && settle() == 0) {
+        if (JS_PromiseState(ctx, result) == JS_PROMISE_FULFILLED) {
+            JSValue inner = JS_PromiseResult(ctx, result);
+            JS_FreeValue(ctx, result);
+            result = inner;
+        } else if (JS_PromiseState(ctx, result) == JS_PROMISE_REJECTED) {
+            JS_Throw(ctx, JS_PromiseResult(ctx, result));
+            JS_FreeValue(ctx, result);
+            result = JS_EXCEPTION;
+        }
+    }
+    if (!JS_IsException(result)) {
+        JSValue json = JS_JSONStringify(ctx, result, JS_UNDEFINED, JS_UNDEFINED);
+        JS_FreeValue(ctx, result);
+        if (JS_IsUndefined(json)) {
+            json = JS_NewString(ctx, "null");
+        }
+        if (!JS_IsException(json)) {
+            size_t len;
+            const char *s = JS_ToCStringLen(ctx, &len, json);
+            set_string(ret, s, len);
+            JS_FreeCString(ctx, s);
+            ok = true;
+        }
+        JS_FreeValue(ctx, json);
+    }
+    if (!ok) {
+        JSValue exc = JS_GetException(ctx);
+        JS_ResetUncatchableError(ctx);
+        const char *s = JS_ToCString(ctx, exc);
+        const char *msg = s ? s : "the model failed";
+        set_string(err, msg, strlen(msg));
+        if (s)
+            JS_FreeCString(ctx, s);
+        JS_FreeValue(ctx, exc);
+    }
+done:
+    sandbox_string_free(name);
+    sandbox_string_free(input);
+    return ok;
+}

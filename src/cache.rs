@@ -1,0 +1,83 @@
+//! The `.cwasm` cache: each guest compiled to native code once per machine.
+//!
+//! A compiled guest is only valid for the wasmtime version, engine `Config` and
+//! CPU that made it, so the file name carries a hash of all three
+//! (`Engine::precompile_compatibility_hash`) and of the guest's own bytes.
+//! Files are written to a temporary name and renamed, so a reader never sees
+//! half a file, and several processes can fill the cache at once.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::error::Error;
+use crate::guests;
+use crate::language::Language;
+
+/// The default cache folder.
+pub(crate) fn default_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SANDLOT_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("sandlot")
+}
+
+/// Feeds `Hash` output into SHA-256, so the key is stable across processes.
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        unreachable!("only the digest is read")
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+/// The cache file name of a language's guest for this engine.
+pub(crate) fn key(engine: &Engine, language: Language) -> String {
+    let mut hasher = ShaHasher(Sha256::new());
+    crate::runtime::engine_fingerprint(engine).hash(&mut hasher);
+    hasher.write(guests::digest(language).as_bytes());
+    let digest = hasher.0.finalize();
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{hex}.cwasm", language.name(), env!("CARGO_PKG_VERSION"))
+}
+
+/// Loads a language's compiled guest from `dir`, compiling and saving it first if needed.
+pub(crate) fn load_or_compile(engine: &Engine, dir: &Path, language: Language) -> Result<Component, Error> {
+    let fail = |message: String| Error::GuestLoad { language, message };
+    let path = dir.join(key(engine, language));
+    if path.exists() {
+        // SAFETY: the file was written by this function for this exact engine
+        // configuration (its name says so), renamed into place only once complete.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(component) => return Ok(component),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cached guest unusable; compiling again"),
+        }
+    }
+    let started = std::time::Instant::now();
+    tracing::info!(%language, "compiling the guest to native code (once per machine)");
+    let bytes = engine
+        .precompile_component(guests::bytes(language))
+        .map_err(|e| fail(format!("compilation failed: {e:#}")))?;
+    tracing::info!(%language, elapsed = ?started.elapsed(), size = bytes.len(), "guest compiled");
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create cache folder {}: {e}", dir.display())))?;
+    let temporary = dir.join(format!(".{}.{}.tmp", key(engine, language), std::process::id()));
+    std::fs::write(&temporary, &bytes)
+        .and_then(|_| std::fs::rename(&temporary, &path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&temporary);
+            fail(format!("cannot write {}: {e}", path.display()))
+        })?;
+    // SAFETY: as above; this file was written just now from `precompile_component`.
+    unsafe { Component::deserialize_file(engine, &path) }.map_err(|e| fail(format!("cannot load {}: {e:#}", path.display())))
+}

@@ -1,0 +1,23 @@
+//! The errors of the sandbox core. Faces turn these into their own wire errors.
+
+use crate::language::{Language, UnknownLanguage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    UnknownLanguage(#[from] UnknownLanguage),
+    #[error("invalid program: {0}")]
+    InvalidProgram(String),
+    #[error("could not prepare the {language} guest: {message}")]
+    GuestLoad { language: Language, message: String },
+    #[error("could not start a {language} session: {message}")]
+    Instantiate { language: Language, message: String },
+    #[error("the session has ended ({0}); start a new session to run more code")]
+    SessionEnded(String),
+    #[error("no model named {name:?} in this session; models saved: {available}")]
+    UnknownModel { name: String, available: String },
+    #[error("the input is not valid JSON: {0}")]
+    InvalidInput(String),
+    #[error("the engine could not be set up: {0}")]
+    Engine(String),
+}

@@ -1,0 +1,24 @@
+//! sandlot runs untrusted Python and JavaScript inside WebAssembly interpreters.
+//!
+//! A [`Runtime`] holds one wasmtime engine and the precompiled guests; each
+//! [`Session`] is one guest instance with its own [`Limits`], emitting
+//! [`SessionEvent`]s as it runs. See ARCHITECTURE.md for the map.
+
+mod cache;
+mod error;
+mod guests;
+mod host;
+mod language;
+mod limits;
+mod output;
+mod program;
+mod runtime;
+mod session;
+
+pub use error::Error;
+pub use host::{EngineBridge, Placeholders};
+pub use language::{Language, UnknownLanguage};
+pub use limits::Limits;
+pub use program::{Program, SourceFile};
+pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig, SessionOptions};
+pub use session::{EndReason, KillHandle, RunOutcome, Session, SessionEvent, SessionEvents};

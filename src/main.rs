@@ -1,0 +1,158 @@
+//! The `sandlot` command line: `run` a program locally, `prepare` the guests.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sandlot::{Language, Limits, Program, Runtime, RuntimeConfig, SessionEvent, SessionOptions, SourceFile};
+
+#[derive(Parser)]
+#[command(name = "sandlot", version, about = "Runs untrusted Python and JavaScript in WebAssembly sandboxes")]
+struct Cli {
+    /// Folder for compiled guests (default: $SANDLOT_CACHE_DIR, else ~/.cache/sandlot).
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs files in a sandbox, streams their output and exits with their status
+    /// (1 for an uncaught error, 124 for a time limit, 137 for memory, output or kill).
+    Run {
+        /// python (python3, py) or javascript (js, node); guessed from the extension if omitted.
+        #[arg(long)]
+        lang: Option<String>,
+        /// The file to run; the first FILE if omitted.
+        #[arg(long, value_name = "FILE")]
+        main: Option<PathBuf>,
+        /// Wall-clock limit in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = Limits::DEFAULT_WALL_CLOCK.as_secs_f64())]
+        timeout: f64,
+        /// Memory limit in MiB.
+        #[arg(long, value_name = "MIB", default_value_t = Limits::DEFAULT_MEMORY_BYTES >> 20)]
+        memory: usize,
+        /// Fuel (CPU) limit, in wasm instructions.
+        #[arg(long, default_value_t = Limits::DEFAULT_FUEL)]
+        fuel: u64,
+        /// The program's files; arguments for the program follow `--`.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Arguments passed to the program.
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// Compiles the guests to native code now, so the first session doesn't wait.
+    Prepare,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SANDLOT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sandlot=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sandlot: cannot start the async runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    let result = tokio.block_on(async {
+        let runtime = Runtime::new(RuntimeConfig { cache_dir: cli.cache_dir, ..RuntimeConfig::default() })?;
+        match cli.command {
+            Command::Run { lang, main, timeout, memory, fuel, files, args } => {
+                let limits = Limits::default()
+                    .with_wall_clock(Duration::try_from_secs_f64(timeout).map_err(|e| format!("--timeout: {e}"))?)
+                    .with_memory_bytes(memory.saturating_mul(1 << 20))
+                    .with_fuel(fuel);
+                run(&runtime, lang, main, files, args, limits).await
+            }
+            Command::Prepare => {
+                for language in Language::ALL {
+                    runtime.prepare(language).await?;
+                    eprintln!("sandlot: {language} guest ready");
+                }
+                Ok(0)
+            }
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("sandlot: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+type CliResult = Result<i32, Box<dyn std::error::Error>>;
+
+async fn run(
+    runtime: &Runtime,
+    lang: Option<String>,
+    main: Option<PathBuf>,
+    files: Vec<PathBuf>,
+    args: Vec<String>,
+    limits: Limits,
+) -> CliResult {
+    let main = main.unwrap_or_else(|| files[0].clone());
+    let language = match lang {
+        Some(name) => name.parse::<Language>()?,
+        None => Language::from_path(&main.to_string_lossy())
+            .ok_or_else(|| format!("cannot tell the language of {}; pass --lang", main.display()))?,
+    };
+    let base = main.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut sources = Vec::new();
+    let mut all = files.clone();
+    if !all.contains(&main) {
+        all.push(main.clone());
+    }
+    for path in &all {
+        let content = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        sources.push(SourceFile { name: program_name(&base, path), content });
+    }
+    let program = Program { files: sources, main_file: program_name(&base, &main), args, env: Vec::new() };
+
+    let (mut session, mut events) = runtime
+        .session(language, SessionOptions { limits: Some(limits), ..SessionOptions::default() })
+        .await?;
+    let printer = tokio::spawn(async move {
+        let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+        while let Some(event) = events.recv().await {
+            match event {
+                SessionEvent::Stdout(bytes) => {
+                    let _ = stdout.write_all(&bytes).and_then(|_| stdout.flush());
+                }
+                SessionEvent::Stderr(bytes) => {
+                    let _ = stderr.write_all(&bytes).and_then(|_| stderr.flush());
+                }
+                SessionEvent::Spawned | SessionEvent::Finished(_) => {}
+            }
+        }
+    });
+    let outcome = session.run(program).await?;
+    drop(session);
+    let _ = printer.await;
+    if let Some(message) = &outcome.message {
+        eprintln!("sandlot: {message} ({})", outcome.reason);
+    }
+    Ok(outcome.exit_code)
+}
+
+/// The name a file has inside the sandbox: its path relative to the main file's folder.
+fn program_name(base: &Path, path: &Path) -> String {
+    path.strip_prefix(base)
+        .ok()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new(path.file_name().unwrap_or(path.as_os_str())))
+        .to_string_lossy()
+        .replace('\\', "/")
+}

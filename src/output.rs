@@ -1,0 +1,167 @@
+//! Where a guest's stdout and stderr go: straight to the session's event channel,
+//! chunk by chunk as the guest writes, under one byte budget shared by both streams.
+//!
+//! The stock `MemoryOutputPipe` traps when full, which would kill the instance and
+//! lose the reason. Instead, past the budget this sink keeps the part that fits,
+//! drops the rest, says so once on stderr and asks the session to stop the call
+//! with `EndReason::OutputLimit`.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use tokio::sync::mpsc::UnboundedSender;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+
+use crate::session::{EndReason, SessionEvent, StopSignal};
+
+/// The byte budget of one call, shared by its stdout and stderr sinks.
+#[derive(Debug)]
+pub(crate) struct OutputBudget {
+    limit: AtomicUsize,
+    used: AtomicUsize,
+    exceeded: AtomicBool,
+}
+
+impl OutputBudget {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(OutputBudget {
+            limit: AtomicUsize::new(limit),
+            used: AtomicUsize::new(0),
+            exceeded: AtomicBool::new(false),
+        })
+    }
+
+    /// Starts a new call's count.
+    pub(crate) fn reset(&self, limit: usize) {
+        self.limit.store(limit, Ordering::SeqCst);
+        self.used.store(0, Ordering::SeqCst);
+        self.exceeded.store(false, Ordering::SeqCst);
+    }
+
+    pub(crate) fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::SeqCst)
+    }
+
+    /// Takes up to `wanted` bytes of budget and returns how many were granted.
+    fn take(&self, wanted: usize) -> usize {
+        let limit = self.limit.load(Ordering::SeqCst);
+        let mut used = self.used.load(Ordering::SeqCst);
+        loop {
+            let granted = wanted.min(limit.saturating_sub(used));
+            match self.used.compare_exchange(used, used + granted, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return granted,
+                Err(now) => used = now,
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// One of a session's two output streams, as WASI sees it.
+#[derive(Clone)]
+pub(crate) struct OutputSink {
+    stream: Stream,
+    budget: Arc<OutputBudget>,
+    events: UnboundedSender<SessionEvent>,
+    stop: StopSignal,
+}
+
+impl OutputSink {
+    pub(crate) fn new(
+        stream: Stream,
+        budget: Arc<OutputBudget>,
+        events: UnboundedSender<SessionEvent>,
+        stop: StopSignal,
+    ) -> Self {
+        OutputSink { stream, budget, events, stop }
+    }
+
+    fn emit(&self, stream: Stream, bytes: Bytes) {
+        let event = match stream {
+            Stream::Stdout => SessionEvent::Stdout(bytes),
+            Stream::Stderr => SessionEvent::Stderr(bytes),
+        };
+        // A closed channel means nobody listens any more; the output is not wanted.
+        let _ = self.events.send(event);
+    }
+
+    fn accept(&self, bytes: &[u8]) {
+        if self.budget.exceeded() {
+            return;
+        }
+        let granted = self.budget.take(bytes.len());
+        if granted > 0 {
+            self.emit(self.stream, Bytes::copy_from_slice(&bytes[..granted]));
+        }
+        if granted < bytes.len() && !self.budget.exceeded.swap(true, Ordering::SeqCst) {
+            let limit = self.budget.limit.load(Ordering::SeqCst);
+            let notice = format!("\n[sandlot: output limit of {limit} bytes reached; the rest was dropped and the run stopped]\n");
+            self.emit(Stream::Stderr, Bytes::from(notice));
+            self.stop.stop(EndReason::OutputLimit);
+        }
+    }
+}
+
+impl IsTerminal for OutputSink {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for OutputSink {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for OutputSink {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.accept(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        // Always ready: bytes past the budget are dropped, never queued.
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for OutputSink {
+    async fn ready(&mut self) {}
+}
+
+impl AsyncWrite for OutputSink {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.accept(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,194 @@
+//! The one wasmtime `Engine` of a process, its epoch ticker, and the guests it
+//! has ready to instantiate.
+//!
+//! Guests ship inside the binary (`guests.rs`). The first time a language is
+//! used its component is compiled to native code and cached as a `.cwasm`
+//! (`cache.rs`); after that, loading is an mmap. Each language keeps one
+//! `InstancePre`, so a new session costs one instantiation.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{OnceCell, mpsc};
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::cache;
+use crate::error::Error;
+use crate::host::{self, EngineBridge, HostState, MemoryLimiter, NoEngine, Placeholders, SandboxPre};
+use crate::language::Language;
+use crate::limits::Limits;
+use crate::output::{OutputBudget, OutputSink, Stream};
+use crate::session::{Session, SessionEvents, StopSignal};
+
+/// How often the epoch advances: the granularity of time limits and kills.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Settings of a `Runtime`.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Where compiled guests are cached; `None` means the user's cache folder
+    /// (`$SANDLOT_CACHE_DIR`, else `$XDG_CACHE_HOME/sandlot`, else `~/.cache/sandlot`).
+    pub cache_dir: Option<PathBuf>,
+    /// Limits for sessions that don't name their own.
+    pub default_limits: Limits,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { cache_dir: None, default_limits: Limits::default() }
+    }
+}
+
+/// Options for one session.
+#[derive(Clone, Default)]
+pub struct SessionOptions {
+    /// Limits; the runtime's defaults when `None`.
+    pub limits: Option<Limits>,
+    /// The client's context, readable by the guest as `sandlot.context`.
+    pub context: Option<Value>,
+    /// Where the guest's engine commands go; none attached when `None`.
+    pub engine: Option<Arc<dyn EngineBridge>>,
+}
+
+/// Runs guests. Cheap to clone; all clones share one engine.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: PathBuf,
+    default_limits: Limits,
+    guests: [OnceCell<SandboxPre<HostState>>; Language::ALL.len()],
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Self, Error> {
+        let engine = Engine::new(&engine_config()).map_err(|e| Error::Engine(e.to_string()))?;
+        let linker = host::linker(&engine).map_err(|e| Error::Engine(e.to_string()))?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                cache_dir: config.cache_dir.unwrap_or_else(cache::default_dir),
+                default_limits: config.default_limits,
+                guests: Default::default(),
+                ticker_stop,
+            }),
+        })
+    }
+
+    pub fn default_limits(&self) -> &Limits {
+        &self.inner.default_limits
+    }
+
+    /// Compiles (or loads from the cache) a language's guest, if not done yet.
+    /// Sessions do this on first use; call it up front to keep it off a request's path.
+    pub async fn prepare(&self, language: Language) -> Result<(), Error> {
+        self.instance_pre(language).await.map(|_| ())
+    }
+
+    async fn instance_pre(&self, language: Language) -> Result<&SandboxPre<HostState>, Error> {
+        let cell = &self.inner.guests[language as usize];
+        cell.get_or_try_init(|| async {
+            let engine = self.inner.engine.clone();
+            let dir = self.inner.cache_dir.clone();
+            let component = tokio::task::spawn_blocking(move || cache::load_or_compile(&engine, &dir, language))
+                .await
+                .map_err(|e| Error::GuestLoad { language, message: e.to_string() })??;
+            let pre = self
+                .inner
+                .linker
+                .instantiate_pre(&component)
+                .and_then(SandboxPre::new)
+                .map_err(|e| Error::GuestLoad { language, message: format!("{e:#}") })?;
+            Ok(pre)
+        })
+        .await
+    }
+
+    /// Starts a session: a fresh instance of the language's guest.
+    pub async fn session(&self, language: Language, options: SessionOptions) -> Result<(Session, SessionEvents), Error> {
+        let pre = self.instance_pre(language).await?;
+        let limits = options.limits.unwrap_or_else(|| self.inner.default_limits.clone());
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let stop = StopSignal::new();
+        let budget = OutputBudget::new(limits.output_bytes);
+        let stdout = OutputSink::new(Stream::Stdout, budget.clone(), events_tx.clone(), stop.clone());
+        let stderr = OutputSink::new(Stream::Stderr, budget.clone(), events_tx.clone(), stop.clone());
+        // Nothing is inherited: no preopened directories, no host environment,
+        // no network, no stdin. Arguments and environment come with each program.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout)
+            .stderr(stderr)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let placeholders = Placeholders::new(limits.placeholder_bytes);
+        let state = HostState::new(
+            wasi,
+            MemoryLimiter::new(limits.memory_bytes, limits.table_elements),
+            placeholders.clone(),
+            options.engine.unwrap_or_else(|| Arc::new(NoEngine)),
+            options.context,
+        );
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_fuel(limits.fuel).map_err(|e| Error::Engine(e.to_string()))?;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        let bindings = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| Error::Instantiate { language, message: format!("{e:#}") })?;
+        let session = Session::new(language, limits, store, bindings, events_tx, stop, budget, placeholders);
+        Ok((session, events_rx))
+    }
+}
+
+fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.consume_fuel(true);
+    config.wasm_component_model(true);
+    // Deep guest recursion must end in a trap, well before the host's stack.
+    config.max_wasm_stack(1 << 20);
+    config.async_stack_size(4 << 20);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    config
+}
+
+pub(crate) fn engine_fingerprint(engine: &Engine) -> impl std::hash::Hash + '_ {
+    engine.precompile_compatibility_hash()
+}
+
+fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), Error> {
+    std::thread::Builder::new()
+        .name("sandlot-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| Error::Engine(format!("could not start the epoch thread: {e}")))
+}
+

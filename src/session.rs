@@ -1,0 +1,392 @@
+//! One guest instance and everything that happens to it.
+//!
+//! A `Session` owns a wasmtime `Store` and its instance. Each call into the
+//! guest (`run`, `eval`, `predict`) is driven here, on the caller's tokio task,
+//! under the session's `Limits`: the guest yields to tokio at every epoch tick,
+//! so a wall-clock timeout or a stop signal (kill, output limit) drops the call
+//! within a tick and other sessions keep running meanwhile. Any trap or stopped
+//! call ends the instance; placeholders stay readable after that.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use wasmtime::Store;
+
+use crate::error::Error;
+use crate::host::{HostState, Placeholders, Sandbox, WitProgram, WitSourceFile};
+use crate::language::Language;
+use crate::limits::Limits;
+use crate::output::OutputBudget;
+use crate::program::Program;
+
+/// What a session tells its listener, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SessionEvent {
+    /// The instance exists and is ready for calls.
+    Spawned,
+    /// A chunk of stdout, as the guest wrote it.
+    Stdout(Bytes),
+    /// A chunk of stderr, as the guest wrote it (and the host's notices).
+    Stderr(Bytes),
+    /// A call (run or eval) ended.
+    Finished(RunOutcome),
+}
+
+/// Why a call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// The code ran to its end or exited by itself.
+    Exit,
+    /// An uncaught error, or the interpreter crashed.
+    Error,
+    /// Someone stopped it.
+    Killed,
+    /// The wall-clock limit passed.
+    Timeout,
+    /// The memory limit refused an allocation and the code failed.
+    Memory,
+    /// The fuel (CPU) budget ran out.
+    Fuel,
+    /// stdout and stderr exceeded their byte budget.
+    OutputLimit,
+}
+
+impl EndReason {
+    /// The name used on the wire and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Exit => "exit",
+            EndReason::Error => "error",
+            EndReason::Killed => "killed",
+            EndReason::Timeout => "timeout",
+            EndReason::Memory => "memory",
+            EndReason::Fuel => "fuel",
+            EndReason::OutputLimit => "output-limit",
+        }
+    }
+
+    /// The exit code reported for a call stopped for this reason: the shell's
+    /// 124 for time limits and 137 (killed) for the others the host enforces.
+    fn forced_exit_code(self) -> Option<i32> {
+        match self {
+            EndReason::Exit | EndReason::Error => None,
+            EndReason::Timeout | EndReason::Fuel => Some(124),
+            EndReason::Killed | EndReason::Memory | EndReason::OutputLimit => Some(137),
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a call ended and what it cost.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOutcome {
+    pub exit_code: i32,
+    pub reason: EndReason,
+    /// The host's explanation when a limit or a crash ended the call.
+    pub message: Option<String>,
+    pub wall_time: Duration,
+    pub fuel_used: u64,
+    /// The most linear memory the guest held during the call, in bytes.
+    pub peak_memory: usize,
+}
+
+/// Stops a session's current and future calls, from any thread or task.
+#[derive(Clone, Debug)]
+pub struct KillHandle {
+    signal: StopSignal,
+}
+
+impl KillHandle {
+    /// Stops the running call (within one epoch tick) and ends the session.
+    pub fn kill(&self) {
+        self.signal.stop(EndReason::Killed);
+    }
+}
+
+/// The one-shot stop of a session, shared by its kill handles and its output sinks.
+#[derive(Clone, Debug)]
+pub(crate) struct StopSignal(Arc<watch::Sender<Option<EndReason>>>);
+
+impl StopSignal {
+    pub(crate) fn new() -> Self {
+        StopSignal(Arc::new(watch::channel(None).0))
+    }
+
+    /// Records the first reason given; later ones are ignored.
+    pub(crate) fn stop(&self, reason: EndReason) {
+        self.0.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn reason(&self) -> Option<EndReason> {
+        *self.0.borrow()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<Option<EndReason>> {
+        self.0.subscribe()
+    }
+}
+
+/// The receiving end of a session's events.
+pub type SessionEvents = mpsc::UnboundedReceiver<SessionEvent>;
+
+/// A live guest instance of one language.
+pub struct Session {
+    language: Language,
+    limits: Limits,
+    store: Store<HostState>,
+    bindings: Sandbox,
+    events: mpsc::UnboundedSender<SessionEvent>,
+    stop: StopSignal,
+    budget: Arc<OutputBudget>,
+    placeholders: Placeholders,
+    /// Set once the instance can take no more calls, with the reason why.
+    ended: Option<String>,
+}
+
+enum Call {
+    Run(WitProgram),
+    Eval(String),
+    Predict(String, String),
+}
+
+enum Returned {
+    Status(i32),
+    Prediction(Result<String, String>),
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        language: Language,
+        limits: Limits,
+        store: Store<HostState>,
+        bindings: Sandbox,
+        events: mpsc::UnboundedSender<SessionEvent>,
+        stop: StopSignal,
+        budget: Arc<OutputBudget>,
+        placeholders: Placeholders,
+    ) -> Self {
+        let _ = events.send(SessionEvent::Spawned);
+        Session { language, limits, store, bindings, events, stop, budget, placeholders, ended: None }
+    }
+
+    pub fn language(&self) -> Language {
+        self.language
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A handle that stops this session from elsewhere.
+    pub fn kill_handle(&self) -> KillHandle {
+        KillHandle { signal: self.stop.clone() }
+    }
+
+    /// The session's placeholders; readable while a call runs and after the session ends.
+    pub fn placeholders(&self) -> Placeholders {
+        self.placeholders.clone()
+    }
+
+    /// Whether the instance can still take calls.
+    pub fn is_live(&self) -> bool {
+        self.ended.is_none() && self.stop.reason().is_none()
+    }
+
+    /// Names of the models the program saved.
+    pub fn models(&self) -> Vec<String> {
+        self.store.data().model_names()
+    }
+
+    /// Runs a program's main file. The instance stays live afterwards unless the
+    /// call was stopped or trapped, so `eval` and `predict` can follow.
+    pub async fn run(&mut self, program: Program) -> Result<RunOutcome, Error> {
+        let program = program.validated()?;
+        let wit = WitProgram {
+            files: program
+                .files
+                .into_iter()
+                .map(|f| WitSourceFile { name: f.name, content: f.content })
+                .collect(),
+            main_file: program.main_file,
+            args: program.args,
+            env: program.env,
+        };
+        let (_, outcome) = self.call(Call::Run(wit)).await?;
+        Ok(outcome)
+    }
+
+    /// Runs more code in the global scope of the last run.
+    pub async fn eval(&mut self, code: &str) -> Result<RunOutcome, Error> {
+        let (_, outcome) = self.call(Call::Eval(code.to_string())).await?;
+        Ok(outcome)
+    }
+
+    /// Asks the model the program saved as `name` to predict `input`. The outer
+    /// error is the host's (no such model, session ended, a limit hit); the inner
+    /// one is the model's own error message.
+    pub async fn predict(&mut self, name: &str, input: &Value) -> Result<Result<Value, String>, Error> {
+        self.check_live()?;
+        if !self.store.data().has_model(name) {
+            let models = self.models();
+            return Err(Error::UnknownModel {
+                name: name.to_string(),
+                available: if models.is_empty() { "none".into() } else { models.join(", ") },
+            });
+        }
+        let (returned, outcome) = self.call(Call::Predict(name.to_string(), input.to_string())).await?;
+        match returned {
+            Some(Returned::Prediction(Ok(json))) => {
+                Ok(Ok(serde_json::from_str(&json).map_err(|e| Error::InvalidInput(e.to_string()))?))
+            }
+            Some(Returned::Prediction(Err(message))) => Ok(Err(message)),
+            _ => Err(Error::SessionEnded(outcome.message.unwrap_or_else(|| outcome.reason.to_string()))),
+        }
+    }
+
+    fn check_live(&self) -> Result<(), Error> {
+        if let Some(reason) = self.stop.reason() {
+            return Err(Error::SessionEnded(format!("stopped: {reason}")));
+        }
+        if let Some(why) = &self.ended {
+            return Err(Error::SessionEnded(why.clone()));
+        }
+        Ok(())
+    }
+
+    async fn call(&mut self, call: Call) -> Result<(Option<Returned>, RunOutcome), Error> {
+        self.check_live()?;
+        let is_predict = matches!(call, Call::Predict(..));
+        let limits = self.limits.clone();
+        self.store.set_fuel(limits.fuel).map_err(|e| Error::Engine(e.to_string()))?;
+        self.store.set_epoch_deadline(1);
+        self.store.epoch_deadline_async_yield_and_update(1);
+        self.store.data_mut().limiter.start_call();
+        self.budget.reset(limits.output_bytes);
+
+        let started = Instant::now();
+        let mut stopped = self.stop.subscribe();
+        let store = &mut self.store;
+        let bindings = &self.bindings;
+        let finished = tokio::select! {
+            biased;
+            reason = stopped.wait_for(Option::is_some) => {
+                CallEnd::Stopped(reason.map(|r| r.unwrap_or(EndReason::Killed)).unwrap_or(EndReason::Killed))
+            }
+            result = tokio::time::timeout(limits.wall_clock, invoke(bindings, store, call)) => match result {
+                Err(_) => CallEnd::Stopped(EndReason::Timeout),
+                Ok(Ok(returned)) => CallEnd::Returned(returned),
+                Ok(Err(trap)) => CallEnd::Trapped(trap),
+            },
+        };
+        let wall_time = started.elapsed();
+        let fuel_used = limits.fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
+        let memory_refused = self.store.data().limiter.refused();
+        let peak_memory = self.store.data().limiter.peak();
+
+        let (returned, exit_code, mut reason, message) = match finished {
+            CallEnd::Returned(Returned::Status(status)) => {
+                let reason = if status == 0 { EndReason::Exit } else { EndReason::Error };
+                (None, status, reason, None)
+            }
+            CallEnd::Returned(prediction) => (Some(prediction), 0, EndReason::Exit, None),
+            CallEnd::Stopped(reason) => {
+                let message = self.stop_message(reason);
+                self.ended = Some(message.clone());
+                (None, 0, reason, Some(message))
+            }
+            CallEnd::Trapped(error) => {
+                let (reason, exit_code, message) = classify_trap(&error);
+                self.ended = Some(message.clone());
+                (None, exit_code, reason, Some(message))
+            }
+        };
+        if reason == EndReason::Error && memory_refused {
+            reason = EndReason::Memory;
+        }
+        if self.budget.exceeded() {
+            reason = EndReason::OutputLimit;
+            self.stop.stop(EndReason::OutputLimit);
+        }
+        let message = message.or_else(|| match reason {
+            EndReason::Memory => Some(format!(
+                "the memory limit of {} MiB was reached",
+                self.store.data().limiter.limit() >> 20
+            )),
+            EndReason::OutputLimit => Some(format!("the output limit of {} bytes was reached", limits.output_bytes)),
+            _ => None,
+        });
+        let outcome = RunOutcome {
+            exit_code: reason.forced_exit_code().unwrap_or(exit_code),
+            reason,
+            message,
+            wall_time,
+            fuel_used,
+            peak_memory,
+        };
+        if !is_predict {
+            let _ = self.events.send(SessionEvent::Finished(outcome.clone()));
+        }
+        Ok((returned, outcome))
+    }
+
+    fn stop_message(&self, reason: EndReason) -> String {
+        match reason {
+            EndReason::Timeout => format!("the time limit of {:?} was exceeded", self.limits.wall_clock),
+            EndReason::OutputLimit => format!("the output limit of {} bytes was reached", self.limits.output_bytes),
+            EndReason::Killed => "killed".to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+enum CallEnd {
+    Returned(Returned),
+    Stopped(EndReason),
+    Trapped(wasmtime::Error),
+}
+
+async fn invoke(bindings: &Sandbox, store: &mut Store<HostState>, call: Call) -> wasmtime::Result<Returned> {
+    match call {
+        Call::Run(program) => bindings.call_run(&mut *store, &program).await.map(Returned::Status),
+        Call::Eval(code) => bindings.call_eval(&mut *store, &code).await.map(Returned::Status),
+        Call::Predict(name, input) => {
+            bindings.call_predict(&mut *store, &name, &input).await.map(Returned::Prediction)
+        }
+    }
+}
+
+/// Turns a trap into a reason, an exit code and a message for the user.
+fn classify_trap(error: &wasmtime::Error) -> (EndReason, i32, String) {
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return (
+            if exit.0 == 0 { EndReason::Exit } else { EndReason::Error },
+            exit.0,
+            format!("the program exited the interpreter with status {}", exit.0),
+        );
+    }
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::OutOfFuel) => (EndReason::Fuel, 124, "the fuel (CPU) limit was exhausted".into()),
+        Some(wasmtime::Trap::Interrupt) => (EndReason::Timeout, 124, "the time limit was exceeded".into()),
+        Some(wasmtime::Trap::StackOverflow) => {
+            (EndReason::Error, 1, "the interpreter's stack overflowed (recursion too deep)".into())
+        }
+        Some(trap) => (EndReason::Error, 1, format!("the interpreter crashed: {trap}")),
+        None => (EndReason::Error, 1, format!("the interpreter crashed: {error}")),
+    }
+}
