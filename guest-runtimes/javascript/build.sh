@@ -41,10 +41,15 @@ path = sys.argv[1]
 src = open(path).read()
 old = "#if defined(__wasi__)\n    rt->stack_limit = 0; /* no limit */\n#else\n"
 assert old in src, "quickjs.c changed: review the stack-check patch in build.sh"
-src = src.replace(old, "#if 0\n", 1)
+src = src.replace(old, "#if 1\n", 1)
 old = "#ifdef __wasi__\n    rt->stack_size = 0;\n#endif\n"
 assert old in src, "quickjs.c changed: review the stack-check patch in build.sh"
 src = src.replace(old, "", 1)
+# On wasm, __builtin_frame_address does not follow the shadow stack; the
+# address of a local does.
+old = "#if defined(__clang__) || defined(__GNUC__)\n    return (uintptr_t)__builtin_frame_address(0);"
+assert old in src, "quickjs.c changed: review the stack-pointer patch in build.sh"
+src = src.replace(old, "#if (defined(__clang__) || defined(__GNUC__)) && !defined(__wasi__)\n    return (uintptr_t)__builtin_frame_address(0);", 1)
 open(path, "w").write(src)
 PY
 python3 - "$HERE/prelude.js" "$WORK/prelude.h" <<'PY'
@@ -56,21 +61,21 @@ open(sys.argv[2], "w").write(
     f"static const unsigned int prelude_js_len = {len(data)};\n")
 PY
 
-CFLAGS=(--target=wasm32-wasi -mexec-model=reactor -O2 -D_GNU_SOURCE -DNDEBUG
+CFLAGS=(--target=wasm32-wasi -O2 -D_GNU_SOURCE -DNDEBUG
         -I"$WORK" -I"$HERE/bindings")
-objects=()
+objects=() pids=()
 for src in quickjs libregexp libunicode dtoa; do
-    clang "${CFLAGS[@]}" -Wno-everything -c "$WORK/$src.c" -o "$WORK/$src.o" &
+    clang "${CFLAGS[@]}" -Wno-everything -c "$WORK/$src.c" -o "$WORK/$src.o" & pids+=($!)
     objects+=("$WORK/$src.o")
 done
-clang "${CFLAGS[@]}" -Wall -Werror -Wno-unused-parameter -c "$HERE/main.c" -o "$WORK/main.o" &
-clang "${CFLAGS[@]}" -Wno-everything -c "$HERE/bindings/sandbox.c" -o "$WORK/sandbox.o" &
-wait
-# 1 MiB shadow stack placed first, so an overflow traps instead of
+clang "${CFLAGS[@]}" -Wall -Werror -Wno-unused-parameter -c "$HERE/main.c" -o "$WORK/main.o" & pids+=($!)
+clang "${CFLAGS[@]}" -Wno-everything -c "$HERE/bindings/sandbox.c" -o "$WORK/sandbox.o" & pids+=($!)
+for pid in "${pids[@]}"; do wait "$pid"; done
+# A 2 MiB shadow stack placed first, so an overflow traps instead of
 # overwriting data; QuickJS's own check (main.c) stops recursion well before.
-clang "${CFLAGS[@]}" -o "$WORK/core.wasm" "${objects[@]}" "$WORK/main.o" "$WORK/sandbox.o" \
+clang "${CFLAGS[@]}" -mexec-model=reactor -o "$WORK/core.wasm" "${objects[@]}" "$WORK/main.o" "$WORK/sandbox.o" \
     "$HERE/bindings/sandbox_component_type.o" \
-    -Wl,--stack-first -Wl,-z,stack-size=1048576 -lm
+    -Wl,--stack-first -Wl,-z,stack-size=2097152 -lm
 wasm-tools component new "$WORK/core.wasm" --adapt "wasi_snapshot_preview1=$ADAPTER" -o "$WORK/javascript.wasm"
 wasm-tools validate "$WORK/javascript.wasm"
 mv "$WORK/javascript.wasm" "$OUTPUT"

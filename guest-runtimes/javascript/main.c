@@ -21,7 +21,7 @@
 
 /* QuickJS's own stack check, so deep recursion is a catchable RangeError long
  * before the wasm stack or the shadow stack overflows. */
-#define JS_STACK_LIMIT (256 * 1024)
+#define JS_STACK_LIMIT (1024 * 1024)
 
 static JSRuntime *rt;
 static JSContext *ctx;
@@ -288,7 +288,7 @@ static JSValue js_stats(JSContext *c, JSValueConst this_val, int argc, JSValueCo
     int64_t n;
     if (JS_GetLength(c, argv[0], &n))
         return JS_EXCEPTION;
-    sandlot_guest_stats_list_f64_t values = {.ptr = malloc(sizeof(double) * (n ? (size_t)n : 1)), .len = (size_t)n};
+    sandbox_list_f64_t values = {.ptr = malloc(sizeof(double) * (n ? (size_t)n : 1)), .len = (size_t)n};
     for (int64_t i = 0; i < n; i++) {
         JSValue v = JS_GetPropertyInt64(c, argv[0], i);
         int bad = JS_ToFloat64(c, &values.ptr[i], v);
@@ -485,11 +485,17 @@ static int settle(void) {
             return handle_exception();
         if (has_unhandled_rejection) {
             has_unhandled_rejection = false;
-            write_str(2, "(in promise) ");
             JSValue reason = unhandled_rejection;
-            report_exception(reason);
+            int status = exit_requested;
+            if (status >= 0) {
+                JS_ResetUncatchableError(ctx);
+            } else {
+                write_str(2, "(in promise) ");
+                report_exception(reason);
+                status = 1;
+            }
             JS_FreeValue(ctx, reason);
-            return 1;
+            return status;
         }
         JSValue run_next = JS_GetPropertyStr(ctx, native_obj, "runNextTimer");
         JSValue more = JS_Call(ctx, run_next, JS_UNDEFINED, 0, NULL);
@@ -503,13 +509,50 @@ static int settle(void) {
     }
 }
 
+/* Whether a source uses static import/export: a line starting with either
+ * keyword. (JS_DetectModule calls almost any script a module.) */
+static bool module_syntax(const char *src, size_t len) {
+    const char *p = src, *end = src + len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        size_t left = (size_t)(end - p);
+        if ((left > 7 && memcmp(p, "export", 6) == 0 && strchr(" {*", p[6])) ||
+            (left > 7 && memcmp(p, "import", 6) == 0 && strchr(" {*\"'", p[6])))
+            return true;
+        const char *nl = memchr(p, '\n', left);
+        if (!nl)
+            break;
+        p = nl + 1;
+    }
+    return false;
+}
+
 /* Evaluates code, as a module when it uses import/export, then settles. */
 static int evaluate(const char *src, size_t len, const char *filename, bool allow_module) {
     exit_requested = -1;
-    bool module = allow_module && JS_DetectModule(src, len);
+    bool module = allow_module && module_syntax(src, len);
     JSValue result = JS_Eval(ctx, src, len, filename, module ? JS_EVAL_TYPE_MODULE : JS_EVAL_TYPE_GLOBAL);
     if (JS_IsException(result))
         return handle_exception();
+    if (module && JS_PromiseState(ctx, result) == JS_PROMISE_REJECTED) {
+        /* The module threw before its first await: an uncaught error, not a rejection. */
+        JSValue reason = JS_PromiseResult(ctx, result);
+        JS_FreeValue(ctx, result);
+        if (has_unhandled_rejection) {
+            JS_FreeValue(ctx, unhandled_rejection);
+            has_unhandled_rejection = false;
+        }
+        int status = 1;
+        if (exit_requested >= 0) {
+            status = exit_requested;
+            JS_ResetUncatchableError(ctx);
+        } else {
+            report_exception(reason);
+        }
+        JS_FreeValue(ctx, reason);
+        return status;
+    }
     int status = settle();
     if (status == 0 && module && JS_PromiseState(ctx, result) == JS_PROMISE_REJECTED) {
         JSValue reason = JS_PromiseResult(ctx, result);
@@ -533,7 +576,7 @@ static int evaluate(const char *src, size_t len, const char *filename, bool allo
 
 /* ---- exports ---- */
 
-int32_t exports_sandbox_run(sandlot_guest_types_program_t *program) {
+int32_t exports_sandbox_run(sandbox_program_t *program) {
     int32_t status = 1;
     if (!init()) {
         write_str(2, "sandlot: the JavaScript interpreter could not start\n");

@@ -134,9 +134,12 @@ def _guarded(body):
                 pass
 
 
+# componentize-py may make a new WitWorld for each export call: the live state
+# of the session is kept here, at module level.
+_state = {"main": None, "finder": None}
+
+
 class WitWorld(wit_world.WitWorld):
-    main = None
-    finder = None
 
     def run(self, program):
         def body():
@@ -144,25 +147,26 @@ class WitWorld(wit_world.WitWorld):
             main_file = _normalise(program.main_file)
             if main_file not in files:
                 raise FileNotFoundError(f"main file {main_file!r} is not among the program's files")
-            self._reset(files)
+            _reset(files)
             for name, content in files.items():
                 linecache.cache[name] = (len(content), None, content.splitlines(True), name)
+            _state["main"].__file__ = main_file
             sys.argv = [main_file, *program.args]
             os.environ.clear()
             os.environ.update(dict(program.env))
             context = _input.context()
             sandlot.context = None if context is None else json.loads(context)
             code = compile(files[main_file], main_file, "exec")
-            exec(code, self.main.__dict__)
+            exec(code, _state["main"].__dict__)
 
         return _guarded(body)
 
     def eval(self, code):
         def body():
-            if self.main is None:
-                self._reset({})
+            if _state["main"] is None:
+                _reset({})
             linecache.cache["<eval>"] = (len(code), None, code.splitlines(True), "<eval>")
-            exec(compile(code, "<eval>", "exec"), self.main.__dict__)
+            exec(compile(code, "<eval>", "exec"), _state["main"].__dict__)
 
         return _guarded(body)
 
@@ -176,16 +180,20 @@ class WitWorld(wit_world.WitWorld):
             sys.stdout.flush()
             sys.stderr.flush()
 
-    def _reset(self, files):
-        if self.finder is not None:
-            sys.meta_path.remove(self.finder)
-            for name in self.finder.modules:
-                sys.modules.pop(name, None)
-        self.finder = _UserFiles(files)
-        sys.meta_path.insert(0, self.finder)
-        self.main = _pytypes.ModuleType("__main__")
-        self.main.__builtins__ = __builtins__
-        sys.modules["__main__"] = self.main
-        # Stream output line by line, as a terminal would, so clients see it live.
-        sys.stdout.reconfigure(line_buffering=True)
-        sys.stderr.reconfigure(line_buffering=True)
+
+
+def _reset(files):
+    """Forgets the last run's modules and globals, and serves `files` instead."""
+    if _state["finder"] is not None:
+        sys.meta_path.remove(_state["finder"])
+        for name in _state["finder"].modules:
+            sys.modules.pop(name, None)
+    finder = _UserFiles(files)
+    sys.meta_path.insert(0, finder)
+    main = _pytypes.ModuleType("__main__")
+    main.__builtins__ = __builtins__
+    _state["finder"], _state["main"] = finder, main
+    sys.modules["__main__"] = main
+    # Stream output line by line, as a terminal would, so clients see it live.
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)

@@ -1,0 +1,311 @@
+//! The Python guest, driven through the library's session core with real
+//! instances: output, errors, every limit, isolation and the host capabilities.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{program, run, run_with, runtime, short_limits};
+use sandlot::{EndReason, Language, Limits, SessionOptions};
+use serde_json::json;
+
+const PY: Language = Language::Python;
+
+#[tokio::test]
+async fn hello_world() {
+    let ran = run(PY, &[("main.py", "print('hello, world')")]).await;
+    assert_eq!(ran.stdout, "hello, world\n");
+    assert_eq!(ran.stderr, "");
+    assert_eq!((ran.outcome.exit_code, ran.outcome.reason), (0, EndReason::Exit));
+}
+
+#[tokio::test]
+async fn files_import_each_other_including_packages() {
+    let ran = run(
+        PY,
+        &[
+            ("main.py", "import helper\nfrom pkg.tools import double\nprint(helper.greet('ada'), double(21))"),
+            ("helper.py", "def greet(name):\n    return f'hi {name}'"),
+            ("pkg/__init__.py", ""),
+            ("pkg/tools.py", "def double(x):\n    return 2 * x"),
+        ],
+    )
+    .await;
+    assert_eq!(ran.stdout, "hi ada 42\n", "stderr: {}", ran.stderr);
+}
+
+#[tokio::test]
+async fn the_whole_stdlib_is_there() {
+    let code = "import datetime, pickle, heapq, json, re, decimal, fractions, statistics, itertools, csv, io\n\
+                from collections import Counter\n\
+                print(Counter('abracadabra').most_common(1), heapq.nsmallest(2, [5, 1, 3]),\n\
+                      pickle.loads(pickle.dumps({'a': 1})), statistics.mean([1, 2, 3]),\n\
+                      datetime.date(2024, 2, 29).isoformat())";
+    let ran = run(PY, &[("main.py", code)]).await;
+    assert_eq!(ran.stdout, "[('a', 5)] [1, 3] {'a': 1} 2 2024-02-29\n", "stderr: {}", ran.stderr);
+}
+
+#[tokio::test]
+async fn stderr_is_separate() {
+    let ran = run(PY, &[("main.py", "import sys\nprint('out')\nprint('err', file=sys.stderr)")]).await;
+    assert_eq!(ran.stdout, "out\n");
+    assert_eq!(ran.stderr, "err\n");
+}
+
+#[tokio::test]
+async fn uncaught_error_prints_a_traceback_with_file_and_line() {
+    let ran = run(
+        PY,
+        &[("main.py", "import helper\nhelper.explode()"), ("helper.py", "def explode():\n    x = 1\n    raise ValueError('boom')")],
+    )
+    .await;
+    assert_eq!((ran.outcome.exit_code, ran.outcome.reason), (1, EndReason::Error));
+    assert!(ran.stderr.starts_with("Traceback (most recent call last):"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("File \"main.py\", line 2"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("File \"helper.py\", line 3, in explode"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("raise ValueError('boom')"), "{}", ran.stderr);
+    assert!(ran.stderr.trim_end().ends_with("ValueError: boom"), "{}", ran.stderr);
+    assert!(!ran.stderr.contains("app.py"), "driver frames leak into the traceback: {}", ran.stderr);
+}
+
+#[tokio::test]
+async fn syntax_errors_name_the_line() {
+    let ran = run(PY, &[("main.py", "x = 1\ny = (\n")]).await;
+    assert_eq!(ran.outcome.exit_code, 1);
+    assert!(ran.stderr.contains("main.py\", line 2"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("SyntaxError"), "{}", ran.stderr);
+}
+
+#[tokio::test]
+async fn exit_codes_are_the_programs() {
+    for (code, want) in [("import sys\nsys.exit(3)", 3), ("raise SystemExit(0)", 0), ("exit(7)", 7), ("import sys\nsys.exit('bad')", 1)] {
+        let ran = run(PY, &[("main.py", code)]).await;
+        assert_eq!(ran.outcome.exit_code, want, "{code}: {}", ran.stderr);
+    }
+    // WASI preview 2 carries only success or failure out of a process exit.
+    let ran = run(PY, &[("main.py", "import os\nos._exit(5)")]).await;
+    assert_eq!(ran.outcome.exit_code, 1);
+    assert!(!ran.session.is_live(), "os._exit ends the interpreter");
+}
+
+#[tokio::test]
+async fn endless_loop_is_stopped_by_the_wall_clock() {
+    let started = Instant::now();
+    let ran = run_with(PY, program(&[("main.py", "while True:\n    pass")]), short_limits()).await;
+    assert_eq!((ran.outcome.reason, ran.outcome.exit_code), (EndReason::Timeout, 124));
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(!ran.session.is_live());
+}
+
+#[tokio::test]
+async fn endless_loop_is_stopped_by_fuel() {
+    let limits = Limits::default().with_fuel(2_000_000_000).with_wall_clock(Duration::from_secs(60));
+    let ran = run_with(PY, program(&[("main.py", "while True:\n    pass")]), limits).await;
+    assert_eq!((ran.outcome.reason, ran.outcome.exit_code), (EndReason::Fuel, 124));
+    assert!(ran.outcome.fuel_used >= 2_000_000_000 - 1_000_000, "used {}", ran.outcome.fuel_used);
+}
+
+#[tokio::test]
+async fn memory_bomb_is_refused_and_the_host_stays_healthy() {
+    let limits = Limits::default().with_memory_bytes(96 << 20);
+    let bomb = "blocks = []\nwhile True:\n    blocks.append(bytearray(8 << 20))";
+    let ran = run_with(PY, program(&[("main.py", bomb)]), limits).await;
+    assert_eq!((ran.outcome.reason, ran.outcome.exit_code), (EndReason::Memory, 137), "{}", ran.stderr);
+    assert!(ran.stderr.contains("MemoryError"), "{}", ran.stderr);
+    assert!(ran.outcome.peak_memory <= 96 << 20, "peak {}", ran.outcome.peak_memory);
+    // The guest recovered from the refusal: the same instance still answers.
+    let mut ran = ran;
+    let (out, _, outcome) = ran.eval("blocks = None\nprint('alive')").await;
+    assert_eq!((out.as_str(), outcome.exit_code), ("alive\n", 0));
+    let again = run(PY, &[("main.py", "print('next session fine')")]).await;
+    assert_eq!(again.stdout, "next session fine\n");
+}
+
+#[tokio::test]
+async fn output_flood_is_truncated_and_stopped() {
+    let limits = Limits::default().with_output_bytes(64 * 1024);
+    let ran = run_with(PY, program(&[("main.py", "while True:\n    print('x' * 1000)")]), limits).await;
+    assert_eq!((ran.outcome.reason, ran.outcome.exit_code), (EndReason::OutputLimit, 137));
+    assert_eq!(ran.stdout.len(), 64 * 1024);
+    assert!(ran.stderr.contains("output limit of 65536 bytes"), "{}", ran.stderr);
+}
+
+#[tokio::test]
+async fn infinite_recursion_is_a_catchable_error() {
+    let code = "def f(n):\n    return f(n + 1)\ntry:\n    f(0)\nexcept RecursionError as e:\n    print('caught', type(e).__name__)\nf(0)";
+    let ran = run(PY, &[("main.py", code)]).await;
+    assert!(ran.stdout.starts_with("caught RecursionError"), "{} / {}", ran.stdout, ran.stderr);
+    assert_eq!((ran.outcome.exit_code, ran.outcome.reason), (1, EndReason::Error));
+    assert!(ran.stderr.contains("RecursionError"), "{}", ran.stderr);
+}
+
+#[tokio::test]
+async fn sleep_never_outlives_the_deadline() {
+    let started = Instant::now();
+    let ran = run_with(PY, program(&[("main.py", "import time\nprint('before', flush=True)\ntime.sleep(10)\nprint('after')")]), short_limits()).await;
+    let took = started.elapsed();
+    assert_eq!(ran.outcome.reason, EndReason::Timeout);
+    assert_eq!(ran.stdout, "before\n");
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "took {took:?}");
+}
+
+#[tokio::test]
+async fn kill_stops_a_running_session() {
+    let (mut session, _events) = runtime().session(PY, SessionOptions::default()).await.unwrap();
+    let kill = session.kill_handle();
+    let task = tokio::spawn(async move {
+        let outcome = session.run(program(&[("main.py", "while True:\n    pass")])).await.unwrap();
+        (outcome, session)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed_at = Instant::now();
+    kill.kill();
+    let (outcome, mut session) = task.await.unwrap();
+    assert!(killed_at.elapsed() < Duration::from_secs(1), "kill took {:?}", killed_at.elapsed());
+    assert_eq!((outcome.reason, outcome.exit_code), (EndReason::Killed, 137));
+    let err = session.eval("print(1)").await.unwrap_err();
+    assert!(err.to_string().contains("session has ended"), "{err}");
+}
+
+#[tokio::test]
+async fn host_files_are_out_of_reach() {
+    let code = r#"
+import os
+for path in ['/etc/passwd', '../../etc/passwd', '/', '.', '/proc/self/environ', os.path.expanduser('~')]:
+    try:
+        with open(path) as f:
+            print('READ', path, f.read(40))
+    except OSError as e:
+        print('refused', path, type(e).__name__)
+for path in ['/', '.', '..']:
+    try:
+        print('LISTED', path, os.listdir(path))
+    except OSError as e:
+        print('refused', path, type(e).__name__)
+try:
+    open('/tmp/sandlot-escape', 'w').write('x')
+    print('WROTE')
+except OSError as e:
+    print('refused write', type(e).__name__)
+"#;
+    let ran = run(PY, &[("main.py", code)]).await;
+    assert_eq!(ran.outcome.exit_code, 0, "{}", ran.stderr);
+    assert!(!ran.stdout.contains("READ") && !ran.stdout.contains("LISTED") && !ran.stdout.contains("WROTE"), "{}", ran.stdout);
+    assert_eq!(ran.stdout.matches("refused").count(), 10, "{}", ran.stdout);
+    assert!(!std::path::Path::new("/tmp/sandlot-escape").exists());
+}
+
+#[tokio::test]
+async fn the_host_environment_is_invisible() {
+    // SAFETY: set before any session of this test starts; only read by this process.
+    unsafe { std::env::set_var("SANDLOT_TEST_SECRET", "hunter2") };
+    let mut p = program(&[("main.py", "import os, sys\nprint(sorted(os.environ.items()), sys.argv)")]);
+    p.env = vec![("GREETING".into(), "hi".into())];
+    p.args = vec!["--flag".into()];
+    let ran = run_with(PY, p, Limits::default()).await;
+    assert_eq!(ran.stdout, "[('GREETING', 'hi')] ['main.py', '--flag']\n", "{}", ran.stderr);
+    assert!(!ran.stdout.contains("hunter2"));
+}
+
+#[tokio::test]
+async fn sockets_are_refused() {
+    let code = "try:\n    import socket\n    s = socket.create_connection(('127.0.0.1', 22), timeout=1)\n    print('CONNECTED')\nexcept Exception as e:\n    print('refused', type(e).__name__)";
+    let ran = run(PY, &[("main.py", code)]).await;
+    assert!(ran.stdout.starts_with("refused"), "{} / {}", ran.stdout, ran.stderr);
+    let ran = run(PY, &[("main.py", "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:1/')")]).await;
+    assert_eq!(ran.outcome.exit_code, 1);
+}
+
+#[tokio::test]
+async fn placeholders_outlive_the_run() {
+    let code = "import sandlot\nsandlot.set_placeholder('TrainX', [[1, 2], [3, 4]])\nsandlot.set_placeholder('message', {'ok': True})\nprint(sandlot.get_placeholder('message'), sandlot.get_placeholder('missing'))";
+    let ran = run(PY, &[("main.py", code)]).await;
+    assert_eq!(ran.stdout, "{'ok': True} None\n", "{}", ran.stderr);
+    let placeholders = ran.session.placeholders();
+    drop(ran);
+    assert_eq!(placeholders.get("TrainX"), Some(json!([[1, 2], [3, 4]])));
+    assert_eq!(placeholders.names(), vec!["TrainX".to_string(), "message".to_string()]);
+    let ran = run(PY, &[("main.py", "import sandlot\nsandlot.set_placeholder('x', object())")]).await;
+    assert!(ran.stderr.contains("TypeError") && ran.stderr.contains("JSON"), "{}", ran.stderr);
+}
+
+#[tokio::test]
+async fn placeholder_budget_is_enforced() {
+    let mut limits = Limits::default();
+    limits.placeholder_bytes = 1000;
+    let code = "import sandlot\ntry:\n    sandlot.set_placeholder('big', 'x' * 5000)\nexcept sandlot.SandlotError as e:\n    print('refused:', e)";
+    let ran = run_with(PY, program(&[("main.py", code)]), limits).await;
+    assert!(ran.stdout.contains("refused:") && ran.stdout.contains("budget"), "{} {}", ran.stdout, ran.stderr);
+}
+
+#[tokio::test]
+async fn saved_models_predict_after_the_run() {
+    let code = "import sandlot\nclass Doubler:\n    def predict(self, xs):\n        return [2 * x for x in xs]\nsandlot.save_model('double', Doubler())\nsandlot.save_model('neg', lambda x: -x)";
+    let mut ran = run(PY, &[("main.py", code)]).await;
+    assert_eq!(ran.outcome.exit_code, 0, "{}", ran.stderr);
+    assert_eq!(ran.session.models(), vec!["double".to_string(), "neg".to_string()]);
+    assert_eq!(ran.session.predict("double", &json!([1, 2.5])).await.unwrap(), Ok(json!([2, 5.0])));
+    assert_eq!(ran.session.predict("neg", &json!(4)).await.unwrap(), Ok(json!(-4)));
+    let model_error = ran.session.predict("double", &json!(null)).await.unwrap().unwrap_err();
+    assert!(model_error.contains("TypeError"), "{model_error}");
+    let err = ran.session.predict("missing", &json!(1)).await.unwrap_err();
+    assert!(err.to_string().contains("double, neg"), "{err}");
+    // A model error leaves the instance usable.
+    assert_eq!(ran.session.predict("neg", &json!(1)).await.unwrap(), Ok(json!(-1)));
+}
+
+#[tokio::test]
+async fn eval_sees_the_runs_globals() {
+    let mut ran = run(PY, &[("main.py", "import helper\ntotal = helper.base + 1"), ("helper.py", "base = 41")]).await;
+    let (out, err, outcome) = ran.eval("print(total, helper.base)").await;
+    assert_eq!((out.as_str(), outcome.exit_code), ("42 41\n", 0), "{err}");
+    let (_, err, outcome) = ran.eval("undefined_name").await;
+    assert_eq!(outcome.exit_code, 1);
+    assert!(err.contains("NameError") && err.contains("<eval>"), "{err}");
+    let (out, _, _) = ran.eval("total += 1\nprint(total)").await;
+    assert_eq!(out, "43\n");
+}
+
+#[tokio::test]
+async fn stats_and_context_reach_the_guest() {
+    let options = SessionOptions { context: Some(json!({"player": "ada"})), ..SessionOptions::default() };
+    let (mut session, mut events) = runtime().session(PY, options).await.unwrap();
+    let code = "import sandlot\ns = sandlot.stats([1, 2, 3, 4, 10])\nprint(s['count'], s['mean'], s['50%'], s['max'], sandlot.context['player'])\ntry:\n    sandlot.stats([])\nexcept ValueError as e:\n    print('refused', e)\ntry:\n    sandlot.engine('move', {'x': 1})\nexcept sandlot.EngineError as e:\n    print('engine:', e)";
+    let outcome = session.run(program(&[("main.py", code)])).await.unwrap();
+    let (out, err) = common::drain(&mut events);
+    assert_eq!(outcome.exit_code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "5 4.0 3.0 10.0 ada");
+    assert!(lines[1].starts_with("refused") && lines[1].contains("at least one"), "{out}");
+    assert!(lines[2].contains("no game engine"), "{out}");
+}
+
+#[tokio::test]
+async fn a_hundred_sessions_at_once() {
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            tokio::spawn(async move {
+                let code = format!("import helper\nprint(helper.square({i}))");
+                let ran = run(PY, &[("main.py", &code), ("helper.py", "def square(x):\n    return x * x")]).await;
+                (i, ran.stdout, ran.outcome.exit_code)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (i, stdout, code) = task.await.unwrap();
+        assert_eq!((stdout, code), (format!("{}\n", i * i), 0));
+    }
+}
+
+#[tokio::test]
+async fn bad_programs_get_clear_errors() {
+    let (mut session, _) = runtime().session(PY, SessionOptions::default()).await.unwrap();
+    let mut p = program(&[("main.py", "print(1)")]);
+    p.main_file = "other.py".into();
+    let err = session.run(p).await.unwrap_err().to_string();
+    assert!(err.contains("main file \"other.py\" is not one of"), "{err}");
+    let err = session.run(program(&[("../escape.py", "print(1)")])).await.unwrap_err().to_string();
+    assert!(err.contains("`..`"), "{err}");
+    // Refused programs never reached the guest: the session still runs code.
+    assert_eq!(session.run(program(&[("main.py", "print(1)")])).await.unwrap().exit_code, 0);
+}
