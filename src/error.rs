@@ -18,6 +18,12 @@ pub enum Error {
     UnknownModel { name: String, available: String },
     #[error("the input is not valid JSON: {0}")]
     InvalidInput(String),
+    #[error("the server is busy: {limit} runs are going already; try again shortly")]
+    Busy { limit: usize },
+    #[error("the server is shutting down; no new runs are accepted")]
+    ShuttingDown,
+    #[error("run {0} is still going; wait for it to end first")]
+    StillRunning(String),
     #[error("the engine could not be set up: {0}")]
     Engine(String),
 }

@@ -12,7 +12,9 @@ mod language;
 mod limits;
 mod output;
 mod program;
+mod registry;
 mod runtime;
+mod server;
 mod session;
 
 pub use error::Error;
@@ -20,5 +22,10 @@ pub use host::{EngineBridge, Placeholders};
 pub use language::{Language, UnknownLanguage};
 pub use limits::Limits;
 pub use program::{Program, SourceFile};
+pub use registry::{Entry, Registry, RegistryConfig, RunState, RunStatus, Started};
+pub use server::{ServerConfig, serve};
 pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig, SessionOptions};
 pub use session::{EndReason, KillHandle, RunOutcome, Session, SessionEvent, SessionEvents};
+
+/// The wasmtime version guests run on.
+pub const WASMTIME_VERSION: &str = env!("SANDLOT_WASMTIME_VERSION");

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sandlot::{Language, Limits, Program, Runtime, RuntimeConfig, SessionEvent, SessionOptions, SourceFile};
+use sandlot::{
+    Language, Limits, Program, RegistryConfig, Runtime, RuntimeConfig, ServerConfig, SessionEvent, SessionOptions,
+    SourceFile,
+};
 
 #[derive(Parser)]
 #[command(name = "sandlot", version, about = "Runs untrusted Python and JavaScript in WebAssembly sandboxes")]
@@ -45,6 +48,30 @@ enum Command {
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
+    /// Serves the WebSocket and HTTP faces (ranna, runtime actions, processor).
+    Serve {
+        /// Address to listen on; anything but loopback exposes the server to the network.
+        #[arg(long, default_value = "127.0.0.1:8765")]
+        listen: std::net::SocketAddr,
+        /// Folder for the server's files (compiled guests go in DIR/cache).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Wall-clock limit of each run, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = Limits::DEFAULT_WALL_CLOCK.as_secs_f64())]
+        timeout: f64,
+        /// Memory limit of each run, in MiB.
+        #[arg(long, value_name = "MIB", default_value_t = Limits::DEFAULT_MEMORY_BYTES >> 20)]
+        memory: usize,
+        /// Runs going at once; more are refused as busy.
+        #[arg(long, default_value_t = RegistryConfig::default().max_running)]
+        max_running: usize,
+        /// Seconds a finished session is kept after its last use.
+        #[arg(long, value_name = "SECONDS", default_value_t = RegistryConfig::default().idle_expiry.as_secs())]
+        idle_expiry: u64,
+        /// Also stop when standard input closes (for a supervisor that holds a pipe).
+        #[arg(long)]
+        stop_on_stdin_close: bool,
+    },
     /// Compiles the guests to native code now, so the first session doesn't wait.
     Prepare,
 }
@@ -66,7 +93,12 @@ fn main() -> ExitCode {
         }
     };
     let result = tokio.block_on(async {
-        let runtime = Runtime::new(RuntimeConfig { cache_dir: cli.cache_dir, ..RuntimeConfig::default() })?;
+        let cache_dir = match (&cli.command, cli.cache_dir) {
+            (_, Some(dir)) => Some(dir),
+            (Command::Serve { data_dir: Some(data), .. }, None) => Some(data.join("cache")),
+            _ => None,
+        };
+        let runtime = Runtime::new(RuntimeConfig { cache_dir, ..RuntimeConfig::default() })?;
         match cli.command {
             Command::Run { lang, main, timeout, memory, fuel, files, args } => {
                 let limits = Limits::default()
@@ -74,6 +106,32 @@ fn main() -> ExitCode {
                     .with_memory_bytes(memory.saturating_mul(1 << 20))
                     .with_fuel(fuel);
                 run(&runtime, lang, main, files, args, limits).await
+            }
+            Command::Serve { listen, data_dir: _, timeout, memory, max_running, idle_expiry, stop_on_stdin_close } => {
+                let config = ServerConfig {
+                    listen,
+                    limits: Limits::default()
+                        .with_wall_clock(Duration::try_from_secs_f64(timeout).map_err(|e| format!("--timeout: {e}"))?)
+                        .with_memory_bytes(memory.saturating_mul(1 << 20)),
+                    registry: RegistryConfig {
+                        max_running,
+                        idle_expiry: Duration::from_secs(idle_expiry),
+                        ..RegistryConfig::default()
+                    },
+                    ..ServerConfig::default()
+                };
+                let stop = async move {
+                    if stop_on_stdin_close {
+                        tokio::select! {
+                            _ = shutdown_signal() => {}
+                            _ = stdin_closed() => {}
+                        }
+                    } else {
+                        shutdown_signal().await;
+                    }
+                };
+                sandlot::serve(runtime, config, stop).await?;
+                Ok(0)
             }
             Command::Prepare => {
                 for language in Language::ALL {
@@ -91,6 +149,29 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+/// Resolves when standard input reaches its end.
+async fn stdin_closed() {
+    let _ = tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink())).await;
 }
 
 type CliResult = Result<i32, Box<dyn std::error::Error>>;

@@ -38,7 +38,7 @@ impl Program {
     }
 
     /// Checks the program and normalises its paths (`./a.py` → `a.py`).
-    pub(crate) fn validated(mut self) -> Result<Program, Error> {
+    pub fn validated(mut self) -> Result<Program, Error> {
         if self.files.is_empty() {
             return Err(Error::InvalidProgram("a program needs at least one file".into()));
         }

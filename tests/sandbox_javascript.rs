@@ -270,3 +270,12 @@ async fn a_hundred_sessions_at_once() {
         assert_eq!((stdout, code), (format!("{}\n", i * i), 0));
     }
 }
+
+#[tokio::test]
+async fn sessions_do_not_share_random_state() {
+    let code = "console.log(Math.random())";
+    let a = run(JS, &[("main.js", code)]).await;
+    let b = run(JS, &[("main.js", code)]).await;
+    assert_eq!(a.outcome.exit_code, 0, "{}", a.stderr);
+    assert_ne!(a.stdout, b.stdout);
+}

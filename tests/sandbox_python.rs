@@ -309,3 +309,12 @@ async fn bad_programs_get_clear_errors() {
     // Refused programs never reached the guest: the session still runs code.
     assert_eq!(session.run(program(&[("main.py", "print(1)")])).await.unwrap().exit_code, 0);
 }
+
+#[tokio::test]
+async fn sessions_do_not_share_random_state() {
+    let code = "import random, os\nprint(random.random(), os.urandom(8).hex())";
+    let a = run(PY, &[("main.py", code)]).await;
+    let b = run(PY, &[("main.py", code)]).await;
+    assert_eq!(a.outcome.exit_code, 0, "{}", a.stderr);
+    assert_ne!(a.stdout, b.stdout);
+}

@@ -9,6 +9,7 @@ catches BaseException and turns it into an exit status plus a traceback on stder
 """
 
 import importlib.abc
+import io
 import importlib.util
 import json
 import linecache
@@ -194,6 +195,13 @@ def _reset(files):
     main.__builtins__ = __builtins__
     _state["finder"], _state["main"] = finder, main
     sys.modules["__main__"] = main
-    # Stream output line by line, as a terminal would, so clients see it live.
-    sys.stdout.reconfigure(line_buffering=True)
-    sys.stderr.reconfigure(line_buffering=True)
+    # Stream output line by line, as a terminal would, so clients see it live
+    # and a print() arrives as one chunk rather than one per write.
+    sys.stdout = _line_buffered(1)
+    sys.stderr = _line_buffered(2)
+
+
+def _line_buffered(fd):
+    raw = io.FileIO(fd, "w", closefd=False)
+    return io.TextIOWrapper(
+        io.BufferedWriter(raw), encoding="utf-8", errors="backslashreplace", line_buffering=True)

@@ -14,6 +14,7 @@ mod stats;
 pub use engine::{EngineBridge, NoEngine};
 pub(crate) use limiter::MemoryLimiter;
 pub use placeholders::Placeholders;
+pub(crate) use stats::describe;
 
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@ use super::HostState;
 use super::sandlot::guest::types::Summary;
 
 /// Summarises `values`; fails on an empty list or a value that is not finite.
-pub fn describe(values: &[f64]) -> Result<Summary, String> {
+pub(crate) fn describe(values: &[f64]) -> Result<Summary, String> {
     if values.is_empty() {
         return Err("stats needs at least one number".into());
     }

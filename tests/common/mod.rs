@@ -11,6 +11,8 @@ use sandlot::{
     SessionOptions, SourceFile,
 };
 
+pub mod server;
+
 pub fn runtime() -> Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| Runtime::new(RuntimeConfig::default()).expect("runtime starts")).clone()

@@ -1,0 +1,343 @@
+//! The sessions a server holds, by id, shared by every connection.
+//!
+//! A run gets an id, a semaphore permit (the cap on concurrently running
+//! guests: past it, `start` fails at once with `Error::Busy`, never queues),
+//! and a task that drives it. When the run ends its session stays live for
+//! `predict` until it has been idle for `idle_expiry`; past `max_live` live
+//! sessions the least recently used lose their instance first (their record
+//! and placeholders stay until expiry). Faces find runs here by id, from any
+//! connection.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+use tokio::sync::{Semaphore, watch};
+
+use crate::error::Error;
+use crate::host::Placeholders;
+use crate::language::Language;
+use crate::program::Program;
+use crate::runtime::{Runtime, SessionOptions};
+use crate::session::{EndReason, KillHandle, RunOutcome, Session, SessionEvents};
+
+/// How many sessions a registry holds and for how long.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Guests running at once; more are refused as busy.
+    pub max_running: usize,
+    /// How long a finished session (its record, placeholders and models) is kept after its last use.
+    pub idle_expiry: Duration,
+    /// Finished sessions kept live (with their instance, for `predict`) at once.
+    pub max_live: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig { max_running: 64, idle_expiry: Duration::from_secs(600), max_live: 1000 }
+    }
+}
+
+/// Where a run is in its life, as clients see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    /// Ended with exit code 0.
+    Finished,
+    /// Ended with an error, a non-zero exit, or a memory or output limit.
+    Failed,
+    /// Killed or stopped by a client.
+    Stopped,
+    /// Stopped by the wall-clock or fuel limit.
+    Timeout,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Finished => "finished",
+            RunState::Failed => "failed",
+            RunState::Stopped => "stopped",
+            RunState::Timeout => "timeout",
+        }
+    }
+
+    pub(crate) fn of_outcome(outcome: &RunOutcome) -> RunState {
+        match outcome.reason {
+            EndReason::Exit if outcome.exit_code == 0 => RunState::Finished,
+            EndReason::Killed => RunState::Stopped,
+            EndReason::Timeout | EndReason::Fuel => RunState::Timeout,
+            _ => RunState::Failed,
+        }
+    }
+}
+
+/// A snapshot of one run for status queries.
+#[derive(Clone, Debug)]
+pub struct RunStatus {
+    pub id: String,
+    pub language: Language,
+    pub state: RunState,
+    pub started_at: SystemTime,
+    /// Set once the run has ended.
+    pub outcome: Option<RunOutcome>,
+    /// Whether its instance is still held (models can predict).
+    pub live: bool,
+}
+
+/// One run and, after it, its live session.
+pub struct Entry {
+    id: String,
+    language: Language,
+    started_at: SystemTime,
+    kill: KillHandle,
+    placeholders: Placeholders,
+    outcome: watch::Sender<Option<RunOutcome>>,
+    session: tokio::sync::Mutex<Option<Session>>,
+    live: AtomicBool,
+    last_used: Mutex<Instant>,
+}
+
+impl Entry {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn language(&self) -> Language {
+        self.language
+    }
+
+    /// Stops the run if it is still going; a finished session is left alone.
+    pub fn kill(&self) {
+        self.kill.kill();
+    }
+
+    pub fn status(&self) -> RunStatus {
+        self.touch();
+        let outcome = self.outcome.borrow().clone();
+        RunStatus {
+            id: self.id.clone(),
+            language: self.language,
+            state: outcome.as_ref().map_or(RunState::Running, RunState::of_outcome),
+            started_at: self.started_at,
+            outcome,
+            live: self.live.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Waits for the run to end.
+    pub async fn finished(&self) -> RunOutcome {
+        let mut rx = self.outcome.subscribe();
+        let outcome = rx.wait_for(Option::is_some).await.map(|o| o.clone());
+        outcome.ok().flatten().expect("a run always records its outcome before its sender is dropped")
+    }
+
+    pub fn placeholders(&self) -> &Placeholders {
+        self.touch();
+        &self.placeholders
+    }
+
+    /// Calls a model the run saved. Waits if another call on this session is in progress.
+    pub async fn predict(&self, model: &str, input: &Value) -> Result<Result<Value, String>, Error> {
+        self.touch();
+        if self.outcome.borrow().is_none() {
+            return Err(Error::StillRunning(self.id.clone()));
+        }
+        let mut session = self.session.lock().await;
+        let Some(live) = session.as_mut() else {
+            return Err(Error::SessionEnded("its instance was released; run the program again".into()));
+        };
+        let result = live.predict(model, input).await;
+        if !live.is_live() {
+            *session = None;
+            self.live.store(false, Ordering::SeqCst);
+        }
+        result
+    }
+
+    fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_used.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
+
+    fn is_running(&self) -> bool {
+        self.outcome.borrow().is_none()
+    }
+}
+
+/// A run that has just started: its entry and its event stream.
+pub struct Started {
+    pub entry: Arc<Entry>,
+    pub events: SessionEvents,
+}
+
+/// The sessions of a server. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime: Runtime,
+    config: RegistryConfig,
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
+    running: Arc<Semaphore>,
+    closing: AtomicBool,
+}
+
+impl Registry {
+    /// Must be called inside a tokio runtime: it starts the expiry task.
+    pub fn new(runtime: Runtime, config: RegistryConfig) -> Self {
+        let inner = Arc::new(Inner {
+            runtime,
+            running: Arc::new(Semaphore::new(config.max_running)),
+            config,
+            entries: Mutex::new(HashMap::new()),
+            closing: AtomicBool::new(false),
+        });
+        tokio::spawn(expire(Arc::downgrade(&inner)));
+        Registry { inner }
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.inner.config
+    }
+
+    /// Starts running `program` in a new session, or refuses at once when busy.
+    /// With `keep_live`, the instance stays after the run for `predict`;
+    /// otherwise only the record and placeholders do.
+    pub async fn start(
+        &self,
+        language: Language,
+        program: Program,
+        options: SessionOptions,
+        keep_live: bool,
+    ) -> Result<Started, Error> {
+        if self.inner.closing.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
+        let program = program.validated()?;
+        let permit = self
+            .inner
+            .running
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Busy { limit: self.inner.config.max_running })?;
+        let (mut session, events) = self.inner.runtime.session(language, options).await?;
+        let entry = Arc::new(Entry {
+            id: new_id(),
+            language,
+            started_at: SystemTime::now(),
+            kill: session.kill_handle(),
+            placeholders: session.placeholders(),
+            outcome: watch::channel(None).0,
+            session: tokio::sync::Mutex::new(None),
+            live: AtomicBool::new(true),
+            last_used: Mutex::new(Instant::now()),
+        });
+        self.lock().insert(entry.id.clone(), entry.clone());
+        let task_entry = entry.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let outcome = session.run(program).await.unwrap_or_else(|e| {
+                // The program was validated above, so only a closed session lands here.
+                RunOutcome {
+                    exit_code: 1,
+                    reason: EndReason::Error,
+                    message: Some(e.to_string()),
+                    wall_time: Duration::ZERO,
+                    fuel_used: 0,
+                    peak_memory: 0,
+                }
+            });
+            // The session is in place before the outcome is, so whoever sees
+            // the run ended can use its models.
+            if keep_live && session.is_live() {
+                *task_entry.session.lock().await = Some(session);
+            } else {
+                task_entry.live.store(false, Ordering::SeqCst);
+            }
+            task_entry.touch();
+            task_entry.outcome.send_replace(Some(outcome));
+        });
+        Ok(Started { entry, events })
+    }
+
+    /// The run with this id, if it has not expired.
+    pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// How many runs are going now.
+    pub fn running(&self) -> usize {
+        self.inner.config.max_running - self.inner.running.available_permits()
+    }
+
+    /// Refuses new runs, stops the running ones and waits (up to `grace`) for them to end.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        let running: Vec<Arc<Entry>> = self.lock().values().filter(|e| e.is_running()).cloned().collect();
+        for entry in &running {
+            entry.kill();
+        }
+        let all = futures_util::future::join_all(running.iter().map(|e| e.finished()));
+        let _ = tokio::time::timeout(grace, all).await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
+        self.inner.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Run ids are decimal numbers below 2^53, so JavaScript clients can hold
+/// them as numbers without losing digits, as the seed protocol's clients do.
+fn new_id() -> String {
+    (rand::random::<u64>() % (1 << 53)).max(1).to_string()
+}
+
+/// Drops expired records, and instances past `max_live`, once a second.
+async fn expire(registry: Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(inner) = registry.upgrade() else { return };
+        let (expired, mut live): (Vec<Arc<Entry>>, Vec<Arc<Entry>>) = {
+            let mut entries = inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let expired: Vec<Arc<Entry>> = entries
+                .values()
+                .filter(|e| !e.is_running() && e.idle_for() > inner.config.idle_expiry)
+                .cloned()
+                .collect();
+            for entry in &expired {
+                entries.remove(&entry.id);
+            }
+            let live = entries.values().filter(|e| !e.is_running() && e.live.load(Ordering::SeqCst)).cloned().collect();
+            (expired, live)
+        };
+        for entry in expired {
+            release(&entry).await;
+        }
+        if live.len() > inner.config.max_live {
+            live.sort_by_key(|e| std::cmp::Reverse(e.idle_for()));
+            let excess = live.len() - inner.config.max_live;
+            for entry in live.into_iter().take(excess) {
+                release(&entry).await;
+            }
+        }
+    }
+}
+
+async fn release(entry: &Entry) {
+    entry.live.store(false, Ordering::SeqCst);
+    entry.session.lock().await.take();
+}

@@ -1,0 +1,207 @@
+//! `sandlot serve`: the HTTP and WebSocket faces over one session registry.
+//!
+//! Each face is a thin adapter in its own file: it parses its wire messages
+//! into calls on the `Registry` and turns `SessionEvent`s into its wire
+//! messages. No protocol type reaches the sandbox.
+//!
+//! | path            | face                                   | file          |
+//! |-----------------|----------------------------------------|---------------|
+//! | `GET /v1/ws`    | ranna ops and events                   | `ranna.rs`    |
+//! | `POST /v1/exec`, `GET /v1/spec`, `GET /v1/info` | ranna REST | `ranna.rs`  |
+//! | `GET /`         | runtime actions                        | `actions.rs`  |
+//! | `GET /processor`| processor lifecycle                    | `processor.rs`|
+
+mod actions;
+mod processor;
+mod ranna;
+mod socket;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::limits::Limits;
+use crate::registry::{Registry, RegistryConfig};
+use crate::runtime::Runtime;
+use crate::Language;
+
+/// Settings of the server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Limits of every run started through the server.
+    pub limits: Limits,
+    pub registry: RegistryConfig,
+    /// Largest WebSocket message or request body handled; a larger one gets an
+    /// error reply. Past twice this (plus 1 MiB) the socket is closed with 1009.
+    pub max_message_bytes: usize,
+    /// Runs one connection may have going at once.
+    pub max_runs_per_connection: usize,
+    /// How long running guests get to report their end when the server stops.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8765)),
+            limits: Limits::default(),
+            registry: RegistryConfig::default(),
+            max_message_bytes: 8 << 20,
+            max_runs_per_connection: 32,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ServerConfig {
+    fn hard_message_limit(&self) -> usize {
+        self.max_message_bytes.saturating_mul(2).saturating_add(1 << 20)
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub(crate) struct App {
+    pub(crate) registry: Registry,
+    pub(crate) config: Arc<ServerConfig>,
+    /// Becomes true when the server starts to stop.
+    pub(crate) closing: watch::Receiver<bool>,
+    /// Held by every open connection; the server waits until all are dropped.
+    pub(crate) connections: mpsc::Sender<()>,
+}
+
+/// Prepares the guests, binds, prints `listening on http://ADDR`, and serves
+/// until `shutdown` resolves; then stops running guests, reports their end to
+/// their clients, and returns.
+pub async fn serve(
+    runtime: Runtime,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    for language in Language::ALL {
+        runtime.prepare(language).await.map_err(std::io::Error::other)?;
+    }
+    let listener = TcpListener::bind(config.listen).await?;
+    let address = listener.local_addr()?;
+    let registry = Registry::new(runtime, config.registry.clone());
+    let (closing_tx, closing) = watch::channel(false);
+    let (connections, mut all_closed) = mpsc::channel::<()>(1);
+    let app = App { registry: registry.clone(), config: Arc::new(config), closing, connections };
+    let router = router(app.clone());
+    println!("listening on http://{address}");
+    tracing::info!(%address, "listening");
+
+    let stopping = async move {
+        shutdown.await;
+        tracing::info!("shutting down: stopping running guests");
+        let _ = closing_tx.send(true);
+        registry.shutdown(app.config.shutdown_grace).await;
+        drop(app);
+    };
+    axum::serve(listener, router).with_graceful_shutdown(stopping).await?;
+    // Upgraded WebSockets outlive the HTTP server: let them send their last events.
+    let _ = tokio::time::timeout(Duration::from_secs(5), all_closed.recv()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn router(app: App) -> Router {
+    let body_limit = app.config.max_message_bytes;
+    Router::new()
+        .route("/", get(actions::websocket))
+        .route("/v1/ws", get(ranna::websocket))
+        .route("/v1/exec", post(ranna::exec))
+        .route("/v1/spec", get(ranna::spec))
+        .route("/v1/info", get(ranna::info))
+        .route("/processor", get(processor::websocket))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({
+            "code": 404,
+            "error": format!("no such endpoint: {}", uri.path()),
+            "context": "see GET /v1/spec, POST /v1/exec, WebSockets at /, /v1/ws and /processor",
+        })),
+    )
+}
+
+/// Milliseconds since the Unix epoch, as the processor face writes times.
+pub(crate) fn now_ms() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+}
+
+/// Parses a client's JSON, also accepting JavaScript object literals
+/// (unquoted keys, single quotes), as the seed protocols' examples are written.
+pub(crate) fn parse_lenient(text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).or_else(|json_error| {
+        json5::from_str::<Value>(text).map_err(|_| format!("the message is not valid JSON: {json_error}"))
+    })
+}
+
+/// Turns a stream of output chunks into text without splitting a UTF-8
+/// character across two messages; invalid bytes become U+FFFD.
+#[derive(Default)]
+pub(crate) struct Utf8Chunks {
+    carry: Vec<u8>,
+}
+
+impl Utf8Chunks {
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> String {
+        self.carry.extend_from_slice(bytes);
+        let keep = match std::str::from_utf8(&self.carry) {
+            Ok(_) => 0,
+            Err(e) if e.error_len().is_none() => self.carry.len() - e.valid_up_to(),
+            Err(_) => 0,
+        };
+        let tail = self.carry.split_off(self.carry.len() - keep);
+        let text = String::from_utf8_lossy(&self.carry).into_owned();
+        self.carry = tail;
+        text
+    }
+
+    pub(crate) fn finish(&mut self) -> String {
+        let text = String::from_utf8_lossy(&self.carry).into_owned();
+        self.carry.clear();
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_chunks_never_split_a_character() {
+        let mut chunks = Utf8Chunks::default();
+        let wave = "👋".as_bytes();
+        assert_eq!(chunks.push(&wave[..2]), "");
+        assert_eq!(chunks.push(&wave[2..]), "👋");
+        assert_eq!(chunks.push(b"a\xffb"), "a\u{fffd}b");
+        assert_eq!(chunks.push(&wave[..1]), "");
+        assert_eq!(chunks.finish(), "\u{fffd}");
+    }
+
+    #[test]
+    fn lenient_parsing_takes_object_literals() {
+        let v = parse_lenient("{action: 'get_placeholder', placeholder: {sessionId: 123123123123, name: \"message\"}}").unwrap();
+        assert_eq!(v["placeholder"]["sessionId"], json!(123123123123u64));
+        assert!(parse_lenient("{action: ").unwrap_err().contains("not valid JSON"));
+    }
+}

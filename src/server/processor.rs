@@ -1,0 +1,257 @@
+//! The processor face (seed 004) on `GET /processor`: ready → context →
+//! ready → raw code (a plain text frame) → the script runs, its engine
+//! commands going to the client and blocking the script until the client's
+//! `command_result` → end. After the end the server is ready for a new context.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::socket::{Connection, Incoming, Outbox};
+use super::{App, Utf8Chunks, now_ms};
+use crate::host::EngineBridge;
+use crate::language::Language;
+use crate::program::Program;
+use crate::registry::Entry;
+use crate::runtime::SessionOptions;
+use crate::session::{EndReason, RunOutcome, SessionEvent};
+use crate::SessionEvents;
+
+/// Most stderr kept to explain an interpreter error.
+const ERROR_TAIL_BYTES: usize = 8 * 1024;
+
+pub(crate) async fn websocket(State(app): State<App>, upgrade: WebSocketUpgrade) -> Response {
+    let hard = app.config.hard_message_limit();
+    upgrade.max_message_size(hard).max_frame_size(hard).on_upgrade(move |socket| connection(app, socket))
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
+
+/// Sends a script's engine commands to this socket's client and waits for the answer.
+struct ClientEngine {
+    outbox: Outbox,
+    pending: Pending,
+    next_id: AtomicU64,
+}
+
+impl EngineBridge for ClientEngine {
+    fn command(&self, command: String, args: Value) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
+        Box::pin(async move {
+            let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+            let (answer_tx, answer) = oneshot::channel();
+            lock(&self.pending).insert(id, answer_tx);
+            let sent = self
+                .outbox
+                .json(json!({ "type": "command", "id": id, "command": command, "args": args, "time": now_ms().to_string() }))
+                .await;
+            if !sent {
+                lock(&self.pending).remove(&id);
+                return Err("the client has disconnected".into());
+            }
+            answer.await.unwrap_or_else(|_| Err("the client has disconnected".into()))
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+enum Stage {
+    AwaitContext,
+    AwaitCode { language: Language, context: Value },
+    Running { entry: Arc<Entry>, forwarder: tokio::task::JoinHandle<()> },
+}
+
+async fn connection(app: App, socket: WebSocket) {
+    let mut connection = Connection::new(socket, app.clone());
+    let outbox = connection.outbox.clone();
+    let pending: Pending = Arc::default();
+    let engine = Arc::new(ClientEngine { outbox: outbox.clone(), pending: pending.clone(), next_id: AtomicU64::new(1) });
+    let mut stage = Stage::AwaitContext;
+    ready(&outbox, "send the context: {\"type\":\"context\",\"language\":...,\"context\":{...}}").await;
+    loop {
+        let incoming = match &mut stage {
+            Stage::Running { forwarder, .. } => {
+                tokio::select! {
+                    incoming = connection.next() => incoming,
+                    _ = forwarder => {
+                        stage = Stage::AwaitContext;
+                        ready(&outbox, "the run has ended; send a new context to run again").await;
+                        continue;
+                    }
+                }
+            }
+            _ => connection.next().await,
+        };
+        let Some(incoming) = incoming else { break };
+        let text = match incoming {
+            Incoming::Text(text) => text,
+            Incoming::Binary => {
+                server_error(&outbox, "binary frames are not understood here; send text").await;
+                continue;
+            }
+            Incoming::TooLarge(size) => {
+                let limit = app.config.max_message_bytes;
+                server_error(&outbox, &format!("message of {size} bytes is over the limit of {limit}")).await;
+                continue;
+            }
+        };
+        stage = match stage {
+            Stage::AwaitCode { language, context } => {
+                match start(&app, language, context, text, engine.clone()).await {
+                    Ok((entry, events)) => {
+                        let outbox = outbox.clone();
+                        let forwarder = tokio::spawn(async move { forward(&outbox, events).await });
+                        Stage::Running { entry, forwarder }
+                    }
+                    Err(message) => {
+                        server_error(&outbox, &message).await;
+                        ready(&outbox, "send a new context").await;
+                        Stage::AwaitContext
+                    }
+                }
+            }
+            Stage::AwaitContext => match context(&text) {
+                Ok((language, context)) => {
+                    ready(&outbox, "send the code as one plain text frame").await;
+                    Stage::AwaitCode { language, context }
+                }
+                Err(message) => {
+                    server_error(&outbox, &message).await;
+                    Stage::AwaitContext
+                }
+            },
+            running @ Stage::Running { .. } => {
+                if let Err(message) = command_result(&text, &pending) {
+                    server_error(&outbox, &message).await;
+                }
+                running
+            }
+        };
+    }
+    // A disconnect (or the server stopping) ends the run; the client's
+    // unanswered commands fail inside the script.
+    lock(&pending).clear();
+    if let Stage::Running { entry, forwarder } = stage {
+        entry.kill();
+        let _ = forwarder.await;
+    }
+    connection.close().await;
+}
+
+async fn ready(outbox: &Outbox, message: &str) {
+    outbox.json(json!({ "type": "ready", "message": message, "time": now_ms().to_string() })).await;
+}
+
+async fn server_error(outbox: &Outbox, message: &str) {
+    outbox
+        .json(json!({ "type": "error", "code": "SERVER_ERROR", "message": message, "time": now_ms().to_string() }))
+        .await;
+}
+
+fn context(text: &str) -> Result<(Language, Value), String> {
+    let message: Value = serde_json::from_str(text).map_err(|e| format!("expected the context message as JSON: {e}"))?;
+    if message.get("type").and_then(Value::as_str) != Some("context") {
+        return Err("expected {\"type\":\"context\",\"language\":...,\"context\":{...}} first".into());
+    }
+    let language = message
+        .get("language")
+        .and_then(Value::as_str)
+        .ok_or("the context message needs a \"language\": python or javascript")?
+        .parse::<Language>()
+        .map_err(|e| e.to_string())?;
+    Ok((language, message.get("context").cloned().unwrap_or(Value::Null)))
+}
+
+async fn start(
+    app: &App,
+    language: Language,
+    context: Value,
+    code: String,
+    engine: Arc<ClientEngine>,
+) -> Result<(Arc<Entry>, SessionEvents), String> {
+    let program = Program::single(format!("main.{}", language.extension()), code);
+    let options = SessionOptions {
+        limits: Some(app.config.limits.clone()),
+        context: Some(context).filter(|c| !c.is_null()),
+        engine: Some(engine),
+    };
+    let started = app.registry.start(language, program, options, false).await.map_err(|e| e.to_string())?;
+    Ok((started.entry, started.events))
+}
+
+fn command_result(text: &str, pending: &Pending) -> Result<(), String> {
+    let message: Value = serde_json::from_str(text).map_err(|e| format!("expected a command_result as JSON: {e}"))?;
+    if message.get("type").and_then(Value::as_str) != Some("command_result") {
+        return Err("a script is running: only {\"type\":\"command_result\",...} messages are expected now".into());
+    }
+    let id = message.get("id").and_then(Value::as_u64).ok_or("command_result needs the numeric \"id\" of its command")?;
+    let answer = match message.get("ok").and_then(Value::as_bool) {
+        Some(true) => Ok(message.get("result").cloned().unwrap_or(Value::Null)),
+        Some(false) => Err(message.get("error").and_then(Value::as_str).unwrap_or("the engine refused the command").to_string()),
+        None => return Err("command_result needs \"ok\": true or false".into()),
+    };
+    let waiting = lock(pending).remove(&id).ok_or_else(|| format!("no command {id} is waiting for an answer"))?;
+    let _ = waiting.send(answer);
+    Ok(())
+}
+
+async fn forward(outbox: &Outbox, mut events: SessionEvents) {
+    let (mut stdout, mut stderr) = (Utf8Chunks::default(), Utf8Chunks::default());
+    let mut error_tail = String::new();
+    while let Some(event) = events.recv().await {
+        let (kind, message) = match event {
+            SessionEvent::Stdout(bytes) => ("stdout", stdout.push(&bytes)),
+            SessionEvent::Stderr(bytes) => {
+                let text = stderr.push(&bytes);
+                error_tail.push_str(&text);
+                if error_tail.len() > ERROR_TAIL_BYTES {
+                    let mut cut = error_tail.len() - ERROR_TAIL_BYTES;
+                    while !error_tail.is_char_boundary(cut) {
+                        cut += 1;
+                    }
+                    error_tail.drain(..cut);
+                }
+                ("stderr", text)
+            }
+            SessionEvent::Finished(outcome) => {
+                end(outbox, &outcome, error_tail.trim_end()).await;
+                return;
+            }
+            SessionEvent::Spawned => continue,
+        };
+        if !message.is_empty() {
+            outbox.json(json!({ "type": kind, "message": message, "time": now_ms().to_string() })).await;
+        }
+    }
+}
+
+async fn end(outbox: &Outbox, outcome: &RunOutcome, stderr_tail: &str) {
+    let time = now_ms().to_string();
+    let error = match outcome.reason {
+        EndReason::Error if !stderr_tail.is_empty() => Some(("INTERPRETER_ERROR", stderr_tail.to_string())),
+        EndReason::Exit => None,
+        _ => outcome.message.clone().map(|m| ("SERVER_ERROR", m)),
+    };
+    if let Some((code, message)) = error {
+        outbox.json(json!({ "type": "error", "code": code, "message": message, "time": time })).await;
+    }
+    outbox
+        .json(json!({
+            "type": "end",
+            "exitCode": outcome.exit_code,
+            "exectimems": outcome.wall_time.as_millis() as u64,
+            "reason": outcome.reason.as_str(),
+            "time": time,
+        }))
+        .await;
+}

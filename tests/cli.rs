@@ -1,0 +1,78 @@
+//! `sandlot run`, driven as a user would: the real binary on real files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn sandlot(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sandlot"))
+        .args(args)
+        .current_dir(dir)
+        .env("SANDLOT_LOG", "warn")
+        .output()
+        .expect("sandlot starts")
+}
+
+fn folder(name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sandlot-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (file, content) in files {
+        let path = dir.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    dir
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn runs_hello_in_both_languages() {
+    let dir = folder("hello", &[("hello.py", "print('hello from python')"), ("hello.js", "console.log('hello from js')")]);
+    let out = sandlot(&["run", "hello.py"], &dir);
+    assert_eq!((text(&out.stdout).as_str(), out.status.code()), ("hello from python\n", Some(0)), "{}", text(&out.stderr));
+    let out = sandlot(&["run", "hello.js"], &dir);
+    assert_eq!((text(&out.stdout).as_str(), out.status.code()), ("hello from js\n", Some(0)), "{}", text(&out.stderr));
+}
+
+#[test]
+fn passes_arguments_and_finds_the_other_files() {
+    let dir = folder(
+        "multi",
+        &[("app/main.py", "import sys, util\nprint(util.shout(sys.argv[1]))"), ("app/util.py", "def shout(s):\n    return s.upper()")],
+    );
+    let out = sandlot(&["run", "--main", "app/main.py", "app/util.py", "--", "quiet"], &dir);
+    assert_eq!(text(&out.stdout), "QUIET\n", "{}", text(&out.stderr));
+}
+
+#[test]
+fn exits_with_the_guests_status() {
+    let dir = folder(
+        "status",
+        &[("fail.py", "raise KeyError('k')"), ("three.js", "process.exit(3)"), ("spin.py", "while True:\n    pass"), ("bomb.js", "const a = []; for (;;) a.push(new Array(1e6).fill(0));")],
+    );
+    let out = sandlot(&["run", "fail.py"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("KeyError: 'k'"));
+    assert_eq!(sandlot(&["run", "three.js"], &dir).status.code(), Some(3));
+    let out = sandlot(&["run", "--timeout", "0.5", "spin.py"], &dir);
+    assert_eq!(out.status.code(), Some(124));
+    assert!(text(&out.stderr).contains("time limit"), "{}", text(&out.stderr));
+    let out = sandlot(&["run", "--memory", "48", "bomb.js"], &dir);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+}
+
+#[test]
+fn explains_what_it_cannot_do() {
+    let dir = folder("bad", &[("notes.txt", "hi"), ("ok.py", "print(1)")]);
+    let out = sandlot(&["run", "notes.txt"], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("pass --lang"), "{}", text(&out.stderr));
+    let out = sandlot(&["run", "--lang", "cobol", "ok.py"], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown language \"cobol\""), "{}", text(&out.stderr));
+    let out = sandlot(&["run", "missing.py"], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read missing.py"), "{}", text(&out.stderr));
+}
