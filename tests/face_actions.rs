@@ -1,0 +1,182 @@
+//! The runtime actions face over a real server (seeds 000/001): run,
+//! get_placeholder, run_model, get_stats, status and stop, in JSON and in the
+//! seed's JavaScript-object-literal style.
+
+mod common;
+
+use std::time::Duration;
+
+use common::server::{Client, Server};
+use serde_json::{Value, json};
+
+async fn client() -> Client {
+    Client::connect(&Server::shared().ws_url("/")).await
+}
+
+/// Starts a run and returns its session id and, once it has ended, its
+/// stdout and the `finished` message.
+async fn run(client: &mut Client, request: Value) -> (String, String, Value) {
+    client.send(request).await;
+    let reply = client.recv().await;
+    assert_eq!(reply["action"], "run", "{reply}");
+    let id = reply["sessionId"].as_str().unwrap_or_else(|| panic!("no sessionId in {reply}")).to_string();
+    let mut stdout = String::new();
+    loop {
+        let pushed = client.recv().await;
+        assert_eq!(pushed["sessionId"], id.as_str(), "{pushed}");
+        match pushed["action"].as_str() {
+            Some("output") if pushed["stream"] == "stdout" => stdout.push_str(pushed["data"].as_str().unwrap()),
+            Some("output") => {}
+            Some("finished") => return (id, stdout, pushed),
+            _ => panic!("unexpected {pushed}"),
+        }
+    }
+}
+
+const TRAINING: &str = r#"
+import sandlot
+from model import Line
+
+xs = [1, 2, 3, 4, 5]
+ys = [2 * x + 1 for x in xs]
+sandlot.set_placeholder("TrainX", xs)
+sandlot.set_placeholder("table", [{"x": x, "y": y, "label": "p"} for x, y in zip(xs, ys)])
+sandlot.set_placeholder("message", "trained")
+sandlot.save_model("line", Line.fit(xs, ys))
+print("done")
+"#;
+
+const MODEL: &str = r#"
+class Line:
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+    @classmethod
+    def fit(cls, xs, ys):
+        n = len(xs)
+        mx, my = sum(xs) / n, sum(ys) / n
+        a = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        return cls(a, my - a * mx)
+
+    def predict(self, xs):
+        return [self.a * x + self.b for x in xs]
+"#;
+
+#[tokio::test]
+async fn a_run_then_placeholders_models_stats_and_status_from_another_socket() {
+    let mut trainer = client().await;
+    let request = json!({
+        "action": "run",
+        "python": { "number": 2, "files": [
+            { "filename": "speedmain.py", "content": TRAINING },
+            { "filename": "model.py", "content": MODEL },
+        ], "mainfile": "speedmain.py" },
+    });
+    let (id, stdout, finished) = run(&mut trainer, request).await;
+    assert_eq!(stdout, "done\n");
+    assert_eq!((finished["status"].clone(), finished["exitCode"].clone()), (json!("finished"), json!(0)), "{finished}");
+
+    // Any connection may use the session id, as a string or as a number.
+    let mut other = client().await;
+    let numeric: u64 = id.parse().unwrap();
+    other.send(json!({ "action": "get_placeholder", "placeholder": { "sessionId": numeric, "name": "message" } })).await;
+    let reply = other.recv().await;
+    assert_eq!(reply, json!({ "action": "get_placeholder", "sessionId": id, "name": "message", "value": "trained" }));
+
+    other.send(json!({ "action": "run_model", "model": { "sessionId": id, "name": "line", "is_data": true, "data": [10, 0.5] } })).await;
+    let reply = other.recv().await;
+    let prediction: Vec<f64> = serde_json::from_value(reply["prediction"].clone()).unwrap_or_else(|_| panic!("{reply}"));
+    assert!((prediction[0] - 21.0).abs() < 1e-9 && (prediction[1] - 2.0).abs() < 1e-9, "{reply}");
+
+    other.send(json!({ "action": "get_stats", "placeholder": { "sessionId": id, "name": "TrainX" } })).await;
+    let stats = other.recv().await["stats"].clone();
+    assert_eq!((stats["count"].clone(), stats["mean"].clone(), stats["50%"].clone()), (json!(5), json!(3.0), json!(3.0)));
+    assert!((stats["std"].as_f64().unwrap() - 1.5811388300841898).abs() < 1e-12);
+    other.send(json!({ "action": "get_stats", "placeholder": { "sessionId": id, "name": "table" } })).await;
+    let stats = other.recv().await["stats"].clone();
+    assert_eq!((stats["y"]["min"].clone(), stats["y"]["max"].clone()), (json!(3.0), json!(11.0)));
+    assert!(stats.get("label").is_none(), "text columns have no statistics: {stats}");
+
+    other.send(json!({ "action": "status", "sessionId": id })).await;
+    let status = other.recv().await;
+    assert_eq!((status["status"].clone(), status["exitCode"].clone(), status["live"].clone()), (json!("finished"), json!(0), json!(true)));
+    assert!(status["exectimems"].is_u64());
+}
+
+#[tokio::test]
+async fn object_literal_requests_are_accepted() {
+    let mut client = client().await;
+    let literal = "{action: 'run', javascript: {number: 2, files: [{filename: 'main.js', content: \"const h = require('./h.js'); sandlot.setPlaceholder('sum', h.add(2, 3)); console.log('ok')\"}, {filename: 'h.js', content: 'exports.add = (a, b) => a + b;'}], mainfile: 'main.js'}}";
+    client.send_text(literal).await;
+    let id = client.recv().await["sessionId"].as_str().unwrap().to_string();
+    let mut skipped = Vec::new();
+    let finished = client.recv_until(|m| m["action"] == "finished", &mut skipped).await;
+    assert_eq!(finished["exitCode"], 0, "{finished} {skipped:?}");
+    client.send_text(&format!("{{action: 'get_placeholder', placeholder: {{sessionId: {id}, name: 'sum'}}}}")).await;
+    assert_eq!(client.recv().await["value"], 5);
+}
+
+#[tokio::test]
+async fn status_moves_from_running_to_stopped_with_stop() {
+    let mut client = client().await;
+    client.send(json!({ "action": "run", "python": { "files": [{ "filename": "spin.py", "content": "while True:\n    pass" }] } })).await;
+    let id = client.recv().await["sessionId"].as_str().unwrap().to_string();
+    let mut watcher = Client::connect(&Server::shared().ws_url("/")).await;
+    watcher.send(json!({ "action": "status", "sessionId": id })).await;
+    assert_eq!(watcher.recv().await["status"], "running");
+    watcher.send(json!({ "action": "stop", "sessionId": id })).await;
+    let stopped = watcher.recv().await;
+    assert_eq!((stopped["action"].clone(), stopped["status"].clone(), stopped["exitCode"].clone()), (json!("stop"), json!("stopped"), json!(137)), "{stopped}");
+    let finished = client.recv().await;
+    assert_eq!((finished["action"].clone(), finished["status"].clone()), (json!("finished"), json!("stopped")));
+}
+
+#[tokio::test]
+async fn failures_and_timeouts_show_in_status() {
+    let server = Server::start(&["--timeout", "1"]);
+    let mut client = Client::connect(&server.ws_url("/")).await;
+    let (id, _, finished) = run(&mut client, json!({ "action": "run", "javascript": { "files": [{ "filename": "a.js", "content": "for (;;) {}" }] } })).await;
+    assert_eq!((finished["status"].clone(), finished["exitCode"].clone()), (json!("timeout"), json!(124)));
+    client.send(json!({ "action": "status", "sessionId": id })).await;
+    assert_eq!(client.recv().await["reason"], "timeout");
+    let (_, _, finished) = run(&mut client, json!({ "action": "run", "python": { "files": [{ "filename": "a.py", "content": "1/0" }] } })).await;
+    assert_eq!((finished["status"].clone(), finished["exitCode"].clone()), (json!("failed"), json!(1)));
+}
+
+#[tokio::test]
+async fn bad_requests_get_named_errors_and_the_socket_stays_up() {
+    let mut c = client().await;
+    let (id, _, _) = run(&mut c, json!({ "action": "run", "python": { "files": [{ "filename": "m.py", "content": "import sandlot\nsandlot.set_placeholder('word', 'abc')\nsandlot.save_model('boom', lambda x: 1 / 0)" }] } })).await;
+    let cases: Vec<(String, &str, &str)> = vec![
+        ("{\"action\": \"fly\"}".into(), "unknown_action", "unknown action \"fly\""),
+        ("{\"placeholder\": {}}".into(), "bad_request", "\"action\""),
+        ("[1, 2]".into(), "bad_request", "JSON object"),
+        ("{action: 'run'".into(), "bad_request", "not valid JSON"),
+        (json!({ "action": "run", "cobol": {} }).to_string(), "unknown_language", "unknown language \"cobol\""),
+        (json!({ "action": "run" }).to_string(), "bad_request", "language key"),
+        (json!({ "action": "run", "python": { "files": "main.py" } }).to_string(), "bad_request", "files must be a list"),
+        (json!({ "action": "run", "python": { "number": 3, "files": [{ "filename": "a.py", "content": "" }] } }).to_string(), "bad_request", "number says 3"),
+        (json!({ "action": "run", "python": { "files": [{ "filename": "a.py", "content": "" }, { "filename": "b.py", "content": "" }] } }).to_string(), "bad_request", "mainfile"),
+        (json!({ "action": "run", "python": { "files": [{ "filename": "../x.py", "content": "" }] } }).to_string(), "bad_request", "`..`"),
+        (json!({ "action": "status", "sessionId": "999" }).to_string(), "unknown_session", "no session 999"),
+        (json!({ "action": "status", "sessionId": [1] }).to_string(), "bad_request", "number or a string"),
+        (json!({ "action": "status" }).to_string(), "bad_request", "\"sessionId\""),
+        (json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "nope" } }).to_string(), "unknown_placeholder", "saved: word"),
+        (json!({ "action": "get_stats", "placeholder": { "sessionId": id, "name": "word" } }).to_string(), "not_numeric", "stats need"),
+        (json!({ "action": "run_model", "model": { "sessionId": id, "name": "nope", "data": 1 } }).to_string(), "unknown_model", "models saved: boom"),
+        (json!({ "action": "run_model", "model": { "sessionId": id, "name": "boom", "data": 1 } }).to_string(), "model_error", "ZeroDivisionError"),
+        (json!({ "action": "run_model", "model": { "sessionId": id, "name": "boom", "is_data": false, "data": "/data/x.csv" } }).to_string(), "not_supported", "dataset"),
+    ];
+    for (request, code, message) in cases {
+        c.send_text(&request).await;
+        let reply = c.recv().await;
+        assert_eq!(reply["code"], code, "{request} -> {reply}");
+        assert!(reply["error"].as_str().unwrap().contains(message), "{request} -> {reply}");
+    }
+    c.send_binary(vec![1, 2, 3]).await;
+    assert_eq!(c.recv().await["code"], "bad_request");
+    c.send_text(&"y".repeat(9 << 20)).await;
+    assert_eq!(c.recv().await["code"], "too_large");
+    c.send(json!({ "action": "status", "sessionId": id })).await;
+    assert_eq!(c.recv_within(Duration::from_secs(5)).await["status"], "finished");
+}
