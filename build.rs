@@ -1,6 +1,10 @@
 //! Finds the guest components built by `guest-runtimes/build.sh`, and records
 //! their digests so the compile cache can key on them.
 
+#[path = "src/date.rs"]
+#[allow(dead_code)]
+mod date;
+
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
@@ -40,23 +44,6 @@ fn record_versions() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rerun-if-changed=Cargo.lock");
     println!("cargo:rustc-env=SANDLOT_WASMTIME_VERSION={version}");
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() / 86_400)
-        .unwrap_or(0) as i64;
-    let (y, m, d) = civil_from_days(days);
-    println!("cargo:rustc-env=SANDLOT_BUILD_DATE={y:04}-{m:02}-{d:02}");
-}
-
-/// Howard Hinnant's days-to-date conversion (proleptic Gregorian).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    println!("cargo:rustc-env=SANDLOT_BUILD_DATE={}", date::utc_date(now));
 }

@@ -81,3 +81,34 @@ pub(crate) fn load_or_compile(engine: &Engine, dir: &Path, language: Language) -
     // SAFETY: as above; this file was written just now from `precompile_component`.
     unsafe { Component::deserialize_file(engine, &path) }.map_err(|e| fail(format!("cannot load {}: {e:#}", path.display())))
 }
+
+/// What it costs to make a guest ready, measured afresh (the cache is not touched).
+#[derive(Clone, Debug)]
+pub struct CompileReport {
+    /// Size of the guest component as shipped.
+    pub component_bytes: usize,
+    /// Cranelift compile time to native code.
+    pub compile: std::time::Duration,
+    /// Size of the compiled `.cwasm`.
+    pub native_bytes: usize,
+    /// Time to load (mmap) the `.cwasm`, as every process start does.
+    pub load: std::time::Duration,
+}
+
+pub(crate) fn measure(engine: &Engine, language: Language, scratch: &Path) -> Result<CompileReport, Error> {
+    let fail = |message: String| Error::GuestLoad { language, message };
+    let component = guests::bytes(language);
+    let started = std::time::Instant::now();
+    let native = engine.precompile_component(component).map_err(|e| fail(format!("compilation failed: {e:#}")))?;
+    let compile = started.elapsed();
+    std::fs::create_dir_all(scratch).map_err(|e| fail(e.to_string()))?;
+    let path = scratch.join(format!(".measure-{}-{}.cwasm", language.name(), std::process::id()));
+    std::fs::write(&path, &native).map_err(|e| fail(e.to_string()))?;
+    let started = std::time::Instant::now();
+    // SAFETY: written just above from `precompile_component` of this engine.
+    let loaded = unsafe { Component::deserialize_file(engine, &path) };
+    let load = started.elapsed();
+    let _ = std::fs::remove_file(&path);
+    loaded.map_err(|e| fail(format!("cannot load: {e:#}")))?;
+    Ok(CompileReport { component_bytes: component.len(), compile, native_bytes: native.len(), load })
+}

@@ -4,7 +4,9 @@
 //! [`Session`] is one guest instance with its own [`Limits`], emitting
 //! [`SessionEvent`]s as it runs. See ARCHITECTURE.md for the map.
 
+pub mod bench;
 mod cache;
+mod date;
 mod error;
 mod guests;
 mod host;
@@ -17,13 +19,15 @@ mod runtime;
 mod server;
 mod session;
 
+pub use cache::CompileReport;
+pub use date::utc_date;
 pub use error::Error;
 pub use host::{EngineBridge, Placeholders};
 pub use language::{Language, UnknownLanguage};
 pub use limits::Limits;
 pub use program::{Program, SourceFile};
 pub use registry::{Entry, Registry, RegistryConfig, RunState, RunStatus, Started};
-pub use server::{ServerConfig, serve};
+pub use server::{ServerConfig, serve, serve_on};
 pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig, SessionOptions};
 pub use session::{EndReason, KillHandle, RunOutcome, Session, SessionEvent, SessionEvents};
 

@@ -1,4 +1,5 @@
-//! The `sandlot` command line: `run` a program locally, `prepare` the guests.
+//! The `sandlot` command line: `run` a program locally, `serve` the faces,
+//! `bench` ourselves, `prepare` the guests.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use sandlot::{
+    bench,
     Language, Limits, Program, RegistryConfig, Runtime, RuntimeConfig, ServerConfig, SessionEvent, SessionOptions,
     SourceFile,
 };
@@ -72,6 +74,17 @@ enum Command {
         #[arg(long)]
         stop_on_stdin_close: bool,
     },
+    /// Measures cold start, round trips, throughput, density, kill latency and
+    /// compile costs against spawning native interpreters; prints a Markdown
+    /// table and writes bench.json and cold-start.svg.
+    Bench {
+        /// A tiny setting that only checks every measurement runs.
+        #[arg(long)]
+        quick: bool,
+        /// Where to write bench.json and cold-start.svg.
+        #[arg(long, value_name = "DIR", default_value = "bench-results")]
+        out: PathBuf,
+    },
     /// Compiles the guests to native code now, so the first session doesn't wait.
     Prepare,
 }
@@ -85,7 +98,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Guests run for a whole epoch tick between yields, so a worker thread
+    // would check sockets and timers only every 61 ticks (~300 ms) by default:
+    // too late for KILL and deadlines. Check them after every task instead.
+    let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(1).build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sandlot: cannot start the async runtime: {e}");
@@ -131,6 +147,13 @@ fn main() -> ExitCode {
                     }
                 };
                 sandlot::serve(runtime, config, stop).await?;
+                Ok(0)
+            }
+            Command::Bench { quick, out } => {
+                let settings = if quick { bench::Settings::quick() } else { bench::Settings::full() };
+                let report = bench::run(runtime, settings, out.clone()).await.map_err(|e| e as Box<dyn std::error::Error>)?;
+                println!("{}", bench::markdown(&report));
+                eprintln!("sandlot: wrote {} and {}", out.join("bench.json").display(), out.join("cold-start.svg").display());
                 Ok(0)
             }
             Command::Prepare => {

@@ -123,6 +123,12 @@ impl Runtime {
         .await
     }
 
+    /// Compiles a language's guest afresh and loads it once, timing both
+    /// (for benchmarks; the cache is left alone).
+    pub fn compile_report(&self, language: Language) -> Result<cache::CompileReport, Error> {
+        cache::measure(&self.inner.engine, language, &self.inner.cache_dir)
+    }
+
     /// Starts a session: a fresh instance of the language's guest.
     pub async fn session(&self, language: Language, options: SessionOptions) -> Result<(Session, SessionEvents), Error> {
         let pre = self.instance_pre(language).await?;

@@ -270,8 +270,28 @@ impl Session {
     }
 
     async fn call(&mut self, call: Call) -> Result<(Option<Returned>, RunOutcome), Error> {
-        self.check_live()?;
+        if let Some(why) = &self.ended {
+            return Err(Error::SessionEnded(why.clone()));
+        }
         let is_predict = matches!(call, Call::Predict(..));
+        if let Some(reason) = self.stop.reason() {
+            // Stopped before this call began (a KILL right after SPAWN): it
+            // ends here without running, and still reports its end.
+            let message = self.stop_message(reason);
+            self.ended = Some(message.clone());
+            let outcome = RunOutcome {
+                exit_code: reason.forced_exit_code().unwrap_or(137),
+                reason,
+                message: Some(message),
+                wall_time: Duration::ZERO,
+                fuel_used: 0,
+                peak_memory: 0,
+            };
+            if !is_predict {
+                let _ = self.events.send(SessionEvent::Finished(outcome.clone()));
+            }
+            return Ok((None, outcome));
+        }
         let limits = self.limits.clone();
         self.store.set_fuel(limits.fuel).map_err(|e| Error::Engine(e.to_string()))?;
         self.store.set_epoch_deadline(1);

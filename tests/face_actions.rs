@@ -180,3 +180,32 @@ async fn bad_requests_get_named_errors_and_the_socket_stays_up() {
     c.send(json!({ "action": "status", "sessionId": id })).await;
     assert_eq!(c.recv_within(Duration::from_secs(5)).await["status"], "finished");
 }
+
+#[tokio::test]
+async fn shutdown_reports_the_end_of_running_sessions() {
+    let server = Server::start(&[]);
+    let mut client = Client::connect(&server.ws_url("/")).await;
+    client.send(json!({ "action": "run", "javascript": { "files": [{ "filename": "spin.js", "content": "for (;;) {}" }] } })).await;
+    let id = client.recv().await["sessionId"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = std::thread::spawn(move || server.terminate());
+    let finished = client.recv().await;
+    assert_eq!((finished["action"].clone(), finished["sessionId"].clone()), (json!("finished"), json!(id)));
+    assert_eq!(finished["status"], "stopped");
+    assert!(client.closed_within(Duration::from_secs(5)).await);
+    assert!(stopping.join().unwrap().success());
+}
+
+#[tokio::test]
+async fn idle_sessions_expire() {
+    let server = Server::start(&["--idle-expiry", "1"]);
+    let mut client = Client::connect(&server.ws_url("/")).await;
+    let (id, _, _) = run(&mut client, json!({ "action": "run", "python": { "files": [{ "filename": "m.py", "content": "import sandlot\nsandlot.set_placeholder('x', 1)" }] } })).await;
+    client.send(json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "x" } })).await;
+    assert_eq!(client.recv().await["value"], 1);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    client.send(json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "x" } })).await;
+    let reply = client.recv().await;
+    assert_eq!(reply["code"], "unknown_session", "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("expired"), "{reply}");
+}

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::server::{Client, Server};
+use common::server::{Client, Server, http};
 use serde_json::{Value, json};
 
 async fn ws() -> Client {
@@ -292,38 +292,34 @@ async fn two_hundred_execs_over_twenty_sockets() {
 #[tokio::test]
 async fn rest_exec_spec_and_info() {
     let server = Server::shared();
-    let http = reqwest::Client::new();
-    let reply: Value = http
-        .post(server.http_url("/v1/exec"))
-        .json(&json!({ "language": "python", "code": "import sys\nprint('out')\nprint('err', file=sys.stderr)" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({ "language": "python", "code": "import sys\nprint('out')\nprint('err', file=sys.stderr)" }).to_string();
+    let (status, reply) = http(server, "POST", "/v1/exec", Some(&body)).await;
+    assert_eq!(status, 200, "{reply}");
     assert_eq!((reply["stdout"].clone(), reply["stderr"].clone()), (json!("out\n"), json!("err\n")));
     assert!(reply["exectimems"].is_u64());
 
-    let bad = http.post(server.http_url("/v1/exec")).body("{oops").send().await.unwrap();
-    assert_eq!(bad.status(), 400);
-    let body: Value = bad.json().await.unwrap();
-    assert_eq!(body["code"], 400);
-    assert!(body["error"].as_str().unwrap().contains("not valid JSON"));
-    let bad = http.post(server.http_url("/v1/exec")).json(&json!({ "language": "brainfuck", "code": "+" })).send().await.unwrap();
-    assert_eq!(bad.status(), 400);
+    let (status, reply) = http(server, "POST", "/v1/exec", Some("{oops")).await;
+    assert_eq!((status, reply["code"].clone()), (400, json!(400)));
+    assert!(reply["error"].as_str().unwrap().contains("not valid JSON"), "{reply}");
+    assert!(reply["context"].is_string());
+    let (status, reply) = http(server, "POST", "/v1/exec", Some(r#"{"language": "brainfuck", "code": "+"}"#)).await;
+    assert_eq!(status, 400);
+    assert!(reply["error"].as_str().unwrap().contains("unknown language"), "{reply}");
+    let (status, _) = http(server, "POST", "/v1/exec", Some(&"x".repeat(9 << 20))).await;
+    assert_eq!(status, 413);
 
-    let spec: Value = http.get(server.http_url("/v1/spec")).send().await.unwrap().json().await.unwrap();
+    let (_, spec) = http(server, "GET", "/v1/spec", None).await;
     assert_eq!(spec["python"]["filename"], "main.py");
     assert_eq!(spec["python3"]["use"], "python");
     assert_eq!(spec["js"]["use"], "javascript");
     assert!(spec["javascript"]["inline"].as_str().unwrap().contains("$${CODE}"));
 
-    let info: Value = http.get(server.http_url("/v1/info")).send().await.unwrap().json().await.unwrap();
+    let (_, info) = http(server, "GET", "/v1/info", None).await;
     assert_eq!(info["sandbox"]["type"], "wasmtime");
     assert_eq!(info["sandbox"]["version"], "48.0.8");
     assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
 
-    let missing = http.get(server.http_url("/nope")).send().await.unwrap();
-    assert_eq!(missing.status(), 404);
+    let (status, missing) = http(server, "GET", "/nope", None).await;
+    assert_eq!(status, 404);
+    assert!(missing["error"].as_str().unwrap().contains("/nope"));
 }

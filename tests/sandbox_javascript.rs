@@ -279,3 +279,18 @@ async fn sessions_do_not_share_random_state() {
     assert_eq!(a.outcome.exit_code, 0, "{}", a.stderr);
     assert_ne!(a.stdout, b.stdout);
 }
+
+#[tokio::test]
+async fn a_kill_before_the_run_starts_still_reports_its_end() {
+    let (mut session, mut events) = runtime().session(JS, SessionOptions::default()).await.unwrap();
+    session.kill_handle().kill();
+    let outcome = session.run(program(&[("main.js", "console.log('never')")])).await.unwrap();
+    assert_eq!((outcome.reason, outcome.exit_code), (EndReason::Killed, 137));
+    let mut finished = false;
+    while let Ok(event) = events.try_recv() {
+        assert_ne!(event, sandlot::SessionEvent::Stdout("never\n".into()));
+        finished |= matches!(event, sandlot::SessionEvent::Finished(_));
+    }
+    assert!(finished, "the end is reported as an event too");
+    assert!(session.run(program(&[("main.js", "1")])).await.is_err(), "a killed session takes no more calls");
+}

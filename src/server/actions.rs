@@ -119,9 +119,14 @@ async fn connection(app: App, socket: WebSocket) {
             Err(refusal) => reply_error(&outbox, action.as_deref(), refusal).await,
         }
     }
-    // Runs started here go on after the socket closes (their ids work from
-    // any connection); only their pushed output is lost.
-    runs.abort_all();
+    if *app.closing.borrow() {
+        // The server is stopping its guests: tell this client how they ended.
+        while runs.join_next().await.is_some() {}
+    } else {
+        // Runs started here go on after the client leaves (their ids work
+        // from any connection); only their pushed output is lost.
+        runs.abort_all();
+    }
     connection.close().await;
 }
 

@@ -26,6 +26,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -77,8 +78,9 @@ pub(crate) struct App {
     pub(crate) config: Arc<ServerConfig>,
     /// Becomes true when the server starts to stop.
     pub(crate) closing: watch::Receiver<bool>,
-    /// Held by every open connection; the server waits until all are dropped.
-    pub(crate) connections: mpsc::Sender<()>,
+    /// Held by every clone of `App`, so by every open connection; the server
+    /// waits until all are dropped.
+    pub(crate) _connections: mpsc::Sender<()>,
 }
 
 /// Prepares the guests, binds, prints `listening on http://ADDR`, and serves
@@ -94,14 +96,24 @@ pub async fn serve(
     }
     let listener = TcpListener::bind(config.listen).await?;
     let address = listener.local_addr()?;
+    println!("listening on http://{address}");
+    tracing::info!(%address, "listening");
+    serve_on(runtime, config, listener, shutdown).await
+}
+
+/// Serves on a bound listener (the caller prepares guests and reports the
+/// address), as `serve` does.
+pub async fn serve_on(
+    runtime: Runtime,
+    config: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let registry = Registry::new(runtime, config.registry.clone());
     let (closing_tx, closing) = watch::channel(false);
     let (connections, mut all_closed) = mpsc::channel::<()>(1);
-    let app = App { registry: registry.clone(), config: Arc::new(config), closing, connections };
+    let app = App { registry: registry.clone(), config: Arc::new(config), closing, _connections: connections };
     let router = router(app.clone());
-    println!("listening on http://{address}");
-    tracing::info!(%address, "listening");
-
     let stopping = async move {
         shutdown.await;
         tracing::info!("shutting down: stopping running guests");
@@ -109,6 +121,12 @@ pub async fn serve(
         registry.shutdown(app.config.shutdown_grace).await;
         drop(app);
     };
+    // Events are small and latency is the product: no Nagle delays.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router).with_graceful_shutdown(stopping).await?;
     // Upgraded WebSockets outlive the HTTP server: let them send their last events.
     let _ = tokio::time::timeout(Duration::from_secs(5), all_closed.recv()).await;

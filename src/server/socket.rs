@@ -47,7 +47,6 @@ pub(crate) struct Connection {
     reader: SplitStream<WebSocket>,
     writer: JoinHandle<()>,
     app: App,
-    _open: mpsc::Sender<()>,
 }
 
 impl Connection {
@@ -63,8 +62,7 @@ impl Connection {
             }
             let _ = sink.close().await;
         });
-        let open = app.connections.clone();
-        Connection { outbox: Outbox { queue }, reader, writer, app, _open: open }
+        Connection { outbox: Outbox { queue }, reader, writer, app }
     }
 
     /// The next message from the client; `None` when the client left or the

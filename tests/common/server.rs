@@ -81,6 +81,27 @@ impl Drop for Server {
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// One HTTP/1.1 request to the server; returns the status and the JSON body.
+pub async fn http(server: &Server, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let stream = TcpStream::connect(&server.address).await.expect("the server accepts");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("HTTP handshake");
+    tokio::spawn(connection);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", &server.address)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.unwrap_or("").to_string())))
+        .expect("a valid request");
+    let response = sender.send_request(request).await.expect("a response");
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.expect("a body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())))
+}
+
 /// A WebSocket client that speaks JSON.
 pub struct Client {
     pub socket: Socket,

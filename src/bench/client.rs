@@ -1,0 +1,133 @@
+//! The bench's own clients: a ranna WebSocket client and a keep-alive HTTP/1.1
+//! client for `POST /v1/exec`, both on loopback.
+
+use std::net::SocketAddr;
+
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use crate::Language;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::BenchResult;
+
+const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+pub(super) struct WsClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    nonce: u64,
+}
+
+impl WsClient {
+    pub(super) async fn connect(address: SocketAddr, path: &str) -> BenchResult<Self> {
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(format!("ws://{address}{path}"), None, true).await?;
+        Ok(WsClient { socket, nonce: 0 })
+    }
+
+    async fn send(&mut self, value: Value) -> BenchResult<()> {
+        self.socket.send(Message::text(value.to_string())).await?;
+        Ok(())
+    }
+
+    /// The next JSON message; an error if none comes within `REPLY_TIMEOUT`,
+    /// so the bench always ends.
+    async fn recv(&mut self) -> BenchResult<Value> {
+        loop {
+            let next = tokio::time::timeout(REPLY_TIMEOUT, self.socket.next())
+                .await
+                .map_err(|_| format!("the server sent nothing for {REPLY_TIMEOUT:?}"))?;
+            match next.ok_or("the server closed the socket")?? {
+                Message::Text(text) => return Ok(serde_json::from_str(&text)?),
+                Message::Close(_) => return Err("the server closed the socket".into()),
+                _ => continue,
+            }
+        }
+    }
+
+    /// EXEC → SPAWN; returns the run id.
+    pub(super) async fn spawn(&mut self, language: Language, code: &str) -> BenchResult<String> {
+        self.nonce += 1;
+        self.send(json!({ "op": 1, "nonce": self.nonce, "args": { "language": language.name(), "code": code } })).await?;
+        loop {
+            let event = self.recv().await?;
+            match event["code"].as_u64() {
+                Some(2) if event["nonce"] == self.nonce => {
+                    return Ok(event["data"]["runid"].as_str().ok_or("SPAWN without runid")?.to_string());
+                }
+                Some(1) => return Err(format!("the server refused: {}", event["data"]).into()),
+                _ => continue,
+            }
+        }
+    }
+
+    /// EXEC → SPAWN → LOG… → STOP; returns stdout.
+    pub(super) async fn exec(&mut self, language: Language, code: &str) -> BenchResult<String> {
+        let runid = self.spawn(language, code).await?;
+        let mut stdout = String::new();
+        loop {
+            let event = self.recv().await?;
+            if event["data"]["runid"] != runid.as_str() {
+                continue;
+            }
+            match event["code"].as_u64() {
+                Some(3) => stdout.push_str(event["data"]["stdout"].as_str().unwrap_or("")),
+                Some(4) => return Ok(stdout),
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) async fn kill(&mut self, runid: &str) -> BenchResult<()> {
+        self.send(json!({ "op": 2, "args": { "runid": runid } })).await
+    }
+
+    /// Waits until every run in `runids` has sent its STOP, in any order.
+    pub(super) async fn wait_stops(&mut self, runids: &[String]) -> BenchResult<()> {
+        let mut waiting: std::collections::HashSet<&str> = runids.iter().map(String::as_str).collect();
+        while !waiting.is_empty() {
+            let event = self.recv().await?;
+            if event["code"] == 4 {
+                waiting.remove(event["data"]["runid"].as_str().unwrap_or(""));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(super) struct RestClient {
+    sender: http1::SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl RestClient {
+    pub(super) async fn connect(address: SocketAddr) -> BenchResult<Self> {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(RestClient { sender, host: address.to_string() })
+    }
+
+    /// `POST /v1/exec`; returns stdout.
+    pub(super) async fn exec(&mut self, language: Language, code: &str) -> BenchResult<String> {
+        let body = json!({ "language": language.name(), "code": code }).to_string();
+        let request = hyper::Request::post("/v1/exec")
+            .header(hyper::header::HOST, &self.host)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))?;
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let reply: Value = serde_json::from_slice(&bytes)?;
+        if !status.is_success() {
+            return Err(format!("POST /v1/exec answered {status}: {reply}").into());
+        }
+        Ok(reply["stdout"].as_str().unwrap_or("").to_string())
+    }
+}

@@ -1,0 +1,508 @@
+//! The benchmark behind `sandlot bench` and `cargo bench`: cold start, server round trips, throughput, density, kill
+//! latency and compile costs, each measured in this one process next to a
+//! native-interpreter baseline spawned the way process-based runners do.
+//!
+//! Everything stays on loopback, every loop is bounded in count and time, and
+//! the bench stops by itself. Results: a Markdown table on stdout,
+//! `bench.json` and `cold-start.svg` in the output folder.
+
+mod chart;
+mod client;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::{Language, Limits, Program, RegistryConfig, Runtime, ServerConfig, SessionEvent, SessionOptions};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use client::{RestClient, WsClient};
+
+/// How much to measure.
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    /// Cold starts and round trips per language and path.
+    pub runs: usize,
+    /// Native interpreter spawns per language.
+    pub baseline_runs: usize,
+    /// Concurrent clients for throughput.
+    pub clients: Vec<usize>,
+    /// How long each throughput level runs.
+    pub level_seconds: f64,
+    /// Idle live sessions held for the density measurement.
+    pub density_sessions: usize,
+    /// Kills timed per language.
+    pub kill_samples: usize,
+    /// Busy sessions running while kills are timed.
+    pub kill_background: usize,
+    /// Whether to compile each guest afresh (Python takes 10–25 s).
+    pub compile: bool,
+}
+
+impl Settings {
+    pub fn full() -> Self {
+        Settings {
+            runs: 200,
+            baseline_runs: 40,
+            clients: vec![1, 8, 64, 256],
+            level_seconds: 3.0,
+            density_sessions: 1000,
+            kill_samples: 50,
+            kill_background: 100,
+            compile: true,
+        }
+    }
+
+    /// A tiny setting that checks every measurement runs, in seconds.
+    pub fn quick() -> Self {
+        Settings {
+            runs: 5,
+            baseline_runs: 2,
+            clients: vec![1, 4],
+            level_seconds: 0.3,
+            density_sessions: 10,
+            kill_samples: 3,
+            kill_background: 4,
+            compile: false,
+        }
+    }
+}
+
+/// Percentiles of a set of timings, in milliseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub n: usize,
+    pub median_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+}
+
+fn summarize(samples: &[Duration]) -> Summary {
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let pick = |q: f64| if ms.is_empty() { f64::NAN } else { ms[((ms.len() - 1) as f64 * q).round() as usize] };
+    Summary {
+        n: ms.len(),
+        median_ms: pick(0.5),
+        p90_ms: pick(0.9),
+        p99_ms: pick(0.99),
+        mean_ms: if ms.is_empty() { f64::NAN } else { ms.iter().sum::<f64>() / ms.len() as f64 },
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ColdStart {
+    pub instantiate: Summary,
+    pub run: Summary,
+    pub total: Summary,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Baseline {
+    pub command: String,
+    pub spawn: Summary,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Throughput {
+    pub clients: usize,
+    pub completed: usize,
+    pub errors: usize,
+    pub sessions_per_second: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Density {
+    pub sessions: usize,
+    pub private_bytes_per_session: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Compile {
+    pub component_bytes: usize,
+    pub compile_seconds: f64,
+    pub native_bytes: usize,
+    pub load_ms: f64,
+}
+
+/// Baseline median over ours: how many times faster sandlot is.
+#[derive(Debug, Serialize)]
+pub struct Ratios {
+    pub library: Option<f64>,
+    pub websocket: Option<f64>,
+    pub rest: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LanguageReport {
+    pub language: String,
+    pub cold_start: ColdStart,
+    pub websocket_exec: Summary,
+    pub rest_exec: Summary,
+    pub baseline: Option<Baseline>,
+    pub faster_than_baseline: Ratios,
+    pub throughput: Vec<Throughput>,
+    pub density: Density,
+    pub kill_latency: Summary,
+    pub compile: Option<Compile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub memory_gib: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub date: String,
+    pub sandlot: String,
+    pub wasmtime: String,
+    pub machine: Machine,
+    pub settings: Settings,
+    pub languages: Vec<LanguageReport>,
+}
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Runs every measurement and writes the results into `out_dir`.
+pub async fn run(runtime: Runtime, settings: Settings, out_dir: PathBuf) -> BenchResult<Report> {
+    for language in Language::ALL {
+        runtime.prepare(language).await?;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let config = ServerConfig {
+        listen: address,
+        limits: Limits::default().with_wall_clock(Duration::from_secs(120)),
+        registry: RegistryConfig { max_running: 4096, max_live: 4096, ..RegistryConfig::default() },
+        max_runs_per_connection: 4096,
+        ..ServerConfig::default()
+    };
+    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::serve_on(runtime.clone(), config, listener, async move {
+        let _ = stopped.await;
+    }));
+
+    let mut languages = Vec::new();
+    for language in Language::ALL {
+        languages.push(measure_language(&runtime, &settings, address, language).await?);
+    }
+    let _ = stop_server.send(());
+    server.await??;
+
+    let report = Report {
+        date: crate::utc_date(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs()),
+        sandlot: env!("CARGO_PKG_VERSION").into(),
+        wasmtime: crate::WASMTIME_VERSION.into(),
+        machine: machine(),
+        settings,
+        languages,
+    };
+    std::fs::create_dir_all(&out_dir)?;
+    std::fs::write(out_dir.join("bench.json"), serde_json::to_string_pretty(&report)?)?;
+    chart::cold_start(&report, &out_dir.join("cold-start.svg"))?;
+    Ok(report)
+}
+
+async fn measure_language(
+    runtime: &Runtime,
+    settings: &Settings,
+    address: std::net::SocketAddr,
+    language: Language,
+) -> BenchResult<LanguageReport> {
+    let hello = hello(language);
+    let step = |what: &str| eprintln!("bench: {language}: {what}");
+    step("cold start through the library");
+    let cold_start = cold_start(runtime, language, settings.runs).await?;
+    step("round trips through the server");
+
+    let mut ws = WsClient::connect(address, "/v1/ws").await?;
+    let mut websocket = Vec::with_capacity(settings.runs);
+    for _ in 0..settings.runs {
+        let started = Instant::now();
+        let stdout = ws.exec(language, hello).await?;
+        websocket.push(started.elapsed());
+        check_hello(&stdout)?;
+    }
+    let mut rest = RestClient::connect(address).await?;
+    let mut rest_times = Vec::with_capacity(settings.runs);
+    for _ in 0..settings.runs {
+        let started = Instant::now();
+        let stdout = rest.exec(language, hello).await?;
+        rest_times.push(started.elapsed());
+        check_hello(&stdout)?;
+    }
+    let websocket_exec = summarize(&websocket);
+    let rest_exec = summarize(&rest_times);
+    step("native interpreter baseline");
+    let baseline = baseline(language, settings.baseline_runs);
+    let ratio = |ours: &Summary| baseline.as_ref().map(|b| b.spawn.median_ms / ours.median_ms);
+    let faster_than_baseline =
+        Ratios { library: ratio(&cold_start.total), websocket: ratio(&websocket_exec), rest: ratio(&rest_exec) };
+
+    let mut throughput = Vec::new();
+    for &clients in &settings.clients {
+        step(&format!("throughput with {clients} clients"));
+        throughput.push(throughput_level(address, language, clients, Duration::from_secs_f64(settings.level_seconds)).await?);
+    }
+    step("memory per idle session");
+    let density = density(runtime, language, settings.density_sessions).await?;
+    step("kill latency under load");
+    let kill_latency = kill_latency(address, language, settings.kill_samples, settings.kill_background).await?;
+    let compile = if settings.compile || language == Language::JavaScript {
+        step("compile and load");
+        let report = runtime.compile_report(language)?;
+        Some(Compile {
+            component_bytes: report.component_bytes,
+            compile_seconds: report.compile.as_secs_f64(),
+            native_bytes: report.native_bytes,
+            load_ms: report.load.as_secs_f64() * 1e3,
+        })
+    } else {
+        None
+    };
+    Ok(LanguageReport {
+        language: language.name().into(),
+        cold_start,
+        websocket_exec,
+        rest_exec,
+        baseline,
+        faster_than_baseline,
+        throughput,
+        density,
+        kill_latency,
+        compile,
+    })
+}
+
+fn hello(language: Language) -> &'static str {
+    match language {
+        Language::Python => "print('hello')",
+        Language::JavaScript => "console.log('hello')",
+    }
+}
+
+fn check_hello(stdout: &str) -> BenchResult<()> {
+    if stdout == "hello\n" { Ok(()) } else { Err(format!("expected hello, got {stdout:?}").into()) }
+}
+
+/// A fresh instance → "hello" printed → instance dropped, through the library.
+async fn cold_start(runtime: &Runtime, language: Language, runs: usize) -> BenchResult<ColdStart> {
+    let program = Program::single(format!("main.{}", language.extension()), hello(language));
+    let (mut instantiate, mut run, mut total) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let started = Instant::now();
+        let (mut session, mut events) = runtime.session(language, SessionOptions::default()).await?;
+        let instantiated = started.elapsed();
+        session.run(program.clone()).await?;
+        let ran = started.elapsed();
+        drop(session);
+        total.push(started.elapsed());
+        instantiate.push(instantiated);
+        run.push(ran - instantiated);
+        let mut stdout = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            if let SessionEvent::Stdout(bytes) = event {
+                stdout.extend_from_slice(&bytes);
+            }
+        }
+        check_hello(&String::from_utf8_lossy(&stdout))?;
+    }
+    Ok(ColdStart { instantiate: summarize(&instantiate), run: summarize(&run), total: summarize(&total) })
+}
+
+/// Spawning the native interpreter per run, as process-based runners do.
+fn baseline(language: Language, runs: usize) -> Option<Baseline> {
+    let (program, args): (&str, [&str; 2]) = match language {
+        Language::Python => ("python3", ["-c", "print('hello')"]),
+        Language::JavaScript => ("node", ["-e", "console.log('hello')"]),
+    };
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let output = Command::new(program).args(args).output().ok()?;
+        times.push(started.elapsed());
+        if output.stdout != b"hello\n" {
+            return None;
+        }
+    }
+    Some(Baseline { command: format!("{program} {} \"{}\"", args[0], args[1]), spawn: summarize(&times) })
+}
+
+/// Hello-world sessions completed per second by `clients` WebSocket clients, each
+/// with its own socket, running EXEC → STOP back to back for `duration`.
+async fn throughput_level(
+    address: std::net::SocketAddr,
+    language: Language,
+    clients: usize,
+    duration: Duration,
+) -> BenchResult<Throughput> {
+    let mut sockets = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        sockets.push(WsClient::connect(address, "/v1/ws").await?);
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let (mut done, mut errors) = (0usize, 0usize);
+                while Instant::now() < deadline {
+                    match ws.exec(language, hello(language)).await {
+                        Ok(out) if out == "hello\n" => done += 1,
+                        _ => errors += 1,
+                    }
+                }
+                (done, errors)
+            })
+        })
+        .collect();
+    let (mut completed, mut errors) = (0, 0);
+    for task in tasks {
+        let (done, failed) = task.await?;
+        completed += done;
+        errors += failed;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(Throughput { clients, completed, errors, sessions_per_second: completed as f64 / elapsed })
+}
+
+/// Private (not shared copy-on-write) memory of this process, from smaps_rollup.
+fn private_bytes() -> BenchResult<u64> {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup")?;
+    let kib: u64 = rollup
+        .lines()
+        .filter(|l| l.starts_with("Private_Clean:") || l.starts_with("Private_Dirty:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Ok(kib * 1024)
+}
+
+/// Private memory per idle live session (after a hello run), with `count` held at once.
+async fn density(runtime: &Runtime, language: Language, count: usize) -> BenchResult<Density> {
+    let program = Program::single(format!("main.{}", language.extension()), hello(language));
+    // One session first, so one-time costs (code pages, caches) are not counted.
+    let (mut warm, _) = runtime.session(language, SessionOptions::default()).await?;
+    warm.run(program.clone()).await?;
+    let before = private_bytes()?;
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (mut session, events) = runtime.session(language, SessionOptions::default()).await?;
+        session.run(program.clone()).await?;
+        drop(events);
+        held.push(session);
+    }
+    let after = private_bytes()?;
+    drop(held);
+    Ok(Density { sessions: count, private_bytes_per_session: after.saturating_sub(before) as f64 / count as f64 })
+}
+
+/// KILL sent → STOP received over the WebSocket, while `background` other
+/// sessions spin.
+async fn kill_latency(
+    address: std::net::SocketAddr,
+    language: Language,
+    samples: usize,
+    background: usize,
+) -> BenchResult<Summary> {
+    let spin = match language {
+        Language::Python => "while True:\n    pass",
+        Language::JavaScript => "for (;;) {}",
+    };
+    let mut busy = WsClient::connect(address, "/v1/ws").await?;
+    for _ in 0..background {
+        busy.spawn(language, spin).await?;
+    }
+    let mut sampler = WsClient::connect(address, "/v1/ws").await?;
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let runid = sampler.spawn(language, spin).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        sampler.kill(&runid).await?;
+        sampler.wait_stops(std::slice::from_ref(&runid)).await?;
+        times.push(started.elapsed());
+    }
+    // Closing the socket stops its runs (the ranna face kills a leaving
+    // client's runs); one sample's STOP shows the server has caught up.
+    drop(busy);
+    let runid = sampler.spawn(language, spin).await?;
+    sampler.kill(&runid).await?;
+    sampler.wait_stops(std::slice::from_ref(&runid)).await?;
+    Ok(summarize(&times))
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    let memory_kib: f64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    Machine {
+        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cpu_model,
+        memory_gib: (memory_kib / (1024.0 * 1024.0) * 10.0).round() / 10.0,
+    }
+}
+
+fn ms(v: f64) -> String {
+    if v.is_nan() { "–".into() } else if v < 10.0 { format!("{v:.2}") } else { format!("{v:.1}") }
+}
+
+fn times(v: Option<f64>) -> String {
+    v.map_or("–".into(), |r| format!("{r:.0}×"))
+}
+
+/// The report as a Markdown table.
+pub fn markdown(report: &Report) -> String {
+    let mut out = format!(
+        "sandlot {} on wasmtime {}, {} ({} CPUs, {} GiB), {}\n\n",
+        report.sandlot, report.wasmtime, report.machine.cpu_model, report.machine.cpus, report.machine.memory_gib, report.date
+    );
+    let names: Vec<&str> = report.languages.iter().map(|l| l.language.as_str()).collect();
+    out.push_str(&format!("| measure | {} |\n|---|{}\n", names.join(" | "), "---|".repeat(names.len())));
+    let mut row = |label: &str, cell: &dyn Fn(&LanguageReport) -> String| {
+        let cells: Vec<String> = report.languages.iter().map(cell).collect();
+        out.push_str(&format!("| {label} | {} |\n", cells.join(" | ")));
+    };
+    let spread = |s: &Summary| format!("{} ms (p90 {}, p99 {})", ms(s.median_ms), ms(s.p90_ms), ms(s.p99_ms));
+    row("cold start, library: instantiate", &|l| spread(&l.cold_start.instantiate));
+    row("cold start, library: run hello", &|l| spread(&l.cold_start.run));
+    row("cold start, library: total", &|l| spread(&l.cold_start.total));
+    row("WebSocket EXEC → STOP", &|l| spread(&l.websocket_exec));
+    row("POST /v1/exec", &|l| spread(&l.rest_exec));
+    row("baseline: spawn native interpreter", &|l| {
+        l.baseline.as_ref().map_or("not installed".into(), |b| format!("{} (`{}`)", spread(&b.spawn), b.command))
+    });
+    row("faster than baseline: library / WS / REST", &|l| {
+        let r = &l.faster_than_baseline;
+        format!("{} / {} / {}", times(r.library), times(r.websocket), times(r.rest))
+    });
+    for (i, clients) in report.settings.clients.iter().enumerate() {
+        row(&format!("throughput, {clients} clients"), &|l| {
+            l.throughput.get(i).map_or("–".into(), |t| format!("{:.0} sessions/s", t.sessions_per_second))
+        });
+    }
+    row("private memory per idle live session", &|l| {
+        format!("{:.2} MiB ({} held)", l.density.private_bytes_per_session / 1048576.0, l.density.sessions)
+    });
+    row("kill latency under load", &|l| {
+        format!("p50 {} ms, p99 {} ms ({} busy)", ms(l.kill_latency.median_ms), ms(l.kill_latency.p99_ms), report.settings.kill_background)
+    });
+    row("guest compile / .cwasm / load", &|l| {
+        l.compile.as_ref().map_or("skipped (--quick)".into(), |c| {
+            format!("{:.1} s / {:.1} MiB / {} ms", c.compile_seconds, c.native_bytes as f64 / 1048576.0, ms(c.load_ms))
+        })
+    });
+    out
+}

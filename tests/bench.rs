@@ -1,0 +1,35 @@
+//! `sandlot bench` runs end to end on its tiny setting and writes what it
+//! promises. (What it measures is not asserted: speed belongs to the bench.)
+
+use std::process::Command;
+
+#[test]
+fn the_quick_bench_runs_and_writes_its_results() {
+    let out = std::env::temp_dir().join(format!("sandlot-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(env!("CARGO_BIN_EXE_sandlot"))
+        .args(["bench", "--quick", "--out"])
+        .arg(&out)
+        .env("SANDLOT_LOG", "warn")
+        .output()
+        .expect("sandlot bench starts");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("| measure | python | javascript |"), "{stdout}");
+    for row in ["cold start, library: total", "WebSocket EXEC → STOP", "POST /v1/exec", "baseline", "throughput, 4 clients", "kill latency"] {
+        assert!(stdout.contains(row), "no {row:?} row in {stdout}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bench.json")).expect("bench.json written")).expect("valid JSON");
+    let languages = report["languages"].as_array().expect("languages");
+    assert_eq!(languages.len(), 2);
+    for language in languages {
+        assert_eq!(language["cold_start"]["total"]["n"], 5, "{language}");
+        assert!(language["cold_start"]["total"]["median_ms"].as_f64().unwrap() > 0.0);
+        assert_eq!(language["throughput"].as_array().unwrap().len(), 2);
+        assert!(language["density"]["private_bytes_per_session"].as_f64().unwrap() > 0.0);
+    }
+    let svg = std::fs::read_to_string(out.join("cold-start.svg")).expect("the chart is written");
+    assert!(svg.starts_with("<svg") && svg.contains("python") && svg.contains("javascript"), "{}", &svg[..svg.len().min(200)]);
+    let _ = std::fs::remove_dir_all(&out);
+}
