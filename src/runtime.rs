@@ -23,7 +23,7 @@ use crate::host::{self, EngineBridge, HostState, MemoryLimiter, NoEngine, Placeh
 use crate::language::Language;
 use crate::limits::Limits;
 use crate::output::{OutputBudget, OutputSink, Stream};
-use crate::session::{Session, SessionEvents, StopSignal};
+use crate::session::{Session, SessionEvent, SessionEvents, StopSignal};
 
 /// How often the epoch advances: the granularity of time limits and kills.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -164,7 +164,18 @@ impl Runtime {
             .instantiate_async(&mut store)
             .await
             .map_err(|e| Error::Instantiate { language, message: format!("{e:#}") })?;
-        let session = Session::new(language, limits, store, bindings, events_tx, stop, budget, placeholders);
+        let _ = events_tx.send(SessionEvent::Spawned);
+        let session = Session {
+            language,
+            limits,
+            store,
+            bindings,
+            events: events_tx,
+            stop,
+            budget,
+            placeholders,
+            ended: None,
+        };
         Ok((session, events_rx))
     }
 }

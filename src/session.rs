@@ -145,17 +145,18 @@ impl StopSignal {
 pub type SessionEvents = mpsc::UnboundedReceiver<SessionEvent>;
 
 /// A live guest instance of one language.
+/// Built by `Runtime::session`, which sends `SessionEvent::Spawned` first.
 pub struct Session {
-    language: Language,
-    limits: Limits,
-    store: Store<HostState>,
-    bindings: Sandbox,
-    events: mpsc::UnboundedSender<SessionEvent>,
-    stop: StopSignal,
-    budget: Arc<OutputBudget>,
-    placeholders: Placeholders,
+    pub(crate) language: Language,
+    pub(crate) limits: Limits,
+    pub(crate) store: Store<HostState>,
+    pub(crate) bindings: Sandbox,
+    pub(crate) events: mpsc::UnboundedSender<SessionEvent>,
+    pub(crate) stop: StopSignal,
+    pub(crate) budget: Arc<OutputBudget>,
+    pub(crate) placeholders: Placeholders,
     /// Set once the instance can take no more calls, with the reason why.
-    ended: Option<String>,
+    pub(crate) ended: Option<String>,
 }
 
 enum Call {
@@ -170,21 +171,6 @@ enum Returned {
 }
 
 impl Session {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        language: Language,
-        limits: Limits,
-        store: Store<HostState>,
-        bindings: Sandbox,
-        events: mpsc::UnboundedSender<SessionEvent>,
-        stop: StopSignal,
-        budget: Arc<OutputBudget>,
-        placeholders: Placeholders,
-    ) -> Self {
-        let _ = events.send(SessionEvent::Spawned);
-        Session { language, limits, store, bindings, events, stop, budget, placeholders, ended: None }
-    }
-
     pub fn language(&self) -> Language {
         self.language
     }

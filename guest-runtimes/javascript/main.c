@@ -122,19 +122,23 @@ static void report_exception(JSValue exc) {
     }
 }
 
-/* Takes the pending exception; returns the exit status it means. */
-static int handle_exception(void) {
-    JSValue exc = JS_GetException(ctx);
+/* Frees a thrown value and returns the exit status it means: process.exit()'s
+ * own, or 1 after reporting the error (after `prefix`) on stderr. */
+static int exit_status_of(JSValue exc, const char *prefix) {
     int status = 1;
     if (exit_requested >= 0) {
         status = exit_requested;
         JS_ResetUncatchableError(ctx);
     } else {
+        write_str(2, prefix);
         report_exception(exc);
     }
     JS_FreeValue(ctx, exc);
     return status;
 }
+
+/* Takes the pending exception; returns the exit status it means. */
+static int handle_exception(void) { return exit_status_of(JS_GetException(ctx), ""); }
 
 /* ---- native functions for prelude.js ---- */
 
@@ -485,17 +489,7 @@ static int settle(void) {
             return handle_exception();
         if (has_unhandled_rejection) {
             has_unhandled_rejection = false;
-            JSValue reason = unhandled_rejection;
-            int status = exit_requested;
-            if (status >= 0) {
-                JS_ResetUncatchableError(ctx);
-            } else {
-                write_str(2, "(in promise) ");
-                report_exception(reason);
-                status = 1;
-            }
-            JS_FreeValue(ctx, reason);
-            return status;
+            return exit_status_of(unhandled_rejection, "(in promise) ");
         }
         JSValue run_next = JS_GetPropertyStr(ctx, native_obj, "runNextTimer");
         JSValue more = JS_Call(ctx, run_next, JS_UNDEFINED, 0, NULL);
@@ -543,15 +537,7 @@ static int evaluate(const char *src, size_t len, const char *filename, bool allo
             JS_FreeValue(ctx, unhandled_rejection);
             has_unhandled_rejection = false;
         }
-        int status = 1;
-        if (exit_requested >= 0) {
-            status = exit_requested;
-            JS_ResetUncatchableError(ctx);
-        } else {
-            report_exception(reason);
-        }
-        JS_FreeValue(ctx, reason);
-        return status;
+        return exit_status_of(reason, "");
     }
     int status = settle();
     if (status == 0 && module && JS_PromiseState(ctx, result) == JS_PROMISE_REJECTED) {

@@ -15,7 +15,7 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 use tokio::task::JoinSet;
 
-use super::socket::{Connection, Incoming, Outbox};
+use super::socket::{Connection, Incoming, Outbox, Unreadable};
 use super::{App, Utf8Chunks, parse_lenient};
 use crate::error::Error;
 use crate::host::describe;
@@ -65,13 +65,9 @@ async fn connection(app: App, socket: WebSocket) {
         while runs.try_join_next().is_some() {}
         let text = match incoming {
             Incoming::Text(text) => text,
-            Incoming::Binary => {
-                reply_error(&outbox, None, refuse("bad_request", "binary frames are not understood here; send JSON text")).await;
-                continue;
-            }
-            Incoming::TooLarge(size) => {
-                let limit = app.config.max_message_bytes;
-                reply_error(&outbox, None, refuse("too_large", format!("message of {size} bytes is over the limit of {limit}"))).await;
+            Incoming::Refused(why) => {
+                let code = if matches!(why, Unreadable::TooLarge { .. }) { "too_large" } else { "bad_request" };
+                reply_error(&outbox, None, refuse(code, why.to_string())).await;
                 continue;
             }
         };

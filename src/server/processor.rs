@@ -95,13 +95,8 @@ async fn connection(app: App, socket: WebSocket) {
         let Some(incoming) = incoming else { break };
         let text = match incoming {
             Incoming::Text(text) => text,
-            Incoming::Binary => {
-                server_error(&outbox, "binary frames are not understood here; send text").await;
-                continue;
-            }
-            Incoming::TooLarge(size) => {
-                let limit = app.config.max_message_bytes;
-                server_error(&outbox, &format!("message of {size} bytes is over the limit of {limit}")).await;
+            Incoming::Refused(why) => {
+                server_error(&outbox, &why.to_string()).await;
                 continue;
             }
         };

@@ -83,13 +83,8 @@ async fn connection(app: App, socket: WebSocket) {
         while runs.try_join_next().is_some() {}
         let text = match incoming {
             Incoming::Text(text) => text,
-            Incoming::Binary => {
-                error(&outbox, None, "binary frames are not understood here; send ops as JSON text").await;
-                continue;
-            }
-            Incoming::TooLarge(size) => {
-                let limit = app.config.max_message_bytes;
-                error(&outbox, None, &format!("message of {size} bytes is over the limit of {limit}")).await;
+            Incoming::Refused(why) => {
+                error(&outbox, None, &why.to_string()).await;
                 continue;
             }
         };

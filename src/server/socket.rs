@@ -35,10 +35,25 @@ impl Outbox {
 /// What a face reads from its socket.
 pub(crate) enum Incoming {
     Text(String),
+    /// A message the face cannot take, already discarded.
+    Refused(Unreadable),
+}
+
+/// Why an incoming message was discarded.
+pub(crate) enum Unreadable {
     /// A binary frame (no face takes one yet).
     Binary,
-    /// A message over the size limit, already discarded.
-    TooLarge(usize),
+    /// A message over the size limit.
+    TooLarge { size: usize, limit: usize },
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreadable::Binary => f.write_str("binary frames are not understood here; send text (JSON)"),
+            Unreadable::TooLarge { size, limit } => write!(f, "message of {size} bytes is over the limit of {limit}"),
+        }
+    }
 }
 
 /// One accepted WebSocket: the reading half, the outbox and the writer task.
@@ -79,10 +94,14 @@ impl Connection {
                 _ = closing.changed() => return None,
             };
             match message? {
-                Ok(Message::Text(text)) if text.len() > limit => return Some(Incoming::TooLarge(text.len())),
-                Ok(Message::Binary(bytes)) if bytes.len() > limit => return Some(Incoming::TooLarge(bytes.len())),
+                Ok(Message::Text(text)) if text.len() > limit => {
+                    return Some(Incoming::Refused(Unreadable::TooLarge { size: text.len(), limit }));
+                }
+                Ok(Message::Binary(bytes)) if bytes.len() > limit => {
+                    return Some(Incoming::Refused(Unreadable::TooLarge { size: bytes.len(), limit }));
+                }
                 Ok(Message::Text(text)) => return Some(Incoming::Text(text.to_string())),
-                Ok(Message::Binary(_)) => return Some(Incoming::Binary),
+                Ok(Message::Binary(_)) => return Some(Incoming::Refused(Unreadable::Binary)),
                 Ok(Message::Close(_)) => return None,
                 Ok(Message::Ping(_) | Message::Pong(_)) => continue,
                 Err(e) => {
