@@ -9,10 +9,12 @@
 //! connection.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 
@@ -249,17 +251,16 @@ impl Registry {
         let task_entry = entry.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let outcome = session.run(program).await.unwrap_or_else(|e| {
-                // The program was validated above, so only a closed session lands here.
-                RunOutcome {
-                    exit_code: 1,
-                    reason: EndReason::Error,
-                    message: Some(e.to_string()),
-                    wall_time: Duration::ZERO,
-                    fuel_used: 0,
-                    peak_memory: 0,
+            // Whatever happens to the run, its end is reported: faces wait for
+            // the Finished event to send their STOP.
+            let outcome = match AssertUnwindSafe(session.run(program)).catch_unwind().await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(e)) => session.abandon(e.to_string()),
+                Err(_) => {
+                    tracing::error!(run = %task_entry.id, "a run panicked; it is reported as failed");
+                    session.abandon("internal error: the run crashed; the server log has the details".into())
                 }
-            });
+            };
             // The session is in place before the outcome is, so whoever sees
             // the run ended can use its models.
             if keep_live && session.is_live() {

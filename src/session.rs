@@ -245,6 +245,22 @@ impl Session {
         }
     }
 
+    /// Ends the session after a call that could not run or did not finish
+    /// normally, reporting it as failed (a Finished event is always sent).
+    pub(crate) fn abandon(&mut self, message: String) -> RunOutcome {
+        self.ended = Some(message.clone());
+        let outcome = RunOutcome {
+            exit_code: 1,
+            reason: EndReason::Error,
+            message: Some(message),
+            wall_time: Duration::ZERO,
+            fuel_used: 0,
+            peak_memory: 0,
+        };
+        let _ = self.events.send(SessionEvent::Finished(outcome.clone()));
+        outcome
+    }
+
     fn check_live(&self) -> Result<(), Error> {
         if let Some(reason) = self.stop.reason() {
             return Err(Error::SessionEnded(format!("stopped: {reason}")));
