@@ -49,7 +49,8 @@ impl WsClient {
         }
     }
 
-    /// EXEC → SPAWN; returns the run id.
+    /// EXEC → SPAWN; returns the run id. Events of other runs on this socket
+    /// that arrive meanwhile are dropped.
     pub(super) async fn spawn(&mut self, language: Language, code: &str) -> BenchResult<String> {
         self.nonce += 1;
         self.send(json!({ "op": 1, "nonce": self.nonce, "args": { "language": language.name(), "code": code } })).await?;

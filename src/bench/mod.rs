@@ -177,7 +177,9 @@ pub async fn run(runtime: Runtime, settings: Settings, out_dir: PathBuf) -> Benc
     let address = listener.local_addr()?;
     let config = ServerConfig {
         listen: address,
-        limits: Limits::default().with_wall_clock(Duration::from_secs(120)),
+        // The busy sessions of the kill measurement must keep spinning for the
+        // whole measurement: bound them by time only, not by fuel.
+        limits: Limits::default().with_wall_clock(Duration::from_secs(120)).with_fuel(u64::MAX / 2),
         registry: RegistryConfig { max_running: 4096, max_live: 4096, ..RegistryConfig::default() },
         max_runs_per_connection: 4096,
         ..ServerConfig::default()
