@@ -12,9 +12,7 @@ use sha2::{Digest, Sha256};
 fn main() {
     record_versions();
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    let dir = std::env::var("SANDLOT_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("guest-runtimes/out"));
+    let dir = std::env::var("SANDLOT_GUEST_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("guest-runtimes/out"));
     println!("cargo:rerun-if-env-changed=SANDLOT_GUEST_DIR");
     println!("cargo:rustc-env=SANDLOT_GUEST_DIR={}", dir.display());
     for (name, file) in [("PYTHON", "python.wasm"), ("JAVASCRIPT", "javascript.wasm")] {

@@ -32,6 +32,8 @@ case "${1:-}" in
     serve) shift; build; step "serving"; exec target/release/sandlot serve "$@" ;;
     run) shift; build >&2; exec target/release/sandlot run "$@" ;;
     test)
+        step "formatting"
+        cargo fmt --check
         build
         step "tests"
         cargo test --release --locked -- --test-threads="${SANDLOT_TEST_THREADS:-4}"

@@ -2,7 +2,8 @@
 //! printed as the Markdown table; results go to target/bench-results/.
 
 fn main() {
-    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(1).build().expect("tokio starts");
+    let tokio =
+        tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(1).build().expect("tokio starts");
     let quick = std::env::args().any(|a| a == "--quick");
     let settings = if quick { sandlot::bench::Settings::quick() } else { sandlot::bench::Settings::full() };
     let report = tokio.block_on(async {

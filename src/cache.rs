@@ -66,20 +66,18 @@ pub(crate) fn load_or_compile(engine: &Engine, dir: &Path, language: Language) -
     }
     let started = std::time::Instant::now();
     tracing::info!(%language, "compiling the guest to native code (once per machine)");
-    let bytes = engine
-        .precompile_component(guests::bytes(language))
-        .map_err(|e| fail(format!("compilation failed: {e:#}")))?;
+    let bytes =
+        engine.precompile_component(guests::bytes(language)).map_err(|e| fail(format!("compilation failed: {e:#}")))?;
     tracing::info!(%language, elapsed = ?started.elapsed(), size = bytes.len(), "guest compiled");
     std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create cache folder {}: {e}", dir.display())))?;
     let temporary = dir.join(format!(".{}.{}.tmp", key(engine, language), std::process::id()));
-    std::fs::write(&temporary, &bytes)
-        .and_then(|_| std::fs::rename(&temporary, &path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&temporary);
-            fail(format!("cannot write {}: {e}", path.display()))
-        })?;
+    std::fs::write(&temporary, &bytes).and_then(|_| std::fs::rename(&temporary, &path)).map_err(|e| {
+        let _ = std::fs::remove_file(&temporary);
+        fail(format!("cannot write {}: {e}", path.display()))
+    })?;
     // SAFETY: as above; this file was written just now from `precompile_component`.
-    unsafe { Component::deserialize_file(engine, &path) }.map_err(|e| fail(format!("cannot load {}: {e:#}", path.display())))
+    unsafe { Component::deserialize_file(engine, &path) }
+        .map_err(|e| fail(format!("cannot load {}: {e:#}", path.display())))
 }
 
 /// What it costs to make a guest ready, measured afresh (the cache is not touched).

@@ -27,8 +27,8 @@ pub use language::{Language, UnknownLanguage};
 pub use limits::Limits;
 pub use program::{Program, SourceFile};
 pub use registry::{Entry, Registry, RegistryConfig, RunState, RunStatus, Started};
-pub use server::{ServerConfig, serve, serve_on};
 pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig, SessionOptions};
+pub use server::{ServerConfig, serve, serve_on};
 pub use session::{EndReason, KillHandle, RunOutcome, Session, SessionEvent, SessionEvents};
 
 /// The wasmtime version guests run on.

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use sandlot::{
-    bench,
     Language, Limits, Program, RegistryConfig, Runtime, RuntimeConfig, ServerConfig, SessionEvent, SessionOptions,
-    SourceFile,
+    SourceFile, bench,
 };
 
 #[derive(Parser)]
@@ -151,9 +150,14 @@ fn main() -> ExitCode {
             }
             Command::Bench { quick, out } => {
                 let settings = if quick { bench::Settings::quick() } else { bench::Settings::full() };
-                let report = bench::run(runtime, settings, out.clone()).await.map_err(|e| e as Box<dyn std::error::Error>)?;
+                let report =
+                    bench::run(runtime, settings, out.clone()).await.map_err(|e| e as Box<dyn std::error::Error>)?;
                 println!("{}", bench::markdown(&report));
-                eprintln!("sandlot: wrote {} and {}", out.join("bench.json").display(), out.join("cold-start.svg").display());
+                eprintln!(
+                    "sandlot: wrote {} and {}",
+                    out.join("bench.json").display(),
+                    out.join("cold-start.svg").display()
+                );
                 Ok(0)
             }
             Command::Prepare => {
@@ -225,9 +229,8 @@ async fn run(
     }
     let program = Program { files: sources, main_file: program_name(&base, &main), args, env: Vec::new() };
 
-    let (mut session, mut events) = runtime
-        .session(language, SessionOptions { limits: Some(limits), ..SessionOptions::default() })
-        .await?;
+    let (mut session, mut events) =
+        runtime.session(language, SessionOptions { limits: Some(limits), ..SessionOptions::default() }).await?;
     let printer = tokio::spawn(async move {
         let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
         while let Some(event) = events.recv().await {

@@ -106,7 +106,9 @@ impl OutputSink {
         }
         if granted < bytes.len() && !self.budget.exceeded.swap(true, Ordering::SeqCst) {
             let limit = self.budget.limit.load(Ordering::SeqCst);
-            let notice = format!("\n[sandlot: output limit of {limit} bytes reached; the rest was dropped and the run stopped]\n");
+            let notice = format!(
+                "\n[sandlot: output limit of {limit} bytes reached; the rest was dropped and the run stopped]\n"
+            );
             self.emit(Stream::Stderr, Bytes::from(notice));
             self.stop.stop(EndReason::OutputLimit);
         }

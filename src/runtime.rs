@@ -130,7 +130,11 @@ impl Runtime {
     }
 
     /// Starts a session: a fresh instance of the language's guest.
-    pub async fn session(&self, language: Language, options: SessionOptions) -> Result<(Session, SessionEvents), Error> {
+    pub async fn session(
+        &self,
+        language: Language,
+        options: SessionOptions,
+    ) -> Result<(Session, SessionEvents), Error> {
         let pre = self.instance_pre(language).await?;
         let limits = options.limits.unwrap_or_else(|| self.inner.default_limits.clone());
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -165,17 +169,8 @@ impl Runtime {
             .await
             .map_err(|e| Error::Instantiate { language, message: format!("{e:#}") })?;
         let _ = events_tx.send(SessionEvent::Spawned);
-        let session = Session {
-            language,
-            limits,
-            store,
-            bindings,
-            events: events_tx,
-            stop,
-            budget,
-            placeholders,
-            ended: None,
-        };
+        let session =
+            Session { language, limits, store, bindings, events: events_tx, stop, budget, placeholders, ended: None };
         Ok((session, events_rx))
     }
 }
@@ -208,4 +203,3 @@ fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), Error
         .map(|_| ())
         .map_err(|e| Error::Engine(format!("could not start the epoch thread: {e}")))
 }
-

@@ -204,11 +204,7 @@ impl Session {
     pub async fn run(&mut self, program: Program) -> Result<RunOutcome, Error> {
         let program = program.validated()?;
         let wit = WitProgram {
-            files: program
-                .files
-                .into_iter()
-                .map(|f| WitSourceFile { name: f.name, content: f.content })
-                .collect(),
+            files: program.files.into_iter().map(|f| WitSourceFile { name: f.name, content: f.content }).collect(),
             main_file: program.main_file,
             args: program.args,
             env: program.env,
@@ -346,10 +342,9 @@ impl Session {
             self.stop.stop(EndReason::OutputLimit);
         }
         let message = message.or_else(|| match reason {
-            EndReason::Memory => Some(format!(
-                "the memory limit of {} MiB was reached",
-                self.store.data().limiter.limit() >> 20
-            )),
+            EndReason::Memory => {
+                Some(format!("the memory limit of {} MiB was reached", self.store.data().limiter.limit() >> 20))
+            }
             EndReason::OutputLimit => Some(format!("the output limit of {} bytes was reached", limits.output_bytes)),
             _ => None,
         });
@@ -387,9 +382,7 @@ async fn invoke(bindings: &Sandbox, store: &mut Store<HostState>, call: Call) ->
     match call {
         Call::Run(program) => bindings.call_run(&mut *store, &program).await.map(Returned::Status),
         Call::Eval(code) => bindings.call_eval(&mut *store, &code).await.map(Returned::Status),
-        Call::Predict(name, input) => {
-            bindings.call_predict(&mut *store, &name, &input).await.map(Returned::Prediction)
-        }
+        Call::Predict(name, input) => bindings.call_predict(&mut *store, &name, &input).await.map(Returned::Prediction),
     }
 }
 

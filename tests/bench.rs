@@ -16,11 +16,19 @@ fn the_quick_bench_runs_and_writes_its_results() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
     assert!(stdout.contains("| measure | python | javascript |"), "{stdout}");
-    for row in ["cold start, library: total", "WebSocket EXEC → STOP", "POST /v1/exec", "baseline", "throughput, 4 clients", "kill latency"] {
+    for row in [
+        "cold start, library: total",
+        "WebSocket EXEC → STOP",
+        "POST /v1/exec",
+        "baseline",
+        "throughput, 4 clients",
+        "kill latency",
+    ] {
         assert!(stdout.contains(row), "no {row:?} row in {stdout}");
     }
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("bench.json")).expect("bench.json written")).expect("valid JSON");
+        serde_json::from_slice(&std::fs::read(out.join("bench.json")).expect("bench.json written"))
+            .expect("valid JSON");
     let languages = report["languages"].as_array().expect("languages");
     assert_eq!(languages.len(), 2);
     for language in languages {
@@ -30,6 +38,10 @@ fn the_quick_bench_runs_and_writes_its_results() {
         assert!(language["density"]["private_bytes_per_session"].as_f64().unwrap() > 0.0);
     }
     let svg = std::fs::read_to_string(out.join("cold-start.svg")).expect("the chart is written");
-    assert!(svg.starts_with("<svg") && svg.contains("python") && svg.contains("javascript"), "{}", &svg[..svg.len().min(200)]);
+    assert!(
+        svg.starts_with("<svg") && svg.contains("python") && svg.contains("javascript"),
+        "{}",
+        &svg[..svg.len().min(200)]
+    );
     let _ = std::fs::remove_dir_all(&out);
 }

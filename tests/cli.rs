@@ -29,9 +29,15 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn runs_hello_in_both_languages() {
-    let dir = folder("hello", &[("hello.py", "print('hello from python')"), ("hello.js", "console.log('hello from js')")]);
+    let dir =
+        folder("hello", &[("hello.py", "print('hello from python')"), ("hello.js", "console.log('hello from js')")]);
     let out = sandlot(&["run", "hello.py"], &dir);
-    assert_eq!((text(&out.stdout).as_str(), out.status.code()), ("hello from python\n", Some(0)), "{}", text(&out.stderr));
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.status.code()),
+        ("hello from python\n", Some(0)),
+        "{}",
+        text(&out.stderr)
+    );
     let out = sandlot(&["run", "hello.js"], &dir);
     assert_eq!((text(&out.stdout).as_str(), out.status.code()), ("hello from js\n", Some(0)), "{}", text(&out.stderr));
 }
@@ -40,7 +46,10 @@ fn runs_hello_in_both_languages() {
 fn passes_arguments_and_finds_the_other_files() {
     let dir = folder(
         "multi",
-        &[("app/main.py", "import sys, util\nprint(util.shout(sys.argv[1]))"), ("app/util.py", "def shout(s):\n    return s.upper()")],
+        &[
+            ("app/main.py", "import sys, util\nprint(util.shout(sys.argv[1]))"),
+            ("app/util.py", "def shout(s):\n    return s.upper()"),
+        ],
     );
     let out = sandlot(&["run", "--main", "app/main.py", "app/util.py", "--", "quiet"], &dir);
     assert_eq!(text(&out.stdout), "QUIET\n", "{}", text(&out.stderr));
@@ -50,7 +59,12 @@ fn passes_arguments_and_finds_the_other_files() {
 fn exits_with_the_guests_status() {
     let dir = folder(
         "status",
-        &[("fail.py", "raise KeyError('k')"), ("three.js", "process.exit(3)"), ("spin.py", "while True:\n    pass"), ("bomb.js", "const a = []; for (;;) a.push(new Array(1e6).fill(0));")],
+        &[
+            ("fail.py", "raise KeyError('k')"),
+            ("three.js", "process.exit(3)"),
+            ("spin.py", "while True:\n    pass"),
+            ("bomb.js", "const a = []; for (;;) a.push(new Array(1e6).fill(0));"),
+        ],
     );
     let out = sandlot(&["run", "fail.py"], &dir);
     assert_eq!(out.status.code(), Some(1));

@@ -79,18 +79,24 @@ async fn a_run_then_placeholders_models_stats_and_status_from_another_socket() {
     // Any connection may use the session id, as a string or as a number.
     let mut other = client().await;
     let numeric: u64 = id.parse().unwrap();
-    other.send(json!({ "action": "get_placeholder", "placeholder": { "sessionId": numeric, "name": "message" } })).await;
+    other
+        .send(json!({ "action": "get_placeholder", "placeholder": { "sessionId": numeric, "name": "message" } }))
+        .await;
     let reply = other.recv().await;
     assert_eq!(reply, json!({ "action": "get_placeholder", "sessionId": id, "name": "message", "value": "trained" }));
 
     other.send(json!({ "action": "run_model", "model": { "sessionId": id, "name": "line", "is_data": true, "data": [10, 0.5] } })).await;
     let reply = other.recv().await;
-    let prediction: Vec<f64> = serde_json::from_value(reply["prediction"].clone()).unwrap_or_else(|_| panic!("{reply}"));
+    let prediction: Vec<f64> =
+        serde_json::from_value(reply["prediction"].clone()).unwrap_or_else(|_| panic!("{reply}"));
     assert!((prediction[0] - 21.0).abs() < 1e-9 && (prediction[1] - 2.0).abs() < 1e-9, "{reply}");
 
     other.send(json!({ "action": "get_stats", "placeholder": { "sessionId": id, "name": "TrainX" } })).await;
     let stats = other.recv().await["stats"].clone();
-    assert_eq!((stats["count"].clone(), stats["mean"].clone(), stats["50%"].clone()), (json!(5), json!(3.0), json!(3.0)));
+    assert_eq!(
+        (stats["count"].clone(), stats["mean"].clone(), stats["50%"].clone()),
+        (json!(5), json!(3.0), json!(3.0))
+    );
     assert!((stats["std"].as_f64().unwrap() - 1.5811388300841898).abs() < 1e-12);
     other.send(json!({ "action": "get_stats", "placeholder": { "sessionId": id, "name": "table" } })).await;
     let stats = other.recv().await["stats"].clone();
@@ -99,7 +105,10 @@ async fn a_run_then_placeholders_models_stats_and_status_from_another_socket() {
 
     other.send(json!({ "action": "status", "sessionId": id })).await;
     let status = other.recv().await;
-    assert_eq!((status["status"].clone(), status["exitCode"].clone(), status["live"].clone()), (json!("finished"), json!(0), json!(true)));
+    assert_eq!(
+        (status["status"].clone(), status["exitCode"].clone(), status["live"].clone()),
+        (json!("finished"), json!(0), json!(true))
+    );
     assert!(status["exectimems"].is_u64());
 }
 
@@ -126,7 +135,11 @@ async fn status_moves_from_running_to_stopped_with_stop() {
     assert_eq!(watcher.recv().await["status"], "running");
     watcher.send(json!({ "action": "stop", "sessionId": id })).await;
     let stopped = watcher.recv().await;
-    assert_eq!((stopped["action"].clone(), stopped["status"].clone(), stopped["exitCode"].clone()), (json!("stop"), json!("stopped"), json!(137)), "{stopped}");
+    assert_eq!(
+        (stopped["action"].clone(), stopped["status"].clone(), stopped["exitCode"].clone()),
+        (json!("stop"), json!("stopped"), json!(137)),
+        "{stopped}"
+    );
     let finished = client.recv().await;
     assert_eq!((finished["action"].clone(), finished["status"].clone()), (json!("finished"), json!("stopped")));
 }
@@ -135,11 +148,17 @@ async fn status_moves_from_running_to_stopped_with_stop() {
 async fn failures_and_timeouts_show_in_status() {
     let server = Server::start(&["--timeout", "1"]);
     let mut client = Client::connect(&server.ws_url("/")).await;
-    let (id, _, finished) = run(&mut client, json!({ "action": "run", "javascript": { "files": [{ "filename": "a.js", "content": "for (;;) {}" }] } })).await;
+    let (id, _, finished) = run(
+        &mut client,
+        json!({ "action": "run", "javascript": { "files": [{ "filename": "a.js", "content": "for (;;) {}" }] } }),
+    )
+    .await;
     assert_eq!((finished["status"].clone(), finished["exitCode"].clone()), (json!("timeout"), json!(124)));
     client.send(json!({ "action": "status", "sessionId": id })).await;
     assert_eq!(client.recv().await["reason"], "timeout");
-    let (_, _, finished) = run(&mut client, json!({ "action": "run", "python": { "files": [{ "filename": "a.py", "content": "1/0" }] } })).await;
+    let (_, _, finished) =
+        run(&mut client, json!({ "action": "run", "python": { "files": [{ "filename": "a.py", "content": "1/0" }] } }))
+            .await;
     assert_eq!((finished["status"].clone(), finished["exitCode"].clone()), (json!("failed"), json!(1)));
 }
 

@@ -42,8 +42,14 @@ async fn until_end(client: &mut Client, answer: impl Fn(&Value) -> Option<Value>
 async fn the_lifecycle_with_engine_commands_in_both_languages() {
     let server = Server::shared();
     let scripts = [
-        ("python", "import sandlot\nprint('hero', sandlot.context['hero'])\nfor step in range(3):\n    pos = sandlot.engine('move', {'dx': 1})\n    print('at', pos['x'])\ntry:\n    sandlot.engine('fly', {})\nexcept sandlot.EngineError as e:\n    print('refused:', e)"),
-        ("javascript", "console.log('hero', sandlot.context.hero);\nfor (let step = 0; step < 3; step++) {\n  const pos = sandlot.engine('move', {dx: 1});\n  console.log('at', pos.x);\n}\ntry { sandlot.engine('fly', {}) } catch (e) { console.log('refused:', e.message) }"),
+        (
+            "python",
+            "import sandlot\nprint('hero', sandlot.context['hero'])\nfor step in range(3):\n    pos = sandlot.engine('move', {'dx': 1})\n    print('at', pos['x'])\ntry:\n    sandlot.engine('fly', {})\nexcept sandlot.EngineError as e:\n    print('refused:', e)",
+        ),
+        (
+            "javascript",
+            "console.log('hero', sandlot.context.hero);\nfor (let step = 0; step < 3; step++) {\n  const pos = sandlot.engine('move', {dx: 1});\n  console.log('at', pos.x);\n}\ntry { sandlot.engine('fly', {}) } catch (e) { console.log('refused:', e.message) }",
+        ),
     ];
     for (language, code) in scripts {
         let mut client = ready_client(server, language, json!({ "hero": "ada" })).await;
@@ -53,7 +59,8 @@ async fn the_lifecycle_with_engine_commands_in_both_languages() {
             let id = command["id"].clone();
             Some(match command["command"].as_str() {
                 Some("move") => {
-                    let now = x.fetch_add(command["args"]["dx"].as_i64().unwrap(), std::sync::atomic::Ordering::SeqCst) + 1;
+                    let now =
+                        x.fetch_add(command["args"]["dx"].as_i64().unwrap(), std::sync::atomic::Ordering::SeqCst) + 1;
                     json!({ "type": "command_result", "id": id, "ok": true, "result": { "x": now } })
                 }
                 _ => json!({ "type": "command_result", "id": id, "ok": false, "error": "cannot fly here" }),
@@ -145,7 +152,11 @@ async fn out_of_order_and_malformed_messages_get_server_errors() {
     ] {
         client.send_text(message).await;
         let reply = client.recv().await;
-        assert_eq!((reply["type"].clone(), reply["code"].clone()), (json!("error"), json!("SERVER_ERROR")), "{message} -> {reply}");
+        assert_eq!(
+            (reply["type"].clone(), reply["code"].clone()),
+            (json!("error"), json!("SERVER_ERROR")),
+            "{message} -> {reply}"
+        );
         assert!(reply["message"].as_str().unwrap().contains(expected), "{message} -> {reply}");
     }
     client.send_binary(vec![0; 4]).await;

@@ -49,7 +49,12 @@ async fn ping_pongs_with_the_nonce() {
 #[tokio::test]
 async fn exec_runs_both_languages() {
     let mut client = ws().await;
-    for (language, code) in [("python", "print('hi from py')"), ("javascript", "console.log('hi from js')"), ("python3", "print('hi from py')"), ("node", "console.log('hi from js')")] {
+    for (language, code) in [
+        ("python", "print('hi from py')"),
+        ("javascript", "console.log('hi from js')"),
+        ("python3", "print('hi from py')"),
+        ("node", "console.log('hi from js')"),
+    ] {
         let (_, stdout, stderr, stop) = exec(&mut client, 1, json!({ "language": language, "code": code })).await;
         assert!(stdout.starts_with("hi from"), "{language}: {stdout} {stderr}");
         assert_eq!(stop["exitcode"], 0);
@@ -69,10 +74,15 @@ async fn arguments_environment_and_inline_expressions() {
     });
     let (_, stdout, _, _) = exec(&mut client, 2, args).await;
     assert_eq!(stdout, "['a', 'b c'] teal 1\n");
-    let (_, stdout, _, _) = exec(&mut client, 3, json!({ "language": "py", "code": "6 * 7", "inline_expression": true })).await;
-    assert_eq!(stdout, "42\n");
     let (_, stdout, _, _) =
-        exec(&mut client, 4, json!({ "language": "js", "code": "[1, 2].map((x) => x * 2)", "inline_expression": true })).await;
+        exec(&mut client, 3, json!({ "language": "py", "code": "6 * 7", "inline_expression": true })).await;
+    assert_eq!(stdout, "42\n");
+    let (_, stdout, _, _) = exec(
+        &mut client,
+        4,
+        json!({ "language": "js", "code": "[1, 2].map((x) => x * 2)", "inline_expression": true }),
+    )
+    .await;
     assert_eq!(stdout, "[ 2, 4 ]\n");
     let js_env = json!({ "language": "js", "code": "console.log(process.env.COLOUR, process.argv.slice(2))", "arguments": ["x"], "environment": { "COLOUR": "red" } });
     let (_, stdout, _, _) = exec(&mut client, 5, js_env).await;
@@ -103,19 +113,24 @@ async fn logs_stream_while_the_guest_runs() {
         }
         assert_eq!(stdout, "first\nsecond\n");
         let first_at = first_at.expect("the first line arrived");
-        assert!(spawned.elapsed() - first_at >= Duration::from_millis(1000), "{language}: the first line came only at the end");
+        assert!(
+            spawned.elapsed() - first_at >= Duration::from_millis(1000),
+            "{language}: the first line came only at the end"
+        );
     }
 }
 
 #[tokio::test]
 async fn errors_exit_codes_and_limits_reach_stop() {
     let mut client = ws().await;
-    let (_, _, stderr, stop) = exec(&mut client, 1, json!({ "language": "python", "code": "x = 1\nraise ValueError('nope')" })).await;
+    let (_, _, stderr, stop) =
+        exec(&mut client, 1, json!({ "language": "python", "code": "x = 1\nraise ValueError('nope')" })).await;
     assert!(stderr.contains("line 2") && stderr.contains("ValueError: nope"), "{stderr}");
     assert_eq!((stop["exitcode"].clone(), stop["reason"].clone()), (json!(1), json!("error")));
     let (_, _, _, stop) = exec(&mut client, 2, json!({ "language": "js", "code": "process.exit(4)" })).await;
     assert_eq!(stop["exitcode"], 4);
-    let (_, stdout, _, stop) = exec(&mut client, 3, json!({ "language": "js", "code": "for (;;) console.log('flood '.repeat(100))" })).await;
+    let (_, stdout, _, stop) =
+        exec(&mut client, 3, json!({ "language": "js", "code": "for (;;) console.log('flood '.repeat(100))" })).await;
     assert_eq!(stop["reason"], "output-limit");
     assert!(stdout.len() <= 1 << 20);
 }
@@ -123,7 +138,9 @@ async fn errors_exit_codes_and_limits_reach_stop() {
 #[tokio::test]
 async fn kill_stops_a_run_within_a_tick() {
     let mut client = ws().await;
-    client.send(json!({ "op": 1, "nonce": 5, "args": { "language": "python", "code": "while True:\n    pass" } })).await;
+    client
+        .send(json!({ "op": 1, "nonce": 5, "args": { "language": "python", "code": "while True:\n    pass" } }))
+        .await;
     let runid = client.recv().await["data"]["runid"].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let sent = Instant::now();
@@ -241,7 +258,8 @@ async fn past_the_running_cap_execs_are_refused_as_busy() {
             stops += 1;
         }
     }
-    let (_, stdout, _, _) = exec(&mut client, 3, json!({ "language": "js", "code": "console.log('room again')" })).await;
+    let (_, stdout, _, _) =
+        exec(&mut client, 3, json!({ "language": "js", "code": "console.log('room again')" })).await;
     assert_eq!(stdout, "room again\n");
 }
 
@@ -266,7 +284,9 @@ async fn two_hundred_execs_over_twenty_sockets() {
                     let event = client.recv_within(Duration::from_secs(60)).await;
                     let nonce = event["nonce"].as_u64().expect("events carry the nonce");
                     match event["code"].as_u64() {
-                        Some(3) => outputs.entry(nonce).or_default().push_str(event["data"]["stdout"].as_str().unwrap_or("")),
+                        Some(3) => {
+                            outputs.entry(nonce).or_default().push_str(event["data"]["stdout"].as_str().unwrap_or(""))
+                        }
                         Some(4) => {
                             assert_eq!(event["data"]["exitcode"], 0, "{event}");
                             stops += 1;
@@ -292,7 +312,8 @@ async fn two_hundred_execs_over_twenty_sockets() {
 #[tokio::test]
 async fn rest_exec_spec_and_info() {
     let server = Server::shared();
-    let body = json!({ "language": "python", "code": "import sys\nprint('out')\nprint('err', file=sys.stderr)" }).to_string();
+    let body =
+        json!({ "language": "python", "code": "import sys\nprint('out')\nprint('err', file=sys.stderr)" }).to_string();
     let (status, reply) = http(server, "POST", "/v1/exec", Some(&body)).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!((reply["stdout"].clone(), reply["stderr"].clone()), (json!("out\n"), json!("err\n")));

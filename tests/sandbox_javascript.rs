@@ -31,7 +31,10 @@ async fn files_import_each_other_with_require_and_import() {
         JS,
         &[
             ("main.js", "const h = require('./lib/helper');\nconsole.log(h.greet('ada'));"),
-            ("lib/helper.js", "const { double } = require('./math.js');\nexports.greet = (n) => `hi ${n} ${double(21)}`;"),
+            (
+                "lib/helper.js",
+                "const { double } = require('./math.js');\nexports.greet = (n) => `hi ${n} ${double(21)}`;",
+            ),
             ("lib/math.js", "module.exports = { double: (x) => 2 * x };"),
         ],
     )
@@ -39,9 +42,14 @@ async fn files_import_each_other_with_require_and_import() {
     assert_eq!(ran.stdout, "hi ada 42\n", "stderr: {}", ran.stderr);
     let ran = run(
         JS,
-        &[("main.mjs", "import { double } from './math.js';\nimport cfg from './cfg.js';\nconsole.log(double(cfg.n));"),
-          ("math.js", "export function double(x) { return 2 * x; }"),
-          ("cfg.js", "export default { n: 5 };")],
+        &[
+            (
+                "main.mjs",
+                "import { double } from './math.js';\nimport cfg from './cfg.js';\nconsole.log(double(cfg.n));",
+            ),
+            ("math.js", "export function double(x) { return 2 * x; }"),
+            ("cfg.js", "export default { n: 5 };"),
+        ],
     )
     .await;
     assert_eq!(ran.stdout, "10\n", "stderr: {}", ran.stderr);
@@ -58,7 +66,10 @@ async fn stderr_is_separate() {
 async fn uncaught_error_prints_its_stack_with_file_and_line() {
     let ran = run(
         JS,
-        &[("main.js", "const h = require('./helper.js');\nh.explode();"), ("helper.js", "exports.explode = function explode() {\n  throw new Error('boom');\n};")],
+        &[
+            ("main.js", "const h = require('./helper.js');\nh.explode();"),
+            ("helper.js", "exports.explode = function explode() {\n  throw new Error('boom');\n};"),
+        ],
     )
     .await;
     assert_eq!((ran.outcome.exit_code, ran.outcome.reason), (1, EndReason::Error));
@@ -228,7 +239,8 @@ async fn saved_models_predict_after_the_run() {
 
 #[tokio::test]
 async fn eval_sees_the_runs_globals() {
-    let mut ran = run(JS, &[("main.js", "const base = 41;\nlet total = base + 1;\nfunction twice(x) { return 2 * x; }")]).await;
+    let mut ran =
+        run(JS, &[("main.js", "const base = 41;\nlet total = base + 1;\nfunction twice(x) { return 2 * x; }")]).await;
     let (out, err, outcome) = ran.eval("console.log(total, twice(base))").await;
     assert_eq!((out.as_str(), outcome.exit_code), ("42 82\n", 0), "{err}");
     let (_, err, outcome) = ran.eval("undefinedName").await;

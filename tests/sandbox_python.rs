@@ -56,7 +56,10 @@ async fn stderr_is_separate() {
 async fn uncaught_error_prints_a_traceback_with_file_and_line() {
     let ran = run(
         PY,
-        &[("main.py", "import helper\nhelper.explode()"), ("helper.py", "def explode():\n    x = 1\n    raise ValueError('boom')")],
+        &[
+            ("main.py", "import helper\nhelper.explode()"),
+            ("helper.py", "def explode():\n    x = 1\n    raise ValueError('boom')"),
+        ],
     )
     .await;
     assert_eq!((ran.outcome.exit_code, ran.outcome.reason), (1, EndReason::Error));
@@ -78,7 +81,9 @@ async fn syntax_errors_name_the_line() {
 
 #[tokio::test]
 async fn exit_codes_are_the_programs() {
-    for (code, want) in [("import sys\nsys.exit(3)", 3), ("raise SystemExit(0)", 0), ("exit(7)", 7), ("import sys\nsys.exit('bad')", 1)] {
+    for (code, want) in
+        [("import sys\nsys.exit(3)", 3), ("raise SystemExit(0)", 0), ("exit(7)", 7), ("import sys\nsys.exit('bad')", 1)]
+    {
         let ran = run(PY, &[("main.py", code)]).await;
         assert_eq!(ran.outcome.exit_code, want, "{code}: {}", ran.stderr);
     }
@@ -142,7 +147,12 @@ async fn infinite_recursion_is_a_catchable_error() {
 #[tokio::test]
 async fn sleep_never_outlives_the_deadline() {
     let started = Instant::now();
-    let ran = run_with(PY, program(&[("main.py", "import time\nprint('before', flush=True)\ntime.sleep(10)\nprint('after')")]), short_limits()).await;
+    let ran = run_with(
+        PY,
+        program(&[("main.py", "import time\nprint('before', flush=True)\ntime.sleep(10)\nprint('after')")]),
+        short_limits(),
+    )
+    .await;
     let took = started.elapsed();
     assert_eq!(ran.outcome.reason, EndReason::Timeout);
     assert_eq!(ran.stdout, "before\n");
@@ -190,7 +200,11 @@ except OSError as e:
 "#;
     let ran = run(PY, &[("main.py", code)]).await;
     assert_eq!(ran.outcome.exit_code, 0, "{}", ran.stderr);
-    assert!(!ran.stdout.contains("READ") && !ran.stdout.contains("LISTED") && !ran.stdout.contains("WROTE"), "{}", ran.stdout);
+    assert!(
+        !ran.stdout.contains("READ") && !ran.stdout.contains("LISTED") && !ran.stdout.contains("WROTE"),
+        "{}",
+        ran.stdout
+    );
     assert_eq!(ran.stdout.matches("refused").count(), 10, "{}", ran.stdout);
     assert!(!std::path::Path::new("/tmp/sandlot-escape").exists());
 }

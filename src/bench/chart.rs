@@ -20,7 +20,10 @@ pub(super) fn cold_start(report: &Report, path: &Path) -> BenchResult<()> {
         .iter()
         .map(|l| {
             let baseline = l.baseline.as_ref().map_or(f64::NAN, |b| b.spawn.median_ms);
-            (l.language.clone(), [l.cold_start.total.median_ms, l.websocket_exec.median_ms, l.rest_exec.median_ms, baseline])
+            (
+                l.language.clone(),
+                [l.cold_start.total.median_ms, l.websocket_exec.median_ms, l.rest_exec.median_ms, baseline],
+            )
         })
         .collect();
     let finite = groups.iter().flat_map(|(_, v)| v.iter().copied()).filter(|v| v.is_finite() && *v > 0.0);
@@ -29,7 +32,8 @@ pub(super) fn cold_start(report: &Report, path: &Path) -> BenchResult<()> {
 
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE)?;
-    let title = format!("Cold start, hello world: median ms (log scale), {} CPUs, {}", report.machine.cpus, report.date);
+    let title =
+        format!("Cold start, hello world: median ms (log scale), {} CPUs, {}", report.machine.cpus, report.date);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(20)

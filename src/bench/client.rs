@@ -3,12 +3,12 @@
 
 use std::net::SocketAddr;
 
+use crate::Language;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use crate::Language;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -25,7 +25,8 @@ pub(super) struct WsClient {
 
 impl WsClient {
     pub(super) async fn connect(address: SocketAddr, path: &str) -> BenchResult<Self> {
-        let (socket, _) = tokio_tungstenite::connect_async_with_config(format!("ws://{address}{path}"), None, true).await?;
+        let (socket, _) =
+            tokio_tungstenite::connect_async_with_config(format!("ws://{address}{path}"), None, true).await?;
         Ok(WsClient { socket, nonce: 0 })
     }
 
@@ -53,7 +54,8 @@ impl WsClient {
     /// that arrive meanwhile are dropped.
     pub(super) async fn spawn(&mut self, language: Language, code: &str) -> BenchResult<String> {
         self.nonce += 1;
-        self.send(json!({ "op": 1, "nonce": self.nonce, "args": { "language": language.name(), "code": code } })).await?;
+        self.send(json!({ "op": 1, "nonce": self.nonce, "args": { "language": language.name(), "code": code } }))
+            .await?;
         loop {
             let event = self.recv().await?;
             match event["code"].as_u64() {

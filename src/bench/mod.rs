@@ -249,7 +249,8 @@ async fn measure_language(
     let mut throughput = Vec::new();
     for &clients in &settings.clients {
         step(&format!("throughput with {clients} clients"));
-        throughput.push(throughput_level(address, language, clients, Duration::from_secs_f64(settings.level_seconds)).await?);
+        throughput
+            .push(throughput_level(address, language, clients, Duration::from_secs_f64(settings.level_seconds)).await?);
     }
     step("memory per idle session");
     let density = density(runtime, language, settings.density_sessions).await?;
@@ -458,7 +459,13 @@ fn machine() -> Machine {
 }
 
 fn ms(v: f64) -> String {
-    if v.is_nan() { "–".into() } else if v < 10.0 { format!("{v:.2}") } else { format!("{v:.1}") }
+    if v.is_nan() {
+        "–".into()
+    } else if v < 10.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.1}")
+    }
 }
 
 fn times(v: Option<f64>) -> String {
@@ -469,7 +476,12 @@ fn times(v: Option<f64>) -> String {
 pub fn markdown(report: &Report) -> String {
     let mut out = format!(
         "sandlot {} on wasmtime {}, {} ({} CPUs, {} GiB), {}\n\n",
-        report.sandlot, report.wasmtime, report.machine.cpu_model, report.machine.cpus, report.machine.memory_gib, report.date
+        report.sandlot,
+        report.wasmtime,
+        report.machine.cpu_model,
+        report.machine.cpus,
+        report.machine.memory_gib,
+        report.date
     );
     let names: Vec<&str> = report.languages.iter().map(|l| l.language.as_str()).collect();
     out.push_str(&format!("| measure | {} |\n|---|{}\n", names.join(" | "), "---|".repeat(names.len())));
@@ -499,7 +511,12 @@ pub fn markdown(report: &Report) -> String {
         format!("{:.2} MiB ({} held)", l.density.private_bytes_per_session / 1048576.0, l.density.sessions)
     });
     row("kill latency under load", &|l| {
-        format!("p50 {} ms, p99 {} ms ({} busy)", ms(l.kill_latency.median_ms), ms(l.kill_latency.p99_ms), report.settings.kill_background)
+        format!(
+            "p50 {} ms, p99 {} ms ({} busy)",
+            ms(l.kill_latency.median_ms),
+            ms(l.kill_latency.p99_ms),
+            report.settings.kill_background
+        )
     });
     row("guest compile / .cwasm / load", &|l| {
         l.compile.as_ref().map_or("skipped (--quick)".into(), |c| {

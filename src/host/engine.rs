@@ -18,14 +18,19 @@ const MAX_COMMAND_BYTES: usize = 256;
 /// Where a session's engine commands go. A face implements this to reach its client.
 pub trait EngineBridge: Send + Sync + 'static {
     /// Sends `command` with `args` and resolves to the engine's answer or its error message.
-    fn command(&self, command: String, args: Value) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>>;
+    fn command(&self, command: String, args: Value)
+    -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>>;
 }
 
 /// The bridge of a session with no engine attached: every command fails.
 pub struct NoEngine;
 
 impl EngineBridge for NoEngine {
-    fn command(&self, command: String, _args: Value) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
+    fn command(
+        &self,
+        command: String,
+        _args: Value,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
         Box::pin(async move { Err(format!("no game engine is attached to this session (command {command:?})")) })
     }
 }
@@ -38,7 +43,8 @@ impl super::sandlot::guest::engine::Host for HostState {
         if args.len() > MAX_ARGS_BYTES {
             return Err(format!("engine command arguments are limited to {MAX_ARGS_BYTES} bytes"));
         }
-        let args: Value = serde_json::from_str(&args).map_err(|e| format!("engine arguments are not valid JSON: {e}"))?;
+        let args: Value =
+            serde_json::from_str(&args).map_err(|e| format!("engine arguments are not valid JSON: {e}"))?;
         let engine = self.engine.clone();
         engine.command(command, args).await.map(|answer| answer.to_string())
     }

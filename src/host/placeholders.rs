@@ -27,9 +27,7 @@ pub(crate) const MAX_NAME_BYTES: usize = 256;
 
 impl Placeholders {
     pub fn new(budget_bytes: usize) -> Self {
-        Placeholders {
-            inner: Arc::new(Mutex::new(Saved { values: BTreeMap::new(), bytes: 0, budget: budget_bytes })),
-        }
+        Placeholders { inner: Arc::new(Mutex::new(Saved { values: BTreeMap::new(), bytes: 0, budget: budget_bytes })) }
     }
 
     /// The value saved under `name`, if any.
@@ -47,7 +45,8 @@ impl Placeholders {
         if name.is_empty() || name.len() > MAX_NAME_BYTES {
             return Err(format!("placeholder names must be 1 to {MAX_NAME_BYTES} bytes long"));
         }
-        let value: Value = serde_json::from_str(json).map_err(|e| format!("placeholder {name:?} is not valid JSON: {e}"))?;
+        let value: Value =
+            serde_json::from_str(json).map_err(|e| format!("placeholder {name:?} is not valid JSON: {e}"))?;
         let size = json.len() + name.len();
         let mut saved = self.lock();
         let replaced = saved.values.get(name).map_or(0, |(_, s)| *s);

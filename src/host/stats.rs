@@ -16,11 +16,8 @@ pub(crate) fn describe(values: &[f64]) -> Result<Summary, String> {
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len();
     let mean = sorted.iter().sum::<f64>() / n as f64;
-    let std = if n > 1 {
-        (sorted.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-    } else {
-        f64::NAN
-    };
+    let std =
+        if n > 1 { (sorted.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt() } else { f64::NAN };
     let quantile = |q: f64| {
         let pos = q * (n - 1) as f64;
         let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use super::socket::{Connection, Incoming, Outbox, Unreadable};
 use super::{App, Utf8Chunks, parse_lenient};
+use crate::SessionEvents;
 use crate::error::Error;
 use crate::host::describe;
 use crate::language::Language;
@@ -24,7 +25,6 @@ use crate::program::{Program, SourceFile};
 use crate::registry::{Entry, RunStatus};
 use crate::runtime::SessionOptions;
 use crate::session::SessionEvent;
-use crate::SessionEvents;
 
 pub(crate) async fn websocket(State(app): State<App>, upgrade: WebSocketUpgrade) -> Response {
     let hard = app.config.hard_message_limit();
@@ -74,7 +74,8 @@ async fn connection(app: App, socket: WebSocket) {
         let request = match parse_lenient(&text) {
             Ok(Value::Object(map)) => map,
             Ok(_) => {
-                reply_error(&outbox, None, refuse("bad_request", "a request is a JSON object with an \"action\"")).await;
+                reply_error(&outbox, None, refuse("bad_request", "a request is a JSON object with an \"action\""))
+                    .await;
                 continue;
             }
             Err(e) => {
@@ -86,7 +87,10 @@ async fn connection(app: App, socket: WebSocket) {
         let result = match action.as_deref() {
             Some("run") if runs.len() >= app.config.max_runs_per_connection => Err(refuse(
                 "busy",
-                format!("this socket has {} runs going already; wait for one to end", app.config.max_runs_per_connection),
+                format!(
+                    "this socket has {} runs going already; wait for one to end",
+                    app.config.max_runs_per_connection
+                ),
             )),
             Some("run") => match run(&app, &request).await {
                 Ok((entry, events)) => {
@@ -103,7 +107,9 @@ async fn connection(app: App, socket: WebSocket) {
             Some("stop") => stop(&app, &request).await,
             Some(other) => Err(refuse(
                 "unknown_action",
-                format!("unknown action {other:?}; actions are run, get_placeholder, run_model, get_stats, status, stop"),
+                format!(
+                    "unknown action {other:?}; actions are run, get_placeholder, run_model, get_stats, status, stop"
+                ),
             )),
             None => Err(refuse("bad_request", "every request needs an \"action\" string")),
         };
@@ -330,9 +336,9 @@ fn stats_of(value: &Value) -> Result<Value, String> {
                     .collect(),
             )
         }
-        Value::Object(map) if map.values().all(Value::is_array) => columns(
-            map.iter().map(|(k, v)| (k.clone(), v.as_array().cloned().unwrap_or_default())).collect(),
-        ),
+        Value::Object(map) if map.values().all(Value::is_array) => {
+            columns(map.iter().map(|(k, v)| (k.clone(), v.as_array().cloned().unwrap_or_default())).collect())
+        }
         Value::Array(rows) if !rows.is_empty() && rows.iter().all(Value::is_array) => {
             let width = rows.iter().map(|r| r.as_array().map_or(0, Vec::len)).max().unwrap_or(0);
             columns(

@@ -31,10 +31,10 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::Language;
 use crate::limits::Limits;
 use crate::registry::{Registry, RegistryConfig};
 use crate::runtime::Runtime;
-use crate::Language;
 
 /// Settings of the server.
 #[derive(Clone, Debug)]
@@ -218,7 +218,8 @@ mod tests {
 
     #[test]
     fn lenient_parsing_takes_object_literals() {
-        let v = parse_lenient("{action: 'get_placeholder', placeholder: {sessionId: 123123123123, name: \"message\"}}").unwrap();
+        let v = parse_lenient("{action: 'get_placeholder', placeholder: {sessionId: 123123123123, name: \"message\"}}")
+            .unwrap();
         assert_eq!(v["placeholder"]["sessionId"], json!(123123123123u64));
         assert!(parse_lenient("{action: ").unwrap_err().contains("not valid JSON"));
     }

@@ -17,13 +17,13 @@ use tokio::sync::oneshot;
 
 use super::socket::{Connection, Incoming, Outbox};
 use super::{App, Utf8Chunks, now_ms};
+use crate::SessionEvents;
 use crate::host::EngineBridge;
 use crate::language::Language;
 use crate::program::Program;
 use crate::registry::Entry;
 use crate::runtime::SessionOptions;
 use crate::session::{EndReason, RunOutcome, SessionEvent};
-use crate::SessionEvents;
 
 /// Most stderr kept to explain an interpreter error.
 const ERROR_TAIL_BYTES: usize = 8 * 1024;
@@ -43,7 +43,11 @@ struct ClientEngine {
 }
 
 impl EngineBridge for ClientEngine {
-    fn command(&self, command: String, args: Value) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
+    fn command(
+        &self,
+        command: String,
+        args: Value,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
         Box::pin(async move {
             let id = self.next_id.fetch_add(1, Ordering::SeqCst);
             let (answer_tx, answer) = oneshot::channel();
@@ -75,7 +79,8 @@ async fn connection(app: App, socket: WebSocket) {
     let mut connection = Connection::new(socket, app.clone());
     let outbox = connection.outbox.clone();
     let pending: Pending = Arc::default();
-    let engine = Arc::new(ClientEngine { outbox: outbox.clone(), pending: pending.clone(), next_id: AtomicU64::new(1) });
+    let engine =
+        Arc::new(ClientEngine { outbox: outbox.clone(), pending: pending.clone(), next_id: AtomicU64::new(1) });
     let mut stage = Stage::AwaitContext;
     ready(&outbox, "send the context: {\"type\":\"context\",\"language\":...,\"context\":{...}}").await;
     loop {
@@ -154,7 +159,8 @@ async fn server_error(outbox: &Outbox, message: &str) {
 }
 
 fn context(text: &str) -> Result<(Language, Value), String> {
-    let message: Value = serde_json::from_str(text).map_err(|e| format!("expected the context message as JSON: {e}"))?;
+    let message: Value =
+        serde_json::from_str(text).map_err(|e| format!("expected the context message as JSON: {e}"))?;
     if message.get("type").and_then(Value::as_str) != Some("context") {
         return Err("expected {\"type\":\"context\",\"language\":...,\"context\":{...}} first".into());
     }
@@ -189,10 +195,13 @@ fn command_result(text: &str, pending: &Pending) -> Result<(), String> {
     if message.get("type").and_then(Value::as_str) != Some("command_result") {
         return Err("a script is running: only {\"type\":\"command_result\",...} messages are expected now".into());
     }
-    let id = message.get("id").and_then(Value::as_u64).ok_or("command_result needs the numeric \"id\" of its command")?;
+    let id =
+        message.get("id").and_then(Value::as_u64).ok_or("command_result needs the numeric \"id\" of its command")?;
     let answer = match message.get("ok").and_then(Value::as_bool) {
         Some(true) => Ok(message.get("result").cloned().unwrap_or(Value::Null)),
-        Some(false) => Err(message.get("error").and_then(Value::as_str).unwrap_or("the engine refused the command").to_string()),
+        Some(false) => {
+            Err(message.get("error").and_then(Value::as_str).unwrap_or("the engine refused the command").to_string())
+        }
         None => return Err("command_result needs \"ok\": true or false".into()),
     };
     let waiting = lock(pending).remove(&id).ok_or_else(|| format!("no command {id} is waiting for an answer"))?;

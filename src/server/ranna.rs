@@ -5,24 +5,24 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use super::socket::{Connection, Incoming, Outbox};
 use super::{App, Utf8Chunks};
+use crate::SessionEvents;
 use crate::error::Error;
 use crate::language::Language;
 use crate::program::Program;
 use crate::runtime::SessionOptions;
 use crate::session::{RunOutcome, SessionEvent};
-use crate::SessionEvents;
 
 const PONG: u8 = 0;
 const ERROR: u8 = 1;
@@ -103,7 +103,8 @@ async fn connection(app: App, socket: WebSocket) {
             Some(1) => {
                 if runs.len() >= app.config.max_runs_per_connection {
                     let limit = app.config.max_runs_per_connection;
-                    error(&outbox, nonce, &format!("this socket has {limit} runs going already; wait for one to stop")).await;
+                    error(&outbox, nonce, &format!("this socket has {limit} runs going already; wait for one to stop"))
+                        .await;
                     continue;
                 }
                 let args = op.get("args").cloned().unwrap_or(Value::Null);
@@ -157,8 +158,8 @@ fn run_id(value: &Value) -> Option<String> {
 }
 
 async fn start(app: &App, args: Value) -> Result<crate::Started, Error> {
-    let request: ExecutionRequest = serde_json::from_value(args)
-        .map_err(|e| Error::InvalidProgram(format!("EXEC args: {e}")))?;
+    let request: ExecutionRequest =
+        serde_json::from_value(args).map_err(|e| Error::InvalidProgram(format!("EXEC args: {e}")))?;
     let (language, program) = request.into_program()?;
     let options = SessionOptions { limits: Some(app.config.limits.clone()), ..SessionOptions::default() };
     app.registry.start(language, program, options, false).await
