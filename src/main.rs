@@ -116,18 +116,13 @@ fn main() -> ExitCode {
         let runtime = Runtime::new(RuntimeConfig { cache_dir, ..RuntimeConfig::default() })?;
         match cli.command {
             Command::Run { lang, main, timeout, memory, fuel, files, args } => {
-                let limits = Limits::default()
-                    .with_wall_clock(Duration::try_from_secs_f64(timeout).map_err(|e| format!("--timeout: {e}"))?)
-                    .with_memory_bytes(memory.saturating_mul(1 << 20))
-                    .with_fuel(fuel);
+                let limits = limits(timeout, memory)?.with_fuel(fuel);
                 run(&runtime, lang, main, files, args, limits).await
             }
             Command::Serve { listen, data_dir: _, timeout, memory, max_running, idle_expiry, stop_on_stdin_close } => {
                 let config = ServerConfig {
                     listen,
-                    limits: Limits::default()
-                        .with_wall_clock(Duration::try_from_secs_f64(timeout).map_err(|e| format!("--timeout: {e}"))?)
-                        .with_memory_bytes(memory.saturating_mul(1 << 20)),
+                    limits: limits(timeout, memory)?,
                     registry: RegistryConfig {
                         max_running,
                         idle_expiry: Duration::from_secs(idle_expiry),
@@ -176,6 +171,12 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The limits `--timeout SECONDS` and `--memory MIB` ask for.
+fn limits(timeout: f64, memory: usize) -> Result<Limits, String> {
+    let wall_clock = Duration::try_from_secs_f64(timeout).map_err(|e| format!("--timeout: {e}"))?;
+    Ok(Limits::default().with_wall_clock(wall_clock).with_memory_bytes(memory.saturating_mul(1 << 20)))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

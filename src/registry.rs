@@ -207,14 +207,6 @@ impl Registry {
         Registry { inner }
     }
 
-    pub fn runtime(&self) -> &Runtime {
-        &self.inner.runtime
-    }
-
-    pub fn config(&self) -> &RegistryConfig {
-        &self.inner.config
-    }
-
     /// Starts running `program` in a new session, or refuses at once when busy.
     /// With `keep_live`, the instance stays after the run for `predict`;
     /// otherwise only the record and placeholders do.
@@ -277,11 +269,6 @@ impl Registry {
     /// The run with this id, if it has not expired.
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
         self.lock().get(id).cloned()
-    }
-
-    /// How many runs are going now.
-    pub fn running(&self) -> usize {
-        self.inner.config.max_running - self.inner.running.available_permits()
     }
 
     /// Refuses new runs, stops the running ones and waits (up to `grace`) for them to end.

@@ -29,19 +29,13 @@ use crate::session::{Session, SessionEvent, SessionEvents, StopSignal};
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Settings of a `Runtime`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RuntimeConfig {
     /// Where compiled guests are cached; `None` means the user's cache folder
     /// (`$SANDLOT_CACHE_DIR`, else `$XDG_CACHE_HOME/sandlot`, else `~/.cache/sandlot`).
     pub cache_dir: Option<PathBuf>,
     /// Limits for sessions that don't name their own.
     pub default_limits: Limits,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        RuntimeConfig { cache_dir: None, default_limits: Limits::default() }
-    }
 }
 
 /// Options for one session.
@@ -92,10 +86,6 @@ impl Runtime {
                 ticker_stop,
             }),
         })
-    }
-
-    pub fn default_limits(&self) -> &Limits {
-        &self.inner.default_limits
     }
 
     /// Compiles (or loads from the cache) a language's guest, if not done yet.

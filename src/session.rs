@@ -175,10 +175,6 @@ impl Session {
         self.language
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// A handle that stops this session from elsewhere.
     pub fn kill_handle(&self) -> KillHandle {
         KillHandle { signal: self.stop.clone() }

@@ -28,10 +28,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub(crate) use exports_types::{Program as WitProgram, SourceFile as WitSourceFile};
-mod exports_types {
-    pub use super::sandlot::guest::types::{Program, SourceFile};
-}
+pub(crate) use sandlot::guest::types::{Program as WitProgram, SourceFile as WitSourceFile};
 
 /// Everything one guest instance may touch; owned by its `Store`.
 pub(crate) struct HostState {
