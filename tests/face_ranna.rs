@@ -344,3 +344,24 @@ async fn rest_exec_spec_and_info() {
     assert_eq!(status, 404);
     assert!(missing["error"].as_str().unwrap().contains("/nope"));
 }
+
+#[tokio::test]
+async fn one_socket_may_not_hold_more_than_its_share_of_runs() {
+    let mut client = ws().await;
+    for nonce in 0..33u64 {
+        client.send(json!({ "op": 1, "nonce": nonce, "args": { "language": "python", "code": "import time\ntime.sleep(1)" } })).await;
+    }
+    let mut refused = Vec::new();
+    let mut stops = 0;
+    while stops < 32 {
+        let event = client.recv().await;
+        match event["code"].as_u64() {
+            Some(1) => refused.push(event),
+            Some(4) => stops += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["nonce"], 32);
+    assert!(refused[0]["data"].as_str().unwrap().contains("32 runs going already"), "{refused:?}");
+}
