@@ -28,7 +28,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub(crate) use sandlot::guest::types::{Program as WitProgram, SourceFile as WitSourceFile};
+pub(crate) use self::sandlot::guest::types::{Program as WitProgram, SourceFile as WitSourceFile};
 
 /// Everything one guest instance may touch; owned by its `Store`.
 pub(crate) struct HostState {
