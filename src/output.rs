@@ -14,10 +14,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
-use tokio::sync::mpsc::UnboundedSender;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
+use crate::report::Reporter;
 use crate::session::{EndReason, SessionEvent, StopSignal};
 
 /// The byte budget of one call, shared by its stdout and stderr sinks.
@@ -73,18 +73,13 @@ pub(crate) enum Stream {
 pub(crate) struct OutputSink {
     stream: Stream,
     budget: Arc<OutputBudget>,
-    events: UnboundedSender<SessionEvent>,
+    reporter: Arc<Reporter>,
     stop: StopSignal,
 }
 
 impl OutputSink {
-    pub(crate) fn new(
-        stream: Stream,
-        budget: Arc<OutputBudget>,
-        events: UnboundedSender<SessionEvent>,
-        stop: StopSignal,
-    ) -> Self {
-        OutputSink { stream, budget, events, stop }
+    pub(crate) fn new(stream: Stream, budget: Arc<OutputBudget>, reporter: Arc<Reporter>, stop: StopSignal) -> Self {
+        OutputSink { stream, budget, reporter, stop }
     }
 
     fn emit(&self, stream: Stream, bytes: Bytes) {
@@ -92,8 +87,7 @@ impl OutputSink {
             Stream::Stdout => SessionEvent::Stdout(bytes),
             Stream::Stderr => SessionEvent::Stderr(bytes),
         };
-        // A closed channel means nobody listens any more; the output is not wanted.
-        let _ = self.events.send(event);
+        self.reporter.send(event);
     }
 
     fn accept(&self, bytes: &[u8]) {

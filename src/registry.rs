@@ -23,7 +23,7 @@ use crate::host::Placeholders;
 use crate::language::Language;
 use crate::program::Program;
 use crate::runtime::{Runtime, SessionOptions};
-use crate::session::{EndReason, KillHandle, RunOutcome, Session, SessionEvents};
+use crate::session::{EndReason, KillHandle, RunOutcome, Session, SessionEvent, SessionEvents};
 
 /// How many sessions a registry holds and for how long.
 #[derive(Clone, Debug)]
@@ -101,6 +101,8 @@ pub struct Entry {
     session: tokio::sync::Mutex<Option<Session>>,
     live: AtomicBool,
     last_used: Mutex<Instant>,
+    /// The guest threads its calls run on.
+    guests: tokio::runtime::Handle,
 }
 
 impl Entry {
@@ -113,8 +115,25 @@ impl Entry {
     }
 
     /// Stops the run if it is still going; a finished session is left alone.
+    /// The run is recorded as ended at once (its events get their Finished
+    /// now); its guest is torn down at its next epoch check.
     pub fn kill(&self) {
-        self.kill.kill();
+        if let Some(outcome) = self.kill.kill() {
+            self.live.store(false, Ordering::SeqCst);
+            self.record(outcome);
+        }
+    }
+
+    /// Records the run's outcome, unless one was recorded already.
+    fn record(&self, outcome: RunOutcome) {
+        self.touch();
+        self.outcome.send_if_modified(|recorded| {
+            if recorded.is_some() {
+                return false;
+            }
+            *recorded = Some(outcome);
+            true
+        });
     }
 
     pub fn status(&self) -> RunStatus {
@@ -142,8 +161,15 @@ impl Entry {
         &self.placeholders
     }
 
-    /// Calls a model the run saved. Waits if another call on this session is in progress.
-    pub async fn predict(&self, model: &str, input: &Value) -> Result<Result<Value, String>, Error> {
+    /// Calls a model the run saved, on the guest threads. Waits if another
+    /// call on this session is in progress.
+    pub async fn predict(self: &Arc<Self>, model: &str, input: &Value) -> Result<Result<Value, String>, Error> {
+        let (entry, model, input) = (self.clone(), model.to_string(), input.clone());
+        let call = self.guests.spawn(async move { entry.predict_here(&model, &input).await });
+        call.await.map_err(|e| Error::SessionEnded(format!("the model call crashed: {e}")))?
+    }
+
+    async fn predict_here(&self, model: &str, input: &Value) -> Result<Result<Value, String>, Error> {
         self.touch();
         if self.outcome.borrow().is_none() {
             return Err(Error::StillRunning(self.id.clone()));
@@ -176,7 +202,25 @@ impl Entry {
 /// A run that has just started: its entry and its event stream.
 pub struct Started {
     pub entry: Arc<Entry>,
-    pub events: SessionEvents,
+    pub events: RunEvents,
+}
+
+/// A run's events, in order. Its `Finished` comes out only once the entry has
+/// recorded the outcome (and kept the instance, if asked), so a client that
+/// sees the end and asks for the run's status or models gets them.
+pub struct RunEvents {
+    events: SessionEvents,
+    entry: Arc<Entry>,
+}
+
+impl RunEvents {
+    pub async fn recv(&mut self) -> Option<SessionEvent> {
+        let event = self.events.recv().await?;
+        if matches!(event, SessionEvent::Finished(_)) {
+            self.entry.finished().await;
+        }
+        Some(event)
+    }
 }
 
 /// The sessions of a server. Cheap to clone.
@@ -238,10 +282,12 @@ impl Registry {
             session: tokio::sync::Mutex::new(None),
             live: AtomicBool::new(true),
             last_used: Mutex::new(Instant::now()),
+            guests: self.inner.runtime.guest_tasks().clone(),
         });
         self.lock().insert(entry.id.clone(), entry.clone());
         let task_entry = entry.clone();
-        tokio::spawn(async move {
+        session.accept_run();
+        entry.guests.spawn(async move {
             let _permit = permit;
             // Whatever happens to the run, its end is reported: faces wait for
             // the Finished event to send their STOP.
@@ -260,10 +306,9 @@ impl Registry {
             } else {
                 task_entry.live.store(false, Ordering::SeqCst);
             }
-            task_entry.touch();
-            task_entry.outcome.send_replace(Some(outcome));
+            task_entry.record(outcome);
         });
-        Ok(Started { entry, events })
+        Ok(Started { events: RunEvents { events, entry: entry.clone() }, entry })
     }
 
     /// The run with this id, if it has not expired.

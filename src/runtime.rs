@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{OnceCell, mpsc};
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::cache;
@@ -23,6 +23,7 @@ use crate::host::{self, EngineBridge, HostState, MemoryLimiter, NoEngine, Placeh
 use crate::language::Language;
 use crate::limits::Limits;
 use crate::output::{OutputBudget, OutputSink, Stream};
+use crate::report::Reporter;
 use crate::session::{Session, SessionEvent, SessionEvents, StopSignal};
 
 /// How often the epoch advances: the granularity of time limits and kills.
@@ -62,11 +63,16 @@ struct Inner {
     default_limits: Limits,
     guests: [OnceCell<SandboxPre<HostState>>; Language::ALL.len()],
     ticker_stop: Arc<AtomicBool>,
+    /// Where a server's guests run (see `guest_tasks`); taken on drop.
+    guest_tasks: Option<tokio::runtime::Runtime>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
+        if let Some(tasks) = self.guest_tasks.take() {
+            tasks.shutdown_background();
+        }
     }
 }
 
@@ -76,6 +82,11 @@ impl Runtime {
         let linker = host::linker(&engine).map_err(|e| Error::Engine(e.to_string()))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
+        let guest_tasks = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("sandlot-guest")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Engine(format!("could not start the guest threads: {e}")))?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
@@ -84,6 +95,7 @@ impl Runtime {
                 default_limits: config.default_limits,
                 guests: Default::default(),
                 ticker_stop,
+                guest_tasks: Some(guest_tasks),
             }),
         })
     }
@@ -113,6 +125,14 @@ impl Runtime {
         .await
     }
 
+    /// Threads of their own for driving guests, one per core. A busy guest
+    /// holds its thread for a whole epoch tick; the server drives its guests
+    /// here so that sockets, kills and timers on the caller's runtime never
+    /// queue behind them.
+    pub(crate) fn guest_tasks(&self) -> &tokio::runtime::Handle {
+        self.inner.guest_tasks.as_ref().expect("present until the runtime is dropped").handle()
+    }
+
     /// Compiles a language's guest afresh and loads it once, timing both
     /// (for benchmarks; the cache is left alone).
     pub fn compile_report(&self, language: Language) -> Result<cache::CompileReport, Error> {
@@ -128,10 +148,11 @@ impl Runtime {
         let pre = self.instance_pre(language).await?;
         let limits = options.limits.unwrap_or_else(|| self.inner.default_limits.clone());
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let reporter = Arc::new(Reporter::new(events_tx));
         let stop = StopSignal::new();
         let budget = OutputBudget::new(limits.output_bytes);
-        let stdout = OutputSink::new(Stream::Stdout, budget.clone(), events_tx.clone(), stop.clone());
-        let stderr = OutputSink::new(Stream::Stderr, budget.clone(), events_tx.clone(), stop.clone());
+        let stdout = OutputSink::new(Stream::Stdout, budget.clone(), reporter.clone(), stop.clone());
+        let stderr = OutputSink::new(Stream::Stderr, budget.clone(), reporter.clone(), stop.clone());
         // Nothing is inherited: no preopened directories, no host environment,
         // no network, no stdin. Arguments and environment come with each program.
         let wasi = WasiCtxBuilder::new()
@@ -153,14 +174,22 @@ impl Runtime {
         store.limiter(|state| &mut state.limiter);
         store.set_fuel(limits.fuel).map_err(|e| Error::Engine(e.to_string()))?;
         store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+        // At every tick the guest notes its progress (for a kill reported
+        // while it is busy) and yields to tokio, or traps if it was stopped.
+        let (tick_reporter, tick_stop) = (reporter.clone(), stop.clone());
+        store.epoch_deadline_callback(move |store| {
+            tick_reporter.progress(store.get_fuel().unwrap_or(0), store.data().limiter.peak());
+            if tick_stop.reason().is_some() {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
         let bindings = pre
             .instantiate_async(&mut store)
             .await
             .map_err(|e| Error::Instantiate { language, message: format!("{e:#}") })?;
-        let _ = events_tx.send(SessionEvent::Spawned);
-        let session =
-            Session { language, limits, store, bindings, events: events_tx, stop, budget, placeholders, ended: None };
+        reporter.send(SessionEvent::Spawned);
+        let session = Session { language, limits, store, bindings, reporter, stop, budget, placeholders, ended: None };
         Ok((session, events_rx))
     }
 }

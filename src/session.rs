@@ -8,12 +8,12 @@
 //! call ends the instance; placeholders stay readable after that.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
-use wasmtime::Store;
+use wasmtime::{Engine, Store};
 
 use crate::error::Error;
 use crate::host::{HostState, Placeholders, Sandbox, WitProgram, WitSourceFile};
@@ -21,6 +21,7 @@ use crate::language::Language;
 use crate::limits::Limits;
 use crate::output::OutputBudget;
 use crate::program::Program;
+use crate::report::{Begin, Reporter};
 
 /// What a session tells its listener, in order.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,7 +71,7 @@ impl EndReason {
 
     /// The exit code reported for a call stopped for this reason: the shell's
     /// 124 for time limits and 137 (killed) for the others the host enforces.
-    fn forced_exit_code(self) -> Option<i32> {
+    pub(crate) fn forced_exit_code(self) -> Option<i32> {
         match self {
             EndReason::Exit | EndReason::Error => None,
             EndReason::Timeout | EndReason::Fuel => Some(124),
@@ -99,15 +100,32 @@ pub struct RunOutcome {
 }
 
 /// Stops a session's current and future calls, from any thread or task.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct KillHandle {
     signal: StopSignal,
+    reporter: Arc<Reporter>,
+    engine: Engine,
 }
 
 impl KillHandle {
-    /// Stops the running call (within one epoch tick) and ends the session.
-    pub fn kill(&self) {
-        self.signal.stop(EndReason::Killed);
+    /// Stops the running call and ends the session. A running `run` or `eval`
+    /// is reported ended (`SessionEvent::Finished`) right here, without
+    /// waiting for its task to be polled; the outcome reported is returned.
+    /// The guest stops at its next epoch check, which this brings forward.
+    pub fn kill(&self) -> Option<RunOutcome> {
+        if !self.signal.stop(EndReason::Killed) {
+            return None;
+        }
+        // Every running guest reaches its epoch deadline now; the killed one
+        // traps there, the others yield once and go on.
+        self.engine.increment_epoch();
+        self.reporter.end_now(EndReason::Killed, "killed".into())
+    }
+}
+
+impl std::fmt::Debug for KillHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KillHandle").field("signal", &self.signal).finish_non_exhaustive()
     }
 }
 
@@ -120,8 +138,8 @@ impl StopSignal {
         StopSignal(Arc::new(watch::channel(None).0))
     }
 
-    /// Records the first reason given; later ones are ignored.
-    pub(crate) fn stop(&self, reason: EndReason) {
+    /// Records the first reason given and returns true; later ones are ignored.
+    pub(crate) fn stop(&self, reason: EndReason) -> bool {
         self.0.send_if_modified(|current| {
             if current.is_none() {
                 *current = Some(reason);
@@ -129,10 +147,10 @@ impl StopSignal {
             } else {
                 false
             }
-        });
+        })
     }
 
-    fn reason(&self) -> Option<EndReason> {
+    pub(crate) fn reason(&self) -> Option<EndReason> {
         *self.0.borrow()
     }
 
@@ -151,7 +169,7 @@ pub struct Session {
     pub(crate) limits: Limits,
     pub(crate) store: Store<HostState>,
     pub(crate) bindings: Sandbox,
-    pub(crate) events: mpsc::UnboundedSender<SessionEvent>,
+    pub(crate) reporter: Arc<Reporter>,
     pub(crate) stop: StopSignal,
     pub(crate) budget: Arc<OutputBudget>,
     pub(crate) placeholders: Placeholders,
@@ -177,7 +195,7 @@ impl Session {
 
     /// A handle that stops this session from elsewhere.
     pub fn kill_handle(&self) -> KillHandle {
-        KillHandle { signal: self.stop.clone() }
+        KillHandle { signal: self.stop.clone(), reporter: self.reporter.clone(), engine: self.store.engine().clone() }
     }
 
     /// The session's placeholders; readable while a call runs and after the session ends.
@@ -237,8 +255,14 @@ impl Session {
         }
     }
 
+    /// Marks a run as accepted before the task that drives it is scheduled, so
+    /// a kill in between is reported at once.
+    pub(crate) fn accept_run(&self) {
+        self.reporter.accept(self.limits.fuel);
+    }
+
     /// Ends the session after a call that could not run or did not finish
-    /// normally, reporting it as failed (a Finished event is always sent).
+    /// normally, reporting it as failed (its end is always reported).
     pub(crate) fn abandon(&mut self, message: String) -> RunOutcome {
         self.ended = Some(message.clone());
         let outcome = RunOutcome {
@@ -249,8 +273,8 @@ impl Session {
             fuel_used: 0,
             peak_memory: 0,
         };
-        let _ = self.events.send(SessionEvent::Finished(outcome.clone()));
-        outcome
+        self.reporter.accept(0);
+        self.reporter.finish(outcome)
     }
 
     fn check_live(&self) -> Result<(), Error> {
@@ -267,7 +291,16 @@ impl Session {
         if let Some(why) = &self.ended {
             return Err(Error::SessionEnded(why.clone()));
         }
-        let is_predict = matches!(call, Call::Predict(..));
+        let reports = !matches!(call, Call::Predict(..));
+        let limits = self.limits.clone();
+        self.store.set_fuel(limits.fuel).map_err(|e| Error::Engine(e.to_string()))?;
+        let started = match self.reporter.begin(limits.fuel, reports) {
+            Begin::Run(started) => started,
+            Begin::AlreadyEnded(outcome) => {
+                self.ended = outcome.message.clone().or_else(|| Some(outcome.reason.to_string()));
+                return Ok((None, outcome));
+            }
+        };
         if let Some(reason) = self.stop.reason() {
             // Stopped before this call began (a KILL right after SPAWN): it
             // ends here without running, and still reports its end.
@@ -281,19 +314,12 @@ impl Session {
                 fuel_used: 0,
                 peak_memory: 0,
             };
-            if !is_predict {
-                let _ = self.events.send(SessionEvent::Finished(outcome.clone()));
-            }
-            return Ok((None, outcome));
+            return Ok((None, self.reporter.finish(outcome)));
         }
-        let limits = self.limits.clone();
-        self.store.set_fuel(limits.fuel).map_err(|e| Error::Engine(e.to_string()))?;
         self.store.set_epoch_deadline(1);
-        self.store.epoch_deadline_async_yield_and_update(1);
         self.store.data_mut().limiter.start_call();
         self.budget.reset(limits.output_bytes);
 
-        let started = Instant::now();
         let mut stopped = self.stop.subscribe();
         let store = &mut self.store;
         let bindings = &self.bindings;
@@ -307,6 +333,11 @@ impl Session {
                 Ok(Ok(returned)) => CallEnd::Returned(returned),
                 Ok(Err(trap)) => CallEnd::Trapped(trap),
             },
+        };
+        // A stop seen at an epoch check traps the guest (see `Runtime::session`).
+        let finished = match (finished, self.stop.reason()) {
+            (CallEnd::Trapped(_), Some(reason)) => CallEnd::Stopped(reason),
+            (finished, _) => finished,
         };
         let wall_time = started.elapsed();
         let fuel_used = limits.fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
@@ -352,10 +383,7 @@ impl Session {
             fuel_used,
             peak_memory,
         };
-        if !is_predict {
-            let _ = self.events.send(SessionEvent::Finished(outcome.clone()));
-        }
-        Ok((returned, outcome))
+        Ok((returned, self.reporter.finish(outcome)))
     }
 
     fn stop_message(&self, reason: EndReason) -> String {

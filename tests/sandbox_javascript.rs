@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{program, run, run_with, runtime, short_limits};
+use common::{kill_while_printing, program, run, run_with, runtime, short_limits};
 use sandlot::{EndReason, Language, Limits, SessionOptions};
 use serde_json::json;
 
@@ -172,18 +172,7 @@ async fn timers_never_outlive_the_deadline() {
 
 #[tokio::test]
 async fn kill_stops_a_running_session() {
-    let (mut session, _events) = runtime().session(JS, SessionOptions::default()).await.unwrap();
-    let kill = session.kill_handle();
-    let task = tokio::spawn(async move {
-        let outcome = session.run(program(&[("main.js", "for (;;) {}")])).await.unwrap();
-        (outcome, session)
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let killed_at = Instant::now();
-    kill.kill();
-    let (outcome, session) = task.await.unwrap();
-    assert!(killed_at.elapsed() < Duration::from_secs(1), "kill took {:?}", killed_at.elapsed());
-    assert_eq!((outcome.reason, outcome.exit_code), (EndReason::Killed, 137));
+    let session = kill_while_printing(JS, "main.js", "for (;;) { console.log('busy') }").await;
     assert!(!session.is_live());
 }
 

@@ -17,12 +17,12 @@ use tokio::task::JoinSet;
 
 use super::socket::{Connection, Incoming, Outbox, Unreadable};
 use super::{App, Utf8Chunks, parse_lenient};
-use crate::SessionEvents;
+
 use crate::error::Error;
 use crate::host::describe;
 use crate::language::Language;
 use crate::program::{Program, SourceFile};
-use crate::registry::{Entry, RunStatus};
+use crate::registry::{Entry, RunEvents, RunStatus};
 use crate::runtime::SessionOptions;
 use crate::session::SessionEvent;
 
@@ -163,7 +163,7 @@ fn find(app: &App, id: &str) -> Result<Arc<Entry>, Refusal> {
         .ok_or_else(|| refuse("unknown_session", format!("no session {id}: it never existed or has expired")))
 }
 
-async fn run(app: &App, request: &Map<String, Value>) -> Result<(Arc<Entry>, SessionEvents), Refusal> {
+async fn run(app: &App, request: &Map<String, Value>) -> Result<(Arc<Entry>, RunEvents), Refusal> {
     let mut chosen = None;
     for (key, value) in request {
         if key == "action" {
@@ -214,7 +214,7 @@ async fn run(app: &App, request: &Map<String, Value>) -> Result<(Arc<Entry>, Ses
     Ok((started.entry, started.events))
 }
 
-async fn push_output(outbox: &Outbox, id: &str, mut events: SessionEvents) {
+async fn push_output(outbox: &Outbox, id: &str, mut events: RunEvents) {
     let (mut stdout, mut stderr) = (Utf8Chunks::default(), Utf8Chunks::default());
     while let Some(event) = events.recv().await {
         let (stream, data) = match event {

@@ -17,11 +17,11 @@ use tokio::sync::oneshot;
 
 use super::socket::{Connection, Incoming, Outbox};
 use super::{App, Utf8Chunks, now_ms};
-use crate::SessionEvents;
+
 use crate::host::EngineBridge;
 use crate::language::Language;
 use crate::program::Program;
-use crate::registry::Entry;
+use crate::registry::{Entry, RunEvents};
 use crate::runtime::SessionOptions;
 use crate::session::{EndReason, RunOutcome, SessionEvent};
 
@@ -179,7 +179,7 @@ async fn start(
     context: Value,
     code: String,
     engine: Arc<ClientEngine>,
-) -> Result<(Arc<Entry>, SessionEvents), String> {
+) -> Result<(Arc<Entry>, RunEvents), String> {
     let program = Program::single(format!("main.{}", language.extension()), code);
     let options = SessionOptions {
         limits: Some(app.config.limits.clone()),
@@ -209,7 +209,7 @@ fn command_result(text: &str, pending: &Pending) -> Result<(), String> {
     Ok(())
 }
 
-async fn forward(outbox: &Outbox, mut events: SessionEvents) {
+async fn forward(outbox: &Outbox, mut events: RunEvents) {
     let (mut stdout, mut stderr) = (Utf8Chunks::default(), Utf8Chunks::default());
     let mut error_tail = String::new();
     while let Some(event) = events.recv().await {

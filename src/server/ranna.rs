@@ -17,10 +17,11 @@ use tokio::task::JoinSet;
 
 use super::socket::{Connection, Incoming, Outbox};
 use super::{App, Utf8Chunks};
-use crate::SessionEvents;
+
 use crate::error::Error;
 use crate::language::Language;
 use crate::program::Program;
+use crate::registry::RunEvents;
 use crate::runtime::SessionOptions;
 use crate::session::{RunOutcome, SessionEvent};
 
@@ -166,7 +167,7 @@ async fn start(app: &App, args: Value) -> Result<crate::Started, Error> {
 }
 
 /// Sends a run's output as LOG events and its end as STOP.
-async fn forward(outbox: &Outbox, nonce: Option<Value>, runid: &str, mut events: SessionEvents) {
+async fn forward(outbox: &Outbox, nonce: Option<Value>, runid: &str, mut events: RunEvents) {
     let (mut stdout, mut stderr) = (Utf8Chunks::default(), Utf8Chunks::default());
     while let Some(ev) = events.recv().await {
         let (key, text) = match ev {

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use sandlot::{
-    Language, Limits, Program, RunOutcome, Runtime, RuntimeConfig, Session, SessionEvent, SessionEvents,
+    EndReason, Language, Limits, Program, RunOutcome, Runtime, RuntimeConfig, Session, SessionEvent, SessionEvents,
     SessionOptions, SourceFile,
 };
 
@@ -69,6 +69,41 @@ pub fn drain(events: &mut SessionEvents) -> (String, String) {
         }
     }
     (String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned())
+}
+
+/// Runs `code` (which loops, printing), kills it, and checks the kill's
+/// report: made by `kill()` itself, the call's one Finished event and its
+/// last, and the same outcome the call returns. Returns the ended session.
+pub async fn kill_while_printing(language: Language, main: &str, code: &str) -> Session {
+    let (mut session, mut events) = runtime().session(language, SessionOptions::default()).await.unwrap();
+    let kill = session.kill_handle();
+    let program = program(&[(main, code)]);
+    let task = tokio::spawn(async move {
+        let outcome = session.run(program).await.unwrap();
+        (outcome, session)
+    });
+    // Kill once the loop is printing.
+    loop {
+        match events.recv().await.expect("the session reports until it ends") {
+            SessionEvent::Stdout(_) => break,
+            SessionEvent::Spawned | SessionEvent::Stderr(_) => {}
+            SessionEvent::Finished(outcome) => panic!("ended before the kill: {outcome:?}"),
+        }
+    }
+    let reported = kill.kill().expect("a kill of a running call reports its end");
+    assert_eq!((reported.reason, reported.exit_code), (EndReason::Killed, 137));
+    assert!(kill.kill().is_none(), "a second kill reports nothing");
+    let (outcome, session) =
+        tokio::time::timeout(Duration::from_secs(1), task).await.expect("the guest stops").unwrap();
+    assert_eq!(outcome, reported, "the call returns what the kill reported");
+    let mut after = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        after.push(event);
+    }
+    let finished: Vec<_> = after.iter().filter(|e| matches!(e, SessionEvent::Finished(_))).collect();
+    assert_eq!(finished, [&SessionEvent::Finished(reported)], "one end, reported once");
+    assert!(matches!(after.last(), Some(SessionEvent::Finished(_))), "nothing after the end: {:?}", after.last());
+    session
 }
 
 pub fn short_limits() -> Limits {
