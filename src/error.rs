@@ -26,4 +26,6 @@ pub enum Error {
     StillRunning(String),
     #[error("the engine could not be set up: {0}")]
     Engine(String),
+    #[error("the server's data store failed: {0}")]
+    Storage(String),
 }

@@ -6,6 +6,7 @@
 
 pub mod bench;
 mod cache;
+mod datasets;
 mod date;
 mod error;
 mod guests;
@@ -19,6 +20,7 @@ mod report;
 mod runtime;
 mod server;
 mod session;
+mod store;
 
 pub use cache::CompileReport;
 pub use date::utc_date;

@@ -49,26 +49,37 @@ enum Command {
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
-    /// Serves the WebSocket and HTTP faces (ranna, runtime actions, processor).
+    /// Serves the WebSocket and HTTP faces (ranna, runtime actions, processor, datasets).
+    ///
+    /// Settings come from the flags, then the --config file, then the defaults;
+    /// tokens from the config file and $SANDLOT_TOKENS (comma-separated).
     Serve {
-        /// Address to listen on; anything but loopback exposes the server to the network.
-        #[arg(long, default_value = "127.0.0.1:8765")]
-        listen: std::net::SocketAddr,
-        /// Folder for the server's files (compiled guests go in DIR/cache).
+        /// Address to listen on [default: 127.0.0.1:8765]; anything but loopback needs a token.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Folder for the records of runs and for datasets
+        /// [default: $SANDLOT_DATA_DIR, else $XDG_DATA_HOME/sandlot, else ~/.local/share/sandlot].
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
-        /// Wall-clock limit of each run, in seconds.
-        #[arg(long, value_name = "SECONDS", default_value_t = Limits::DEFAULT_WALL_CLOCK.as_secs_f64())]
-        timeout: f64,
-        /// Memory limit of each run, in MiB.
-        #[arg(long, value_name = "MIB", default_value_t = Limits::DEFAULT_MEMORY_BYTES >> 20)]
-        memory: usize,
-        /// Runs going at once; more are refused as busy.
-        #[arg(long, default_value_t = RegistryConfig::default().max_running)]
-        max_running: usize,
-        /// Seconds a finished session is kept after its last use.
-        #[arg(long, value_name = "SECONDS", default_value_t = RegistryConfig::default().idle_expiry.as_secs())]
-        idle_expiry: u64,
+        /// A TOML file with any of: listen, data_dir, tokens, timeout, memory, max_running,
+        /// idle_expiry, retention_hours, max_dataset_file_mib.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Wall-clock limit of each run, in seconds [default: 10].
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<f64>,
+        /// Memory limit of each run, in MiB [default: 256].
+        #[arg(long, value_name = "MIB")]
+        memory: Option<usize>,
+        /// Runs going at once; more are refused as busy [default: 64].
+        #[arg(long)]
+        max_running: Option<usize>,
+        /// Seconds a finished session is kept in memory after its last use [default: 600].
+        #[arg(long, value_name = "SECONDS")]
+        idle_expiry: Option<u64>,
+        /// Hours the records of finished runs, and unfinished uploads, are kept [default: 168].
+        #[arg(long, value_name = "HOURS")]
+        retention_hours: Option<u64>,
         /// Also stop when standard input closes (for a supervisor that holds a pipe).
         #[arg(long)]
         stop_on_stdin_close: bool,
@@ -108,27 +119,54 @@ fn main() -> ExitCode {
         }
     };
     let result = tokio.block_on(async {
-        let cache_dir = match (&cli.command, cli.cache_dir) {
-            (_, Some(dir)) => Some(dir),
-            (Command::Serve { data_dir: Some(data), .. }, None) => Some(data.join("cache")),
-            _ => None,
-        };
-        let runtime = Runtime::new(RuntimeConfig { cache_dir, ..RuntimeConfig::default() })?;
+        let runtime = Runtime::new(RuntimeConfig { cache_dir: cli.cache_dir, ..RuntimeConfig::default() })?;
         match cli.command {
             Command::Run { lang, main, timeout, memory, fuel, files, args } => {
                 let limits = limits(timeout, memory)?.with_fuel(fuel);
                 run(&runtime, lang, main, files, args, limits).await
             }
-            Command::Serve { listen, data_dir: _, timeout, memory, max_running, idle_expiry, stop_on_stdin_close } => {
+            Command::Serve {
+                listen,
+                data_dir,
+                config,
+                timeout,
+                memory,
+                max_running,
+                idle_expiry,
+                retention_hours,
+                stop_on_stdin_close,
+            } => {
+                let file = match &config {
+                    Some(path) => FileConfig::read(path)?,
+                    None => FileConfig::default(),
+                };
+                let mut tokens = file.tokens.clone().unwrap_or_default();
+                if let Some(env) = std::env::var_os("SANDLOT_TOKENS") {
+                    let env = env.into_string().map_err(|_| "SANDLOT_TOKENS is not valid UTF-8")?;
+                    tokens.extend(env.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string));
+                }
+                let defaults = ServerConfig::default();
+                let registry = RegistryConfig::default();
                 let config = ServerConfig {
-                    listen,
-                    limits: limits(timeout, memory)?,
+                    listen: listen.or(file.listen).unwrap_or(defaults.listen),
+                    limits: limits(
+                        timeout.or(file.timeout).unwrap_or(Limits::DEFAULT_WALL_CLOCK.as_secs_f64()),
+                        memory.or(file.memory).unwrap_or(Limits::DEFAULT_MEMORY_BYTES >> 20),
+                    )?,
                     registry: RegistryConfig {
-                        max_running,
-                        idle_expiry: Duration::from_secs(idle_expiry),
-                        ..RegistryConfig::default()
+                        max_running: max_running.or(file.max_running).unwrap_or(registry.max_running),
+                        idle_expiry: idle_expiry.or(file.idle_expiry).map_or(registry.idle_expiry, Duration::from_secs),
+                        ..registry
                     },
-                    ..ServerConfig::default()
+                    data_dir: Some(data_dir.or(file.data_dir).unwrap_or_else(default_data_dir)),
+                    tokens,
+                    retention: retention_hours
+                        .or(file.retention_hours)
+                        .map_or(defaults.retention, |h| Duration::from_secs(h.saturating_mul(3600))),
+                    max_dataset_file_bytes: file
+                        .max_dataset_file_mib
+                        .map_or(defaults.max_dataset_file_bytes, |m| m.saturating_mul(1 << 20)),
+                    ..defaults
                 };
                 let stop = async move {
                     if stop_on_stdin_close {
@@ -171,6 +209,40 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The `--config` file of `serve`: every key optional, unknown keys refused.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<std::net::SocketAddr>,
+    data_dir: Option<PathBuf>,
+    tokens: Option<Vec<String>>,
+    timeout: Option<f64>,
+    memory: Option<usize>,
+    max_running: Option<usize>,
+    idle_expiry: Option<u64>,
+    retention_hours: Option<u64>,
+    max_dataset_file_mib: Option<u64>,
+}
+
+impl FileConfig {
+    fn read(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{} is not a valid config file: {e}", path.display()))
+    }
+}
+
+/// `$SANDLOT_DATA_DIR`, else `$XDG_DATA_HOME/sandlot`, else `~/.local/share/sandlot`.
+fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SANDLOT_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("sandlot")
 }
 
 /// The limits `--timeout SECONDS` and `--memory MIB` ask for.

@@ -24,6 +24,7 @@ use crate::language::Language;
 use crate::program::Program;
 use crate::runtime::{Runtime, SessionOptions};
 use crate::session::{EndReason, KillHandle, RunOutcome, Session, SessionEvent, SessionEvents};
+use crate::store::{RunRecord, RunWriter, Store};
 
 /// How many sessions a registry holds and for how long.
 #[derive(Clone, Debug)]
@@ -95,7 +96,8 @@ pub struct Entry {
     id: String,
     language: Language,
     started_at: SystemTime,
-    kill: KillHandle,
+    /// `None` for a run restored from the store: it ended before this process started.
+    kill: Option<KillHandle>,
     placeholders: Placeholders,
     outcome: watch::Sender<Option<RunOutcome>>,
     session: tokio::sync::Mutex<Option<Session>>,
@@ -103,6 +105,8 @@ pub struct Entry {
     last_used: Mutex<Instant>,
     /// The guest threads its calls run on.
     guests: tokio::runtime::Handle,
+    /// Where the record of the run is saved when it ends, if anywhere.
+    saver: Option<RunWriter>,
 }
 
 impl Entry {
@@ -118,22 +122,47 @@ impl Entry {
     /// The run is recorded as ended at once (its events get their Finished
     /// now); its guest is torn down at its next epoch check.
     pub fn kill(&self) {
-        if let Some(outcome) = self.kill.kill() {
+        if let Some(outcome) = self.kill.as_ref().and_then(KillHandle::kill) {
             self.live.store(false, Ordering::SeqCst);
             self.record(outcome);
         }
     }
 
-    /// Records the run's outcome, unless one was recorded already.
+    /// Records the run's outcome, unless one was recorded already, and saves
+    /// the run's record (outcome and placeholders) to the store.
     fn record(&self, outcome: RunOutcome) {
         self.touch();
-        self.outcome.send_if_modified(|recorded| {
+        let saved = self
+            .saver
+            .as_ref()
+            .map(|_| RunRecord::new(&self.id, self.language, self.started_at, &outcome, self.placeholders.snapshot()));
+        let first = self.outcome.send_if_modified(|recorded| {
             if recorded.is_some() {
                 return false;
             }
             *recorded = Some(outcome);
             true
         });
+        if let (true, Some(saver), Some(record)) = (first, &self.saver, saved) {
+            saver.save(record);
+        }
+    }
+
+    /// A run that ended before this process started, as the store kept it.
+    fn restored(record: RunRecord, guests: tokio::runtime::Handle, placeholder_budget: usize) -> Self {
+        Entry {
+            language: record.language.parse().unwrap_or(Language::Python),
+            started_at: record.started_at(),
+            kill: None,
+            outcome: watch::channel(Some(record.outcome())).0,
+            placeholders: Placeholders::restored(placeholder_budget, record.placeholders),
+            id: record.id,
+            session: tokio::sync::Mutex::new(None),
+            live: AtomicBool::new(false),
+            last_used: Mutex::new(Instant::now()),
+            guests,
+            saver: None,
+        }
     }
 
     pub fn status(&self) -> RunStatus {
@@ -176,7 +205,13 @@ impl Entry {
         }
         let mut session = self.session.lock().await;
         let Some(live) = session.as_mut() else {
-            return Err(Error::SessionEnded("its instance was released; run the program again".into()));
+            let why = if self.kill.is_none() {
+                "its instance is gone (released after it sat idle, or the server restarted); only its record and \
+                 placeholders are kept; run the program again"
+            } else {
+                "its instance was released; run the program again"
+            };
+            return Err(Error::SessionEnded(why.into()));
         };
         let result = live.predict(model, input).await;
         if !live.is_live() {
@@ -235,17 +270,31 @@ struct Inner {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     running: Arc<Semaphore>,
     closing: AtomicBool,
+    /// Where finished runs are saved and found again after a restart.
+    store: Option<(Arc<Store>, RunWriter)>,
 }
 
 impl Registry {
     /// Must be called inside a tokio runtime: it starts the expiry task.
     pub fn new(runtime: Runtime, config: RegistryConfig) -> Self {
+        Self::build(runtime, config, None)
+    }
+
+    /// A registry that saves every finished run to `store` and answers for
+    /// runs of earlier processes from it.
+    pub(crate) fn persistent(runtime: Runtime, config: RegistryConfig, store: Arc<Store>) -> Result<Self, Error> {
+        let writer = RunWriter::start(store.clone())?;
+        Ok(Self::build(runtime, config, Some((store, writer))))
+    }
+
+    fn build(runtime: Runtime, config: RegistryConfig, store: Option<(Arc<Store>, RunWriter)>) -> Self {
         let inner = Arc::new(Inner {
             runtime,
             running: Arc::new(Semaphore::new(config.max_running)),
             config,
             entries: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
+            store,
         });
         tokio::spawn(expire(Arc::downgrade(&inner)));
         Registry { inner }
@@ -276,13 +325,14 @@ impl Registry {
             id: new_id(),
             language,
             started_at: SystemTime::now(),
-            kill: session.kill_handle(),
+            kill: Some(session.kill_handle()),
             placeholders: session.placeholders(),
             outcome: watch::channel(None).0,
             session: tokio::sync::Mutex::new(None),
             live: AtomicBool::new(true),
             last_used: Mutex::new(Instant::now()),
             guests: self.inner.runtime.guest_tasks().clone(),
+            saver: self.inner.store.as_ref().map(|(_, writer)| writer.clone()),
         });
         self.lock().insert(entry.id.clone(), entry.clone());
         let task_entry = entry.clone();
@@ -311,9 +361,23 @@ impl Registry {
         Ok(Started { events: RunEvents { events, entry: entry.clone() }, entry })
     }
 
-    /// The run with this id, if it has not expired.
+    /// The run with this id, if it has not expired: held here, or (with a
+    /// store) saved by this or an earlier process and within its retention.
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
-        self.lock().get(id).cloned()
+        if let Some(entry) = self.lock().get(id).cloned() {
+            return Some(entry);
+        }
+        let (store, _) = self.inner.store.as_ref()?;
+        let record = match store.run(id) {
+            Ok(record) => record?,
+            Err(e) => {
+                tracing::error!(run = %id, error = %e, "could not read a saved run");
+                return None;
+            }
+        };
+        let budget = crate::limits::Limits::DEFAULT_PLACEHOLDER_BYTES;
+        let entry = Arc::new(Entry::restored(record, self.inner.runtime.guest_tasks().clone(), budget));
+        Some(self.lock().entry(id.to_string()).or_insert(entry).clone())
     }
 
     /// Refuses new runs, stops the running ones and waits (up to `grace`) for them to end.
@@ -325,6 +389,9 @@ impl Registry {
         }
         let all = futures_util::future::join_all(running.iter().map(|e| e.finished()));
         let _ = tokio::time::timeout(grace, all).await;
+        if let Some((_, writer)) = &self.inner.store {
+            writer.flush().await;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {

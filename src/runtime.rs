@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::{OnceCell, mpsc};
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::cache;
 use crate::error::Error;
@@ -48,6 +48,9 @@ pub struct SessionOptions {
     pub context: Option<Value>,
     /// Where the guest's engine commands go; none attached when `None`.
     pub engine: Option<Arc<dyn EngineBridge>>,
+    /// A host folder the guest sees read-only at `/data` (the server's
+    /// finalised datasets); nothing of the host's files when `None`.
+    pub data: Option<PathBuf>,
 }
 
 /// Runs guests. Cheap to clone; all clones share one engine.
@@ -153,15 +156,17 @@ impl Runtime {
         let budget = OutputBudget::new(limits.output_bytes);
         let stdout = OutputSink::new(Stream::Stdout, budget.clone(), reporter.clone(), stop.clone());
         let stderr = OutputSink::new(Stream::Stderr, budget.clone(), reporter.clone(), stop.clone());
-        // Nothing is inherited: no preopened directories, no host environment,
-        // no network, no stdin. Arguments and environment come with each program.
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout)
-            .stderr(stderr)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        // Nothing is inherited: no host environment, no network, no stdin, and
+        // no host folder but the read-only `/data`, if given. Arguments and
+        // environment come with each program.
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout).stderr(stderr).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        if let Some(data) = &options.data {
+            wasi.preopened_dir(data, "/data", FsPerms::ReadOnly).map_err(|e| {
+                Error::Engine(format!("could not open the datasets folder {} for the guest: {e}", data.display()))
+            })?;
+        }
+        let wasi = wasi.build();
         let placeholders = Placeholders::new(limits.placeholder_bytes);
         let state = HostState::new(
             wasi,

@@ -56,6 +56,16 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    pub const ALL: [EndReason; 7] = [
+        EndReason::Exit,
+        EndReason::Error,
+        EndReason::Killed,
+        EndReason::Timeout,
+        EndReason::Memory,
+        EndReason::Fuel,
+        EndReason::OutputLimit,
+    ];
+
     /// The name used on the wire and in logs.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -6,31 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::server::{Client, Server};
-use serde_json::{Value, json};
+use common::server::{Client, Server, run_action as run};
+use serde_json::json;
 
 async fn client() -> Client {
     Client::connect(&Server::shared().ws_url("/")).await
-}
-
-/// Starts a run and returns its session id and, once it has ended, its
-/// stdout and the `finished` message.
-async fn run(client: &mut Client, request: Value) -> (String, String, Value) {
-    client.send(request).await;
-    let reply = client.recv().await;
-    assert_eq!(reply["action"], "run", "{reply}");
-    let id = reply["sessionId"].as_str().unwrap_or_else(|| panic!("no sessionId in {reply}")).to_string();
-    let mut stdout = String::new();
-    loop {
-        let pushed = client.recv().await;
-        assert_eq!(pushed["sessionId"], id.as_str(), "{pushed}");
-        match pushed["action"].as_str() {
-            Some("output") if pushed["stream"] == "stdout" => stdout.push_str(pushed["data"].as_str().unwrap()),
-            Some("output") => {}
-            Some("finished") => return (id, stdout, pushed),
-            _ => panic!("unexpected {pushed}"),
-        }
-    }
 }
 
 const TRAINING: &str = r#"
@@ -184,7 +164,7 @@ async fn bad_requests_get_named_errors_and_the_socket_stays_up() {
         (json!({ "action": "get_stats", "placeholder": { "sessionId": id, "name": "word" } }).to_string(), "not_numeric", "stats need"),
         (json!({ "action": "run_model", "model": { "sessionId": id, "name": "nope", "data": 1 } }).to_string(), "unknown_model", "models saved: boom"),
         (json!({ "action": "run_model", "model": { "sessionId": id, "name": "boom", "data": 1 } }).to_string(), "model_error", "ZeroDivisionError"),
-        (json!({ "action": "run_model", "model": { "sessionId": id, "name": "boom", "is_data": false, "data": "/data/x.csv" } }).to_string(), "not_supported", "dataset"),
+        (json!({ "action": "run_model", "model": { "sessionId": id, "name": "boom", "is_data": false, "data": "/data/x.csv" } }).to_string(), "not_found", "not a dataset file"),
     ];
     for (request, code, message) in cases {
         c.send_text(&request).await;
@@ -216,14 +196,32 @@ async fn shutdown_reports_the_end_of_running_sessions() {
 }
 
 #[tokio::test]
-async fn idle_sessions_expire() {
-    let server = Server::start(&["--idle-expiry", "1"]);
+async fn idle_sessions_lose_their_instance_and_records_expire_with_retention() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), &["--idle-expiry", "1"], &[]);
     let mut client = Client::connect(&server.ws_url("/")).await;
-    let (id, _, _) = run(&mut client, json!({ "action": "run", "python": { "files": [{ "filename": "m.py", "content": "import sandlot\nsandlot.set_placeholder('x', 1)" }] } })).await;
-    client.send(json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "x" } })).await;
-    assert_eq!(client.recv().await["value"], 1);
+    let code = "import sandlot\nsandlot.set_placeholder('x', 1)\nsandlot.save_model('m', lambda d: d)";
+    let (id, _, _) =
+        run(&mut client, json!({ "action": "run", "python": { "files": [{ "filename": "m.py", "content": code }] } }))
+            .await;
+    let predict = json!({ "action": "run_model", "model": { "sessionId": id, "name": "m", "data": [1] } });
+    client.send(predict.clone()).await;
+    assert_eq!(client.recv().await["prediction"], json!([1]));
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    client.send(json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "x" } })).await;
+    // The instance is released; the record and placeholders stay.
+    client.send(predict).await;
+    let reply = client.recv().await;
+    assert_eq!(reply["code"], "session_ended", "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("instance is gone"), "{reply}");
+    let get = json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "x" } });
+    client.send(get.clone()).await;
+    assert_eq!(client.recv().await["value"], 1);
+    drop(client);
+    server.terminate();
+    // Past the retention (0 hours here), a restarted server has forgotten it.
+    let server = Server::start_in(data.path(), &["--retention-hours", "0"], &[]);
+    let mut client = Client::connect(&server.ws_url("/")).await;
+    client.send(get).await;
     let reply = client.recv().await;
     assert_eq!(reply["code"], "unknown_session", "{reply}");
     assert!(reply["error"].as_str().unwrap().contains("expired"), "{reply}");

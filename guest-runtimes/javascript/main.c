@@ -9,8 +9,11 @@
  * and timers fire in order, sleeping through WASI so the host's deadline
  * applies to them.
  */
+#include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -356,7 +359,135 @@ static JSValue js_context(JSContext *c, JSValueConst this_val, int argc, JSValue
     return v;
 }
 
+/* ---- the file system: whatever the host preopened (only /data, read-only) ---- */
+
+/* Throws a Node-style error: "ENOENT: no such file or directory, open '/x'", with .code. */
+static JSValue fs_error(JSContext *c, const char *syscall, const char *path) {
+    int e = errno;
+    const char *code = e == ENOENT ? "ENOENT" : e == EACCES ? "EACCES" : e == EPERM ? "EPERM"
+                     : e == EROFS ? "EROFS" : e == EISDIR ? "EISDIR" : e == ENOTDIR ? "ENOTDIR"
+                     : e == ENOTCAPABLE ? "ENOTCAPABLE" : "EIO";
+    JSValue err = JS_NewError(c);
+    char message[512];
+    snprintf(message, sizeof message, "%s: %s, %s '%s'", code, strerror(e), syscall, path);
+    JS_SetPropertyStr(c, err, "message", JS_NewString(c, message));
+    JS_SetPropertyStr(c, err, "code", JS_NewString(c, code));
+    JS_SetPropertyStr(c, err, "syscall", JS_NewString(c, syscall));
+    JS_SetPropertyStr(c, err, "path", JS_NewString(c, path));
+    return JS_Throw(c, err);
+}
+
+/* fsRead(path, asText): the whole file, as a string or an ArrayBuffer. */
+static JSValue js_fs_read(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    const char *path = JS_ToCString(c, argv[0]);
+    if (!path)
+        return JS_EXCEPTION;
+    bool as_text = JS_ToBool(c, argv[1]);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        JSValue r = fs_error(c, "open", path);
+        JS_FreeCString(c, path);
+        return r;
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    size_t n;
+    while (buf && (n = fread(buf + len, 1, cap - len, f)) > 0) {
+        len += n;
+        if (len == cap) {
+            char *bigger = realloc(buf, cap * 2);
+            if (!bigger) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+    }
+    bool failed = buf && ferror(f);
+    fclose(f);
+    JSValue r;
+    if (!buf)
+        r = JS_ThrowOutOfMemory(c);
+    else if (failed)
+        r = fs_error(c, "read", path);
+    else
+        r = as_text ? JS_NewStringLen(c, buf, len) : JS_NewArrayBufferCopy(c, (const uint8_t *)buf, len);
+    free(buf);
+    JS_FreeCString(c, path);
+    return r;
+}
+
+/* fsWrite(path, text, append): fails unless the host gave a writable folder (it never does). */
+static JSValue js_fs_write(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    const char *path = JS_ToCString(c, argv[0]);
+    if (!path)
+        return JS_EXCEPTION;
+    size_t len;
+    const char *text = JS_ToCStringLen(c, &len, argv[1]);
+    if (!text) {
+        JS_FreeCString(c, path);
+        return JS_EXCEPTION;
+    }
+    FILE *f = fopen(path, JS_ToBool(c, argv[2]) ? "ab" : "wb");
+    JSValue r = JS_UNDEFINED;
+    if (!f || fwrite(text, 1, len, f) != len)
+        r = fs_error(c, f ? "write" : "open", path);
+    if (f)
+        fclose(f);
+    JS_FreeCString(c, text);
+    JS_FreeCString(c, path);
+    return r;
+}
+
+/* fsList(path): the names in a folder. */
+static JSValue js_fs_list(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    const char *path = JS_ToCString(c, argv[0]);
+    if (!path)
+        return JS_EXCEPTION;
+    DIR *d = opendir(path);
+    if (!d) {
+        JSValue r = fs_error(c, "scandir", path);
+        JS_FreeCString(c, path);
+        return r;
+    }
+    JSValue names = JS_NewArray(c);
+    uint32_t i = 0;
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL) {
+        if (strcmp(entry->d_name, ".") && strcmp(entry->d_name, ".."))
+            JS_SetPropertyUint32(c, names, i++, JS_NewString(c, entry->d_name));
+    }
+    closedir(d);
+    JS_FreeCString(c, path);
+    return names;
+}
+
+/* fsStat(path): {size, file, dir}. */
+static JSValue js_fs_stat(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    const char *path = JS_ToCString(c, argv[0]);
+    if (!path)
+        return JS_EXCEPTION;
+    struct stat st;
+    JSValue r;
+    if (stat(path, &st) != 0) {
+        r = fs_error(c, "stat", path);
+    } else {
+        r = JS_NewObject(c);
+        JS_SetPropertyStr(c, r, "size", JS_NewFloat64(c, (double)st.st_size));
+        JS_SetPropertyStr(c, r, "file", JS_NewBool(c, S_ISREG(st.st_mode)));
+        JS_SetPropertyStr(c, r, "dir", JS_NewBool(c, S_ISDIR(st.st_mode)));
+    }
+    JS_FreeCString(c, path);
+    return r;
+}
+
 static const JSCFunctionListEntry native_functions[] = {
+    JS_CFUNC_DEF("fsRead", 2, js_fs_read),
+    JS_CFUNC_DEF("fsWrite", 3, js_fs_write),
+    JS_CFUNC_DEF("fsList", 1, js_fs_list),
+    JS_CFUNC_DEF("fsStat", 1, js_fs_stat),
     JS_CFUNC_DEF("write", 2, js_write),
     JS_CFUNC_DEF("now", 0, js_now),
     JS_CFUNC_DEF("sleep", 1, js_sleep),

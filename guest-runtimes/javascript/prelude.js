@@ -139,8 +139,37 @@
     }
     throw new Error(`Cannot find module '${name}'`);
   }
+  // ---- fs: reads of /data (the server's datasets, read-only); writes fail ----
+  const text = (options) => {
+    const encoding = typeof options === "string" ? options : options && options.encoding;
+    if (encoding && !/^utf-?8$/i.test(encoding)) throw new Error(`encoding ${encoding} is not supported; use utf8`);
+    return !!encoding;
+  };
+  const fs = {
+    readFileSync: (path, options) => {
+      const read = native.fsRead(String(path), text(options));
+      return typeof read === "string" ? read : new Uint8Array(read);
+    },
+    writeFileSync: (path, data) => native.fsWrite(String(path), String(data), false),
+    appendFileSync: (path, data) => native.fsWrite(String(path), String(data), true),
+    readdirSync: (path) => native.fsList(String(path)),
+    existsSync: (path) => { try { native.fsStat(String(path)); return true; } catch (e) { return false; } },
+    statSync: (path) => {
+      const s = native.fsStat(String(path));
+      return { size: s.size, isFile: () => s.file, isDirectory: () => s.dir };
+    },
+  };
+  fs.promises = {
+    readFile: async (path, options) => fs.readFileSync(path, options),
+    writeFile: async (path, data) => fs.writeFileSync(path, data),
+    readdir: async (path) => fs.readdirSync(path),
+    stat: async (path) => fs.statSync(path),
+  };
+  const builtins = new Map([["fs", fs], ["node:fs", fs], ["fs/promises", fs.promises], ["node:fs/promises", fs.promises]]);
+
   function makeRequire(from) {
     return function require(name) {
+      if (builtins.has(name)) return builtins.get(name);
       const path = resolve(from, String(name));
       if (cache.has(path)) return cache.get(path).exports;
       const module = { exports: {}, id: path, filename: path, loaded: false };

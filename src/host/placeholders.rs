@@ -30,6 +30,25 @@ impl Placeholders {
         Placeholders { inner: Arc::new(Mutex::new(Saved { values: BTreeMap::new(), bytes: 0, budget: budget_bytes })) }
     }
 
+    /// Placeholders as saved by an earlier run (restored from the store).
+    pub(crate) fn restored(budget_bytes: usize, values: serde_json::Map<String, Value>) -> Self {
+        let restored = Placeholders::new(budget_bytes);
+        {
+            let mut saved = restored.lock();
+            for (name, value) in values {
+                let size = name.len() + value.to_string().len();
+                saved.bytes += size;
+                saved.values.insert(name, (value, size));
+            }
+        }
+        restored
+    }
+
+    /// A copy of every saved value, for the store.
+    pub(crate) fn snapshot(&self) -> serde_json::Map<String, Value> {
+        self.lock().values.iter().map(|(name, (value, _))| (name.clone(), value.clone())).collect()
+    }
+
     /// The value saved under `name`, if any.
     pub fn get(&self, name: &str) -> Option<Value> {
         self.lock().values.get(name).map(|(v, _)| v.clone())

@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 use tokio::task::JoinSet;
@@ -23,12 +24,19 @@ use crate::host::describe;
 use crate::language::Language;
 use crate::program::{Program, SourceFile};
 use crate::registry::{Entry, RunEvents, RunStatus};
-use crate::runtime::SessionOptions;
 use crate::session::SessionEvent;
 
-pub(crate) async fn websocket(State(app): State<App>, upgrade: WebSocketUpgrade) -> Response {
+pub(crate) async fn websocket(State(app): State<App>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
     let hard = app.config.hard_message_limit();
-    upgrade.max_message_size(hard).max_frame_size(hard).on_upgrade(move |socket| connection(app, socket))
+    upgrade.max_message_size(hard).max_frame_size(hard).on_upgrade(move |socket| {
+        let socket = Connection::new(socket, app.clone(), &headers, unauthorized_reply);
+        connection(app, socket)
+    })
+}
+
+/// The reply to a socket whose first message has no accepted token.
+fn unauthorized_reply(why: &str) -> Value {
+    json!({ "action": null, "error": why, "code": "unauthorized" })
 }
 
 /// A refusal: the reply's `code` and `error`.
@@ -51,23 +59,30 @@ impl From<Error> for Refusal {
             Error::UnknownModel { .. } => "unknown_model",
             Error::SessionEnded(_) => "session_ended",
             Error::StillRunning(_) => "still_running",
-            Error::GuestLoad { .. } | Error::Instantiate { .. } | Error::Engine(_) => "server_error",
+            Error::GuestLoad { .. } | Error::Instantiate { .. } | Error::Engine(_) | Error::Storage(_) => {
+                "server_error"
+            }
         };
         Refusal { code, message: e.to_string() }
     }
 }
 
-async fn connection(app: App, socket: WebSocket) {
-    let mut connection = Connection::new(socket, app.clone());
+async fn connection(app: App, mut connection: Connection) {
     let outbox = connection.outbox.clone();
     let mut runs = JoinSet::new();
+    let mut first = true;
     while let Some(incoming) = connection.next().await {
+        let is_first = std::mem::replace(&mut first, false);
         while runs.try_join_next().is_some() {}
         let text = match incoming {
             Incoming::Text(text) => text,
             Incoming::Refused(why) => {
                 let code = if matches!(why, Unreadable::TooLarge { .. }) { "too_large" } else { "bad_request" };
                 reply_error(&outbox, None, refuse(code, why.to_string())).await;
+                continue;
+            }
+            Incoming::Binary(_) => {
+                reply_error(&outbox, None, refuse("bad_request", Unreadable::Binary.to_string())).await;
                 continue;
             }
         };
@@ -83,6 +98,18 @@ async fn connection(app: App, socket: WebSocket) {
                 continue;
             }
         };
+        if let Some(target) = request.get("target") {
+            if is_first && target == "file_upload" {
+                return super::datasets::upload(app, connection, request).await;
+            }
+            let why = if is_first {
+                format!("unknown target {target}; the one target is \"file_upload\"")
+            } else {
+                "a file upload starts on a socket of its own: send {\"target\":\"file_upload\",...} first".into()
+            };
+            reply_error(&outbox, None, refuse("bad_request", why)).await;
+            continue;
+        }
         let action = request.get("action").and_then(Value::as_str).map(str::to_string);
         let result = match action.as_deref() {
             Some("run") if runs.len() >= app.config.max_runs_per_connection => Err(refuse(
@@ -166,7 +193,7 @@ fn find(app: &App, id: &str) -> Result<Arc<Entry>, Refusal> {
 async fn run(app: &App, request: &Map<String, Value>) -> Result<(Arc<Entry>, RunEvents), Refusal> {
     let mut chosen = None;
     for (key, value) in request {
-        if key == "action" {
+        if key == "action" || key == "token" {
             continue;
         }
         match key.parse::<Language>() {
@@ -209,7 +236,7 @@ async fn run(app: &App, request: &Map<String, Value>) -> Result<(Arc<Entry>, Run
         None => Vec::new(),
     };
     let program = Program { files: sources, main_file, args, env: Vec::new() };
-    let options = SessionOptions { limits: Some(app.config.limits.clone()), ..SessionOptions::default() };
+    let options = app.session_options();
     let started = app.registry.start(language, program, options, true).await?;
     Ok((started.entry, started.events))
 }
@@ -271,13 +298,21 @@ async fn run_model(app: &App, request: &Map<String, Value>) -> Result<Value, Ref
     let name = string(field(model, "name", "model")?, "name")?.to_string();
     let is_data = model.get("is_data").map(|v| v.as_bool().unwrap_or(true)).unwrap_or(true);
     let data = field(model, "data", "model")?;
-    if !is_data {
-        return Err(refuse(
-            "not_supported",
-            "is_data: false (reading the input from a dataset file) needs datasets, which this server does not offer yet; send the data inline with is_data: true",
-        ));
-    }
     let entry = find(app, &id)?;
+    let read;
+    let data = if is_data {
+        data
+    } else {
+        // `data` is a dataset file's path as sessions see it, e.g. /data/iris.csv.
+        let path = string(data, "data (a dataset path such as /data/<name>.csv, with is_data: false)")?;
+        let datasets = app.datasets.as_ref().ok_or_else(|| {
+            refuse("not_supported", "this server keeps no datasets (start it with --data-dir); send the data inline")
+        })?;
+        read = super::datasets::rows(datasets, path, app.config.max_message_bytes)
+            .await
+            .map_err(|e| refuse(e.code(), e.to_string()))?;
+        &read
+    };
     match entry.predict(&name, data).await? {
         Ok(prediction) => Ok(json!({ "sessionId": id, "name": name, "prediction": prediction })),
         Err(message) => Err(refuse("model_error", format!("model {name:?} failed: {message}"))),

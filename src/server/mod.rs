@@ -10,14 +10,22 @@
 //! | `POST /v1/exec`, `GET /v1/spec`, `GET /v1/info` | ranna REST | `ranna.rs`  |
 //! | `GET /`         | runtime actions                        | `actions.rs`  |
 //! | `GET /processor`| processor lifecycle                    | `processor.rs`|
+//! | `POST`/`PUT /v1/{csv,mnist}/dataset`, `GET /v1/dataset`, `GET /v1/dataset/progress`, `DELETE /v1/dataset`, and `GET /` with `"target":"file_upload"` | datasets | `datasets.rs` |
+//!
+//! Tokens (`auth.rs`) guard every REST route and every socket's first message.
+//! With a data folder, finished runs and datasets are kept in it (`store.rs`)
+//! and survive a restart.
 
 mod actions;
+mod auth;
+mod datasets;
 mod processor;
 mod ranna;
 mod socket;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,9 +40,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::Language;
+use crate::datasets::Datasets;
 use crate::limits::Limits;
 use crate::registry::{Registry, RegistryConfig};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, SessionOptions};
+use crate::store::Store;
+use auth::Tokens;
 
 /// Settings of the server.
 #[derive(Clone, Debug)]
@@ -50,6 +61,16 @@ pub struct ServerConfig {
     pub max_runs_per_connection: usize,
     /// How long running guests get to report their end when the server stops.
     pub shutdown_grace: Duration,
+    /// Where finished runs and datasets are kept (`state.redb`, `datasets/`,
+    /// `uploads/`); without one, nothing outlives the process and there are no datasets.
+    pub data_dir: Option<PathBuf>,
+    /// Accepted tokens; none means no token is asked for, and then `serve`
+    /// only listens on loopback.
+    pub tokens: Vec<String>,
+    /// How long records of finished runs, and unfinished uploads, are kept.
+    pub retention: Duration,
+    /// The largest dataset file accepted.
+    pub max_dataset_file_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +82,10 @@ impl Default for ServerConfig {
             max_message_bytes: 8 << 20,
             max_runs_per_connection: 32,
             shutdown_grace: Duration::from_secs(5),
+            data_dir: None,
+            tokens: Vec::new(),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_dataset_file_bytes: 4 << 30,
         }
     }
 }
@@ -76,11 +101,26 @@ impl ServerConfig {
 pub(crate) struct App {
     pub(crate) registry: Registry,
     pub(crate) config: Arc<ServerConfig>,
+    pub(crate) tokens: Arc<Tokens>,
+    /// Present when the server has a data folder.
+    pub(crate) datasets: Option<Arc<Datasets>>,
     /// Becomes true when the server starts to stop.
     pub(crate) closing: watch::Receiver<bool>,
     /// Held by every clone of `App`, so by every open connection; the server
     /// waits until all are dropped.
     pub(crate) _connections: mpsc::Sender<()>,
+}
+
+impl App {
+    /// Options for a session started by a face: the server's limits and,
+    /// with a data folder, the datasets at `/data`.
+    pub(crate) fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            limits: Some(self.config.limits.clone()),
+            data: self.datasets.as_ref().map(|d| d.mount_dir().to_path_buf()),
+            ..SessionOptions::default()
+        }
+    }
 }
 
 /// Prepares the guests, binds, prints `listening on http://ADDR`, and serves
@@ -91,6 +131,13 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if config.tokens.is_empty() && !config.listen.ip().is_loopback() {
+        return Err(std::io::Error::other(format!(
+            "refusing to listen on {} without a token: anyone who can reach it could run code here. \
+             Set SANDLOT_TOKENS or `tokens` in the --config file, or listen on 127.0.0.1",
+            config.listen
+        )));
+    }
     for language in Language::ALL {
         runtime.prepare(language).await.map_err(std::io::Error::other)?;
     }
@@ -109,10 +156,30 @@ pub async fn serve_on(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let registry = Registry::new(runtime, config.registry.clone());
+    let (registry, datasets) = match &config.data_dir {
+        Some(dir) => {
+            let store = Store::open(dir).map_err(std::io::Error::other)?;
+            let datasets =
+                Datasets::open(dir, store.clone(), config.max_dataset_file_bytes).map_err(std::io::Error::other)?;
+            let registry =
+                Registry::persistent(runtime, config.registry.clone(), store.clone()).map_err(std::io::Error::other)?;
+            let datasets = Arc::new(datasets);
+            prune(store.clone(), datasets.clone(), config.retention).await;
+            tokio::spawn(retire(store, datasets.clone(), config.retention));
+            (registry, Some(datasets))
+        }
+        None => (Registry::new(runtime, config.registry.clone()), None),
+    };
     let (closing_tx, closing) = watch::channel(false);
     let (connections, mut all_closed) = mpsc::channel::<()>(1);
-    let app = App { registry: registry.clone(), config: Arc::new(config), closing, _connections: connections };
+    let app = App {
+        registry: registry.clone(),
+        tokens: Arc::new(Tokens::new(&config.tokens)),
+        config: Arc::new(config),
+        datasets,
+        closing,
+        _connections: connections,
+    };
     let router = router(app.clone());
     let stopping = async move {
         shutdown.await;
@@ -134,15 +201,46 @@ pub async fn serve_on(
     Ok(())
 }
 
+/// Forgets finished runs and unfinished uploads past their retention: hourly
+/// (`serve_on` does it once before it serves).
+async fn retire(store: Arc<Store>, datasets: Arc<Datasets>, retention: Duration) {
+    let hour = Duration::from_secs(3600);
+    let mut hourly = tokio::time::interval_at(tokio::time::Instant::now() + hour, hour);
+    loop {
+        hourly.tick().await;
+        prune(store.clone(), datasets.clone(), retention).await;
+    }
+}
+
+async fn prune(store: Arc<Store>, datasets: Arc<Datasets>, retention: Duration) {
+    let Some(cutoff) = SystemTime::now().checked_sub(retention) else { return };
+    let pruned = tokio::task::spawn_blocking(move || (store.prune_runs(cutoff), datasets.prune_unfinished(cutoff)));
+    match pruned.await {
+        Ok((Ok(runs), uploads)) if runs + uploads > 0 => {
+            tracing::info!(runs, uploads, "forgot records and uploads past their retention")
+        }
+        Ok((Err(e), _)) => tracing::error!(error = %e, "could not forget old runs"),
+        _ => {}
+    }
+}
+
 fn router(app: App) -> Router {
     let body_limit = app.config.max_message_bytes;
-    Router::new()
-        .route("/", get(actions::websocket))
-        .route("/v1/ws", get(ranna::websocket))
+    // Sockets check their token in their first message (`socket.rs`).
+    let rest = Router::new()
         .route("/v1/exec", post(ranna::exec))
         .route("/v1/spec", get(ranna::spec))
         .route("/v1/info", get(ranna::info))
+        .route("/v1/csv/dataset", post(datasets::create_csv).put(datasets::finalise_csv))
+        .route("/v1/mnist/dataset", post(datasets::create_mnist).put(datasets::finalise_mnist))
+        .route("/v1/dataset", get(datasets::list).delete(datasets::delete))
+        .route("/v1/dataset/progress", get(datasets::progress))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), auth::require_token));
+    Router::new()
+        .route("/", get(actions::websocket))
+        .route("/v1/ws", get(ranna::websocket))
         .route("/processor", get(processor::websocket))
+        .merge(rest)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -155,7 +253,7 @@ async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
         axum::Json(json!({
             "code": 404,
             "error": format!("no such endpoint: {}", uri.path()),
-            "context": "see GET /v1/spec, POST /v1/exec, WebSockets at /, /v1/ws and /processor",
+            "context": "see GET /v1/spec, POST /v1/exec, the /v1/dataset routes, WebSockets at /, /v1/ws and /processor",
         })),
     )
 }

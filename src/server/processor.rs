@@ -10,12 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::socket::{Connection, Incoming, Outbox};
+use super::socket::{Connection, Incoming, Outbox, Unreadable};
 use super::{App, Utf8Chunks, now_ms};
 
 use crate::host::EngineBridge;
@@ -28,9 +29,17 @@ use crate::session::{EndReason, RunOutcome, SessionEvent};
 /// Most stderr kept to explain an interpreter error.
 const ERROR_TAIL_BYTES: usize = 8 * 1024;
 
-pub(crate) async fn websocket(State(app): State<App>, upgrade: WebSocketUpgrade) -> Response {
+pub(crate) async fn websocket(State(app): State<App>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
     let hard = app.config.hard_message_limit();
-    upgrade.max_message_size(hard).max_frame_size(hard).on_upgrade(move |socket| connection(app, socket))
+    upgrade.max_message_size(hard).max_frame_size(hard).on_upgrade(move |socket| {
+        let socket = Connection::new(socket, app.clone(), &headers, unauthorized_message);
+        connection(app, socket)
+    })
+}
+
+/// The error for a socket whose first message has no accepted token.
+fn unauthorized_message(why: &str) -> Value {
+    json!({ "type": "error", "code": "UNAUTHORIZED", "message": why, "time": now_ms().to_string() })
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
@@ -75,8 +84,7 @@ enum Stage {
     Running { entry: Arc<Entry>, forwarder: tokio::task::JoinHandle<()> },
 }
 
-async fn connection(app: App, socket: WebSocket) {
-    let mut connection = Connection::new(socket, app.clone());
+async fn connection(app: App, mut connection: Connection) {
     let outbox = connection.outbox.clone();
     let pending: Pending = Arc::default();
     let engine =
@@ -102,6 +110,10 @@ async fn connection(app: App, socket: WebSocket) {
             Incoming::Text(text) => text,
             Incoming::Refused(why) => {
                 server_error(&outbox, &why.to_string()).await;
+                continue;
+            }
+            Incoming::Binary(_) => {
+                server_error(&outbox, &Unreadable::Binary.to_string()).await;
                 continue;
             }
         };
@@ -182,9 +194,9 @@ async fn start(
 ) -> Result<(Arc<Entry>, RunEvents), String> {
     let program = Program::single(format!("main.{}", language.extension()), code);
     let options = SessionOptions {
-        limits: Some(app.config.limits.clone()),
         context: Some(context).filter(|c| !c.is_null()),
         engine: Some(engine),
+        ..app.session_options()
     };
     let started = app.registry.start(language, program, options, false).await.map_err(|e| e.to_string())?;
     Ok((started.entry, started.events))

@@ -8,21 +8,21 @@ use std::sync::{Arc, Mutex};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use super::socket::{Connection, Incoming, Outbox};
+use super::socket::{Connection, Incoming, Outbox, Unreadable};
 use super::{App, Utf8Chunks};
 
 use crate::error::Error;
 use crate::language::Language;
 use crate::program::Program;
 use crate::registry::RunEvents;
-use crate::runtime::SessionOptions;
 use crate::session::{RunOutcome, SessionEvent};
 
 const PONG: u8 = 0;
@@ -70,13 +70,20 @@ fn inline(language: Language, expression: &str) -> String {
     inline_template(language).replace("$${CODE}", &format!("({})", expression.trim()))
 }
 
-pub(crate) async fn websocket(State(app): State<App>, upgrade: WebSocketUpgrade) -> Response {
+pub(crate) async fn websocket(State(app): State<App>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
     let hard = app.config.hard_message_limit();
-    upgrade.max_message_size(hard).max_frame_size(hard).on_upgrade(move |socket| connection(app, socket))
+    upgrade.max_message_size(hard).max_frame_size(hard).on_upgrade(move |socket| {
+        let socket = Connection::new(socket, app.clone(), &headers, unauthorized_event);
+        connection(app, socket)
+    })
 }
 
-async fn connection(app: App, socket: WebSocket) {
-    let mut connection = Connection::new(socket, app.clone());
+/// The ERROR event for a socket whose first op has no accepted token.
+fn unauthorized_event(why: &str) -> Value {
+    json!({ "code": ERROR, "data": why })
+}
+
+async fn connection(app: App, mut connection: Connection) {
     let outbox = connection.outbox.clone();
     let mine: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut runs = JoinSet::new();
@@ -86,6 +93,10 @@ async fn connection(app: App, socket: WebSocket) {
             Incoming::Text(text) => text,
             Incoming::Refused(why) => {
                 error(&outbox, None, &why.to_string()).await;
+                continue;
+            }
+            Incoming::Binary(_) => {
+                error(&outbox, None, &Unreadable::Binary.to_string()).await;
                 continue;
             }
         };
@@ -162,7 +173,7 @@ async fn start(app: &App, args: Value) -> Result<crate::Started, Error> {
     let request: ExecutionRequest =
         serde_json::from_value(args).map_err(|e| Error::InvalidProgram(format!("EXEC args: {e}")))?;
     let (language, program) = request.into_program()?;
-    let options = SessionOptions { limits: Some(app.config.limits.clone()), ..SessionOptions::default() };
+    let options = app.session_options();
     app.registry.start(language, program, options, false).await
 }
 
@@ -225,7 +236,9 @@ fn status_of(error: &Error) -> StatusCode {
     match error {
         Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        Error::GuestLoad { .. } | Error::Instantiate { .. } | Error::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::GuestLoad { .. } | Error::Instantiate { .. } | Error::Engine(_) | Error::Storage(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
         _ => StatusCode::BAD_REQUEST,
     }
 }

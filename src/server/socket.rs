@@ -4,13 +4,15 @@
 //! connection's part in a graceful shutdown.
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use axum::http::HeaderMap;
+use bytes::Bytes;
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::App;
+use super::{App, parse_lenient};
 
 const OUTBOX_CAPACITY: usize = 512;
 
@@ -35,13 +37,15 @@ impl Outbox {
 /// What a face reads from its socket.
 pub(crate) enum Incoming {
     Text(String),
+    /// A binary frame, on a socket that takes them (`Connection::accept_binary`).
+    Binary(Bytes),
     /// A message the face cannot take, already discarded.
     Refused(Unreadable),
 }
 
 /// Why an incoming message was discarded.
 pub(crate) enum Unreadable {
-    /// A binary frame (no face takes one yet).
+    /// A binary frame, on a socket that takes only text.
     Binary,
     /// A message over the size limit.
     TooLarge { size: usize, limit: usize },
@@ -62,10 +66,19 @@ pub(crate) struct Connection {
     reader: SplitStream<WebSocket>,
     writer: JoinHandle<()>,
     app: App,
+    /// Whether the client has shown a token (or none is needed).
+    admitted: bool,
+    /// The face's error reply, for a refused token.
+    refusal: fn(&str) -> Value,
+    binary: bool,
 }
 
 impl Connection {
-    pub(crate) fn new(socket: WebSocket, app: App) -> Self {
+    /// `headers` are the upgrade request's: an accepted bearer token there
+    /// admits the socket; otherwise (when tokens are configured) its first
+    /// message must carry one, or the client gets `refusal(why)` and the
+    /// socket closes (1008).
+    pub(crate) fn new(socket: WebSocket, app: App, headers: &HeaderMap, refusal: fn(&str) -> Value) -> Self {
         let (mut sink, reader) = socket.split();
         let (queue, mut pending) = mpsc::channel::<Message>(OUTBOX_CAPACITY);
         let writer = tokio::spawn(async move {
@@ -77,7 +90,34 @@ impl Connection {
             }
             let _ = sink.close().await;
         });
-        Connection { outbox: Outbox { queue }, reader, writer, app }
+        let admitted = !app.tokens.required() || app.tokens.accepts_header(headers);
+        Connection { outbox: Outbox { queue }, reader, writer, app, admitted, refusal, binary: false }
+    }
+
+    /// From now on binary frames come through as `Incoming::Binary`.
+    pub(crate) fn accept_binary(&mut self) {
+        self.binary = true;
+    }
+
+    /// Checks the token of the first message; false (after telling the
+    /// client and closing) when it is missing or wrong.
+    async fn admit(&mut self, first: Option<&str>) -> bool {
+        let checked = match first.map(parse_lenient) {
+            Some(Ok(message)) => self.app.tokens.check_message(&message),
+            _ => Err("this server needs a JSON first message with a \"token\""),
+        };
+        match checked {
+            Ok(()) => {
+                self.admitted = true;
+                true
+            }
+            Err(why) => {
+                tracing::warn!("refused a socket: {why}");
+                self.outbox.json((self.refusal)(why)).await;
+                self.outbox.close(close_code::POLICY, why).await;
+                false
+            }
+        }
     }
 
     /// The next message from the client; `None` when the client left or the
@@ -100,7 +140,19 @@ impl Connection {
                 Ok(Message::Binary(bytes)) if bytes.len() > limit => {
                     return Some(Incoming::Refused(Unreadable::TooLarge { size: bytes.len(), limit }));
                 }
+                Ok(Message::Text(text)) if !self.admitted => {
+                    return if self.admit(Some(text.as_str())).await {
+                        Some(Incoming::Text(text.to_string()))
+                    } else {
+                        None
+                    };
+                }
+                Ok(Message::Binary(_)) if !self.admitted => {
+                    self.admit(None).await;
+                    return None;
+                }
                 Ok(Message::Text(text)) => return Some(Incoming::Text(text.to_string())),
+                Ok(Message::Binary(bytes)) if self.binary => return Some(Incoming::Binary(bytes)),
                 Ok(Message::Binary(_)) => return Some(Incoming::Refused(Unreadable::Binary)),
                 Ok(Message::Close(_)) => return None,
                 Ok(Message::Ping(_) | Message::Pong(_)) => continue,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -17,20 +18,47 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// test process exits and its stdin pipe closes.
 pub struct Server {
     pub address: String,
+    /// The server's data folder (records, datasets).
+    pub data_dir: PathBuf,
     child: Child,
+    /// Removes a data folder made for this server when it is dropped.
+    _own_data: Option<tempfile::TempDir>,
 }
 
 impl Server {
-    /// Starts `sandlot serve` on a free loopback port with extra flags, and
-    /// waits for its `listening on` line.
+    /// Starts `sandlot serve` on a free loopback port, with a fresh data
+    /// folder and extra flags, and waits for its `listening on` line.
     pub fn start(extra: &[&str]) -> Server {
+        let data = tempfile::Builder::new().prefix("sandlot-test-").tempdir().expect("a temporary folder");
+        let mut server = Server::start_in(data.path(), extra, &[]);
+        server._own_data = Some(data);
+        server
+    }
+
+    /// Starts `sandlot serve` on `data_dir` (kept when the server stops),
+    /// with extra flags and environment.
+    pub fn start_in(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::launch(data_dir, extra, env, Stdio::inherit())
+    }
+
+    /// As `start_in`, with the server's log (stderr) written to `log`.
+    pub fn start_logged(data_dir: &Path, extra: &[&str], env: &[(&str, &str)], log: &Path) -> Server {
+        Server::launch(data_dir, extra, env, std::fs::File::create(log).expect("a log file").into())
+    }
+
+    fn launch(data_dir: &Path, extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Server {
+        let listen: &[&str] = if extra.contains(&"--listen") { &[] } else { &["--listen", "127.0.0.1:0"] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_sandlot"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--stop-on-stdin-close"])
+            .arg("serve")
+            .args(listen)
+            .args(["--stop-on-stdin-close", "--data-dir"])
+            .arg(data_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .env("SANDLOT_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("sandlot serve starts");
         let stdout = child.stdout.take().unwrap();
@@ -41,7 +69,13 @@ impl Server {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
         std::thread::spawn(move || for _ in lines {});
-        Server { address, child }
+        Server { address, data_dir: data_dir.to_path_buf(), child, _own_data: None }
+    }
+
+    /// Kills the process with SIGKILL: no shutdown, no flush.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// One server shared by every test of a binary.
@@ -63,7 +97,9 @@ impl Server {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
         let status = self.child.wait().expect("server exits");
+        let data = self._own_data.take();
         std::mem::forget(self);
+        drop(data);
         status
     }
 
@@ -83,19 +119,32 @@ pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// One HTTP/1.1 request to the server; returns the status and the JSON body.
 pub async fn http(server: &Server, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    http_with(server, method, path, body, &[]).await
+}
+
+/// `http` with extra headers.
+pub async fn http_with(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
     let stream = TcpStream::connect(&server.address).await.expect("the server accepts");
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("HTTP handshake");
     tokio::spawn(connection);
-    let request = hyper::Request::builder()
+    let mut request = hyper::Request::builder()
         .method(method)
         .uri(path)
         .header("host", &server.address)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or("").to_string())))
-        .expect("a valid request");
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(Bytes::from(body.unwrap_or("").to_string()))).expect("a valid request");
     let response = sender.send_request(request).await.expect("a response");
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await.expect("a body").to_bytes();
@@ -164,6 +213,26 @@ impl Client {
                 Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
                 Ok(Some(Ok(_))) => continue,
             }
+        }
+    }
+}
+
+/// Starts a run on the runtime actions face and returns its session id and,
+/// once it has ended, its stdout and the `finished` message.
+pub async fn run_action(client: &mut Client, request: Value) -> (String, String, Value) {
+    client.send(request).await;
+    let reply = client.recv().await;
+    assert_eq!(reply["action"], "run", "{reply}");
+    let id = reply["sessionId"].as_str().unwrap_or_else(|| panic!("no sessionId in {reply}")).to_string();
+    let mut stdout = String::new();
+    loop {
+        let pushed = client.recv().await;
+        assert_eq!(pushed["sessionId"], id.as_str(), "{pushed}");
+        match pushed["action"].as_str() {
+            Some("output") if pushed["stream"] == "stdout" => stdout.push_str(pushed["data"].as_str().unwrap()),
+            Some("output") => {}
+            Some("finished") => return (id, stdout, pushed),
+            _ => panic!("unexpected {pushed}"),
         }
     }
 }

@@ -1,0 +1,585 @@
+//! Datasets: files uploaded in chunks, then finalised into the folder every
+//! server session sees read-only at `/data`.
+//!
+//! A dataset is created with its files' sizes; each file gets a uuid and a
+//! sparse `.part` file of that size under `uploads/`. Chunks (a byte position
+//! and up to `MAX_CHUNK` bytes) may come in any order over any number of
+//! sockets: each is written in place, fsynced, then its range is committed to
+//! the store, and only then acknowledged, so an acknowledged chunk survives a
+//! crash and a half-written one is simply missing (the client sends it again).
+//! Sending a chunk again is harmless; a chunk that partly overlaps one already
+//! received, or runs past the file's end, is refused. Finalising checks that
+//! every byte arrived and moves the files into `datasets/`:
+//! `/data/<name>.csv` for a CSV dataset, `/data/<name>/input` and
+//! `/data/<name>/label` for a two-file one. Nothing is ever held in memory
+//! beyond one chunk.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::store::{DatasetKind, DatasetRecord, DatasetState, FileRecord, FileRole, Store, millis};
+
+/// The largest chunk a client may send.
+pub const MAX_CHUNK: usize = 1 << 20;
+/// Names are 1 to this many of `[A-Za-z0-9_-]`.
+const MAX_NAME: usize = 64;
+/// Progress lists at most this many missing ranges per file.
+const MAX_MISSING_LISTED: usize = 100;
+
+/// What can go wrong with a dataset request; each says what to do instead.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("{0}")]
+    Overlap(String),
+    #[error("{0}")]
+    Incomplete(String),
+    #[error(transparent)]
+    Server(#[from] Error),
+}
+
+impl DatasetError {
+    /// The short code faces send with the message.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DatasetError::BadRequest(_) => "bad_request",
+            DatasetError::NotFound(_) => "not_found",
+            DatasetError::Conflict(_) => "conflict",
+            DatasetError::TooLarge(_) => "too_large",
+            DatasetError::OutOfRange(_) => "out_of_range",
+            DatasetError::Overlap(_) => "overlap",
+            DatasetError::Incomplete(_) => "incomplete",
+            DatasetError::Server(_) => "server_error",
+        }
+    }
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> DatasetError {
+    DatasetError::Server(Error::Storage(format!("could not {what} {}: {e}", path.display())))
+}
+
+/// The answer to one chunk.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChunkAck {
+    pub position: u64,
+    pub length: u64,
+    /// Bytes of the file received so far.
+    pub received: u64,
+    pub size: u64,
+    /// The same chunk had been received before; nothing was written.
+    pub duplicate: bool,
+    /// Every byte of this file has arrived.
+    pub complete: bool,
+}
+
+/// How far a dataset's upload is.
+#[derive(Clone, Debug, Serialize)]
+pub struct Progress {
+    pub uuid: String,
+    pub name: String,
+    pub kind: DatasetKind,
+    pub state: DatasetState,
+    /// Every byte of every file has arrived.
+    pub complete: bool,
+    pub files: Vec<FileProgress>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FileProgress {
+    pub uuid: String,
+    pub role: FileRole,
+    pub size: u64,
+    pub received: u64,
+    /// Byte ranges `[start, end)` not received yet (the first 100).
+    pub missing: Vec<[u64; 2]>,
+}
+
+/// A dataset as listed to clients.
+#[derive(Clone, Debug, Serialize)]
+pub struct Listed {
+    pub uuid: String,
+    pub name: String,
+    pub kind: DatasetKind,
+    pub state: DatasetState,
+    pub size: u64,
+    #[serde(rename = "createdAt")]
+    pub created_at_ms: u64,
+    /// Where sessions find its files, once ready.
+    pub paths: Vec<String>,
+    pub files: Vec<FileRecord>,
+}
+
+/// One file being uploaded: its `.part` file and the ranges received.
+struct Upload {
+    file: File,
+    size: u64,
+    /// position → length; ranges never overlap.
+    ranges: BTreeMap<u64, u64>,
+    received: u64,
+    /// Set when the dataset is finalised or deleted: no more chunks.
+    closed: bool,
+}
+
+impl Upload {
+    fn missing(&self) -> Vec<[u64; 2]> {
+        let mut missing = Vec::new();
+        let mut at = 0;
+        for (&start, &length) in &self.ranges {
+            if start > at {
+                missing.push([at, start]);
+            }
+            at = start + length;
+        }
+        if at < self.size {
+            missing.push([at, self.size]);
+        }
+        missing
+    }
+}
+
+/// All datasets of a data folder.
+pub struct Datasets {
+    store: Arc<Store>,
+    /// `datasets/`: finalised files only; mounted read-only at `/data`.
+    ready_dir: PathBuf,
+    /// `uploads/`: the `.part` files of unfinished uploads.
+    upload_dir: PathBuf,
+    max_file_bytes: u64,
+    records: Mutex<HashMap<String, DatasetRecord>>,
+    uploads: Mutex<HashMap<String, Arc<Mutex<Upload>>>>,
+}
+
+impl Datasets {
+    /// Opens the datasets under `folder`, finishing any finalisation a stop interrupted.
+    pub(crate) fn open(folder: &Path, store: Arc<Store>, max_file_bytes: u64) -> Result<Self, Error> {
+        let ready_dir = folder.join("datasets");
+        let upload_dir = folder.join("uploads");
+        for dir in [&ready_dir, &upload_dir] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Storage(format!("could not create {}: {e}", dir.display())))?;
+        }
+        let datasets = Datasets {
+            store: store.clone(),
+            ready_dir,
+            upload_dir,
+            max_file_bytes,
+            records: Mutex::new(HashMap::new()),
+            uploads: Mutex::new(HashMap::new()),
+        };
+        for mut record in store.datasets()? {
+            if record.state == DatasetState::Finalising {
+                datasets.move_into_place(&mut record).map_err(|e| Error::Storage(e.to_string()))?;
+            }
+            lock(&datasets.records).insert(record.uuid.clone(), record);
+        }
+        Ok(datasets)
+    }
+
+    /// The folder sessions see at `/data`.
+    pub fn mount_dir(&self) -> &Path {
+        &self.ready_dir
+    }
+
+    /// Creates a dataset of `kind` with files of these sizes (input, then label).
+    pub fn create(&self, kind: DatasetKind, name: &str, sizes: &[u64]) -> Result<DatasetRecord, DatasetError> {
+        check_name(name)?;
+        let roles: &[FileRole] = match kind {
+            DatasetKind::Csv => &[FileRole::Input],
+            DatasetKind::Mnist => &[FileRole::Input, FileRole::Label],
+        };
+        for &size in sizes {
+            if size == 0 {
+                return Err(DatasetError::BadRequest("a dataset file must have at least one byte".into()));
+            }
+            if size > self.max_file_bytes {
+                return Err(DatasetError::TooLarge(format!(
+                    "a file of {size} bytes is over this server's limit of {} bytes per dataset file",
+                    self.max_file_bytes
+                )));
+            }
+        }
+        let record = DatasetRecord {
+            uuid: uuid::Uuid::new_v4().to_string(),
+            name: name.to_string(),
+            kind,
+            state: DatasetState::Uploading,
+            created_at_ms: millis(SystemTime::now()),
+            files: roles
+                .iter()
+                .zip(sizes)
+                .map(|(&role, &size)| FileRecord { uuid: uuid::Uuid::new_v4().to_string(), role, size })
+                .collect(),
+        };
+        let mut records = lock(&self.records);
+        if records.values().any(|r| r.name == name) {
+            return Err(DatasetError::Conflict(format!(
+                "a dataset named {name:?} exists already; delete it first or choose another name"
+            )));
+        }
+        for file in &record.files {
+            let path = self.part_path(&file.uuid);
+            let part = File::create(&path).map_err(|e| io("create", &path, e))?;
+            part.set_len(file.size).map_err(|e| io("size", &path, e))?;
+        }
+        self.store.put_dataset(&record)?;
+        records.insert(record.uuid.clone(), record.clone());
+        Ok(record)
+    }
+
+    /// Checks that `file` (a file uuid) takes uploads now.
+    pub fn check_upload_target(&self, file: &str) -> Result<(), DatasetError> {
+        self.file_record(file).map(|_| ())
+    }
+
+    /// Writes one chunk, durably, and says where the file stands.
+    /// Blocking (disk writes and fsyncs): call it off the async threads.
+    pub fn write_chunk(&self, file: &str, position: u64, bytes: &[u8]) -> Result<ChunkAck, DatasetError> {
+        if bytes.is_empty() {
+            return Err(DatasetError::BadRequest("a chunk needs at least one byte after its 8-byte position".into()));
+        }
+        if bytes.len() > MAX_CHUNK {
+            return Err(DatasetError::TooLarge(format!(
+                "a chunk of {} bytes is over the limit of {MAX_CHUNK}; split it",
+                bytes.len()
+            )));
+        }
+        let upload = self.upload(file)?;
+        let mut upload = lock(&upload);
+        if upload.closed {
+            return Err(DatasetError::Conflict(
+                "this file takes no more chunks: its dataset was finalised or deleted".into(),
+            ));
+        }
+        let length = bytes.len() as u64;
+        let end = position.checked_add(length).filter(|&end| end <= upload.size).ok_or_else(|| {
+            DatasetError::OutOfRange(format!(
+                "bytes {position}..{} are past the end of this {}-byte file",
+                position.saturating_add(length),
+                upload.size
+            ))
+        })?;
+        let before = upload.ranges.range(..=position).next_back().map(|(&s, &l)| (s, l));
+        if before == Some((position, length)) {
+            let (received, size) = (upload.received, upload.size);
+            return Ok(ChunkAck { position, length, received, size, duplicate: true, complete: received == size });
+        }
+        let overlapping = before
+            .filter(|&(start, len)| start + len > position)
+            .or_else(|| upload.ranges.range(position..end).next().map(|(&s, &l)| (s, l)));
+        if let Some((start, len)) = overlapping {
+            return Err(DatasetError::Overlap(format!(
+                "bytes {position}..{end} overlap bytes {start}..{} received before; send each range once, \
+                 with the same boundaries if you send it again",
+                start + len
+            )));
+        }
+        let path = self.part_path(file);
+        upload.file.write_all_at(bytes, position).map_err(|e| io("write", &path, e))?;
+        upload.file.sync_data().map_err(|e| io("sync", &path, e))?;
+        self.store.add_chunk(file, position, length)?;
+        upload.ranges.insert(position, length);
+        upload.received += length;
+        let (received, size) = (upload.received, upload.size);
+        Ok(ChunkAck { position, length, received, size, duplicate: false, complete: received == size })
+    }
+
+    /// Where the upload of a dataset stands; `uuid` is the dataset's or one of its files'.
+    pub fn progress(&self, uuid: &str) -> Result<Progress, DatasetError> {
+        let record = self.find(uuid)?;
+        let mut files = Vec::new();
+        for file in &record.files {
+            let (received, missing) = if record.state == DatasetState::Uploading {
+                let upload = self.upload(&file.uuid)?;
+                let upload = lock(&upload);
+                let mut missing = upload.missing();
+                missing.truncate(MAX_MISSING_LISTED);
+                (upload.received, missing)
+            } else {
+                (file.size, Vec::new())
+            };
+            files.push(FileProgress { uuid: file.uuid.clone(), role: file.role, size: file.size, received, missing });
+        }
+        Ok(Progress {
+            uuid: record.uuid,
+            name: record.name,
+            kind: record.kind,
+            state: record.state,
+            complete: files.iter().all(|f| f.received == f.size),
+            files,
+        })
+    }
+
+    /// Checks that every byte arrived and makes the dataset visible to sessions.
+    /// Finalising a ready dataset again is a no-op. Blocking (fsyncs, renames).
+    pub fn finalise(
+        &self,
+        kind: DatasetKind,
+        uuid: &str,
+        input: &str,
+        label: Option<&str>,
+    ) -> Result<Listed, DatasetError> {
+        let mut record = lock(&self.records).get(uuid).cloned().ok_or_else(|| unknown_dataset(uuid))?;
+        if record.kind != kind {
+            return Err(DatasetError::BadRequest(format!(
+                "dataset {uuid} is a {} dataset; finalise it with PUT /v1/{}/dataset",
+                kind_name(record.kind),
+                kind_name(record.kind)
+            )));
+        }
+        let expected: Vec<&str> = record.files.iter().map(|f| f.uuid.as_str()).collect();
+        let given: Vec<&str> = std::iter::once(input).chain(label).collect();
+        if expected != given {
+            return Err(DatasetError::BadRequest(format!(
+                "the file uuids do not match dataset {uuid}: expected uuid_input_file{} as returned when it was created",
+                if kind == DatasetKind::Mnist { " and uuid_label_file" } else { "" }
+            )));
+        }
+        if record.state == DatasetState::Ready {
+            return Ok(self.listed(&record));
+        }
+        // Hold every file's lock while checking and moving, so no chunk lands in between.
+        let uploads: Vec<_> = record.files.iter().map(|f| self.upload(&f.uuid)).collect::<Result<_, _>>()?;
+        let mut held: Vec<MutexGuard<'_, Upload>> = uploads.iter().map(|u| lock(u)).collect();
+        for (file, upload) in record.files.iter().zip(&held) {
+            if upload.received != upload.size {
+                let missing = upload.missing();
+                let first: Vec<String> = missing.iter().take(5).map(|[s, e]| format!("{s}..{e}")).collect();
+                return Err(DatasetError::Incomplete(format!(
+                    "the {} file has {} of {} bytes; missing {}{} (see GET /v1/dataset/progress?uuid={uuid})",
+                    role_name(file.role),
+                    upload.received,
+                    upload.size,
+                    first.join(", "),
+                    if missing.len() > 5 { ", ..." } else { "" }
+                )));
+            }
+        }
+        for upload in &mut held {
+            upload.file.sync_all().map_err(|e| io("sync", &self.upload_dir, e))?;
+            upload.closed = true;
+        }
+        record.state = DatasetState::Finalising;
+        self.store.put_dataset(&record)?;
+        self.move_into_place(&mut record)?;
+        drop(held);
+        let mut uploads = lock(&self.uploads);
+        for file in &record.files {
+            uploads.remove(&file.uuid);
+        }
+        drop(uploads);
+        let listed = self.listed(&record);
+        lock(&self.records).insert(record.uuid.clone(), record);
+        Ok(listed)
+    }
+
+    pub fn list(&self) -> Vec<Listed> {
+        let mut all: Vec<Listed> = lock(&self.records).values().map(|r| self.listed(r)).collect();
+        all.sort_by(|a, b| (a.created_at_ms, &a.name).cmp(&(b.created_at_ms, &b.name)));
+        all
+    }
+
+    /// Deletes a dataset, finished or not. Sessions that have its files open keep reading them.
+    pub fn delete(&self, uuid: &str) -> Result<Listed, DatasetError> {
+        let record = self.find(uuid)?;
+        let uploads: Vec<_> = {
+            let mut uploads = lock(&self.uploads);
+            record.files.iter().filter_map(|f| uploads.remove(&f.uuid)).collect()
+        };
+        for upload in &uploads {
+            lock(upload).closed = true;
+        }
+        self.store.settle_dataset(&record, false)?;
+        lock(&self.records).remove(&record.uuid);
+        for file in &record.files {
+            let _ = std::fs::remove_file(self.part_path(&file.uuid));
+        }
+        match record.kind {
+            DatasetKind::Csv => {
+                let _ = std::fs::remove_file(self.ready_dir.join(format!("{}.csv", record.name)));
+            }
+            DatasetKind::Mnist => {
+                let _ = std::fs::remove_dir_all(self.ready_dir.join(&record.name));
+            }
+        }
+        Ok(self.listed(&record))
+    }
+
+    /// Forgets unfinished uploads created before `cutoff`; returns how many.
+    pub(crate) fn prune_unfinished(&self, cutoff: SystemTime) -> usize {
+        let cutoff = millis(cutoff);
+        let stale: Vec<String> = lock(&self.records)
+            .values()
+            .filter(|r| r.state == DatasetState::Uploading && r.created_at_ms < cutoff)
+            .map(|r| r.uuid.clone())
+            .collect();
+        stale.iter().filter(|uuid| self.delete(uuid).is_ok()).count()
+    }
+
+    /// The host file behind a session path under `/data`, if it is a ready dataset file.
+    pub fn resolve(&self, guest_path: &str) -> Result<PathBuf, DatasetError> {
+        let not_found = || {
+            DatasetError::NotFound(format!(
+                "{guest_path:?} is not a dataset file; paths look like /data/<name>.csv or /data/<name>/input \
+                 (GET /v1/dataset lists them)"
+            ))
+        };
+        let rest = guest_path.strip_prefix("/data/").ok_or_else(not_found)?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let valid = match parts.as_slice() {
+            [file] => file.strip_suffix(".csv").is_some_and(|n| check_name(n).is_ok()),
+            [dir, file] => check_name(dir).is_ok() && matches!(*file, "input" | "label"),
+            _ => false,
+        };
+        let path = self.ready_dir.join(rest);
+        if valid && path.is_file() { Ok(path) } else { Err(not_found()) }
+    }
+
+    fn listed(&self, record: &DatasetRecord) -> Listed {
+        let paths = match record.state {
+            DatasetState::Ready => guest_paths(record),
+            _ => Vec::new(),
+        };
+        Listed {
+            uuid: record.uuid.clone(),
+            name: record.name.clone(),
+            kind: record.kind,
+            state: record.state,
+            size: record.files.iter().map(|f| f.size).sum(),
+            created_at_ms: record.created_at_ms,
+            paths,
+            files: record.files.clone(),
+        }
+    }
+
+    /// Moves a complete dataset's `.part` files to where sessions see them
+    /// and marks it ready. Safe to repeat after a crash half-way.
+    fn move_into_place(&self, record: &mut DatasetRecord) -> Result<(), DatasetError> {
+        for (file, target) in record.files.iter().zip(host_paths(&self.ready_dir, record)) {
+            let part = self.part_path(&file.uuid);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
+            }
+            if part.exists() {
+                std::fs::rename(&part, &target).map_err(|e| io("move", &part, e))?;
+            }
+            if let Some(parent) = target.parent() {
+                File::open(parent).and_then(|d| d.sync_all()).map_err(|e| io("sync", parent, e))?;
+            }
+        }
+        record.state = DatasetState::Ready;
+        self.store.settle_dataset(record, true)?;
+        Ok(())
+    }
+
+    fn part_path(&self, file: &str) -> PathBuf {
+        self.upload_dir.join(format!("{file}.part"))
+    }
+
+    fn find(&self, uuid: &str) -> Result<DatasetRecord, DatasetError> {
+        let records = lock(&self.records);
+        records
+            .get(uuid)
+            .or_else(|| records.values().find(|r| r.files.iter().any(|f| f.uuid == uuid)))
+            .cloned()
+            .ok_or_else(|| unknown_dataset(uuid))
+    }
+
+    fn file_record(&self, file: &str) -> Result<(DatasetRecord, FileRecord), DatasetError> {
+        let records = lock(&self.records);
+        let (record, found) = records
+            .values()
+            .find_map(|r| r.files.iter().find(|f| f.uuid == file).map(|f| (r.clone(), f.clone())))
+            .ok_or_else(|| {
+                DatasetError::NotFound(format!(
+                    "no file {file:?} is being uploaded; use the uuid_input_file or uuid_label_file returned \
+                     when the dataset was created"
+                ))
+            })?;
+        if record.state != DatasetState::Uploading {
+            return Err(DatasetError::Conflict(format!(
+                "dataset {:?} is finalised; it takes no more chunks (delete and create it again to replace it)",
+                record.name
+            )));
+        }
+        Ok((record, found))
+    }
+
+    /// The upload state of a file, loaded from the store on first use.
+    fn upload(&self, file: &str) -> Result<Arc<Mutex<Upload>>, DatasetError> {
+        if let Some(upload) = lock(&self.uploads).get(file) {
+            return Ok(upload.clone());
+        }
+        let (_, record) = self.file_record(file)?;
+        let path = self.part_path(file);
+        let part = std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| io("open", &path, e))?;
+        let ranges: BTreeMap<u64, u64> = self.store.chunks(file)?.into_iter().collect();
+        let received = ranges.values().sum();
+        let upload = Upload { file: part, size: record.size, ranges, received, closed: false };
+        Ok(lock(&self.uploads).entry(file.to_string()).or_insert_with(|| Arc::new(Mutex::new(upload))).clone())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn check_name(name: &str) -> Result<(), DatasetError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(DatasetError::BadRequest(format!(
+            "invalid dataset name {name:?}: use 1 to {MAX_NAME} letters, digits, '_' or '-'"
+        )))
+    }
+}
+
+fn unknown_dataset(uuid: &str) -> DatasetError {
+    DatasetError::NotFound(format!("no dataset {uuid:?}; GET /v1/dataset lists them"))
+}
+
+pub(crate) fn kind_name(kind: DatasetKind) -> &'static str {
+    match kind {
+        DatasetKind::Csv => "csv",
+        DatasetKind::Mnist => "mnist",
+    }
+}
+
+fn role_name(role: FileRole) -> &'static str {
+    match role {
+        FileRole::Input => "input",
+        FileRole::Label => "label",
+    }
+}
+
+/// Where a dataset's files live in a session, in the order of its files.
+fn guest_paths(record: &DatasetRecord) -> Vec<String> {
+    match record.kind {
+        DatasetKind::Csv => vec![format!("/data/{}.csv", record.name)],
+        DatasetKind::Mnist => {
+            record.files.iter().map(|f| format!("/data/{}/{}", record.name, role_name(f.role))).collect()
+        }
+    }
+}
+
+fn host_paths(ready_dir: &Path, record: &DatasetRecord) -> Vec<PathBuf> {
+    guest_paths(record).iter().map(|p| ready_dir.join(p.trim_start_matches("/data/"))).collect()
+}

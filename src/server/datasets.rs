@@ -1,0 +1,294 @@
+//! The datasets face (seed 003): REST calls to create, finalise, list and
+//! delete datasets and to see an upload's progress, and the upload socket on
+//! `GET /` whose first message is `{"token","uuid":<file uuid>,"target":"file_upload"}`.
+//!
+//! Upload frames are binary: an 8-byte little-endian byte position, then up to
+//! 1 MiB of the file. Each gets `{"success":1,"position","length","received",
+//! "size","duplicate","complete"}` once it is on disk, or `{"success":0,"error",
+//! "code","position"}`; the socket stays open either way.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::socket::{Connection, Incoming};
+use super::{App, parse_lenient};
+
+use crate::datasets::{DatasetError, Datasets, MAX_CHUNK, kind_name};
+use crate::store::DatasetKind;
+
+/// A REST error: `{code, error, context}` as the other REST routes, plus the short `reason`.
+fn refused(error: &DatasetError) -> Response {
+    let status = match error {
+        DatasetError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        DatasetError::NotFound(_) => StatusCode::NOT_FOUND,
+        DatasetError::Conflict(_) | DatasetError::Overlap(_) | DatasetError::Incomplete(_) => StatusCode::CONFLICT,
+        DatasetError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        DatasetError::OutOfRange(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+        DatasetError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if let DatasetError::Server(e) = error {
+        tracing::error!(error = %e, "a dataset request failed");
+    }
+    let body = json!({
+        "code": status.as_u16(),
+        "reason": error.code(),
+        "error": error.to_string(),
+        "context": "datasets: POST/PUT /v1/csv/dataset or /v1/mnist/dataset, GET /v1/dataset, GET /v1/dataset/progress?uuid=, DELETE /v1/dataset?uuid=",
+    });
+    (status, Json(body)).into_response()
+}
+
+fn bad(message: impl Into<String>) -> Response {
+    refused(&DatasetError::BadRequest(message.into()))
+}
+
+fn datasets(app: &App) -> Result<Arc<Datasets>, Response> {
+    app.datasets.clone().ok_or_else(|| {
+        let body = json!({
+            "code": 503,
+            "reason": "not_supported",
+            "error": "this server keeps no datasets: it was started without a data folder",
+            "context": "start it with sandlot serve --data-dir DIR",
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    })
+}
+
+fn body_object(body: &Bytes) -> Result<Map<String, Value>, Response> {
+    let text = std::str::from_utf8(body).map_err(|_| bad("the body must be UTF-8 JSON"))?;
+    match parse_lenient(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(bad("the body must be a JSON object")),
+        Err(e) => Err(bad(e)),
+    }
+}
+
+fn text_field<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'a str, Response> {
+    body.get(key).and_then(Value::as_str).ok_or_else(|| bad(format!("the body needs a \"{key}\" string")))
+}
+
+fn size_field(body: &Map<String, Value>, key: &str) -> Result<u64, Response> {
+    body.get(key)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad(format!("the body needs \"{key}\": the file's size in bytes")))
+}
+
+/// Runs blocking dataset work (disk writes, fsyncs) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, DatasetError> + Send + 'static,
+) -> Result<T, DatasetError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(DatasetError::Server(crate::Error::Storage(format!("the task failed: {e}")))))
+}
+
+async fn create(app: App, kind: DatasetKind, body: Bytes) -> Response {
+    let run = async {
+        let datasets = datasets(&app)?;
+        let body = body_object(&body)?;
+        let name = text_field(&body, "name")?.to_string();
+        let mut sizes = vec![size_field(&body, "input_data_size")?];
+        if kind == DatasetKind::Mnist {
+            sizes.push(size_field(&body, "label_data_size")?);
+        }
+        let record = blocking(move || datasets.create(kind, &name, &sizes)).await.map_err(|e| refused(&e))?;
+        let mut reply = json!({ "uuid": record.uuid, "name": record.name, "uuid_input_file": record.files[0].uuid });
+        if let Some(label) = record.files.get(1) {
+            reply["uuid_label_file"] = json!(label.uuid);
+        }
+        Ok::<_, Response>(Json(reply).into_response())
+    };
+    run.await.unwrap_or_else(|response| response)
+}
+
+async fn finalise(app: App, kind: DatasetKind, body: Bytes) -> Response {
+    let run = async {
+        let datasets = datasets(&app)?;
+        let body = body_object(&body)?;
+        let uuid = text_field(&body, "uuid")?.to_string();
+        let input = text_field(&body, "uuid_input_file")?.to_string();
+        let label = match kind {
+            DatasetKind::Mnist => Some(text_field(&body, "uuid_label_file")?.to_string()),
+            DatasetKind::Csv => None,
+        };
+        let listed = blocking(move || datasets.finalise(kind, &uuid, &input, label.as_deref()))
+            .await
+            .map_err(|e| refused(&e))?;
+        Ok::<_, Response>(Json(json!(listed)).into_response())
+    };
+    run.await.unwrap_or_else(|response| response)
+}
+
+pub(crate) async fn create_csv(State(app): State<App>, body: Bytes) -> Response {
+    create(app, DatasetKind::Csv, body).await
+}
+
+pub(crate) async fn create_mnist(State(app): State<App>, body: Bytes) -> Response {
+    create(app, DatasetKind::Mnist, body).await
+}
+
+pub(crate) async fn finalise_csv(State(app): State<App>, body: Bytes) -> Response {
+    finalise(app, DatasetKind::Csv, body).await
+}
+
+pub(crate) async fn finalise_mnist(State(app): State<App>, body: Bytes) -> Response {
+    finalise(app, DatasetKind::Mnist, body).await
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ByUuid {
+    uuid: Option<String>,
+}
+
+fn uuid_param(query: ByUuid) -> Result<String, Response> {
+    query.uuid.filter(|u| !u.is_empty()).ok_or_else(|| bad("add ?uuid=<dataset uuid> to the path"))
+}
+
+pub(crate) async fn progress(State(app): State<App>, Query(query): Query<ByUuid>) -> Response {
+    let run = async {
+        let datasets = datasets(&app)?;
+        let uuid = uuid_param(query)?;
+        let progress = blocking(move || datasets.progress(&uuid)).await.map_err(|e| refused(&e))?;
+        Ok::<_, Response>(Json(json!(progress)).into_response())
+    };
+    run.await.unwrap_or_else(|response| response)
+}
+
+pub(crate) async fn list(State(app): State<App>) -> Response {
+    match datasets(&app) {
+        Ok(datasets) => Json(json!({ "datasets": datasets.list() })).into_response(),
+        Err(response) => response,
+    }
+}
+
+pub(crate) async fn delete(State(app): State<App>, Query(query): Query<ByUuid>) -> Response {
+    let run = async {
+        let datasets = datasets(&app)?;
+        let uuid = uuid_param(query)?;
+        let deleted = blocking(move || datasets.delete(&uuid)).await.map_err(|e| refused(&e))?;
+        Ok::<_, Response>(Json(json!({ "deleted": deleted })).into_response())
+    };
+    run.await.unwrap_or_else(|response| response)
+}
+
+/// One file's upload socket, from its accepted first message to its close.
+pub(crate) async fn upload(app: App, mut connection: Connection, first: Map<String, Value>) {
+    let outbox = connection.outbox.clone();
+    let fail = |error: String, code: &str| json!({ "success": 0, "error": error, "code": code });
+    let opened = async {
+        let datasets = app.datasets.clone().ok_or_else(|| {
+            fail("this server keeps no datasets: it was started without a data folder".into(), "not_supported")
+        })?;
+        let file = first.get("uuid").and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
+            fail(
+                "an upload's first message needs \"uuid\": the file's uuid (uuid_input_file or uuid_label_file)".into(),
+                "bad_request",
+            )
+        })?;
+        let (d, f) = (datasets.clone(), file.clone());
+        let progress = blocking(move || {
+            d.check_upload_target(&f)?;
+            d.progress(&f)
+        })
+        .await
+        .map_err(|e| fail(e.to_string(), e.code()))?;
+        let dataset = json!({ "uuid": progress.uuid, "name": progress.name, "kind": kind_name(progress.kind) });
+        let state = progress.files.into_iter().find(|f| f.uuid == file).map(|f| json!(f)).unwrap_or(Value::Null);
+        Ok::<_, Value>((datasets, file, dataset, state))
+    };
+    let (datasets, file, dataset, state) = match opened.await {
+        Ok(opened) => opened,
+        Err(refusal) => {
+            outbox.json(refusal).await;
+            connection.close().await;
+            return;
+        }
+    };
+    let mut hello = json!({ "success": 1, "dataset": dataset, "maxChunk": MAX_CHUNK });
+    if let (Value::Object(fields), Some(hello)) = (state, hello.as_object_mut()) {
+        hello.extend(fields);
+    }
+    outbox.json(hello).await;
+    connection.accept_binary();
+    while let Some(incoming) = connection.next().await {
+        let reply = match incoming {
+            Incoming::Binary(frame) if frame.len() < 8 => {
+                fail("a chunk starts with its 8-byte little-endian position, then the bytes".into(), "bad_request")
+            }
+            Incoming::Binary(frame) => {
+                let position = u64::from_le_bytes(frame[..8].try_into().expect("8 bytes"));
+                let (d, f, data) = (datasets.clone(), file.clone(), frame.slice(8..));
+                match blocking(move || d.write_chunk(&f, position, &data)).await {
+                    Ok(ack) => {
+                        let mut reply = json!(ack);
+                        reply["success"] = json!(1);
+                        reply
+                    }
+                    Err(e) => {
+                        let mut reply = fail(e.to_string(), e.code());
+                        reply["position"] = json!(position);
+                        reply
+                    }
+                }
+            }
+            Incoming::Text(_) => fail(
+                "this socket takes the file as binary frames: an 8-byte little-endian position, then up to 1 MiB"
+                    .into(),
+                "bad_request",
+            ),
+            Incoming::Refused(why) => fail(why.to_string(), "too_large"),
+        };
+        if !outbox.json(reply).await {
+            break;
+        }
+    }
+    connection.close().await;
+}
+
+/// Reads a dataset file for `run_model` with `is_data: false`: its CSV rows,
+/// numbers where cells are numbers; a header row (text over numbers) is dropped.
+pub(crate) async fn rows(datasets: &Datasets, guest_path: &str, max_bytes: usize) -> Result<Value, DatasetError> {
+    let path: PathBuf = datasets.resolve(guest_path)?;
+    let guest_path = guest_path.to_string();
+    blocking(move || {
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if size > max_bytes as u64 {
+            return Err(DatasetError::TooLarge(format!(
+                "{guest_path} has {size} bytes; run_model reads at most {max_bytes}: predict on a smaller file or send the data inline"
+            )));
+        }
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_path(&path).map_err(|e| {
+            DatasetError::Server(crate::Error::Storage(format!("could not read {guest_path}: {e}")))
+        })?;
+        let mut rows = Vec::new();
+        for record in reader.records() {
+            let record = record.map_err(|e| DatasetError::BadRequest(format!("{guest_path} is not valid CSV: {e}")))?;
+            rows.push(record.iter().map(cell).collect::<Vec<Value>>());
+        }
+        let numeric = |row: &Vec<Value>| row.iter().all(Value::is_number);
+        if rows.len() > 1 && !numeric(&rows[0]) && numeric(&rows[1]) {
+            rows.remove(0);
+        }
+        Ok(json!(rows))
+    })
+    .await
+}
+
+fn cell(text: &str) -> Value {
+    let trimmed = text.trim();
+    if let Ok(n) = trimmed.parse::<i64>() {
+        return json!(n);
+    }
+    match trimmed.parse::<f64>() {
+        Ok(x) if x.is_finite() => json!(x),
+        _ => json!(text),
+    }
+}

@@ -1,0 +1,317 @@
+//! The server's durable state: one redb database (`state.redb`) in the data
+//! folder, holding finished runs (status, timings, placeholders), datasets and
+//! the chunks of uploads still in progress.
+//!
+//! Every write is one redb transaction committed with `Durability::Immediate`
+//! (fsynced before `commit` returns), so what a client was told is saved stays
+//! saved through a `kill -9` or a power cut, and a half-done write is never
+//! seen. Finished runs reach the store through `RunWriter`, which commits
+//! whatever has queued up in one transaction (group commit), off the request path.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::language::Language;
+use crate::session::{EndReason, RunOutcome};
+
+/// Finished runs by id: JSON `RunRecord`s.
+const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+/// Datasets by uuid: JSON `DatasetRecord`s.
+const DATASETS: TableDefinition<&str, &[u8]> = TableDefinition::new("datasets");
+/// Received chunks of unfinished uploads: (file uuid, byte position) → length.
+const CHUNKS: TableDefinition<(&str, u64), u64> = TableDefinition::new("chunks");
+
+/// The database of one data folder.
+pub(crate) struct Store {
+    db: Database,
+}
+
+fn storage(e: impl std::fmt::Display) -> Error {
+    Error::Storage(e.to_string())
+}
+
+impl Store {
+    /// Opens (or creates) `state.redb` in `folder`.
+    pub(crate) fn open(folder: &Path) -> Result<Arc<Self>, Error> {
+        std::fs::create_dir_all(folder)
+            .map_err(|e| Error::Storage(format!("could not create the data folder {}: {e}", folder.display())))?;
+        let path = folder.join("state.redb");
+        let db = Database::create(&path).map_err(|e| {
+            Error::Storage(format!(
+                "could not open {}: {e} (is another sandlot using this data folder?)",
+                path.display()
+            ))
+        })?;
+        let txn = db.begin_write().map_err(storage)?;
+        txn.open_table(RUNS).map_err(storage)?;
+        txn.open_table(DATASETS).map_err(storage)?;
+        txn.open_table(CHUNKS).map_err(storage)?;
+        txn.commit().map_err(storage)?;
+        Ok(Arc::new(Store { db }))
+    }
+
+    pub(crate) fn put_runs(&self, records: &[RunRecord]) -> Result<(), Error> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut runs = txn.open_table(RUNS).map_err(storage)?;
+            for record in records {
+                let json = serde_json::to_vec(record).map_err(storage)?;
+                runs.insert(record.id.as_str(), json.as_slice()).map_err(storage)?;
+            }
+        }
+        txn.commit().map_err(storage)
+    }
+
+    pub(crate) fn run(&self, id: &str) -> Result<Option<RunRecord>, Error> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let runs = txn.open_table(RUNS).map_err(storage)?;
+        let Some(json) = runs.get(id).map_err(storage)? else { return Ok(None) };
+        serde_json::from_slice(json.value()).map(Some).map_err(storage)
+    }
+
+    /// Forgets runs that ended before `cutoff`; returns how many.
+    pub(crate) fn prune_runs(&self, cutoff: SystemTime) -> Result<usize, Error> {
+        let cutoff = millis(cutoff);
+        let txn = self.db.begin_write().map_err(storage)?;
+        let mut pruned = 0;
+        {
+            let mut runs = txn.open_table(RUNS).map_err(storage)?;
+            runs.retain(|_, json| {
+                let keep = serde_json::from_slice::<RunRecord>(json).map_or(false, |r| r.ended_at_ms >= cutoff);
+                pruned += usize::from(!keep);
+                keep
+            })
+            .map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        Ok(pruned)
+    }
+
+    pub(crate) fn put_dataset(&self, dataset: &DatasetRecord) -> Result<(), Error> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut datasets = txn.open_table(DATASETS).map_err(storage)?;
+            let json = serde_json::to_vec(dataset).map_err(storage)?;
+            datasets.insert(dataset.uuid.as_str(), json.as_slice()).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)
+    }
+
+    pub(crate) fn datasets(&self) -> Result<Vec<DatasetRecord>, Error> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let datasets = txn.open_table(DATASETS).map_err(storage)?;
+        let mut all = Vec::new();
+        for row in datasets.iter().map_err(storage)? {
+            let (_, json) = row.map_err(storage)?;
+            all.push(serde_json::from_slice(json.value()).map_err(storage)?);
+        }
+        Ok(all)
+    }
+
+    /// Saves `dataset` (or deletes it, when `keep` is false) and forgets the
+    /// chunks of its files, in one transaction.
+    pub(crate) fn settle_dataset(&self, dataset: &DatasetRecord, keep: bool) -> Result<(), Error> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut datasets = txn.open_table(DATASETS).map_err(storage)?;
+            if keep {
+                let json = serde_json::to_vec(dataset).map_err(storage)?;
+                datasets.insert(dataset.uuid.as_str(), json.as_slice()).map_err(storage)?;
+            } else {
+                datasets.remove(dataset.uuid.as_str()).map_err(storage)?;
+            }
+            let mut chunks = txn.open_table(CHUNKS).map_err(storage)?;
+            for file in &dataset.files {
+                let uuid = file.uuid.as_str();
+                chunks.retain_in((uuid, 0)..=(uuid, u64::MAX), |_, _| false).map_err(storage)?;
+            }
+        }
+        txn.commit().map_err(storage)
+    }
+
+    pub(crate) fn add_chunk(&self, file: &str, position: u64, length: u64) -> Result<(), Error> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut chunks = txn.open_table(CHUNKS).map_err(storage)?;
+            chunks.insert((file, position), length).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)
+    }
+
+    /// The chunks received for `file`, as (position, length), in order.
+    pub(crate) fn chunks(&self, file: &str) -> Result<Vec<(u64, u64)>, Error> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let chunks = txn.open_table(CHUNKS).map_err(storage)?;
+        let mut all = Vec::new();
+        for row in chunks.range((file, 0)..=(file, u64::MAX)).map_err(storage)? {
+            let (key, length) = row.map_err(storage)?;
+            all.push((key.value().1, length.value()));
+        }
+        Ok(all)
+    }
+}
+
+pub(crate) fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What is kept of a finished run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct RunRecord {
+    pub id: String,
+    pub language: String,
+    pub started_at_ms: u64,
+    pub ended_at_ms: u64,
+    pub exit_code: i32,
+    pub reason: String,
+    pub message: Option<String>,
+    pub wall_time_us: u64,
+    pub fuel_used: u64,
+    pub peak_memory: usize,
+    pub placeholders: Map<String, Value>,
+}
+
+impl RunRecord {
+    pub(crate) fn new(
+        id: &str,
+        language: Language,
+        started_at: SystemTime,
+        outcome: &RunOutcome,
+        placeholders: Map<String, Value>,
+    ) -> Self {
+        RunRecord {
+            id: id.to_string(),
+            language: language.name().to_string(),
+            started_at_ms: millis(started_at),
+            ended_at_ms: millis(SystemTime::now()),
+            exit_code: outcome.exit_code,
+            reason: outcome.reason.as_str().to_string(),
+            message: outcome.message.clone(),
+            wall_time_us: outcome.wall_time.as_micros() as u64,
+            fuel_used: outcome.fuel_used,
+            peak_memory: outcome.peak_memory,
+            placeholders,
+        }
+    }
+
+    pub(crate) fn started_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.started_at_ms)
+    }
+
+    pub(crate) fn outcome(&self) -> RunOutcome {
+        RunOutcome {
+            exit_code: self.exit_code,
+            reason: EndReason::ALL.into_iter().find(|r| r.as_str() == self.reason).unwrap_or(EndReason::Error),
+            message: self.message.clone(),
+            wall_time: Duration::from_micros(self.wall_time_us),
+            fuel_used: self.fuel_used,
+            peak_memory: self.peak_memory,
+        }
+    }
+}
+
+/// Saves finished runs in batches on a thread of its own. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct RunWriter {
+    queue: std_mpsc::Sender<Job>,
+}
+
+enum Job {
+    Save(Box<RunRecord>),
+    /// Answered once everything queued before it is committed.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+impl RunWriter {
+    pub(crate) fn start(store: Arc<Store>) -> Result<Self, Error> {
+        let (queue, pending) = std_mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sandlot-records".into())
+            .spawn(move || {
+                while let Ok(first) = pending.recv() {
+                    let (mut batch, mut flushes) = (Vec::new(), Vec::new());
+                    for job in std::iter::once(first).chain(pending.try_iter()) {
+                        match job {
+                            Job::Save(record) => batch.push(*record),
+                            Job::Flush(done) => flushes.push(done),
+                        }
+                    }
+                    if !batch.is_empty()
+                        && let Err(e) = store.put_runs(&batch)
+                    {
+                        tracing::error!(error = %e, runs = batch.len(), "could not save finished runs");
+                    }
+                    for done in flushes {
+                        let _ = done.send(());
+                    }
+                }
+            })
+            .map_err(|e| Error::Storage(format!("could not start the record writer: {e}")))?;
+        Ok(RunWriter { queue })
+    }
+
+    pub(crate) fn save(&self, record: RunRecord) {
+        if self.queue.send(Job::Save(Box::new(record))).is_err() {
+            tracing::error!("the record writer has stopped; a finished run was not saved");
+        }
+    }
+
+    /// Waits until every run saved so far is committed.
+    pub(crate) async fn flush(&self) {
+        let (done, committed) = tokio::sync::oneshot::channel();
+        if self.queue.send(Job::Flush(done)).is_ok() {
+            let _ = committed.await;
+        }
+    }
+}
+
+/// The kinds of dataset: one CSV file, or an input and a label file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum DatasetKind {
+    Csv,
+    Mnist,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum DatasetState {
+    /// Taking chunks.
+    Uploading,
+    /// Complete; its files are being moved into place (finished at start-up
+    /// if the server stopped half-way).
+    Finalising,
+    /// Visible to sessions under `/data`.
+    Ready,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum FileRole {
+    Input,
+    Label,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct FileRecord {
+    pub uuid: String,
+    pub role: FileRole,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct DatasetRecord {
+    pub uuid: String,
+    pub name: String,
+    pub kind: DatasetKind,
+    pub state: DatasetState,
+    pub created_at_ms: u64,
+    pub files: Vec<FileRecord>,
+}
