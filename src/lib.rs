@@ -18,6 +18,7 @@ mod program;
 mod registry;
 mod report;
 mod runtime;
+mod sci;
 mod server;
 mod session;
 mod store;
