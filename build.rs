@@ -28,6 +28,15 @@ fn main() {
         let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
         println!("cargo:rustc-env=SANDLOT_GUEST_DIGEST_{name}={digest}");
     }
+    // python-sci is loaded at run time (it is 150 MB); its digest is that of
+    // its files' digests, written by build.sh.
+    let sums = dir.join("python-sci/guest.sha256");
+    println!("cargo:rerun-if-changed={}", sums.display());
+    let bytes = std::fs::read(&sums).unwrap_or_else(|e| {
+        panic!("python-sci is missing ({e}).\nBuild the guests first: ./dev.sh build (or guest-runtimes/build.sh).")
+    });
+    let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    println!("cargo:rustc-env=SANDLOT_GUEST_DIGEST_PYTHON_SCI={digest}");
 }
 
 /// The wasmtime version from Cargo.lock and today's date, for `GET /v1/info`.

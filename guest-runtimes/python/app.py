@@ -1,4 +1,5 @@
-"""The sandlot Python guest: CPython 3.14 as a component exporting `run`, `eval`, `predict`.
+"""The sandlot Python guest: CPython 3.14 as a component exporting `run`, `eval`, `predict`
+(the logic is in _sandlot_driver.py, shared with python-sci).
 
 componentize-py runs this module's top level at build time and snapshots the heap,
 so everything imported here is ready at instantiation and nothing else of the
@@ -8,18 +9,10 @@ No exception may escape an export: that traps and kills the instance. Each expor
 catches BaseException and turns it into an exit status plus a traceback on stderr.
 """
 
-import importlib.abc
-import io
-import importlib.util
-import json
-import linecache
-import os
 import pkgutil
 import sys
-import traceback
-import types as _pytypes
 
-import sandlot
+import _sandlot_driver as driver
 import wit_world
 from componentize_py_types import Err
 from wit_world.imports import input as _input
@@ -56,152 +49,19 @@ def _import_stdlib():
 _import_stdlib()
 
 
-class _UserFiles(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Serves a run's files as importable modules and packages, from memory."""
-
-    def __init__(self, files):
-        self.modules = {}
-        for name, content in files.items():
-            if not name.endswith(".py"):
-                continue
-            parts = name[:-3].split("/")
-            is_package = parts[-1] == "__init__"
-            if is_package:
-                parts = parts[:-1]
-            if parts and all(p.isidentifier() for p in parts):
-                self.modules[".".join(parts)] = (name, content, is_package)
-
-    def find_spec(self, fullname, path=None, target=None):
-        entry = self.modules.get(fullname)
-        if entry is None:
-            return None
-        filename, _, is_package = entry
-        return importlib.util.spec_from_loader(
-            fullname, self, origin=filename, is_package=is_package)
-
-    def create_module(self, spec):
-        return None
-
-    def exec_module(self, module):
-        filename, content, is_package = self.modules[module.__spec__.name]
-        module.__file__ = filename
-        if is_package:
-            module.__path__ = [filename.rsplit("/", 1)[0] if "/" in filename else ""]
-        exec(compile(content, filename, "exec"), module.__dict__)
-
-
-def _normalise(name):
-    name = name.replace("\\", "/")
-    while name.startswith("./"):
-        name = name[2:]
-    return name.lstrip("/")
-
-
-def _exit_status(exc):
-    code = exc.code
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF if code >= 0 else 1
-    print(code, file=sys.stderr)
-    return 1
-
-
-def _report(exc):
-    # Drop the driver's own frames: the user's traceback starts at their code.
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-        tb = tb.tb_next
-    traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
-
-
-def _guarded(body):
-    try:
-        body()
-        return 0
-    except SystemExit as e:
-        return _exit_status(e)
-    except BaseException as e:
-        try:
-            _report(e)
-        except BaseException:
-            pass
-        return 1
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
-
-
-# componentize-py may make a new WitWorld for each export call: the live state
-# of the session is kept here, at module level.
-_state = {"main": None, "finder": None}
-
-
 class WitWorld(wit_world.WitWorld):
+    # componentize-py may make a new WitWorld for each export call: the live
+    # state of the session is kept in _sandlot_driver.py, at module level.
 
     def run(self, program):
-        def body():
-            files = {_normalise(f.name): f.content for f in program.files}
-            main_file = _normalise(program.main_file)
-            if main_file not in files:
-                raise FileNotFoundError(f"main file {main_file!r} is not among the program's files")
-            _reset(files)
-            for name, content in files.items():
-                linecache.cache[name] = (len(content), None, content.splitlines(True), name)
-            _state["main"].__file__ = main_file
-            sys.argv = [main_file, *program.args]
-            os.environ.clear()
-            os.environ.update(dict(program.env))
-            context = _input.context()
-            sandlot.context = None if context is None else json.loads(context)
-            code = compile(files[main_file], main_file, "exec")
-            exec(code, _state["main"].__dict__)
-
-        return _guarded(body)
+        files = {f.name: f.content for f in program.files}
+        return driver.run(files, program.main_file, program.args, program.env, _input.context())
 
     def eval(self, code):
-        def body():
-            if _state["main"] is None:
-                _reset({})
-            linecache.cache["<eval>"] = (len(code), None, code.splitlines(True), "<eval>")
-            exec(compile(code, "<eval>", "exec"), _state["main"].__dict__)
-
-        return _guarded(body)
+        return driver.eval_code(code)
 
     def predict(self, name, input):
         try:
-            return sandlot._predict(name, input)
-        except BaseException as e:
-            message = "".join(traceback.format_exception_only(type(e), e)).strip()
-            raise Err(message)
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-
-
-
-def _reset(files):
-    """Forgets the last run's modules and globals, and serves `files` instead."""
-    if _state["finder"] is not None:
-        sys.meta_path.remove(_state["finder"])
-        for name in _state["finder"].modules:
-            sys.modules.pop(name, None)
-    finder = _UserFiles(files)
-    sys.meta_path.insert(0, finder)
-    main = _pytypes.ModuleType("__main__")
-    main.__builtins__ = __builtins__
-    _state["finder"], _state["main"] = finder, main
-    sys.modules["__main__"] = main
-    # Stream output line by line, as a terminal would, so clients see it live
-    # and a print() arrives as one chunk rather than one per write.
-    sys.stdout = _line_buffered(1)
-    sys.stderr = _line_buffered(2)
-
-
-def _line_buffered(fd):
-    raw = io.FileIO(fd, "w", closefd=False)
-    return io.TextIOWrapper(
-        io.BufferedWriter(raw), encoding="utf-8", errors="backslashreplace", line_buffering=True)
+            return driver.predict(name, input)
+        except driver.PredictionError as e:
+            raise Err(str(e))

@@ -1,17 +1,15 @@
 """The host's capabilities as user code sees them: `import sandlot`.
 
-Every function here is a thin wrapper over one WIT import (see wit/sandlot.wit);
-the logic lives in the host. Values cross as JSON, so anything `json.dumps`
+Every function here is a thin wrapper over one host call (see wit/sandlot.wit),
+made through `_sandlot_host`: WIT imports in the component guest, the JSON
+door in python-sci. The logic lives in the host. Values cross as JSON, so anything `json.dumps`
 accepts may be saved.
 """
 
 import json
 
-from componentize_py_types import Err
-from wit_world.imports import engine as _engine
-from wit_world.imports import models as _models
-from wit_world.imports import placeholders as _placeholders
-from wit_world.imports import stats as _stats
+import _sandlot_host as _host
+from _sandlot_host import HostError
 
 __all__ = [
     "SandlotError", "EngineError", "set_placeholder", "get_placeholder",
@@ -40,7 +38,10 @@ def _json(value, what):
 
 
 def _to_jsonable(value):
-    # numpy arrays and scalars, pandas objects: anything that can list itself.
+    # pandas DataFrames as {column: [values]}; numpy arrays and scalars, pandas
+    # Series: anything that can list itself.
+    if hasattr(value, "columns") and hasattr(value, "to_dict"):
+        return value.to_dict(orient="list")
     for method in ("tolist", "to_dict"):
         if hasattr(value, method):
             return getattr(value, method)()
@@ -54,16 +55,16 @@ def set_placeholder(name, value):
     if not isinstance(name, str):
         raise TypeError("placeholder name must be a str")
     try:
-        _placeholders.set(name, _json(value, "placeholder value"))
-    except Err as e:
-        raise SandlotError(e.value) from None
+        _host.set_placeholder(name, _json(value, "placeholder value"))
+    except HostError as e:
+        raise SandlotError(str(e)) from None
 
 
 def get_placeholder(name):
     """The value saved under `name`, or None."""
     if not isinstance(name, str):
         raise TypeError("placeholder name must be a str")
-    text = _placeholders.get(name)
+    text = _host.get_placeholder(name)
     return None if text is None else json.loads(text)
 
 
@@ -74,9 +75,9 @@ def save_model(name, model):
     if not (callable(getattr(model, "predict", None)) or callable(model)):
         raise TypeError("a model must have a .predict(x) method or be callable")
     try:
-        _models.register(name)
-    except Err as e:
-        raise SandlotError(e.value) from None
+        _host.register_model(name)
+    except HostError as e:
+        raise SandlotError(str(e)) from None
     _models_held[name] = model
 
 
@@ -87,13 +88,9 @@ def stats(values):
     except (TypeError, ValueError) as e:
         raise TypeError(f"stats needs a list of numbers: {e}") from None
     try:
-        s = _stats.describe(numbers)
-    except Err as e:
-        raise ValueError(e.value) from None
-    return {
-        "count": s.count, "mean": s.mean, "std": s.std, "min": s.min,
-        "25%": s.q1, "50%": s.median, "75%": s.q3, "max": s.max,
-    }
+        return _host.describe(numbers)
+    except HostError as e:
+        raise ValueError(str(e)) from None
 
 
 def engine(command, args=None):
@@ -101,9 +98,9 @@ def engine(command, args=None):
     if not isinstance(command, str):
         raise TypeError("engine command must be a str")
     try:
-        answer = _engine.command(command, _json(args, "engine args"))
-    except Err as e:
-        raise EngineError(e.value) from None
+        answer = _host.engine_command(command, _json(args, "engine args"))
+    except HostError as e:
+        raise EngineError(str(e)) from None
     return json.loads(answer)
 
 

@@ -85,6 +85,33 @@ impl WsClient {
         }
     }
 
+    /// EXEC → the first LOG that carries `expected`; then waits for the STOP.
+    pub(super) async fn first_output(
+        &mut self,
+        language: Language,
+        code: &str,
+        expected: &str,
+    ) -> BenchResult<std::time::Duration> {
+        let started = std::time::Instant::now();
+        let runid = self.spawn(language, code).await?;
+        let mut first = None;
+        loop {
+            let event = self.recv().await?;
+            if event["data"]["runid"] != runid.as_str() {
+                continue;
+            }
+            match event["code"].as_u64() {
+                Some(3)
+                    if first.is_none() && event["data"]["stdout"].as_str().is_some_and(|s| s.contains(expected)) =>
+                {
+                    first = Some(started.elapsed());
+                }
+                Some(4) => return first.ok_or_else(|| format!("the run printed no {expected:?}: {event}").into()),
+                _ => {}
+            }
+        }
+    }
+
     pub(super) async fn kill(&mut self, runid: &str) -> BenchResult<()> {
         self.send(json!({ "op": 2, "args": { "runid": runid } })).await
     }

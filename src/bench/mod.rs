@@ -164,6 +164,9 @@ pub struct Report {
     pub machine: Machine,
     pub settings: Settings,
     pub languages: Vec<LanguageReport>,
+    /// python-sci through the WebSocket: EXEC → first output of a program
+    /// that imports pandas and scikit-learn (already imported in its image).
+    pub python_sci_first_output: Summary,
 }
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -190,9 +193,17 @@ pub async fn run(runtime: Runtime, settings: Settings, out_dir: PathBuf) -> Benc
     }));
 
     let mut languages = Vec::new();
-    for language in Language::ALL {
+    for language in Language::COMPONENTS {
         languages.push(measure_language(&runtime, &settings, address, language).await?);
     }
+    eprintln!("bench: python-sci: EXEC to first output with pandas and scikit-learn");
+    let mut ws = WsClient::connect(address, "/v1/ws").await?;
+    let mut first_output = Vec::with_capacity(settings.runs);
+    for _ in 0..settings.runs {
+        let code = "import pandas, sklearn.ensemble\nprint('ready')";
+        first_output.push(ws.first_output(Language::PythonSci, code, "ready").await?);
+    }
+    let python_sci_first_output = summarize(&first_output);
     let _ = stop_server.send(());
     server.await??;
 
@@ -203,6 +214,7 @@ pub async fn run(runtime: Runtime, settings: Settings, out_dir: PathBuf) -> Benc
         machine: machine(),
         settings,
         languages,
+        python_sci_first_output,
     };
     std::fs::create_dir_all(&out_dir)?;
     std::fs::write(out_dir.join("bench.json"), serde_json::to_string_pretty(&report)?)?;
@@ -284,7 +296,7 @@ async fn measure_language(
 
 fn hello(language: Language) -> &'static str {
     match language {
-        Language::Python => "print('hello')",
+        Language::Python | Language::PythonSci => "print('hello')",
         Language::JavaScript => "console.log('hello')",
     }
 }
@@ -321,7 +333,7 @@ async fn cold_start(runtime: &Runtime, language: Language, runs: usize) -> Bench
 /// Spawning the native interpreter per run, as process-based runners do.
 fn baseline(language: Language, runs: usize) -> Option<Baseline> {
     let (program, args): (&str, [&str; 2]) = match language {
-        Language::Python => ("python3", ["-c", "print('hello')"]),
+        Language::Python | Language::PythonSci => ("python3", ["-c", "print('hello')"]),
         Language::JavaScript => ("node", ["-e", "console.log('hello')"]),
     };
     let mut times = Vec::with_capacity(runs);
@@ -414,7 +426,7 @@ async fn kill_latency(
     background: usize,
 ) -> BenchResult<Summary> {
     let spin = match language {
-        Language::Python => "while True:\n    pass",
+        Language::Python | Language::PythonSci => "while True:\n    pass",
         Language::JavaScript => "for (;;) {}",
     };
     let mut busy = WsClient::connect(address, "/v1/ws").await?;
@@ -523,5 +535,12 @@ pub fn markdown(report: &Report) -> String {
             format!("{:.1} s / {:.1} MiB / {} ms", c.compile_seconds, c.native_bytes as f64 / 1048576.0, ms(c.load_ms))
         })
     });
+    let sci = &report.python_sci_first_output;
+    out.push_str(&format!(
+        "\npython-sci (pandas + scikit-learn imported), WebSocket EXEC → first output: {} ms (p90 {}, p99 {})\n",
+        ms(sci.median_ms),
+        ms(sci.p90_ms),
+        ms(sci.p99_ms)
+    ));
     out
 }

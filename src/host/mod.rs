@@ -4,6 +4,7 @@
 //! with no preopens, no environment of the host's, no network; output into
 //! the session's channel; and these capabilities.
 
+pub(crate) mod door;
 mod engine;
 mod input;
 mod limiter;
@@ -18,8 +19,9 @@ pub(crate) use stats::describe;
 
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{WasiCtxView, WasiView};
 
 wasmtime::component::bindgen!({
     path: "wit",
@@ -32,18 +34,21 @@ pub(crate) use self::sandlot::guest::types::{Program as WitProgram, SourceFile a
 
 /// Everything one guest instance may touch; owned by its `Store`.
 pub(crate) struct HostState {
-    pub(crate) wasi: WasiCtx,
-    pub(crate) table: ResourceTable,
+    /// WASI for either kind of guest: a preview 1 context is a preview 2 one
+    /// with an adapter (the components use its preview 2 view).
+    pub(crate) wasi: WasiP1Ctx,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) placeholders: Placeholders,
     pub(crate) models: models::ModelNames,
     pub(crate) engine: Arc<dyn EngineBridge>,
     pub(crate) context: Option<serde_json::Value>,
+    /// A python-sci prediction's answer, as its door call left it.
+    pub(crate) prediction: Option<Result<String, String>>,
 }
 
 impl HostState {
     pub(crate) fn new(
-        wasi: WasiCtx,
+        wasi: WasiP1Ctx,
         limiter: MemoryLimiter,
         placeholders: Placeholders,
         engine: Arc<dyn EngineBridge>,
@@ -51,12 +56,12 @@ impl HostState {
     ) -> Self {
         HostState {
             wasi,
-            table: ResourceTable::new(),
             limiter,
             placeholders,
             models: models::ModelNames::default(),
             engine,
             context,
+            prediction: None,
         }
     }
 
@@ -71,8 +76,16 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        self.wasi.ctx()
     }
+}
+
+/// Links WASI preview 1 and the door, for python-sci's core module.
+pub(crate) fn core_linker(engine: &wasmtime::Engine) -> wasmtime::Result<wasmtime::Linker<HostState>> {
+    let mut linker = wasmtime::Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut HostState| &mut state.wasi)?;
+    linker.func_wrap_async("host", "call", |caller, args: (i32, i32, i32, i32)| Box::new(door::call(caller, args)))?;
+    Ok(linker)
 }
 
 /// Links WASI preview 2 and the sandlot interfaces.

