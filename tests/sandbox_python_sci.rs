@@ -77,7 +77,9 @@ async fn the_host_stays_out_of_reach() {
                 for p in ['/etc/passwd', '/usr/local/lib/python315.zip']:\n    \
                     try:\n        open(p, 'rb').read(1); print('read', p)\n    \
                     except OSError:\n        print('refused', p)\n\
-                try:\n    open('/usr/local/lib/x', 'w')\nexcept OSError:\n    print('no writes')\n\
+                for p in ['/usr/local/lib/x', '/tmp/matplotlib/x', '/tmp/x', '/data/x']:\n    \
+                    try:\n        open(p, 'w').write('x'); print('WROTE', p)\n    except OSError:\n        pass\n\
+                print('no writes')\n\
                 try:\n    import socket\n    socket.create_connection(('127.0.0.1', 80), timeout=1)\nexcept (OSError, ImportError, AttributeError):\n    print('no network')";
     let mut p = program(&[("main.py", code)]);
     p.env = vec![("MINE".into(), "1".into())];
@@ -174,4 +176,29 @@ async fn pandas_reads_a_dataset_and_run_model_takes_a_dataset_path() {
         .send(json!({ "action": "run_model", "model": { "sessionId": id, "name": "double", "is_data": false, "data": "/data/points.csv" } }))
         .await;
     assert_eq!(client.recv().await["prediction"], json!([2, 4, 60, 80]));
+}
+
+#[tokio::test]
+async fn fuel_and_output_limits_apply() {
+    let ran =
+        run_with(SCI, program(&[("main.py", "while True:\n    pass")]), Limits::default().with_fuel(2_000_000_000))
+            .await;
+    assert_eq!((ran.outcome.reason, ran.outcome.exit_code), (EndReason::Fuel, 124));
+    let limits = Limits::default().with_output_bytes(10_000);
+    let ran = run_with(SCI, program(&[("main.py", "while True:\n    print('x' * 100)")]), limits).await;
+    assert_eq!((ran.outcome.reason, ran.outcome.exit_code), (EndReason::OutputLimit, 137));
+    assert!(ran.stdout.len() <= 10_000, "{}", ran.stdout.len());
+}
+
+#[tokio::test]
+async fn a_matplotlib_figure_becomes_a_png_placeholder() {
+    let code = "import matplotlib.pyplot as plt, sandlot\n\
+                fig, ax = plt.subplots()\nax.plot([1, 3, 2])\nax.set_title('sales')\n\
+                sandlot.set_placeholder('chart', fig)";
+    let ran = run(SCI, &[("main.py", code)]).await;
+    assert_eq!(ran.outcome.exit_code, 0, "{}", ran.stderr);
+    let chart = ran.session.placeholders().get("chart").expect("the chart was saved");
+    assert_eq!(chart["type"], "image/png");
+    let png = chart["base64"].as_str().unwrap();
+    assert!(png.starts_with("iVBORw0KGgo") && png.len() > 5_000, "not a PNG: {}", &png[..png.len().min(40)]);
 }

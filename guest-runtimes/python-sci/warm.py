@@ -13,8 +13,9 @@ for _name, _source in SOURCES:
     _module(_name, _name + ".py", _source)
 del _name, _source, _module
 
-# matplotlib is left out for now: it needs a writable cache folder, and
-# sessions have none (see the python-sci issue).
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot
 import numpy, pandas, scipy, scipy.stats
 import sklearn, sklearn.linear_model, sklearn.ensemble, sklearn.tree, sklearn.model_selection, sklearn.metrics
 import sklearn.preprocessing, sklearn.cluster, sklearn.neighbors

@@ -38,8 +38,13 @@ def _json(value, what):
 
 
 def _to_jsonable(value):
-    # pandas DataFrames as {column: [values]}; numpy arrays and scalars, pandas
-    # Series: anything that can list itself.
+    # A matplotlib figure as a PNG; pandas DataFrames as {column: [values]};
+    # numpy arrays and scalars, pandas Series: anything that can list itself.
+    if callable(getattr(value, "savefig", None)):
+        import base64, io
+        png = io.BytesIO()
+        value.savefig(png, format="png")
+        return {"type": "image/png", "base64": base64.b64encode(png.getvalue()).decode()}
     if hasattr(value, "columns") and hasattr(value, "to_dict"):
         return value.to_dict(orient="list")
     for method in ("tolist", "to_dict"):

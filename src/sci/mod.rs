@@ -11,8 +11,9 @@
 //! session then starts from that memory by copy-on-write, in about a millisecond.
 //!
 //! The instance finds its files through preopens whose order is part of the
-//! baked memory (wasi-libc's table of preopens): the same three, in the same
-//! order, for the warm-up and every session.
+//! baked memory (wasi-libc's table of preopens): the same four, in the same
+//! order, for the warm-up and every session. Only the warm-up may write, and
+//! only to matplotlib's configuration folder (its font cache).
 
 pub(crate) mod snapshot;
 
@@ -47,10 +48,13 @@ pub(crate) struct SciGuest {
     pub(crate) image_bytes: usize,
 }
 
-/// python-sci's files on the host, and an empty folder for `/data`.
+/// python-sci's files on the host, an empty folder for `/data`, and
+/// matplotlib's configuration folder (written by the warm-up only: its font
+/// cache; read-only in sessions).
 pub(crate) struct Files {
     dir: PathBuf,
     empty: PathBuf,
+    matplotlib: PathBuf,
 }
 
 fn fail(message: impl std::fmt::Display) -> Error {
@@ -70,8 +74,11 @@ impl SciGuest {
             )));
         }
         let empty = cache_dir.join("python-sci-empty");
-        std::fs::create_dir_all(&empty).map_err(|e| fail(format!("cannot create {}: {e}", empty.display())))?;
-        let files = Files { dir, empty };
+        let matplotlib = cache_dir.join(format!("python-sci-matplotlib-{}", key(engine, true)));
+        for folder in [&empty, &matplotlib] {
+            std::fs::create_dir_all(folder).map_err(|e| fail(format!("cannot create {}: {e}", folder.display())))?;
+        }
+        let files = Files { dir, empty, matplotlib };
         let linker = host::core_linker(engine).map_err(fail)?;
         let version = env!("CARGO_PKG_VERSION");
         let baked_path = cache_dir.join(format!("python-sci-{version}-{}.cwasm", key(engine, true)));
@@ -106,9 +113,9 @@ impl Files {
     /// Runs `warm.py` in a fresh instance and returns its memory.
     fn warm(&self, engine: &Engine, base: &InstancePre<HostState>) -> Result<Vec<u8>, Error> {
         let started = Instant::now();
-        tracing::info!("python-sci: importing numpy, pandas, scipy and scikit-learn to bake them in");
+        tracing::info!("python-sci: importing numpy, pandas, scipy, scikit-learn and matplotlib to bake them in");
         let (out, err) = (MemoryOutputPipe::new(1 << 20), MemoryOutputPipe::new(1 << 20));
-        let wasi = self.wasi(out, err.clone(), None)?;
+        let wasi = self.wasi_for(out, err.clone(), None, true)?;
         let state = HostState::new(
             wasi,
             MemoryLimiter::new(usize::MAX, 1 << 20),
@@ -149,6 +156,16 @@ impl Files {
         stderr: impl StdoutStream + 'static,
         data: Option<&Path>,
     ) -> Result<wasmtime_wasi::p1::WasiP1Ctx, Error> {
+        self.wasi_for(stdout, stderr, data, false)
+    }
+
+    fn wasi_for(
+        &self,
+        stdout: impl StdoutStream + 'static,
+        stderr: impl StdoutStream + 'static,
+        data: Option<&Path>,
+        warming: bool,
+    ) -> Result<wasmtime_wasi::p1::WasiP1Ctx, Error> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout)
             .stderr(stderr)
@@ -159,14 +176,16 @@ impl Files {
             .env("TMPDIR", "/tmp")
             .env("HOME", "/tmp")
             .env("PYTHONTZPATH", "")
-            .env("MPLBACKEND", "Agg");
+            .env("MPLBACKEND", "Agg")
+            .env("MPLCONFIGDIR", "/tmp/matplotlib");
         let preopens = [
-            (self.dir.join("lib"), "/usr/local/lib"),
-            (self.dir.join("mpl-data"), "/usr/local/lib/python315.zip/matplotlib/mpl-data"),
-            (data.map_or_else(|| self.empty.clone(), Path::to_path_buf), "/data"),
+            (self.dir.join("lib"), "/usr/local/lib", FsPerms::ReadOnly),
+            (self.dir.join("mpl-data"), "/usr/local/lib/python315.zip/matplotlib/mpl-data", FsPerms::ReadOnly),
+            (data.map_or_else(|| self.empty.clone(), Path::to_path_buf), "/data", FsPerms::ReadOnly),
+            (self.matplotlib.clone(), "/tmp/matplotlib", if warming { FsPerms::ReadWrite } else { FsPerms::ReadOnly }),
         ];
-        for (host, guest) in preopens {
-            wasi.preopened_dir(&host, guest, FsPerms::ReadOnly)
+        for (host, guest, perms) in preopens {
+            wasi.preopened_dir(&host, guest, perms)
                 .map_err(|e| fail(format!("cannot open {} for the guest: {e}", host.display())))?;
         }
         Ok(wasi.build_p1())
