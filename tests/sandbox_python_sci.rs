@@ -165,17 +165,23 @@ async fn pandas_reads_a_dataset_and_run_model_takes_a_dataset_path() {
     assert_eq!(http(&server, "PUT", "/v1/csv/dataset", Some(&body)).await.0, 200);
 
     let code = "import pandas as pd, sandlot\n\
+                from sklearn.linear_model import LinearRegression\n\
                 df = pd.read_csv('/data/points.csv')\n\
                 print(len(df), df.x.sum(), df.label.mean())\n\
-                sandlot.save_model('double', lambda rows: [2 * r[0] for r in rows])";
+                sandlot.save_model('line', LinearRegression().fit(df[['x', 'label']].values, 3 * df.x + 1))";
     let mut client = Client::connect(&server.ws_url("/")).await;
     let request = json!({ "action": "run", "python-sci": { "files": [{ "filename": "m.py", "content": code }] } });
     let (id, stdout, _) = run_action(&mut client, request).await;
     assert_eq!(stdout, "4 73 0.5\n");
     client
-        .send(json!({ "action": "run_model", "model": { "sessionId": id, "name": "double", "is_data": false, "data": "/data/points.csv" } }))
+        .send(json!({ "action": "run_model", "model": { "sessionId": id, "name": "line", "is_data": false, "data": "/data/points.csv" } }))
         .await;
-    assert_eq!(client.recv().await["prediction"], json!([2, 4, 60, 80]));
+    let reply = client.recv().await;
+    let predicted: Vec<f64> = serde_json::from_value(reply["prediction"].clone()).unwrap_or_else(|_| panic!("{reply}"));
+    for (x, y) in [1.0, 2.0, 30.0, 40.0].iter().zip(&predicted) {
+        assert!((y - (3.0 * x + 1.0)).abs() < 1e-6, "line({x}) = {y}");
+    }
+    assert_eq!(predicted.len(), 4);
 }
 
 #[tokio::test]
