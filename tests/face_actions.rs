@@ -226,3 +226,29 @@ async fn idle_sessions_lose_their_instance_and_records_expire_with_retention() {
     assert_eq!(reply["code"], "unknown_session", "{reply}");
     assert!(reply["error"].as_str().unwrap().contains("expired"), "{reply}");
 }
+
+#[tokio::test]
+async fn a_message_past_the_hard_cap_closes_only_its_own_socket() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let mut bystander = client().await;
+    let mut flooder = client().await;
+    // 8 MiB is the soft cap (an error reply); past 2 × 8 + 1 MiB the socket closes.
+    let _ = flooder.socket.send(Message::text("z".repeat(18 << 20))).await;
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match flooder.socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the server closes the socket");
+    assert_eq!(closed, Some(CloseCode::Size));
+    bystander.send(json!({ "action": "status", "sessionId": "1" })).await;
+    assert_eq!(bystander.recv().await["code"], "unknown_session", "the other socket is unharmed");
+}

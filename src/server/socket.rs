@@ -71,6 +71,9 @@ pub(crate) struct Connection {
     /// The face's error reply, for a refused token.
     refusal: fn(&str) -> Value,
     binary: bool,
+    /// Set when the client broke the connection's rules (a message past the
+    /// hard size cap): the close frame to send instead of a normal one.
+    broken: Option<(u16, &'static str)>,
 }
 
 impl Connection {
@@ -91,7 +94,7 @@ impl Connection {
             let _ = sink.close().await;
         });
         let admitted = !app.tokens.required() || app.tokens.accepts_header(headers);
-        Connection { outbox: Outbox { queue }, reader, writer, app, admitted, refusal, binary: false }
+        Connection { outbox: Outbox { queue }, reader, writer, app, admitted, refusal, binary: false, broken: None }
     }
 
     /// From now on binary frames come through as `Incoming::Binary`.
@@ -157,7 +160,13 @@ impl Connection {
                 Ok(Message::Close(_)) => return None,
                 Ok(Message::Ping(_) | Message::Pong(_)) => continue,
                 Err(e) => {
-                    tracing::debug!(error = %e, "websocket read failed");
+                    let error = e.into_inner();
+                    if let Some(tokio_tungstenite::tungstenite::Error::Capacity(why)) = error.downcast_ref() {
+                        tracing::warn!(%why, "closing a socket whose message is past the hard size limit");
+                        self.broken = Some((close_code::SIZE, "message too large"));
+                    } else {
+                        tracing::debug!(%error, "websocket read failed");
+                    }
                     return None;
                 }
             }
@@ -166,8 +175,11 @@ impl Connection {
 
     /// Sends what is queued, then a close frame, and waits for the writer.
     pub(crate) async fn close(self) {
-        let reason = if *self.app.closing.borrow() { "the server is shutting down" } else { "bye" };
-        let code = if *self.app.closing.borrow() { close_code::AWAY } else { close_code::NORMAL };
+        let (code, reason) = match self.broken {
+            Some(broken) => broken,
+            None if *self.app.closing.borrow() => (close_code::AWAY, "the server is shutting down"),
+            None => (close_code::NORMAL, "bye"),
+        };
         self.outbox.close(code, reason).await;
         drop(self.outbox);
         let _ = self.writer.await;
