@@ -35,11 +35,14 @@ pub struct RegistryConfig {
     pub idle_expiry: Duration,
     /// Finished sessions kept live (with their instance, for `predict`) at once.
     pub max_live: usize,
+    /// Finished runs whose records are held in memory; past it the least
+    /// recently used are dropped (with a store, they are still found there).
+    pub max_records: usize,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        RegistryConfig { max_running: 64, idle_expiry: Duration::from_secs(600), max_live: 1000 }
+        RegistryConfig { max_running: 64, idle_expiry: Duration::from_secs(600), max_live: 1000, max_records: 100_000 }
     }
 }
 
@@ -405,7 +408,8 @@ fn new_id() -> String {
     (rand::random::<u64>() % (1 << 53)).max(1).to_string()
 }
 
-/// Drops expired records, and instances past `max_live`, once a second.
+/// Drops expired records, instances past `max_live` and records past
+/// `max_records`, once a second.
 async fn expire(registry: Weak<Inner>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -413,7 +417,7 @@ async fn expire(registry: Weak<Inner>) {
         let Some(inner) = registry.upgrade() else { return };
         let (expired, mut live): (Vec<Arc<Entry>>, Vec<Arc<Entry>>) = {
             let mut entries = inner.entries.lock().unwrap_or_else(|e| e.into_inner());
-            let expired: Vec<Arc<Entry>> = entries
+            let mut expired: Vec<Arc<Entry>> = entries
                 .values()
                 .filter(|e| !e.is_running() && e.idle_for() > inner.config.idle_expiry)
                 .cloned()
@@ -421,7 +425,16 @@ async fn expire(registry: Weak<Inner>) {
             for entry in &expired {
                 entries.remove(&entry.id);
             }
-            let live = entries.values().filter(|e| !e.is_running() && e.live.load(Ordering::SeqCst)).cloned().collect();
+            let mut finished: Vec<Arc<Entry>> = entries.values().filter(|e| !e.is_running()).cloned().collect();
+            if finished.len() > inner.config.max_records {
+                finished.sort_by_key(|e| std::cmp::Reverse(e.idle_for()));
+                let excess = finished.len() - inner.config.max_records;
+                for entry in finished.drain(..excess) {
+                    entries.remove(&entry.id);
+                    expired.push(entry);
+                }
+            }
+            let live = finished.into_iter().filter(|e| e.live.load(Ordering::SeqCst)).collect();
             (expired, live)
         };
         for entry in expired {
