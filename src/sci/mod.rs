@@ -85,6 +85,15 @@ impl SciGuest {
         let module = match load_cached(engine, &baked_path) {
             Some(module) => module,
             None => {
+                // One process makes it; others (a test run's servers) wait and load it.
+                let lock_path = cache_dir.join("python-sci.lock");
+                let lock = std::fs::File::create(&lock_path)
+                    .and_then(|lock| lock.lock().map(|()| lock))
+                    .map_err(|e| fail(format!("cannot lock {}: {e}", lock_path.display())))?;
+                if let Some(module) = load_cached(engine, &baked_path) {
+                    drop(lock);
+                    return Self::ready(module, files, &linker);
+                }
                 let base_path = cache_dir.join(format!("python-sci-base-{version}-{}.cwasm", key(engine, false)));
                 let original = std::fs::read(files.dir.join("python.wasm")).map_err(fail)?;
                 let base = match load_cached(engine, &base_path) {
@@ -99,9 +108,14 @@ impl SciGuest {
                 tracing::info!("python-sci: compiling the warmed interpreter (a minute or two, once)");
                 let module = compile_to(engine, &baked, &baked_path)?;
                 forget_others(cache_dir, &[&base_path, &baked_path]);
+                drop(lock);
                 module
             }
         };
+        Self::ready(module, files, &linker)
+    }
+
+    fn ready(module: Module, files: Files, linker: &wasmtime::Linker<HostState>) -> Result<Self, Error> {
         let image_bytes =
             module.exports().find_map(|e| e.ty().memory().map(|m| m.minimum() as usize * 65536)).unwrap_or_default();
         let pre = linker.instantiate_pre(&module).map_err(fail)?;
