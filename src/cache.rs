@@ -42,13 +42,33 @@ impl Hasher for ShaHasher {
     }
 }
 
-/// The cache file name of a language's guest for this engine.
-pub(crate) fn key(engine: &Engine, language: Language) -> String {
+/// A short hex digest of this engine's compatibility (wasmtime version,
+/// config, CPU) and `parts`: what a compiled artefact's name must change with.
+pub(crate) fn engine_digest(engine: &Engine, parts: &[&[u8]]) -> String {
     let mut hasher = ShaHasher(Sha256::new());
     crate::runtime::engine_fingerprint(engine).hash(&mut hasher);
-    hasher.write(guests::digest(language).as_bytes());
-    let digest = hasher.0.finalize();
-    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    for part in parts {
+        hasher.write(part);
+    }
+    hasher.0.finalize()[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a
+/// reader never sees half a file.
+pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    std::fs::write(&temporary, bytes).and_then(|_| std::fs::rename(&temporary, path)).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
+}
+
+/// The cache file name of a language's guest for this engine.
+pub(crate) fn key(engine: &Engine, language: Language) -> String {
+    let hex = engine_digest(engine, &[guests::digest(language).as_bytes()]);
     format!("{}-{}-{hex}.cwasm", language.name(), env!("CARGO_PKG_VERSION"))
 }
 
@@ -69,12 +89,7 @@ pub(crate) fn load_or_compile(engine: &Engine, dir: &Path, language: Language) -
     let bytes =
         engine.precompile_component(guests::bytes(language)).map_err(|e| fail(format!("compilation failed: {e:#}")))?;
     tracing::info!(%language, elapsed = ?started.elapsed(), size = bytes.len(), "guest compiled");
-    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create cache folder {}: {e}", dir.display())))?;
-    let temporary = dir.join(format!(".{}.{}.tmp", key(engine, language), std::process::id()));
-    std::fs::write(&temporary, &bytes).and_then(|_| std::fs::rename(&temporary, &path)).map_err(|e| {
-        let _ = std::fs::remove_file(&temporary);
-        fail(format!("cannot write {}: {e}", path.display()))
-    })?;
+    write_whole(&path, &bytes).map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
     // SAFETY: as above; this file was written just now from `precompile_component`.
     unsafe { Component::deserialize_file(engine, &path) }
         .map_err(|e| fail(format!("cannot load {}: {e:#}", path.display())))

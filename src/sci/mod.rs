@@ -17,16 +17,15 @@
 
 pub(crate) mod snapshot;
 
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Instance, InstancePre, Memory, Module, Store, TypedFunc, UpdateDeadline};
 use wasmtime_wasi::cli::StdoutStream;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use crate::cache;
 use crate::error::Error;
 use crate::guests;
 use crate::host::{self, HostState, MemoryLimiter, NoEngine, Placeholders};
@@ -73,15 +72,16 @@ impl SciGuest {
                 dir.display()
             )));
         }
+        let baked_key = key(engine, true);
         let empty = cache_dir.join("python-sci-empty");
-        let matplotlib = cache_dir.join(format!("python-sci-matplotlib-{}", key(engine, true)));
+        let matplotlib = cache_dir.join(format!("python-sci-matplotlib-{baked_key}"));
         for folder in [&empty, &matplotlib] {
             std::fs::create_dir_all(folder).map_err(|e| fail(format!("cannot create {}: {e}", folder.display())))?;
         }
         let files = Files { dir, empty, matplotlib };
         let linker = host::core_linker(engine).map_err(fail)?;
         let version = env!("CARGO_PKG_VERSION");
-        let baked_path = cache_dir.join(format!("python-sci-{version}-{}.cwasm", key(engine, true)));
+        let baked_path = cache_dir.join(format!("python-sci-{version}-{baked_key}.cwasm"));
         let module = match load_cached(engine, &baked_path) {
             Some(module) => module,
             None => {
@@ -245,26 +245,14 @@ pub(crate) fn json(text: &str) -> String {
 
 /// The cache key: the engine, python-sci's files, and (for the baked module) the warm-up.
 fn key(engine: &Engine, baked: bool) -> String {
-    struct Sha(Sha256);
-    impl Hasher for Sha {
-        fn finish(&self) -> u64 {
-            0
-        }
-        fn write(&mut self, bytes: &[u8]) {
-            self.0.update(bytes);
-        }
-    }
-    let mut hasher = Sha(Sha256::new());
-    crate::runtime::engine_fingerprint(engine).hash(&mut hasher);
-    hasher.write(guests::digest(Language::PythonSci).as_bytes());
+    let mut parts: Vec<&[u8]> = vec![guests::digest(Language::PythonSci).as_bytes()];
     if baked {
-        hasher.write(WARM.as_bytes());
-        for (name, source) in SOURCES {
-            hasher.write(name.as_bytes());
-            hasher.write(source.as_bytes());
+        parts.push(WARM.as_bytes());
+        for (name, source) in &SOURCES {
+            parts.extend([name.as_bytes(), source.as_bytes()]);
         }
     }
-    hasher.0.finalize()[..12].iter().map(|b| format!("{b:02x}")).collect()
+    cache::engine_digest(engine, &parts)
 }
 
 /// Removes python-sci's older compiled files (each is hundreds of MiB).
@@ -299,14 +287,7 @@ fn compile_to(engine: &Engine, wasm: &[u8], path: &Path) -> Result<Module, Error
     let started = Instant::now();
     let native = engine.precompile_module(wasm).map_err(|e| fail(format!("compilation failed: {e:#}")))?;
     tracing::info!(elapsed = ?started.elapsed(), size = native.len(), "python-sci compiled");
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    let temporary = path.with_extension(format!("{}.tmp", std::process::id()));
-    std::fs::write(&temporary, &native).and_then(|_| std::fs::rename(&temporary, path)).map_err(|e| {
-        let _ = std::fs::remove_file(&temporary);
-        fail(format!("cannot write {}: {e}", path.display()))
-    })?;
+    cache::write_whole(path, &native).map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
     // SAFETY: written just now from `precompile_module` of this engine.
     unsafe { Module::deserialize_file(engine, path) }
         .map_err(|e| fail(format!("cannot load {}: {e:#}", path.display())))
