@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::{OnceCell, mpsc};
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi::FsPerms;
 
 use crate::cache;
 use crate::error::Error;
@@ -188,8 +188,7 @@ impl Runtime {
                 (sci.files.wasi(stdout, stderr, options.data.as_deref())?, limits.memory_bytes + sci.image_bytes)
             }
             None => {
-                let mut wasi = WasiCtxBuilder::new();
-                wasi.stdout(stdout).stderr(stderr).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+                let mut wasi = host::sandbox_wasi(stdout, stderr);
                 if let Some(data) = &options.data {
                     wasi.preopened_dir(data, "/data", FsPerms::ReadOnly).map_err(|e| {
                         Error::Engine(format!(

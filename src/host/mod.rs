@@ -80,6 +80,17 @@ impl WasiView for HostState {
     }
 }
 
+/// The WASI every guest starts from: its output into `stdout`/`stderr`, and
+/// nothing else: no network, no host environment, no stdin, no folders.
+pub(crate) fn sandbox_wasi(
+    stdout: impl wasmtime_wasi::cli::StdoutStream + 'static,
+    stderr: impl wasmtime_wasi::cli::StdoutStream + 'static,
+) -> wasmtime_wasi::WasiCtxBuilder {
+    let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
+    wasi.stdout(stdout).stderr(stderr).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    wasi
+}
+
 /// Links WASI preview 1 and the door, for python-sci's core module.
 pub(crate) fn core_linker(engine: &wasmtime::Engine) -> wasmtime::Result<wasmtime::Linker<HostState>> {
     let mut linker = wasmtime::Linker::new(engine);

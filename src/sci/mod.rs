@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use wasmtime::{Engine, Instance, InstancePre, Memory, Module, Store, TypedFunc, UpdateDeadline};
+use wasmtime_wasi::FsPerms;
 use wasmtime_wasi::cli::StdoutStream;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::cache;
 use crate::error::Error;
@@ -180,13 +180,8 @@ impl Files {
         data: Option<&Path>,
         warming: bool,
     ) -> Result<wasmtime_wasi::p1::WasiP1Ctx, Error> {
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(stdout)
-            .stderr(stderr)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .args(&["/usr/local/bin/python.wasm"])
+        let mut wasi = host::sandbox_wasi(stdout, stderr);
+        wasi.args(&["/usr/local/bin/python.wasm"])
             .env("TMPDIR", "/tmp")
             .env("HOME", "/tmp")
             .env("PYTHONTZPATH", "")
