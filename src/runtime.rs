@@ -182,11 +182,9 @@ impl Runtime {
             Language::PythonSci => Some(self.sci().await?.clone()),
             _ => None,
         };
-        let (wasi, memory_limit) = match &sci {
+        let (wasi, image_bytes) = match &sci {
             // The memory limit counts what a session allocates beyond the warmed interpreter.
-            Some(sci) => {
-                (sci.files.wasi(stdout, stderr, options.data.as_deref())?, limits.memory_bytes + sci.image_bytes)
-            }
+            Some(sci) => (sci.files.wasi(stdout, stderr, options.data.as_deref())?, sci.image_bytes),
             None => {
                 let mut wasi = host::sandbox_wasi(stdout, stderr);
                 if let Some(data) = &options.data {
@@ -197,13 +195,13 @@ impl Runtime {
                         ))
                     })?;
                 }
-                (wasi.build_p1(), limits.memory_bytes)
+                (wasi.build_p1(), 0)
             }
         };
         let placeholders = Placeholders::new(limits.placeholder_bytes);
         let state = HostState::new(
             wasi,
-            MemoryLimiter::new(memory_limit, limits.table_elements),
+            MemoryLimiter::new(limits.memory_bytes, limits.table_elements).not_counting(image_bytes),
             placeholders.clone(),
             options.engine.unwrap_or_else(|| Arc::new(NoEngine)),
             options.context,

@@ -69,6 +69,7 @@ async fn the_memory_limit_counts_what_a_session_allocates() {
     let ran = run_with(SCI, program(&[("main.py", code)]), limits).await;
     assert_eq!(ran.stdout, "refused\nstill fine 1048576.0\n", "{}", ran.stderr);
     assert_eq!((ran.outcome.reason, ran.outcome.exit_code), (EndReason::Memory, 137), "{}", ran.stderr);
+    assert_eq!(ran.outcome.message.as_deref(), Some("the memory limit of 64 MiB was reached"));
 }
 
 #[tokio::test]

@@ -11,6 +11,8 @@ use wasmtime::ResourceLimiter;
 #[derive(Debug)]
 pub(crate) struct MemoryLimiter {
     limit: usize,
+    /// Bytes the guest starts with that the limit does not count (python-sci's warmed image).
+    allowance: usize,
     table_elements: usize,
     total: usize,
     peak: usize,
@@ -19,7 +21,13 @@ pub(crate) struct MemoryLimiter {
 
 impl MemoryLimiter {
     pub(crate) fn new(limit: usize, table_elements: usize) -> Self {
-        MemoryLimiter { limit, table_elements, total: 0, peak: 0, refused: false }
+        MemoryLimiter { limit, allowance: 0, table_elements, total: 0, peak: 0, refused: false }
+    }
+
+    /// Counts only what the guest allocates beyond its first `bytes`.
+    pub(crate) fn not_counting(mut self, bytes: usize) -> Self {
+        self.allowance = bytes;
+        self
     }
 
     /// Forgets refusals and the peak before a new call.
@@ -44,7 +52,7 @@ impl MemoryLimiter {
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         let grown = self.total - current.min(self.total) + desired;
-        if grown > self.limit {
+        if grown > self.limit.saturating_add(self.allowance) {
             self.refused = true;
             return Ok(false);
         }
