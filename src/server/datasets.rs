@@ -90,56 +90,52 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(DatasetError::Server(crate::Error::Storage(format!("the task failed: {e}")))))
 }
 
-async fn create(app: App, kind: DatasetKind, body: Bytes) -> Response {
-    let run = async {
-        let datasets = datasets(&app)?;
-        let body = body_object(&body)?;
-        let name = text_field(&body, "name")?.to_string();
-        let mut sizes = vec![size_field(&body, "input_data_size")?];
-        if kind == DatasetKind::Mnist {
-            sizes.push(size_field(&body, "label_data_size")?);
-        }
-        let record = blocking(move || datasets.create(kind, &name, &sizes)).await.map_err(|e| refused(&e))?;
-        let mut reply = json!({ "uuid": record.uuid, "name": record.name, "uuid_input_file": record.files[0].uuid });
-        if let Some(label) = record.files.get(1) {
-            reply["uuid_label_file"] = json!(label.uuid);
-        }
-        Ok::<_, Response>(Json(reply).into_response())
-    };
-    run.await.unwrap_or_else(|response| response)
+/// A REST reply: the JSON body, or the error response already made.
+type Reply = Result<Json<Value>, Response>;
+
+async fn create(app: App, kind: DatasetKind, body: Bytes) -> Reply {
+    let datasets = datasets(&app)?;
+    let body = body_object(&body)?;
+    let name = text_field(&body, "name")?.to_string();
+    let mut sizes = vec![size_field(&body, "input_data_size")?];
+    if kind == DatasetKind::Mnist {
+        sizes.push(size_field(&body, "label_data_size")?);
+    }
+    let record = blocking(move || datasets.create(kind, &name, &sizes)).await.map_err(|e| refused(&e))?;
+    let mut reply = json!({ "uuid": record.uuid, "name": record.name, "uuid_input_file": record.files[0].uuid });
+    if let Some(label) = record.files.get(1) {
+        reply["uuid_label_file"] = json!(label.uuid);
+    }
+    Ok(Json(reply))
 }
 
-async fn finalise(app: App, kind: DatasetKind, body: Bytes) -> Response {
-    let run = async {
-        let datasets = datasets(&app)?;
-        let body = body_object(&body)?;
-        let uuid = text_field(&body, "uuid")?.to_string();
-        let input = text_field(&body, "uuid_input_file")?.to_string();
-        let label = match kind {
-            DatasetKind::Mnist => Some(text_field(&body, "uuid_label_file")?.to_string()),
-            DatasetKind::Csv => None,
-        };
-        let listed = blocking(move || datasets.finalise(kind, &uuid, &input, label.as_deref()))
-            .await
-            .map_err(|e| refused(&e))?;
-        Ok::<_, Response>(Json(json!(listed)).into_response())
+async fn finalise(app: App, kind: DatasetKind, body: Bytes) -> Reply {
+    let datasets = datasets(&app)?;
+    let body = body_object(&body)?;
+    let uuid = text_field(&body, "uuid")?.to_string();
+    let input = text_field(&body, "uuid_input_file")?.to_string();
+    let label = match kind {
+        DatasetKind::Mnist => Some(text_field(&body, "uuid_label_file")?.to_string()),
+        DatasetKind::Csv => None,
     };
-    run.await.unwrap_or_else(|response| response)
+    let listed =
+        blocking(move || datasets.finalise(kind, &uuid, &input, label.as_deref())).await.map_err(|e| refused(&e))?;
+    Ok(Json(json!(listed)))
 }
 
-pub(crate) async fn create_csv(State(app): State<App>, body: Bytes) -> Response {
+pub(crate) async fn create_csv(State(app): State<App>, body: Bytes) -> Reply {
     create(app, DatasetKind::Csv, body).await
 }
 
-pub(crate) async fn create_mnist(State(app): State<App>, body: Bytes) -> Response {
+pub(crate) async fn create_mnist(State(app): State<App>, body: Bytes) -> Reply {
     create(app, DatasetKind::Mnist, body).await
 }
 
-pub(crate) async fn finalise_csv(State(app): State<App>, body: Bytes) -> Response {
+pub(crate) async fn finalise_csv(State(app): State<App>, body: Bytes) -> Reply {
     finalise(app, DatasetKind::Csv, body).await
 }
 
-pub(crate) async fn finalise_mnist(State(app): State<App>, body: Bytes) -> Response {
+pub(crate) async fn finalise_mnist(State(app): State<App>, body: Bytes) -> Reply {
     finalise(app, DatasetKind::Mnist, body).await
 }
 
@@ -152,31 +148,22 @@ fn uuid_param(query: ByUuid) -> Result<String, Response> {
     query.uuid.filter(|u| !u.is_empty()).ok_or_else(|| bad("add ?uuid=<dataset uuid> to the path"))
 }
 
-pub(crate) async fn progress(State(app): State<App>, Query(query): Query<ByUuid>) -> Response {
-    let run = async {
-        let datasets = datasets(&app)?;
-        let uuid = uuid_param(query)?;
-        let progress = blocking(move || datasets.progress(&uuid)).await.map_err(|e| refused(&e))?;
-        Ok::<_, Response>(Json(json!(progress)).into_response())
-    };
-    run.await.unwrap_or_else(|response| response)
+pub(crate) async fn progress(State(app): State<App>, Query(query): Query<ByUuid>) -> Reply {
+    let datasets = datasets(&app)?;
+    let uuid = uuid_param(query)?;
+    let progress = blocking(move || datasets.progress(&uuid)).await.map_err(|e| refused(&e))?;
+    Ok(Json(json!(progress)))
 }
 
-pub(crate) async fn list(State(app): State<App>) -> Response {
-    match datasets(&app) {
-        Ok(datasets) => Json(json!({ "datasets": datasets.list() })).into_response(),
-        Err(response) => response,
-    }
+pub(crate) async fn list(State(app): State<App>) -> Reply {
+    Ok(Json(json!({ "datasets": datasets(&app)?.list() })))
 }
 
-pub(crate) async fn delete(State(app): State<App>, Query(query): Query<ByUuid>) -> Response {
-    let run = async {
-        let datasets = datasets(&app)?;
-        let uuid = uuid_param(query)?;
-        let deleted = blocking(move || datasets.delete(&uuid)).await.map_err(|e| refused(&e))?;
-        Ok::<_, Response>(Json(json!({ "deleted": deleted })).into_response())
-    };
-    run.await.unwrap_or_else(|response| response)
+pub(crate) async fn delete(State(app): State<App>, Query(query): Query<ByUuid>) -> Reply {
+    let datasets = datasets(&app)?;
+    let uuid = uuid_param(query)?;
+    let deleted = blocking(move || datasets.delete(&uuid)).await.map_err(|e| refused(&e))?;
+    Ok(Json(json!({ "deleted": deleted })))
 }
 
 /// One file's upload socket, from its accepted first message to its close.
