@@ -135,19 +135,24 @@ impl Entry {
     /// the run's record (outcome and placeholders) to the store.
     fn record(&self, outcome: RunOutcome) {
         self.touch();
-        let saved = self
-            .saver
-            .as_ref()
-            .map(|_| RunRecord::new(&self.id, self.language, self.started_at, &outcome, self.placeholders.snapshot()));
-        let first = self.outcome.send_if_modified(|recorded| {
+        let mut first = None;
+        self.outcome.send_if_modified(|recorded| {
             if recorded.is_some() {
                 return false;
             }
+            first = Some(outcome.clone());
             *recorded = Some(outcome);
             true
         });
-        if let (true, Some(saver), Some(record)) = (first, &self.saver, saved) {
-            saver.save(record);
+        // Saved once, by whoever recorded first (a kill, or the run's end).
+        if let (Some(outcome), Some(saver)) = (first, &self.saver) {
+            saver.save(RunRecord::new(
+                &self.id,
+                self.language,
+                self.started_at,
+                &outcome,
+                self.placeholders.snapshot(),
+            ));
         }
     }
 
