@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::store::{DatasetKind, DatasetRecord, DatasetState, FileRecord, FileRole, Store, millis};
+use crate::sync::lock;
 
 /// The largest chunk a client may send.
 pub const MAX_CHUNK: usize = 1 << 20;
@@ -533,10 +534,6 @@ impl Datasets {
         let upload = Upload { file: part, size: record.size, ranges, received, closed: false };
         Ok(lock(&self.uploads).entry(file.to_string()).or_insert_with(|| Arc::new(Mutex::new(upload))).clone())
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn check_name(name: &str) -> Result<(), DatasetError> {

@@ -22,6 +22,7 @@ mod sci;
 mod server;
 mod session;
 mod store;
+mod sync;
 
 pub use cache::CompileReport;
 pub use date::utc_date;

@@ -25,6 +25,7 @@ use crate::program::Program;
 use crate::runtime::{Runtime, SessionOptions};
 use crate::session::{EndReason, KillHandle, RunOutcome, Session, SessionEvent, SessionEvents};
 use crate::store::{RunRecord, RunWriter, Store};
+use crate::sync::lock;
 
 /// How many sessions a registry holds and for how long.
 #[derive(Clone, Debug)]
@@ -230,11 +231,11 @@ impl Entry {
     }
 
     fn touch(&self) {
-        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *lock(&self.last_used) = Instant::now();
     }
 
     fn idle_for(&self) -> Duration {
-        self.last_used.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+        lock(&self.last_used).elapsed()
     }
 
     fn is_running(&self) -> bool {
@@ -403,7 +404,7 @@ impl Registry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
-        self.inner.entries.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner.entries)
     }
 }
 
@@ -421,7 +422,7 @@ async fn expire(registry: Weak<Inner>) {
         tick.tick().await;
         let Some(inner) = registry.upgrade() else { return };
         let (expired, mut live): (Vec<Arc<Entry>>, Vec<Arc<Entry>>) = {
-            let mut entries = inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = lock(&inner.entries);
             let mut expired: Vec<Arc<Entry>> = entries
                 .values()
                 .filter(|e| !e.is_running() && e.idle_for() > inner.config.idle_expiry)

@@ -146,6 +146,6 @@ impl Reporter {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CallState> {
-        self.call.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.call)
     }
 }

@@ -83,7 +83,7 @@ impl Placeholders {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Saved> {
         // A panic while holding this lock cannot leave the map half-written.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.inner)
     }
 }
 

@@ -25,6 +25,7 @@ use crate::program::Program;
 use crate::registry::{Entry, RunEvents};
 use crate::runtime::SessionOptions;
 use crate::session::{EndReason, RunOutcome, SessionEvent};
+use crate::sync::lock;
 
 /// Most stderr kept to explain an interpreter error.
 const ERROR_TAIL_BYTES: usize = 8 * 1024;
@@ -72,10 +73,6 @@ impl EngineBridge for ClientEngine {
             answer.await.unwrap_or_else(|_| Err("the client has disconnected".into()))
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 enum Stage {

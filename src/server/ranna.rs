@@ -123,12 +123,12 @@ async fn connection(app: App, mut connection: Connection) {
                 match start(&app, args).await {
                     Ok(started) => {
                         let runid = started.entry.id().to_string();
-                        mine.lock().unwrap_or_else(|e| e.into_inner()).insert(runid.clone());
+                        crate::sync::lock(&mine).insert(runid.clone());
                         event(&outbox, SPAWN, nonce.clone(), json!({ "runid": runid })).await;
                         let (outbox, mine) = (outbox.clone(), mine.clone());
                         runs.spawn(async move {
                             forward(&outbox, nonce, &runid, started.events).await;
-                            mine.lock().unwrap_or_else(|e| e.into_inner()).remove(&runid);
+                            crate::sync::lock(&mine).remove(&runid);
                         });
                     }
                     Err(e) => error(&outbox, nonce, &e.to_string()).await,
@@ -140,7 +140,7 @@ async fn connection(app: App, mut connection: Connection) {
                     error(&outbox, nonce, "KILL needs args.runid, the run id SPAWN gave").await;
                     continue;
                 };
-                let known = mine.lock().unwrap_or_else(|e| e.into_inner()).contains(&runid);
+                let known = crate::sync::lock(&mine).contains(&runid);
                 match app.registry.get(&runid).filter(|_| known) {
                     Some(entry) => entry.kill(),
                     None => error(&outbox, nonce, &format!("no running run {runid} on this socket")).await,
@@ -152,7 +152,7 @@ async fn connection(app: App, mut connection: Connection) {
     }
     // The client left or the server is stopping: stop this socket's runs and
     // let their STOP events out before closing.
-    for runid in mine.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+    for runid in crate::sync::lock(&mine).iter() {
         if let Some(entry) = app.registry.get(runid) {
             entry.kill();
         }
