@@ -13,6 +13,15 @@
 //! `/data/<name>.csv` for a CSV dataset, `/data/<name>/input` and
 //! `/data/<name>/label` for a two-file one. Nothing is ever held in memory
 //! beyond one chunk.
+//!
+//! A chunk sent again must hold the same bytes as the one received (else it
+//! is a conflict, not a "duplicate"), and upload uuids are never listed to
+//! anyone but by the dataset's creation reply: whoever does not hold a file's
+//! uuid cannot write into it. Creating, finalising and deleting are
+//! serialised (`changes`), so a finalise and a delete racing cannot both win.
+//! Quotas bound the count and total size of datasets, and a dataset is only
+//! created when the disk has room for it. Files are reached through the data
+//! folder's capability (`folder.rs`), never by joined paths.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -21,9 +30,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use cap_std::fs::Dir;
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::folder::{DataFolder, ensure_dir, open_rw, sync_dir};
 use crate::store::{DatasetKind, DatasetRecord, DatasetState, FileRecord, FileRole, Store, millis};
 use crate::sync::lock;
 
@@ -75,6 +86,31 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> DatasetError {
     DatasetError::Server(Error::Storage(format!("could not {what} {}: {e}", path.display())))
 }
 
+/// How many datasets a server keeps, and how much of its disk they may take.
+#[derive(Clone, Debug)]
+pub struct DatasetLimits {
+    /// The largest dataset file accepted.
+    pub max_file_bytes: u64,
+    /// Datasets at once, uploading or ready.
+    pub max_datasets: usize,
+    /// The declared sizes of all datasets together.
+    pub max_total_bytes: u64,
+    /// Disk space left free for everything else: a dataset that would eat
+    /// into it is refused at creation.
+    pub min_free_bytes: u64,
+}
+
+impl Default for DatasetLimits {
+    fn default() -> Self {
+        DatasetLimits {
+            max_file_bytes: 4 << 30,
+            max_datasets: 1000,
+            max_total_bytes: 64 << 30,
+            min_free_bytes: 1 << 30,
+        }
+    }
+}
+
 /// The answer to one chunk.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChunkAck {
@@ -103,7 +139,9 @@ pub struct Progress {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct FileProgress {
-    pub uuid: String,
+    /// Shown only to whoever asked by this file's own uuid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
     pub role: FileRole,
     pub size: u64,
     pub received: u64,
@@ -123,7 +161,16 @@ pub struct Listed {
     pub created_at_ms: u64,
     /// Where sessions find its files, once ready.
     pub paths: Vec<String>,
-    pub files: Vec<FileRecord>,
+    pub files: Vec<ListedFile>,
+}
+
+/// A dataset's file as listed: its upload uuid only once it takes no more chunks.
+#[derive(Clone, Debug, Serialize)]
+pub struct ListedFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    pub role: FileRole,
+    pub size: u64,
 }
 
 /// One file being uploaded: its `.part` file and the ranges received.
@@ -157,35 +204,46 @@ impl Upload {
 /// All datasets of a data folder.
 pub struct Datasets {
     store: Arc<Store>,
+    folder: Arc<DataFolder>,
     /// `datasets/`: finalised files only; mounted read-only at `/data`.
-    ready_dir: PathBuf,
+    ready: Dir,
+    ready_path: PathBuf,
     /// `uploads/`: the `.part` files of unfinished uploads.
-    upload_dir: PathBuf,
-    max_file_bytes: u64,
+    uploads_dir: Dir,
+    uploads_path: PathBuf,
+    limits: DatasetLimits,
     records: Mutex<HashMap<String, DatasetRecord>>,
     uploads: Mutex<HashMap<String, Arc<Mutex<Upload>>>>,
+    /// Held while a dataset is created, finalised or deleted: one at a time.
+    changes: Mutex<()>,
 }
 
 impl Datasets {
-    /// Opens the datasets under `folder`, finishing any finalisation a stop interrupted.
-    pub(crate) fn open(folder: &Path, store: Arc<Store>, max_file_bytes: u64) -> Result<Self, Error> {
-        let ready_dir = folder.join("datasets");
-        let upload_dir = folder.join("uploads");
-        for dir in [&ready_dir, &upload_dir] {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::Storage(format!("could not create {}: {e}", dir.display())))?;
-        }
+    /// Opens the datasets of `folder`, finishing any finalisation a stop
+    /// interrupted and forgetting ready datasets whose files are gone.
+    pub(crate) fn open(folder: Arc<DataFolder>, store: Arc<Store>, limits: DatasetLimits) -> Result<Self, Error> {
+        let (ready, ready_path) = folder.subfolder("datasets")?;
+        let (uploads_dir, uploads_path) = folder.subfolder("uploads")?;
         let datasets = Datasets {
             store: store.clone(),
-            ready_dir,
-            upload_dir,
-            max_file_bytes,
+            folder,
+            ready,
+            ready_path,
+            uploads_dir,
+            uploads_path,
+            limits,
             records: Mutex::new(HashMap::new()),
             uploads: Mutex::new(HashMap::new()),
+            changes: Mutex::new(()),
         };
         for mut record in store.datasets()? {
             if record.state == DatasetState::Finalising {
                 datasets.move_into_place(&mut record).map_err(|e| Error::Storage(e.to_string()))?;
+            }
+            if record.state == DatasetState::Ready && !datasets.files_present(&record) {
+                tracing::warn!(dataset = %record.name, "a ready dataset's files are gone; forgetting it");
+                datasets.store.settle_dataset(&record, false)?;
+                continue;
             }
             lock(&datasets.records).insert(record.uuid.clone(), record);
         }
@@ -194,12 +252,17 @@ impl Datasets {
 
     /// The folder sessions see at `/data`.
     pub fn mount_dir(&self) -> &Path {
-        &self.ready_dir
+        &self.ready_path
+    }
+
+    fn files_present(&self, record: &DatasetRecord) -> bool {
+        ready_names(record).iter().all(|name| self.ready.is_file(name))
     }
 
     /// Creates a dataset of `kind` with files of these sizes (input, then label).
     pub fn create(&self, kind: DatasetKind, name: &str, sizes: &[u64]) -> Result<DatasetRecord, DatasetError> {
         check_name(name)?;
+        let _changing = lock(&self.changes);
         let roles: &[FileRole] = match kind {
             DatasetKind::Csv => &[FileRole::Input],
             DatasetKind::Mnist => &[FileRole::Input, FileRole::Label],
@@ -208,13 +271,14 @@ impl Datasets {
             if size == 0 {
                 return Err(DatasetError::BadRequest("a dataset file must have at least one byte".into()));
             }
-            if size > self.max_file_bytes {
+            if size > self.limits.max_file_bytes {
                 return Err(DatasetError::TooLarge(format!(
                     "a file of {size} bytes is over this server's limit of {} bytes per dataset file",
-                    self.max_file_bytes
+                    self.limits.max_file_bytes
                 )));
             }
         }
+        self.check_quotas(sizes.iter().sum())?;
         let record = DatasetRecord {
             uuid: uuid::Uuid::new_v4().to_string(),
             name: name.to_string(),
@@ -234,13 +298,46 @@ impl Datasets {
             )));
         }
         for file in &record.files {
-            let path = self.part_path(&file.uuid);
-            let part = File::create(&path).map_err(|e| io("create", &path, e))?;
+            let name = part_name(&file.uuid);
+            let path = self.uploads_path.join(&name);
+            let part = open_rw(&self.uploads_dir, &name, true).map_err(|e| io("create", &path, e))?;
             part.set_len(file.size).map_err(|e| io("size", &path, e))?;
         }
         self.store.put_dataset(&record)?;
         records.insert(record.uuid.clone(), record.clone());
         Ok(record)
+    }
+
+    /// Refuses a new dataset of `bytes` past the count or size quota, or
+    /// when the disk would keep less than `min_free_bytes` free.
+    fn check_quotas(&self, bytes: u64) -> Result<(), DatasetError> {
+        let records = lock(&self.records);
+        if records.len() >= self.limits.max_datasets {
+            return Err(DatasetError::TooLarge(format!(
+                "this server keeps at most {} datasets; delete one first",
+                self.limits.max_datasets
+            )));
+        }
+        let total: u64 = records.values().flat_map(|r| &r.files).map(|f| f.size).sum();
+        if total.saturating_add(bytes) > self.limits.max_total_bytes {
+            return Err(DatasetError::TooLarge(format!(
+                "datasets may take {} bytes in all on this server and {total} are taken; delete some first",
+                self.limits.max_total_bytes
+            )));
+        }
+        drop(records);
+        // Files are sparse until their chunks arrive: count them as written.
+        if let Some(free) = self.folder.free_bytes()
+            && free < bytes.saturating_add(self.limits.min_free_bytes)
+        {
+            return Err(DatasetError::TooLarge(format!(
+                "the server's disk has {} MiB free; a dataset of {} MiB would leave less than the {} MiB it keeps free",
+                free >> 20,
+                bytes >> 20,
+                self.limits.min_free_bytes >> 20
+            )));
+        }
+        Ok(())
     }
 
     /// Checks that `file` (a file uuid) takes uploads now.
@@ -275,8 +372,17 @@ impl Datasets {
                 upload.size
             ))
         })?;
+        let path = self.uploads_path.join(part_name(file));
         let before = upload.ranges.range(..=position).next_back().map(|(&s, &l)| (s, l));
         if before == Some((position, length)) {
+            // The same range again: harmless only if it is the same bytes.
+            let mut stored = vec![0; bytes.len()];
+            upload.file.read_exact_at(&mut stored, position).map_err(|e| io("read", &path, e))?;
+            if stored != bytes {
+                return Err(DatasetError::Conflict(format!(
+                    "bytes {position}..{end} were received before with different content; a range is written once"
+                )));
+            }
             let (received, size) = (upload.received, upload.size);
             return Ok(ChunkAck { position, length, received, size, duplicate: true, complete: received == size });
         }
@@ -290,7 +396,6 @@ impl Datasets {
                 start + len
             )));
         }
-        let path = self.part_path(file);
         upload.file.write_all_at(bytes, position).map_err(|e| io("write", &path, e))?;
         upload.file.sync_data().map_err(|e| io("sync", &path, e))?;
         self.store.add_chunk(file, position, length)?;
@@ -314,7 +419,9 @@ impl Datasets {
             } else {
                 (file.size, Vec::new())
             };
-            files.push(FileProgress { uuid: file.uuid.clone(), role: file.role, size: file.size, received, missing });
+            // A file's uuid lets its holder write into it: shown only to whoever asked by it.
+            let shown = (file.uuid == uuid).then(|| file.uuid.clone());
+            files.push(FileProgress { uuid: shown, role: file.role, size: file.size, received, missing });
         }
         Ok(Progress {
             uuid: record.uuid,
@@ -335,6 +442,7 @@ impl Datasets {
         input: &str,
         label: Option<&str>,
     ) -> Result<Listed, DatasetError> {
+        let _changing = lock(&self.changes);
         let mut record = lock(&self.records).get(uuid).cloned().ok_or_else(|| unknown_dataset(uuid))?;
         if record.kind != kind {
             return Err(DatasetError::BadRequest(format!(
@@ -372,7 +480,7 @@ impl Datasets {
             }
         }
         for upload in &mut held {
-            upload.file.sync_all().map_err(|e| io("sync", &self.upload_dir, e))?;
+            upload.file.sync_all().map_err(|e| io("sync", &self.uploads_path, e))?;
             upload.closed = true;
         }
         record.state = DatasetState::Finalising;
@@ -397,6 +505,7 @@ impl Datasets {
 
     /// Deletes a dataset, finished or not. Sessions that have its files open keep reading them.
     pub fn delete(&self, uuid: &str) -> Result<Listed, DatasetError> {
+        let _changing = lock(&self.changes);
         let record = self.find(uuid)?;
         let uploads: Vec<_> = {
             let mut uploads = lock(&self.uploads);
@@ -408,16 +517,12 @@ impl Datasets {
         self.store.settle_dataset(&record, false)?;
         lock(&self.records).remove(&record.uuid);
         for file in &record.files {
-            let _ = std::fs::remove_file(self.part_path(&file.uuid));
+            let _ = self.uploads_dir.remove_file(part_name(&file.uuid));
         }
-        match record.kind {
-            DatasetKind::Csv => {
-                let _ = std::fs::remove_file(self.ready_dir.join(format!("{}.csv", record.name)));
-            }
-            DatasetKind::Mnist => {
-                let _ = std::fs::remove_dir_all(self.ready_dir.join(&record.name));
-            }
-        }
+        let _ = match record.kind {
+            DatasetKind::Csv => self.ready.remove_file(format!("{}.csv", record.name)),
+            DatasetKind::Mnist => self.ready.remove_dir_all(&record.name),
+        };
         Ok(self.listed(&record))
     }
 
@@ -432,8 +537,9 @@ impl Datasets {
         stale.iter().filter(|uuid| self.delete(uuid).is_ok()).count()
     }
 
-    /// The host file behind a session path under `/data`, if it is a ready dataset file.
-    pub fn resolve(&self, guest_path: &str) -> Result<PathBuf, DatasetError> {
+    /// The file behind a session path under `/data`, if it is a ready dataset
+    /// file, opened to read (through the folder's capability).
+    pub fn resolve(&self, guest_path: &str) -> Result<File, DatasetError> {
         let not_found = || {
             DatasetError::NotFound(format!(
                 "{guest_path:?} is not a dataset file; paths look like /data/<name>.csv or /data/<name>/input \
@@ -447,8 +553,10 @@ impl Datasets {
             [dir, file] => check_name(dir).is_ok() && matches!(*file, "input" | "label"),
             _ => false,
         };
-        let path = self.ready_dir.join(rest);
-        if valid && path.is_file() { Ok(path) } else { Err(not_found()) }
+        if !valid || !self.ready.is_file(rest) {
+            return Err(not_found());
+        }
+        self.ready.open(rest).map(cap_std::fs::File::into_std).map_err(|_| not_found())
     }
 
     fn listed(&self, record: &DatasetRecord) -> Listed {
@@ -464,32 +572,40 @@ impl Datasets {
             size: record.files.iter().map(|f| f.size).sum(),
             created_at_ms: record.created_at_ms,
             paths,
-            files: record.files.clone(),
+            files: record
+                .files
+                .iter()
+                .map(|f| ListedFile {
+                    uuid: (record.state == DatasetState::Ready).then(|| f.uuid.clone()),
+                    role: f.role,
+                    size: f.size,
+                })
+                .collect(),
         }
     }
 
     /// Moves a complete dataset's `.part` files to where sessions see them
     /// and marks it ready. Safe to repeat after a crash half-way.
     fn move_into_place(&self, record: &mut DatasetRecord) -> Result<(), DatasetError> {
-        for (file, target) in record.files.iter().zip(host_paths(&self.ready_dir, record)) {
-            let part = self.part_path(&file.uuid);
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
-            }
-            if part.exists() {
-                std::fs::rename(&part, &target).map_err(|e| io("move", &part, e))?;
-            }
-            if let Some(parent) = target.parent() {
-                File::open(parent).and_then(|d| d.sync_all()).map_err(|e| io("sync", parent, e))?;
+        if record.kind == DatasetKind::Mnist {
+            ensure_dir(&self.ready, &record.name).map_err(|e| io("create", &self.ready_path.join(&record.name), e))?;
+        }
+        for (file, target) in record.files.iter().zip(ready_names(record)) {
+            let part = part_name(&file.uuid);
+            if self.uploads_dir.exists(&part) {
+                self.uploads_dir
+                    .rename(&part, &self.ready, &target)
+                    .map_err(|e| io("move", &self.uploads_path.join(&part), e))?;
             }
         }
+        let parent = match record.kind {
+            DatasetKind::Csv => self.ready.try_clone(),
+            DatasetKind::Mnist => self.ready.open_dir(&record.name),
+        };
+        parent.and_then(|dir| sync_dir(&dir)).map_err(|e| io("sync", &self.ready_path, e))?;
         record.state = DatasetState::Ready;
         self.store.settle_dataset(record, true)?;
         Ok(())
-    }
-
-    fn part_path(&self, file: &str) -> PathBuf {
-        self.upload_dir.join(format!("{file}.part"))
     }
 
     fn find(&self, uuid: &str) -> Result<DatasetRecord, DatasetError> {
@@ -527,8 +643,10 @@ impl Datasets {
             return Ok(upload.clone());
         }
         let (_, record) = self.file_record(file)?;
-        let path = self.part_path(file);
-        let part = std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| io("open", &path, e))?;
+        let name = part_name(file);
+        let part = open_rw(&self.uploads_dir, &name, false)
+            .map(cap_std::fs::File::into_std)
+            .map_err(|e| io("open", &self.uploads_path.join(&name), e))?;
         let ranges: BTreeMap<u64, u64> = self.store.chunks(file)?.into_iter().collect();
         let received = ranges.values().sum();
         let upload = Upload { file: part, size: record.size, ranges, received, closed: false };
@@ -577,6 +695,12 @@ fn guest_paths(record: &DatasetRecord) -> Vec<String> {
     }
 }
 
-fn host_paths(ready_dir: &Path, record: &DatasetRecord) -> Vec<PathBuf> {
-    guest_paths(record).iter().map(|p| ready_dir.join(p.trim_start_matches("/data/"))).collect()
+/// Where a dataset's files are inside `datasets/`, in the order of its files.
+fn ready_names(record: &DatasetRecord) -> Vec<String> {
+    guest_paths(record).iter().map(|p| p.trim_start_matches("/data/").to_string()).collect()
+}
+
+/// The name of a file's upload in `uploads/`.
+fn part_name(file: &str) -> String {
+    format!("{file}.part")
 }

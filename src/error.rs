@@ -20,6 +20,14 @@ pub enum Error {
     InvalidInput(String),
     #[error("the server is busy: {limit} runs are going already; try again shortly")]
     Busy { limit: usize },
+    #[error("you have {share} runs going, your share of this server; wait for one to end")]
+    ClientBusy { share: usize },
+    #[error("rate limited: too many new runs; retry in {} ms", retry_after.as_millis().max(1))]
+    RateLimited { retry_after: std::time::Duration },
+    #[error("no session {0}: it never existed or has expired")]
+    UnknownSession(String),
+    #[error("the model's answer is {bytes} bytes, over the limit of {limit}; predict on less data at a time")]
+    PredictionTooLarge { bytes: usize, limit: usize },
     #[error("the server is shutting down; no new runs are accepted")]
     ShuttingDown,
     #[error("run {0} is still going; wait for it to end first")]

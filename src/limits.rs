@@ -3,7 +3,8 @@
 //! Each limit is enforced in one place: wall clock and kill in `session.rs`
 //! (a `tokio::time::timeout` around a call whose guest yields every epoch tick),
 //! fuel by wasmtime's fuel counter, memory and tables in `host/limiter.rs`,
-//! output in `output.rs`, placeholder sizes in `host/placeholders.rs`, and stack
+//! output in `output.rs`, placeholder sizes in `host/placeholders.rs`, a model's
+//! answer in `session.rs`, and stack
 //! depth by wasmtime's `max_wasm_stack` plus each interpreter's own recursion check.
 
 use std::time::Duration;
@@ -24,6 +25,8 @@ pub struct Limits {
     pub placeholder_bytes: usize,
     /// Most table elements (function references) a guest may hold.
     pub table_elements: usize,
+    /// Largest answer (JSON text) a model's prediction may give.
+    pub prediction_bytes: usize,
 }
 
 impl Limits {
@@ -33,6 +36,7 @@ impl Limits {
     pub const DEFAULT_OUTPUT_BYTES: usize = 1 << 20;
     pub const DEFAULT_PLACEHOLDER_BYTES: usize = 16 << 20;
     pub const DEFAULT_TABLE_ELEMENTS: usize = 100_000;
+    pub const DEFAULT_PREDICTION_BYTES: usize = 4 << 20;
 
     pub fn with_wall_clock(mut self, wall_clock: Duration) -> Self {
         self.wall_clock = wall_clock;
@@ -64,6 +68,7 @@ impl Default for Limits {
             output_bytes: Self::DEFAULT_OUTPUT_BYTES,
             placeholder_bytes: Self::DEFAULT_PLACEHOLDER_BYTES,
             table_elements: Self::DEFAULT_TABLE_ELEMENTS,
+            prediction_bytes: Self::DEFAULT_PREDICTION_BYTES,
         }
     }
 }

@@ -1,5 +1,8 @@
-//! Where a guest's stdout and stderr go: straight to the session's event channel,
-//! chunk by chunk as the guest writes, under one byte budget shared by both streams.
+//! Where a guest's stdout and stderr go: into the session's event queue, as
+//! the guest writes, under one byte budget shared by both streams. The queue
+//! is bounded in bytes: while it is full the streams tell the guest they are
+//! not ready, and WASI's blocking write waits (`Pollable::ready`), so a
+//! listener that does not read holds its own guest back, never more memory.
 //!
 //! The stock `MemoryOutputPipe` traps when full, which would kill the instance and
 //! lose the reason. Instead, past the budget this sink keeps the part that fits,
@@ -18,7 +21,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
 use crate::report::Reporter;
-use crate::session::{EndReason, SessionEvent, StopSignal};
+use crate::session::{EndReason, StopSignal};
 
 /// The byte budget of one call, shared by its stdout and stderr sinks.
 #[derive(Debug)]
@@ -62,6 +65,9 @@ impl OutputBudget {
     }
 }
 
+/// The most a guest may write in one go.
+const WRITE_PERMIT: usize = 64 << 10;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Stream {
     Stdout,
@@ -82,12 +88,8 @@ impl OutputSink {
         OutputSink { stream, budget, reporter, stop }
     }
 
-    fn emit(&self, stream: Stream, bytes: Bytes) {
-        let event = match stream {
-            Stream::Stdout => SessionEvent::Stdout(bytes),
-            Stream::Stderr => SessionEvent::Stderr(bytes),
-        };
-        self.reporter.send(event);
+    fn emit(&self, stream: Stream, bytes: &[u8]) {
+        self.reporter.output(stream == Stream::Stderr, bytes);
     }
 
     fn accept(&self, bytes: &[u8]) {
@@ -96,14 +98,14 @@ impl OutputSink {
         }
         let granted = self.budget.take(bytes.len());
         if granted > 0 {
-            self.emit(self.stream, Bytes::copy_from_slice(&bytes[..granted]));
+            self.emit(self.stream, &bytes[..granted]);
         }
         if granted < bytes.len() && !self.budget.exceeded.swap(true, Ordering::SeqCst) {
             let limit = self.budget.limit.load(Ordering::SeqCst);
             let notice = format!(
                 "\n[sandlot: output limit of {limit} bytes reached; the rest was dropped and the run stopped]\n"
             );
-            self.emit(Stream::Stderr, Bytes::from(notice));
+            self.emit(Stream::Stderr, notice.as_bytes());
             self.stop.stop(EndReason::OutputLimit);
         }
     }
@@ -137,16 +139,25 @@ impl OutputStream for OutputSink {
     }
 
     fn check_write(&mut self) -> Result<usize, StreamError> {
-        // Always ready: bytes past the budget are dropped, never queued.
-        Ok(64 * 1024)
+        // Bytes past the budget are dropped, never queued: always ready for them.
+        if self.budget.exceeded() {
+            return Ok(WRITE_PERMIT);
+        }
+        Ok(self.reporter.room().min(WRITE_PERMIT))
     }
 }
 
 #[wasmtime_wasi::async_trait]
 impl Pollable for OutputSink {
-    async fn ready(&mut self) {}
+    async fn ready(&mut self) {
+        if !self.budget.exceeded() {
+            self.reporter.wait_for_room().await;
+        }
+    }
 }
 
+/// Used by WASI 0.3 only (sandlot's guests use preview 1 and 2): writes
+/// at once, under the budget, without waiting for room.
 impl AsyncWrite for OutputSink {
     fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.accept(buf);

@@ -1,50 +1,114 @@
-//! The sessions a server holds, by id, shared by every connection.
+//! The sessions a server holds, by id, shared by every connection, and the
+//! budgets they share.
 //!
-//! A run gets an id, a semaphore permit (the cap on concurrently running
-//! guests: past it, `start` fails at once with `Error::Busy`, never queues),
-//! and a task that drives it. When the run ends its session stays live for
-//! `predict` until it has been idle for `idle_expiry`; past `max_live` live
-//! sessions the least recently used lose their instance first (their record
-//! and placeholders stay until expiry). Faces find runs here by id, from any
-//! connection.
+//! A run is started for a `Client` (its token, else its address). It takes a
+//! running permit, one of `max_running` in all and of the client's share
+//! (`RegistryConfig::client_share`), and one token of the client's rate
+//! (`runs_per_second_per_client`); past any of them `start` fails at once
+//! (busy, or rate limited with when to retry), never queues, so a client over
+//! its share never blocks others. Model calls take the same permits.
+//!
+//! What is kept of a run depends on its `Keep`:
+//! - `Nothing` (one-shot runs: ranna, processor): only the face holds it, by
+//!   its `Entry`, until its end is sent;
+//! - `Record`: once ended, a compact `Record` (outcome and placeholders, a
+//!   few hundred bytes), also saved to the store when there is one;
+//! - `Live`: as `Record`, and the instance stays for `predict` while it is
+//!   used within `idle_expiry`, among the `max_live` most recently used, and
+//!   within `live_memory_bytes` for all kept instances together (least
+//!   recently used released first). An instance that ended by a trap or a
+//!   limit is never kept.
+//!
+//! Records go after `idle_expiry` unused or past `max_records` (least
+//! recently used first); with a store they are still found there.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::FutureExt;
-use serde_json::Value;
-use tokio::sync::{Semaphore, watch};
+use serde_json::value::RawValue;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::error::Error;
-use crate::host::Placeholders;
+use crate::host::{PlaceholderMemory, Placeholders};
 use crate::language::Language;
 use crate::program::Program;
 use crate::runtime::{Runtime, SessionOptions};
 use crate::session::{EndReason, KillHandle, RunOutcome, Session, SessionEvent, SessionEvents};
-use crate::store::{RunRecord, RunWriter, Store};
+use crate::store::{RunRecord, RunWriter, Store, millis};
 use crate::sync::lock;
 
-/// How many sessions a registry holds and for how long.
+/// How many sessions a registry holds, for how long, and what they may share.
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
-    /// Guests running at once; more are refused as busy.
+    /// Guests running at once (runs and model calls); more are refused as busy.
     pub max_running: usize,
+    /// Guests one client may have running at once; `None` is a quarter of
+    /// `max_running` (at least one).
+    pub max_running_per_client: Option<usize>,
+    /// New runs one client may start per second, on average (bursts of twice
+    /// as many are let through); infinite for no limit.
+    pub runs_per_second_per_client: f64,
     /// How long a finished session (its record, placeholders and models) is kept after its last use.
     pub idle_expiry: Duration,
     /// Finished sessions kept live (with their instance, for `predict`) at once.
     pub max_live: usize,
+    /// Memory all kept instances may hold together; past it the least
+    /// recently used are released.
+    pub live_memory_bytes: usize,
     /// Finished runs whose records are held in memory; past it the least
     /// recently used are dropped (with a store, they are still found there).
     pub max_records: usize,
+    /// Memory all sessions' placeholders may take together.
+    pub placeholder_memory_bytes: usize,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        RegistryConfig { max_running: 64, idle_expiry: Duration::from_secs(600), max_live: 1000, max_records: 100_000 }
+        RegistryConfig {
+            max_running: 64,
+            max_running_per_client: None,
+            runs_per_second_per_client: 50.0,
+            idle_expiry: Duration::from_secs(600),
+            max_live: 1000,
+            live_memory_bytes: 2 << 30,
+            max_records: 100_000,
+            placeholder_memory_bytes: 1 << 30,
+        }
     }
+}
+
+impl RegistryConfig {
+    /// Guests one client may have running at once.
+    pub fn client_share(&self) -> usize {
+        self.max_running_per_client.unwrap_or(self.max_running / 4).max(1)
+    }
+}
+
+/// What is kept of a run once it has ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// Nothing: the caller holds the run (`Started::entry`) for as long as it needs it.
+    Nothing,
+    /// Its record and placeholders, found by id.
+    Record,
+    /// Its record, placeholders and, while it is used, its instance (for `predict`).
+    Live,
+}
+
+/// Who asked: the unit of fair shares and rate limits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Client {
+    /// The embedding program itself: no share or rate applies.
+    Local,
+    /// A client known by its token (a digest of it).
+    Token([u8; 32]),
+    /// A client with no token, known by its address (an IPv6 /64 is one address).
+    Address(IpAddr),
 }
 
 /// Where a run is in its life, as clients see it.
@@ -95,20 +159,19 @@ pub struct RunStatus {
     pub live: bool,
 }
 
-/// One run and, after it, its live session.
+/// A run while it goes and, for `Keep::Live`, its live session after it.
 pub struct Entry {
     id: String,
     language: Language,
     started_at: SystemTime,
-    /// `None` for a run restored from the store: it ended before this process started.
-    kill: Option<KillHandle>,
+    kill: KillHandle,
     placeholders: Placeholders,
     outcome: watch::Sender<Option<RunOutcome>>,
-    session: tokio::sync::Mutex<Option<Session>>,
+    session: tokio::sync::Mutex<Option<Box<Session>>>,
     live: AtomicBool,
+    /// Bytes its kept instance holds, as counted in the registry's live memory.
+    memory: AtomicUsize,
     last_used: Mutex<Instant>,
-    /// The guest threads its calls run on.
-    guests: tokio::runtime::Handle,
     /// Where the record of the run is saved when it ends, if anywhere.
     saver: Option<RunWriter>,
 }
@@ -126,7 +189,7 @@ impl Entry {
     /// The run is recorded as ended at once (its events get their Finished
     /// now); its guest is torn down at its next epoch check.
     pub fn kill(&self) {
-        if let Some(outcome) = self.kill.as_ref().and_then(KillHandle::kill) {
+        if let Some(outcome) = self.kill.kill() {
             self.live.store(false, Ordering::SeqCst);
             self.record(outcome);
         }
@@ -157,23 +220,6 @@ impl Entry {
         }
     }
 
-    /// A run that ended before this process started, as the store kept it.
-    fn restored(record: RunRecord, guests: tokio::runtime::Handle, placeholder_budget: usize) -> Self {
-        Entry {
-            language: record.language.parse().unwrap_or(Language::Python),
-            started_at: record.started_at(),
-            kill: None,
-            outcome: watch::channel(Some(record.outcome())).0,
-            placeholders: Placeholders::restored(placeholder_budget, record.placeholders),
-            id: record.id,
-            session: tokio::sync::Mutex::new(None),
-            live: AtomicBool::new(false),
-            last_used: Mutex::new(Instant::now()),
-            guests,
-            saver: None,
-        }
-    }
-
     pub fn status(&self) -> RunStatus {
         self.touch();
         let outcome = self.outcome.borrow().clone();
@@ -199,31 +245,15 @@ impl Entry {
         &self.placeholders
     }
 
-    /// Calls a model the run saved, on the guest threads. Waits if another
-    /// call on this session is in progress.
-    pub async fn predict(self: &Arc<Self>, model: &str, input: &Value) -> Result<Result<Value, String>, Error> {
-        let (entry, model, input) = (self.clone(), model.to_string(), input.clone());
-        let call = self.guests.spawn(async move { entry.predict_here(&model, &input).await });
-        call.await.map_err(|e| Error::SessionEnded(format!("the model call crashed: {e}")))?
-    }
-
-    async fn predict_here(&self, model: &str, input: &Value) -> Result<Result<Value, String>, Error> {
+    async fn predict_here(&self, model: &str, input: &RawValue) -> Result<Result<Box<RawValue>, String>, Error> {
         self.touch();
-        if self.outcome.borrow().is_none() {
+        if self.is_running() {
             return Err(Error::StillRunning(self.id.clone()));
         }
         let mut session = self.session.lock().await;
-        let Some(live) = session.as_mut() else {
-            let why = if self.kill.is_none() {
-                "its instance is gone (released after it sat idle, or the server restarted); only its record and \
-                 placeholders are kept; run the program again"
-            } else {
-                "its instance was released; run the program again"
-            };
-            return Err(Error::SessionEnded(why.into()));
-        };
+        let Some(live) = session.as_mut() else { return Err(released()) };
         let result = live.predict(model, input).await;
-        if !live.is_live() {
+        if !live.is_live() || live.hit_limit() {
             *session = None;
             self.live.store(false, Ordering::SeqCst);
         }
@@ -240,6 +270,43 @@ impl Entry {
 
     fn is_running(&self) -> bool {
         self.outcome.borrow().is_none()
+    }
+
+    fn is_live(&self) -> bool {
+        self.live.load(Ordering::SeqCst)
+    }
+}
+
+fn released() -> Error {
+    Error::SessionEnded(
+        "its instance is gone (released after it sat idle, because the server needed the memory, because it hit \
+         a limit, or the server restarted); its record and placeholders are kept; run the program again to use \
+         its models"
+            .into(),
+    )
+}
+
+/// What is kept of a finished run: a few hundred bytes plus its placeholders.
+struct Record {
+    language: Language,
+    started_at_ms: u64,
+    outcome: RunOutcome,
+    /// `None` when it saved none.
+    placeholders: Option<Placeholders>,
+    /// Milliseconds since the registry started, at its last use.
+    last_used: AtomicU64,
+}
+
+impl Record {
+    fn status(&self, id: &str) -> RunStatus {
+        RunStatus {
+            id: id.to_string(),
+            language: self.language,
+            state: RunState::of_outcome(&self.outcome),
+            started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(self.started_at_ms),
+            outcome: Some(self.outcome.clone()),
+            live: false,
+        }
     }
 }
 
@@ -276,11 +343,29 @@ pub struct Registry {
 struct Inner {
     runtime: Runtime,
     config: RegistryConfig,
-    entries: Mutex<HashMap<String, Arc<Entry>>>,
+    maps: Mutex<Maps>,
     running: Arc<Semaphore>,
+    clients: Arc<Clients>,
+    placeholder_memory: Arc<PlaceholderMemory>,
+    /// Bytes all kept instances hold.
+    live_memory: AtomicUsize,
+    epoch: Instant,
     closing: AtomicBool,
     /// Where finished runs are saved and found again after a restart.
     store: Option<(Arc<Store>, RunWriter)>,
+}
+
+#[derive(Default)]
+struct Maps {
+    /// Runs going, and live sessions (`Keep::Record` and `Keep::Live` only).
+    active: HashMap<String, Arc<Entry>>,
+    /// Finished runs.
+    records: HashMap<String, Arc<Record>>,
+}
+
+enum Found {
+    Active(Arc<Entry>),
+    Record(Arc<Record>),
 }
 
 impl Registry {
@@ -300,8 +385,12 @@ impl Registry {
         let inner = Arc::new(Inner {
             runtime,
             running: Arc::new(Semaphore::new(config.max_running)),
+            clients: Arc::new(Clients::new(config.client_share(), config.runs_per_second_per_client)),
+            placeholder_memory: PlaceholderMemory::new(config.placeholder_memory_bytes),
+            live_memory: AtomicUsize::new(0),
+            epoch: Instant::now(),
             config,
-            entries: Mutex::new(HashMap::new()),
+            maps: Mutex::new(Maps::default()),
             closing: AtomicBool::new(false),
             store,
         });
@@ -309,45 +398,45 @@ impl Registry {
         Registry { inner }
     }
 
-    /// Starts running `program` in a new session, or refuses at once when busy.
-    /// With `keep_live`, the instance stays after the run for `predict`;
-    /// otherwise only the record and placeholders do.
+    /// Starts running `program` in a new session for `client`, or refuses at
+    /// once when the server, or the client's share or rate, is used up.
     pub async fn start(
         &self,
+        client: &Client,
         language: Language,
         program: Program,
         options: SessionOptions,
-        keep_live: bool,
+        keep: Keep,
     ) -> Result<Started, Error> {
         if self.inner.closing.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
         }
         let program = program.validated()?;
-        let permit = self
-            .inner
-            .running
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Error::Busy { limit: self.inner.config.max_running })?;
+        let permit = self.permit(client, true)?;
+        let options = SessionOptions { placeholders: Some(self.inner.placeholder_memory.clone()), ..options };
         let (mut session, events) = self.inner.runtime.session(language, options).await?;
         let entry = Arc::new(Entry {
-            id: new_id(),
+            id: uuid::Uuid::new_v4().to_string(),
             language,
             started_at: SystemTime::now(),
-            kill: Some(session.kill_handle()),
+            kill: session.kill_handle(),
             placeholders: session.placeholders(),
             outcome: watch::channel(None).0,
             session: tokio::sync::Mutex::new(None),
-            live: AtomicBool::new(true),
+            live: AtomicBool::new(keep == Keep::Live),
+            memory: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
-            guests: self.inner.runtime.guest_tasks().clone(),
-            saver: self.inner.store.as_ref().map(|(_, writer)| writer.clone()),
+            saver: match keep {
+                Keep::Nothing => None,
+                Keep::Record | Keep::Live => self.inner.store.as_ref().map(|(_, writer)| writer.clone()),
+            },
         });
-        self.lock().insert(entry.id.clone(), entry.clone());
-        let task_entry = entry.clone();
+        if keep != Keep::Nothing {
+            self.maps().active.insert(entry.id.clone(), entry.clone());
+        }
+        let (registry, task_entry) = (self.clone(), entry.clone());
         session.accept_run();
-        entry.guests.spawn(async move {
-            let _permit = permit;
+        self.inner.runtime.guest_tasks().spawn(async move {
             // Whatever happens to the run, its end is reported: faces wait for
             // the Finished event to send their STOP.
             let outcome = match AssertUnwindSafe(session.run(program)).catch_unwind().await {
@@ -358,41 +447,101 @@ impl Registry {
                     session.abandon("internal error: the run crashed; the server log has the details".into())
                 }
             };
+            drop(permit);
             // The session is in place before the outcome is, so whoever sees
-            // the run ended can use its models.
-            if keep_live && session.is_live() {
-                *task_entry.session.lock().await = Some(session);
+            // the run ended can use its models. Instances that ended by a
+            // trap or a limit are not kept.
+            let keep_instance = keep == Keep::Live
+                && task_entry.is_live()
+                && session.is_live()
+                && !session.hit_limit()
+                && matches!(outcome.reason, EndReason::Exit | EndReason::Error);
+            if keep_instance {
+                let memory = session.memory_bytes();
+                task_entry.memory.store(memory, Ordering::SeqCst);
+                registry.inner.live_memory.fetch_add(memory, Ordering::SeqCst);
+                *task_entry.session.lock().await = Some(Box::new(session));
             } else {
                 task_entry.live.store(false, Ordering::SeqCst);
+                drop(session);
             }
             task_entry.record(outcome);
+            if keep != Keep::Nothing {
+                registry.settle(&task_entry).await;
+            }
         });
         Ok(Started { events: RunEvents { events, entry: entry.clone() }, entry })
     }
 
-    /// The run with this id, if it has not expired: held here, or (with a
-    /// store) saved by this or an earlier process and within its retention.
-    pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
-        if let Some(entry) = self.lock().get(id).cloned() {
-            return Some(entry);
+    /// A run's status, if it has not expired.
+    pub fn status(&self, id: &str) -> Option<RunStatus> {
+        match self.find(id)? {
+            Found::Active(entry) => Some(entry.status()),
+            Found::Record(record) => Some(record.status(id)),
         }
-        let (store, _) = self.inner.store.as_ref()?;
-        let record = match store.run(id) {
-            Ok(record) => record?,
-            Err(e) => {
-                tracing::error!(run = %id, error = %e, "could not read a saved run");
-                return None;
-            }
+    }
+
+    /// A run's placeholders, if it has not expired (none saved: empty).
+    pub fn placeholders(&self, id: &str) -> Option<Placeholders> {
+        match self.find(id)? {
+            Found::Active(entry) => Some(entry.placeholders().clone()),
+            Found::Record(record) => Some(record.placeholders.clone().unwrap_or_else(|| Placeholders::new(0))),
+        }
+    }
+
+    /// Calls a model the run `id` saved, on the guest threads, for `client`
+    /// (it takes a running permit as a run does). The outer error is the
+    /// host's; the inner one the model's own message.
+    pub async fn predict(
+        &self,
+        client: &Client,
+        id: &str,
+        model: &str,
+        input: Box<RawValue>,
+    ) -> Result<Result<Box<RawValue>, String>, Error> {
+        let entry = match self.find(id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
+            Found::Active(entry) => entry,
+            Found::Record(_) => return Err(released()),
         };
-        let budget = crate::limits::Limits::DEFAULT_PLACEHOLDER_BYTES;
-        let entry = Arc::new(Entry::restored(record, self.inner.runtime.guest_tasks().clone(), budget));
-        Some(self.lock().entry(id.to_string()).or_insert(entry).clone())
+        let permit = self.permit(client, false)?;
+        let (call_entry, model) = (entry.clone(), model.to_string());
+        let call = self.inner.runtime.guest_tasks().spawn(async move {
+            let _permit = permit;
+            call_entry.predict_here(&model, &input).await
+        });
+        let result = call.await.map_err(|e| Error::SessionEnded(format!("the model call crashed: {e}")));
+        self.account(&entry).await;
+        result?
+    }
+
+    /// Stops a run if it is going and waits (briefly) for its end; its status then.
+    pub async fn stop(&self, id: &str) -> Option<RunStatus> {
+        match self.find(id)? {
+            Found::Active(entry) => {
+                entry.kill();
+                let _ = tokio::time::timeout(Duration::from_secs(2), entry.finished()).await;
+                Some(entry.status())
+            }
+            Found::Record(record) => Some(record.status(id)),
+        }
+    }
+
+    /// Bytes all kept instances hold now.
+    pub fn live_memory(&self) -> usize {
+        self.inner.live_memory.load(Ordering::SeqCst)
+    }
+
+    /// How many runs are going, live sessions held and records kept in memory.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let maps = self.maps();
+        let running = maps.active.values().filter(|e| e.is_running()).count();
+        (running, maps.active.len() - running, maps.records.len())
     }
 
     /// Refuses new runs, stops the running ones and waits (up to `grace`) for them to end.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.closing.store(true, Ordering::SeqCst);
-        let running: Vec<Arc<Entry>> = self.lock().values().filter(|e| e.is_running()).cloned().collect();
+        let running: Vec<Arc<Entry>> = self.maps().active.values().filter(|e| e.is_running()).cloned().collect();
         for entry in &running {
             entry.kill();
         }
@@ -403,60 +552,274 @@ impl Registry {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
-        lock(&self.inner.entries)
+    /// Permits for one guest call: the server's, and the client's share (and
+    /// for a new run, its rate).
+    fn permit(&self, client: &Client, new_run: bool) -> Result<RunPermit, Error> {
+        let slot = self.inner.clients.take(client, new_run)?;
+        let global = self.inner.running.clone().try_acquire_owned().map_err(|_| {
+            if let Some(slot) = &slot {
+                slot.refund(new_run);
+            }
+            Error::Busy { limit: self.inner.config.max_running }
+        })?;
+        Ok(RunPermit { _global: global, _client: slot })
+    }
+
+    fn find(&self, id: &str) -> Option<Found> {
+        {
+            let maps = self.maps();
+            if let Some(entry) = maps.active.get(id) {
+                return Some(Found::Active(entry.clone()));
+            }
+            if let Some(record) = maps.records.get(id) {
+                record.last_used.store(self.now_ms(), Ordering::Relaxed);
+                return Some(Found::Record(record.clone()));
+            }
+        }
+        let (store, _) = self.inner.store.as_ref()?;
+        let saved = match store.run(id) {
+            Ok(saved) => saved?,
+            Err(e) => {
+                tracing::error!(run = %id, error = %e, "could not read a saved run");
+                return None;
+            }
+        };
+        let placeholders = (!saved.placeholders.is_empty()).then(|| {
+            Placeholders::restored(
+                crate::limits::Limits::DEFAULT_PLACEHOLDER_BYTES,
+                self.inner.placeholder_memory.clone(),
+                saved.placeholders.clone(),
+            )
+        });
+        let record = Arc::new(Record {
+            language: saved.language.parse().unwrap_or(Language::Python),
+            started_at_ms: saved.started_at_ms,
+            outcome: saved.outcome(),
+            placeholders,
+            last_used: AtomicU64::new(self.now_ms()),
+        });
+        Some(Found::Record(self.maps().records.entry(id.to_string()).or_insert(record).clone()))
+    }
+
+    /// After a run's end or a model call: keeps its instance counted, within
+    /// the memory budget, or turns the entry into a record.
+    async fn settle(&self, entry: &Arc<Entry>) {
+        self.account(entry).await;
+        let budget = self.inner.config.live_memory_bytes;
+        while self.live_memory() > budget {
+            // The least recently used kept instance goes first (possibly this one).
+            let victim = {
+                let maps = self.maps();
+                maps.active.values().filter(|e| e.is_live() && !e.is_running()).max_by_key(|e| e.idle_for()).cloned()
+            };
+            let Some(victim) = victim else { break };
+            self.release(&victim).await;
+        }
+    }
+
+    /// Brings the live-memory count up to date for `entry`, and releases it
+    /// if its instance is gone.
+    async fn account(&self, entry: &Arc<Entry>) {
+        let held = match entry.session.try_lock() {
+            Ok(session) => session.as_ref().map(|s| s.memory_bytes()),
+            // A model call is in progress: it accounts when it is done.
+            Err(_) => return,
+        };
+        match held {
+            Some(bytes) if entry.is_live() => {
+                let before = entry.memory.swap(bytes, Ordering::SeqCst);
+                self.inner.live_memory.fetch_add(bytes, Ordering::SeqCst);
+                self.inner.live_memory.fetch_sub(before, Ordering::SeqCst);
+            }
+            _ if !entry.is_running() => self.release(entry).await,
+            _ => {}
+        }
+    }
+
+    /// Drops a finished entry's instance and keeps only its record.
+    async fn release(&self, entry: &Arc<Entry>) {
+        entry.live.store(false, Ordering::SeqCst);
+        let instance = entry.session.lock().await.take();
+        drop(instance);
+        self.inner.live_memory.fetch_sub(entry.memory.swap(0, Ordering::SeqCst), Ordering::SeqCst);
+        let Some(outcome) = entry.outcome.borrow().clone() else { return };
+        let saved = entry.placeholders.names();
+        let record = Arc::new(Record {
+            language: entry.language,
+            started_at_ms: millis(entry.started_at),
+            outcome,
+            placeholders: (!saved.is_empty()).then(|| entry.placeholders.clone()),
+            last_used: AtomicU64::new(self.now_ms()),
+        });
+        let mut maps = self.maps();
+        if maps.active.remove(&entry.id).is_some() {
+            maps.records.insert(entry.id.clone(), record);
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.epoch.elapsed().as_millis() as u64
+    }
+
+    fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        lock(&self.inner.maps)
     }
 }
 
-/// Run ids are decimal numbers below 2^53, so JavaScript clients can hold
-/// them as numbers without losing digits, as the seed protocol's clients do.
-fn new_id() -> String {
-    (rand::random::<u64>() % (1 << 53)).max(1).to_string()
+/// A guest call's permits, given back when dropped.
+struct RunPermit {
+    _global: OwnedSemaphorePermit,
+    _client: Option<ClientSlot>,
 }
 
-/// Drops expired records, instances past `max_live` and records past
-/// `max_records`, once a second.
+/// Every client's running count and rate bucket.
+struct Clients {
+    share: usize,
+    rate: f64,
+    burst: f64,
+    states: Mutex<HashMap<Client, ClientState>>,
+}
+
+struct ClientState {
+    running: usize,
+    /// Runs it may start now (a token bucket, refilled at `rate` per second).
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Clients {
+    fn new(share: usize, rate: f64) -> Self {
+        // No rate (infinite or nonsense) is an unlimited one: an endless bucket.
+        let rate = if rate.is_finite() && rate > 0.0 { rate } else { f64::INFINITY };
+        Clients { share, rate, burst: (rate * 2.0).max(1.0), states: Mutex::new(HashMap::new()) }
+    }
+
+    /// Counts one more guest call for `client` (and one token of its rate for
+    /// a new run), or says why not and when to retry.
+    fn take(self: &Arc<Self>, client: &Client, new_run: bool) -> Result<Option<ClientSlot>, Error> {
+        if *client == Client::Local {
+            return Ok(None);
+        }
+        let mut states = lock(&self.states);
+        let state = states.entry(client.clone()).or_insert_with(|| ClientState {
+            running: 0,
+            tokens: self.burst,
+            refilled: Instant::now(),
+        });
+        let now = Instant::now();
+        let refill = now.duration_since(state.refilled).as_secs_f64() * self.rate;
+        state.tokens = if refill.is_nan() { self.burst } else { (state.tokens + refill).min(self.burst) };
+        state.refilled = now;
+        if state.running >= self.share {
+            return Err(Error::ClientBusy { share: self.share });
+        }
+        if new_run && self.rate.is_finite() {
+            if state.tokens < 1.0 {
+                let wait = Duration::from_secs_f64(((1.0 - state.tokens) / self.rate).min(3600.0));
+                return Err(Error::RateLimited { retry_after: wait.max(Duration::from_millis(1)) });
+            }
+            state.tokens -= 1.0;
+        }
+        state.running += 1;
+        Ok(Some(ClientSlot { clients: self.clone(), client: client.clone() }))
+    }
+
+    /// Forgets clients with nothing running and a full bucket.
+    fn sweep(&self) {
+        let now = Instant::now();
+        lock(&self.states).retain(|_, state| {
+            let tokens = state.tokens + now.duration_since(state.refilled).as_secs_f64() * self.rate;
+            state.running > 0 || (self.rate.is_finite() && tokens < self.burst)
+        });
+    }
+}
+
+/// One guest call of a client, counted until dropped.
+struct ClientSlot {
+    clients: Arc<Clients>,
+    client: Client,
+}
+
+impl ClientSlot {
+    /// Gives the rate token back (the call did not start after all).
+    fn refund(&self, new_run: bool) {
+        if new_run && let Some(state) = lock(&self.clients.states).get_mut(&self.client) {
+            state.tokens = (state.tokens + 1.0).min(self.clients.burst);
+        }
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if let Some(state) = lock(&self.clients.states).get_mut(&self.client) {
+            state.running = state.running.saturating_sub(1);
+        }
+    }
+}
+
+/// Once a second: releases instances idle past `idle_expiry` or past
+/// `max_live`, drops records idle past `idle_expiry` or past `max_records`,
+/// and forgets idle clients.
 async fn expire(registry: Weak<Inner>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let Some(inner) = registry.upgrade() else { return };
-        let (expired, mut live): (Vec<Arc<Entry>>, Vec<Arc<Entry>>) = {
-            let mut entries = lock(&inner.entries);
-            let mut expired: Vec<Arc<Entry>> = entries
-                .values()
-                .filter(|e| !e.is_running() && e.idle_for() > inner.config.idle_expiry)
-                .cloned()
-                .collect();
-            for entry in &expired {
-                entries.remove(&entry.id);
-            }
-            let mut finished: Vec<Arc<Entry>> = entries.values().filter(|e| !e.is_running()).cloned().collect();
-            if finished.len() > inner.config.max_records {
-                finished.sort_by_key(|e| std::cmp::Reverse(e.idle_for()));
-                let excess = finished.len() - inner.config.max_records;
-                for entry in finished.drain(..excess) {
-                    entries.remove(&entry.id);
-                    expired.push(entry);
+        let registry = Registry { inner };
+        let config = &registry.inner.config;
+        let now = registry.now_ms();
+        let expiry = config.idle_expiry.as_millis() as u64;
+        let (idle, mut live) = {
+            let mut maps = registry.maps();
+            maps.records.retain(|_, r| now.saturating_sub(r.last_used.load(Ordering::Relaxed)) <= expiry);
+            if maps.records.len() > config.max_records {
+                let mut by_age: Vec<(u64, String)> =
+                    maps.records.iter().map(|(id, r)| (r.last_used.load(Ordering::Relaxed), id.clone())).collect();
+                by_age.sort_unstable();
+                let excess = maps.records.len() - config.max_records;
+                for (_, id) in by_age.into_iter().take(excess) {
+                    maps.records.remove(&id);
                 }
             }
-            let live = finished.into_iter().filter(|e| e.live.load(Ordering::SeqCst)).collect();
-            (expired, live)
+            let finished: Vec<Arc<Entry>> = maps.active.values().filter(|e| !e.is_running()).cloned().collect();
+            let (idle, live): (Vec<_>, Vec<_>) =
+                finished.into_iter().partition(|e| e.idle_for() > config.idle_expiry || !e.is_live());
+            (idle, live)
         };
-        for entry in expired {
-            release(&entry).await;
+        for entry in idle {
+            registry.release(&entry).await;
         }
-        if live.len() > inner.config.max_live {
+        if live.len() > config.max_live {
             live.sort_by_key(|e| std::cmp::Reverse(e.idle_for()));
-            let excess = live.len() - inner.config.max_live;
+            let excess = live.len() - config.max_live;
             for entry in live.into_iter().take(excess) {
-                release(&entry).await;
+                registry.release(&entry).await;
             }
         }
+        registry.inner.clients.sweep();
     }
 }
 
-async fn release(entry: &Entry) {
-    entry.live.store(false, Ordering::SeqCst);
-    entry.session.lock().await.take();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_gets_its_share_and_its_rate() {
+        let clients = Arc::new(Clients::new(2, 1.0));
+        let me = Client::Address("10.0.0.1".parse().unwrap());
+        let other = Client::Address("10.0.0.2".parse().unwrap());
+        let a = clients.take(&me, true).unwrap();
+        let _b = clients.take(&me, true).unwrap();
+        assert!(matches!(clients.take(&me, false), Err(Error::ClientBusy { share: 2 })));
+        assert!(clients.take(&other, true).is_ok(), "another client is not held back");
+        drop(a);
+        // The burst (two runs) is spent: the next run waits about a second.
+        match clients.take(&me, true) {
+            Err(Error::RateLimited { retry_after }) => assert!(retry_after <= Duration::from_secs(1)),
+            other => panic!("expected a rate limit, got {:?}", other.map(|_| ())),
+        }
+        assert!(clients.take(&me, false).is_ok(), "model calls are not rate limited");
+        assert!(clients.take(&Client::Local, true).unwrap().is_none(), "the embedder is not limited");
+    }
 }

@@ -9,19 +9,185 @@
 //! finishes it takes the reported outcome instead of sending a second one.
 //! The guest cannot run on after the report: the stop is seen at its next
 //! epoch check (the kill bumps the epoch), where it traps.
+//!
+//! Events travel through an `EventQueue` bounded in bytes of output: the
+//! guest's output streams say "not ready" while it is full, so a listener that
+//! does not read slows its own session's guest (until its wall clock runs
+//! out), never the server's memory. Output written while the listener is
+//! behind is merged into chunks of up to `CHUNK_BYTES`, so a guest writing a
+//! byte at a time costs bytes, not an event per byte.
 
-use std::sync::Mutex;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::mpsc::UnboundedSender;
+use bytes::BytesMut;
+use tokio::sync::Notify;
 
 use crate::session::{EndReason, RunOutcome, SessionEvent};
+
+/// Output written while the listener is behind is merged up to this size.
+pub(crate) const CHUNK_BYTES: usize = 16 << 10;
+
+/// A session's events on their way to its listener.
+#[derive(Debug)]
+pub(crate) struct EventQueue {
+    state: Mutex<QueueState>,
+    /// The listener waits here for events.
+    readable: Notify,
+    /// Output streams wait here for room.
+    writable: Notify,
+    /// Bytes of output held at most.
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    items: VecDeque<Item>,
+    output_bytes: usize,
+    listener_gone: bool,
+    reporter_gone: bool,
+}
+
+#[derive(Debug)]
+enum Item {
+    Event(SessionEvent),
+    Stdout(BytesMut),
+    Stderr(BytesMut),
+}
+
+impl EventQueue {
+    /// A queue holding at most `capacity` bytes of output, and its receiving end.
+    pub(crate) fn new(capacity: usize) -> (Arc<Self>, SessionEvents) {
+        let queue = Arc::new(EventQueue {
+            state: Mutex::new(QueueState::default()),
+            readable: Notify::new(),
+            writable: Notify::new(),
+            capacity: capacity.max(1),
+        });
+        (queue.clone(), SessionEvents { queue })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        crate::sync::lock(&self.state)
+    }
+
+    fn push_event(&self, event: SessionEvent) {
+        let mut state = self.lock();
+        if !state.listener_gone {
+            state.items.push_back(Item::Event(event));
+            drop(state);
+            self.readable.notify_one();
+        }
+    }
+
+    fn push_output(&self, stderr: bool, bytes: &[u8]) {
+        let mut state = self.lock();
+        if state.listener_gone || bytes.is_empty() {
+            return;
+        }
+        state.output_bytes += bytes.len();
+        let merged = match state.items.back_mut() {
+            Some(Item::Stdout(chunk)) if !stderr && chunk.len() + bytes.len() <= CHUNK_BYTES => {
+                chunk.extend_from_slice(bytes);
+                true
+            }
+            Some(Item::Stderr(chunk)) if stderr && chunk.len() + bytes.len() <= CHUNK_BYTES => {
+                chunk.extend_from_slice(bytes);
+                true
+            }
+            _ => false,
+        };
+        if !merged {
+            let chunk = BytesMut::from(bytes);
+            state.items.push_back(if stderr { Item::Stderr(chunk) } else { Item::Stdout(chunk) });
+        }
+        drop(state);
+        self.readable.notify_one();
+    }
+
+    /// Bytes of output that may be written now without waiting (everything,
+    /// once nobody listens: it is dropped).
+    fn room(&self) -> usize {
+        let state = self.lock();
+        if state.listener_gone { usize::MAX } else { self.capacity.saturating_sub(state.output_bytes) }
+    }
+
+    /// Waits until there is room for output.
+    async fn wait_for_room(&self) {
+        loop {
+            let notified = self.writable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.room() > 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn pop(&self) -> Option<Option<SessionEvent>> {
+        let mut state = self.lock();
+        let Some(item) = state.items.pop_front() else {
+            return if state.reporter_gone { Some(None) } else { None };
+        };
+        let event = match item {
+            Item::Event(event) => return Some(Some(event)),
+            Item::Stdout(chunk) => SessionEvent::Stdout(chunk.freeze()),
+            Item::Stderr(chunk) => SessionEvent::Stderr(chunk.freeze()),
+        };
+        if let SessionEvent::Stdout(bytes) | SessionEvent::Stderr(bytes) = &event {
+            state.output_bytes -= bytes.len();
+        }
+        drop(state);
+        self.writable.notify_waiters();
+        Some(Some(event))
+    }
+}
+
+/// The receiving end of a session's events, in order. Dropping it discards
+/// whatever the session sends from then on.
+#[derive(Debug)]
+pub struct SessionEvents {
+    queue: Arc<EventQueue>,
+}
+
+impl SessionEvents {
+    /// The next event; `None` once the session is gone and every event was read.
+    pub async fn recv(&mut self) -> Option<SessionEvent> {
+        loop {
+            let notified = self.queue.readable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(event) = self.queue.pop() {
+                return event;
+            }
+            notified.await;
+        }
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<SessionEvent> {
+        self.queue.pop().flatten()
+    }
+}
+
+impl Drop for SessionEvents {
+    fn drop(&mut self) {
+        let mut state = self.queue.lock();
+        state.listener_gone = true;
+        state.items.clear();
+        state.output_bytes = 0;
+        drop(state);
+        self.queue.writable.notify_waiters();
+    }
+}
 
 /// The sending side of a session's events and the state of its current call.
 #[derive(Debug)]
 pub(crate) struct Reporter {
-    events: UnboundedSender<SessionEvent>,
+    events: Arc<EventQueue>,
     call: Mutex<CallState>,
     /// Fuel left and peak memory as of the last epoch tick, for a call
     /// reported while its guest is not at hand.
@@ -52,7 +218,7 @@ pub(crate) enum Begin {
 }
 
 impl Reporter {
-    pub(crate) fn new(events: UnboundedSender<SessionEvent>) -> Self {
+    pub(crate) fn new(events: Arc<EventQueue>) -> Self {
         Reporter {
             events,
             call: Mutex::new(CallState::Idle),
@@ -61,14 +227,32 @@ impl Reporter {
         }
     }
 
-    /// Sends an event that is not a call's end (`Spawned`, output): dropped
-    /// once the current call has been reported ended.
+    /// Sends an event that is not a call's end (`Spawned`): dropped once the
+    /// current call has been reported ended.
     pub(crate) fn send(&self, event: SessionEvent) {
         let call = self.lock();
         if !matches!(*call, CallState::Reported(_)) {
-            // A closed channel means nobody listens any more.
-            let _ = self.events.send(event);
+            self.events.push_event(event);
         }
+    }
+
+    /// Sends output: dropped once the current call has been reported ended.
+    /// Writers check `room` first and wait in `wait_for_room`.
+    pub(crate) fn output(&self, stderr: bool, bytes: &[u8]) {
+        let call = self.lock();
+        if !matches!(*call, CallState::Reported(_)) {
+            self.events.push_output(stderr, bytes);
+        }
+    }
+
+    /// Bytes of output that may be sent now.
+    pub(crate) fn room(&self) -> usize {
+        self.events.room()
+    }
+
+    /// Waits until output may be sent.
+    pub(crate) async fn wait_for_room(&self) {
+        self.events.wait_for_room().await
     }
 
     /// Marks a call as accepted before its task runs, so that a kill while it
@@ -119,7 +303,7 @@ impl Reporter {
             CallState::Reported(reported) => reported,
             CallState::Running { reports, .. } => {
                 if reports {
-                    let _ = self.events.send(SessionEvent::Finished(outcome.clone()));
+                    self.events.push_event(SessionEvent::Finished(outcome.clone()));
                 }
                 outcome
             }
@@ -140,12 +324,66 @@ impl Reporter {
             fuel_used: fuel.saturating_sub(self.fuel_left.load(Ordering::Relaxed)),
             peak_memory: self.peak_memory.load(Ordering::Relaxed),
         };
-        let _ = self.events.send(SessionEvent::Finished(outcome.clone()));
+        self.events.push_event(SessionEvent::Finished(outcome.clone()));
         *call = CallState::Reported(outcome.clone());
         Some(outcome)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CallState> {
         crate::sync::lock(&self.call)
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.events.lock().reporter_gone = true;
+        self.events.readable.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[tokio::test]
+    async fn output_is_merged_and_bounded_in_bytes() {
+        let (queue, mut events) = EventQueue::new(100);
+        let reporter = Reporter::new(queue);
+        for _ in 0..60 {
+            reporter.output(false, b"x");
+        }
+        reporter.output(true, b"e");
+        reporter.output(false, b"y");
+        assert_eq!(reporter.room(), 100 - 62);
+        assert_eq!(events.try_recv(), Some(SessionEvent::Stdout(Bytes::from("x".repeat(60)))));
+        assert_eq!(events.try_recv(), Some(SessionEvent::Stderr(Bytes::from("e"))));
+        assert_eq!(events.try_recv(), Some(SessionEvent::Stdout(Bytes::from("y"))));
+        assert_eq!(reporter.room(), 100);
+        reporter.output(false, &[b'z'; 100]);
+        assert_eq!(reporter.room(), 0);
+        let waiting = tokio::spawn({
+            let reporter = Arc::new(reporter);
+            async move {
+                reporter.wait_for_room().await;
+                reporter
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "a full queue makes writers wait");
+        assert!(matches!(events.recv().await, Some(SessionEvent::Stdout(_))));
+        let reporter = waiting.await.unwrap();
+        drop(events);
+        assert_eq!(reporter.room(), usize::MAX, "nobody listens: nothing is held");
+    }
+
+    #[tokio::test]
+    async fn the_listener_sees_the_end_once_the_reporter_is_gone() {
+        let (queue, mut events) = EventQueue::new(10);
+        let reporter = Reporter::new(queue);
+        reporter.send(SessionEvent::Spawned);
+        drop(reporter);
+        assert_eq!(events.recv().await, Some(SessionEvent::Spawned));
+        assert_eq!(events.recv().await, None);
     }
 }

@@ -11,19 +11,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde_json::Value;
-use tokio::sync::{OnceCell, mpsc};
+use serde_json::value::RawValue;
+use tokio::sync::OnceCell;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
 use wasmtime_wasi::FsPerms;
 
 use crate::cache;
 use crate::error::Error;
-use crate::host::{self, EngineBridge, HostState, MemoryLimiter, NoEngine, Placeholders, SandboxPre};
+use crate::host::{
+    self, EngineBridge, HostState, MemoryLimiter, NoEngine, PlaceholderMemory, Placeholders, SandboxPre,
+};
 use crate::language::Language;
 use crate::limits::Limits;
 use crate::output::{OutputBudget, OutputSink, Stream};
-use crate::report::Reporter;
+use crate::report::{EventQueue, Reporter};
 use crate::sci::{Exports, SciGuest};
 use crate::session::{Guest, Session, SessionEvent, SessionEvents, StopSignal};
 
@@ -45,13 +47,18 @@ pub struct RuntimeConfig {
 pub struct SessionOptions {
     /// Limits; the runtime's defaults when `None`.
     pub limits: Option<Limits>,
-    /// The client's context, readable by the guest as `sandlot.context`.
-    pub context: Option<Value>,
+    /// The client's context (JSON text), readable by the guest as `sandlot.context`.
+    pub context: Option<Box<RawValue>>,
     /// Where the guest's engine commands go; none attached when `None`.
     pub engine: Option<Arc<dyn EngineBridge>>,
     /// A host folder the guest sees read-only at `/data` (the server's
     /// finalised datasets); nothing of the host's files when `None`.
     pub data: Option<PathBuf>,
+    /// The memory shared with other sessions' placeholders; none shared when `None`.
+    pub placeholders: Option<Arc<PlaceholderMemory>>,
+    /// Bytes of output held for the listener at most; a guest writing more
+    /// waits until the listener reads. `None`: a whole call's output budget.
+    pub output_queue_bytes: Option<usize>,
 }
 
 /// Runs guests. Cheap to clone; all clones share one engine.
@@ -169,8 +176,10 @@ impl Runtime {
         options: SessionOptions,
     ) -> Result<(Session, SessionEvents), Error> {
         let limits = options.limits.unwrap_or_else(|| self.inner.default_limits.clone());
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let reporter = Arc::new(Reporter::new(events_tx));
+        // A lone call's whole output fits unless the server asks for less.
+        let queue_bytes = options.output_queue_bytes.unwrap_or(limits.output_bytes.saturating_add(64 << 10));
+        let (queue, events_rx) = EventQueue::new(queue_bytes);
+        let reporter = Arc::new(Reporter::new(queue));
         let stop = StopSignal::new();
         let budget = OutputBudget::new(limits.output_bytes);
         let stdout = OutputSink::new(Stream::Stdout, budget.clone(), reporter.clone(), stop.clone());
@@ -198,7 +207,10 @@ impl Runtime {
                 (wasi.build_p1(), 0)
             }
         };
-        let placeholders = Placeholders::new(limits.placeholder_bytes);
+        let placeholders = match options.placeholders {
+            Some(memory) => Placeholders::sharing(limits.placeholder_bytes, memory),
+            None => Placeholders::new(limits.placeholder_bytes),
+        };
         let state = HostState::new(
             wasi,
             MemoryLimiter::new(limits.memory_bytes, limits.table_elements).not_counting(image_bytes),

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use serde_json::value::RawValue;
+use tokio::sync::watch;
 use wasmtime::{Engine, Store};
 
 use crate::error::Error;
@@ -169,8 +169,7 @@ impl StopSignal {
     }
 }
 
-/// The receiving end of a session's events.
-pub type SessionEvents = mpsc::UnboundedReceiver<SessionEvent>;
+pub use crate::report::SessionEvents;
 
 /// A live guest instance of one language.
 /// Built by `Runtime::session`, which sends `SessionEvent::Spawned` first.
@@ -229,6 +228,17 @@ impl Session {
         self.store.data().model_names()
     }
 
+    /// Linear memory the instance holds now (beyond python-sci's warmed image).
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limiter.held()
+    }
+
+    /// Whether the last call was refused memory (the instance may have
+    /// recovered, but a server does not keep it).
+    pub fn hit_limit(&self) -> bool {
+        self.store.data().limiter.refused()
+    }
+
     /// Runs a program's main file. The instance stays live afterwards unless the
     /// call was stopped or trapped, so `eval` and `predict` can follow.
     pub async fn run(&mut self, program: Program) -> Result<RunOutcome, Error> {
@@ -249,10 +259,12 @@ impl Session {
         Ok(outcome)
     }
 
-    /// Asks the model the program saved as `name` to predict `input`. The outer
-    /// error is the host's (no such model, session ended, a limit hit); the inner
-    /// one is the model's own error message.
-    pub async fn predict(&mut self, name: &str, input: &Value) -> Result<Result<Value, String>, Error> {
+    /// Asks the model the program saved as `name` to predict `input` (JSON
+    /// text). The outer error is the host's (no such model, session ended, a
+    /// limit hit, an answer over `Limits::prediction_bytes`); the inner one is
+    /// the model's own error message. The answer is JSON text, checked but
+    /// not expanded.
+    pub async fn predict(&mut self, name: &str, input: &RawValue) -> Result<Result<Box<RawValue>, String>, Error> {
         self.check_live()?;
         if !self.store.data().has_model(name) {
             let models = self.models();
@@ -261,10 +273,14 @@ impl Session {
                 available: if models.is_empty() { "none".into() } else { models.join(", ") },
             });
         }
-        let (returned, outcome) = self.call(Call::Predict(name.to_string(), input.to_string())).await?;
+        let (returned, outcome) = self.call(Call::Predict(name.to_string(), input.get().to_string())).await?;
         match returned {
             Some(Returned::Prediction(Ok(json))) => {
-                Ok(Ok(serde_json::from_str(&json).map_err(|e| Error::InvalidInput(e.to_string()))?))
+                let limit = self.limits.prediction_bytes;
+                if json.len() > limit {
+                    return Err(Error::PredictionTooLarge { bytes: json.len(), limit });
+                }
+                Ok(Ok(RawValue::from_string(json).map_err(|e| Error::InvalidInput(e.to_string()))?))
             }
             Some(Returned::Prediction(Err(message))) => Ok(Err(message)),
             _ => Err(Error::SessionEnded(outcome.message.unwrap_or_else(|| outcome.reason.to_string()))),
@@ -436,14 +452,14 @@ async fn invoke(guest: &Guest, store: &mut Store<HostState>, call: Call) -> wasm
     use crate::sci::json;
     let code = match &call {
         Call::Run(program) => {
-            let files: serde_json::Map<String, Value> =
-                program.files.iter().map(|f| (f.name.clone(), Value::String(f.content.clone()))).collect();
+            let files: serde_json::Map<String, serde_json::Value> =
+                program.files.iter().map(|f| (f.name.clone(), serde_json::Value::String(f.content.clone()))).collect();
             let payload = serde_json::json!({
                 "files": files,
                 "main_file": program.main_file,
                 "args": program.args,
                 "env": program.env,
-                "context": store.data().context.as_ref().map(Value::to_string),
+                "context": store.data().context.as_ref().map(|c| c.get()),
             });
             format!("__import__('_sandlot_sci').run({})", json(&payload.to_string()))
         }

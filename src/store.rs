@@ -8,16 +8,18 @@
 //! seen. Finished runs reach the store through `RunWriter`, which commits
 //! whatever has queued up in one transaction (group commit), off the request path.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
 use crate::error::Error;
+use crate::folder::DataFolder;
 use crate::language::Language;
 use crate::session::{EndReason, RunOutcome};
 
@@ -38,12 +40,12 @@ fn storage(e: impl std::fmt::Display) -> Error {
 }
 
 impl Store {
-    /// Opens (or creates) `state.redb` in `folder`.
-    pub(crate) fn open(folder: &Path) -> Result<Arc<Self>, Error> {
-        std::fs::create_dir_all(folder)
-            .map_err(|e| Error::Storage(format!("could not create the data folder {}: {e}", folder.display())))?;
-        let path = folder.join("state.redb");
-        let db = Database::create(&path).map_err(|e| {
+    /// Opens (or creates, owner-only) `state.redb` in the data folder.
+    pub(crate) fn open(folder: &DataFolder) -> Result<Arc<Self>, Error> {
+        let path = folder.path().join("state.redb");
+        let file = folder.open_file("state.redb")?;
+        let backend = redb::backends::FileBackend::new(file).map_err(storage)?;
+        let db = Database::builder().create_with_backend(backend).map_err(|e| {
             Error::Storage(format!(
                 "could not open {}: {e} (is another sandlot using this data folder?)",
                 path.display()
@@ -175,7 +177,8 @@ pub(crate) struct RunRecord {
     pub wall_time_us: u64,
     pub fuel_used: u64,
     pub peak_memory: usize,
-    pub placeholders: Map<String, Value>,
+    /// Each placeholder's JSON text, as the run saved it.
+    pub placeholders: BTreeMap<String, Arc<RawValue>>,
 }
 
 impl RunRecord {
@@ -184,7 +187,7 @@ impl RunRecord {
         language: Language,
         started_at: SystemTime,
         outcome: &RunOutcome,
-        placeholders: Map<String, Value>,
+        placeholders: BTreeMap<String, Arc<RawValue>>,
     ) -> Self {
         RunRecord {
             id: id.to_string(),
@@ -199,10 +202,6 @@ impl RunRecord {
             peak_memory: outcome.peak_memory,
             placeholders,
         }
-    }
-
-    pub(crate) fn started_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.started_at_ms)
     }
 
     pub(crate) fn outcome(&self) -> RunOutcome {

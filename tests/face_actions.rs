@@ -9,6 +9,10 @@ use std::time::Duration;
 use common::server::{Client, Server, run_action as run};
 use serde_json::json;
 
+fn uuid_like(id: &str) -> bool {
+    id.len() == 36 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
 async fn client() -> Client {
     Client::connect(&Server::shared().ws_url("/")).await
 }
@@ -56,12 +60,13 @@ async fn a_run_then_placeholders_models_stats_and_status_from_another_socket() {
     assert_eq!(stdout, "done\n");
     assert_eq!((finished["status"].clone(), finished["exitCode"].clone()), (json!("finished"), json!(0)), "{finished}");
 
-    // Any connection may use the session id, as a string or as a number.
+    // Any connection may use the session id. Ids are unguessable (a random
+    // UUID); a number is still read as an id, and matches none.
     let mut other = client().await;
-    let numeric: u64 = id.parse().unwrap();
-    other
-        .send(json!({ "action": "get_placeholder", "placeholder": { "sessionId": numeric, "name": "message" } }))
-        .await;
+    assert!(uuid_like(&id), "{id}");
+    other.send(json!({ "action": "status", "sessionId": 123123123123u64 })).await;
+    assert_eq!(other.recv().await["code"], "unknown_session");
+    other.send(json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "message" } })).await;
     let reply = other.recv().await;
     assert_eq!(reply, json!({ "action": "get_placeholder", "sessionId": id, "name": "message", "value": "trained" }));
 
@@ -101,7 +106,7 @@ async fn object_literal_requests_are_accepted() {
     let mut skipped = Vec::new();
     let finished = client.recv_until(|m| m["action"] == "finished", &mut skipped).await;
     assert_eq!(finished["exitCode"], 0, "{finished} {skipped:?}");
-    client.send_text(&format!("{{action: 'get_placeholder', placeholder: {{sessionId: {id}, name: 'sum'}}}}")).await;
+    client.send_text(&format!("{{action: 'get_placeholder', placeholder: {{sessionId: '{id}', name: 'sum'}}}}")).await;
     assert_eq!(client.recv().await["value"], 5);
 }
 

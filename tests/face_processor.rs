@@ -145,7 +145,7 @@ async fn out_of_order_and_malformed_messages_get_server_errors() {
     let mut client = Client::connect(&server.ws_url("/processor")).await;
     assert_eq!(client.recv().await["type"], "ready");
     for (message, expected) in [
-        ("print('code before context')", "context message as JSON"),
+        ("print('code before context')", "expected the context message"),
         ("{\"type\": \"command_result\", \"id\": 1, \"ok\": true}", "{\"type\":\"context\""),
         ("{\"type\": \"context\", \"language\": \"cobol\"}", "unknown language"),
         ("{\"type\": \"context\"}", "needs a \"language\""),

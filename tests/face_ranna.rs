@@ -242,7 +242,7 @@ async fn two_clients_do_not_see_or_kill_each_others_runs() {
 
 #[tokio::test]
 async fn past_the_running_cap_execs_are_refused_as_busy() {
-    let server = Server::start(&["--max-running", "2"]);
+    let server = Server::start(&["--max-running", "2", "--max-running-per-client", "3"]);
     let mut client = Client::connect(&server.ws_url("/v1/ws")).await;
     for nonce in 0..2 {
         client.send(json!({ "op": 1, "nonce": nonce, "args": { "language": "python", "code": "import time\ntime.sleep(2)" } })).await;

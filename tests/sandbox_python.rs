@@ -247,14 +247,14 @@ async fn saved_models_predict_after_the_run() {
     let mut ran = run(PY, &[("main.py", code)]).await;
     assert_eq!(ran.outcome.exit_code, 0, "{}", ran.stderr);
     assert_eq!(ran.session.models(), vec!["double".to_string(), "neg".to_string()]);
-    assert_eq!(ran.session.predict("double", &json!([1, 2.5])).await.unwrap(), Ok(json!([2, 5.0])));
-    assert_eq!(ran.session.predict("neg", &json!(4)).await.unwrap(), Ok(json!(-4)));
-    let model_error = ran.session.predict("double", &json!(null)).await.unwrap().unwrap_err();
+    assert_eq!(ran.predict("double", json!([1, 2.5])).await.unwrap(), Ok(json!([2, 5.0])));
+    assert_eq!(ran.predict("neg", json!(4)).await.unwrap(), Ok(json!(-4)));
+    let model_error = ran.predict("double", json!(null)).await.unwrap().unwrap_err();
     assert!(model_error.contains("TypeError"), "{model_error}");
-    let err = ran.session.predict("missing", &json!(1)).await.unwrap_err();
+    let err = ran.predict("missing", json!(1)).await.unwrap_err();
     assert!(err.to_string().contains("double, neg"), "{err}");
     // A model error leaves the instance usable.
-    assert_eq!(ran.session.predict("neg", &json!(1)).await.unwrap(), Ok(json!(-1)));
+    assert_eq!(ran.predict("neg", json!(1)).await.unwrap(), Ok(json!(-1)));
 }
 
 #[tokio::test]
@@ -271,7 +271,7 @@ async fn eval_sees_the_runs_globals() {
 
 #[tokio::test]
 async fn stats_and_context_reach_the_guest() {
-    let options = SessionOptions { context: Some(json!({"player": "ada"})), ..SessionOptions::default() };
+    let options = SessionOptions { context: Some(common::raw(json!({"player": "ada"}))), ..SessionOptions::default() };
     let (mut session, mut events) = runtime().session(PY, options).await.unwrap();
     let code = "import sandlot\ns = sandlot.stats([1, 2, 3, 4, 10])\nprint(s['count'], s['mean'], s['50%'], s['max'], sandlot.context['player'])\ntry:\n    sandlot.stats([])\nexcept ValueError as e:\n    print('refused', e)\ntry:\n    sandlot.engine('move', {'x': 1})\nexcept sandlot.EngineError as e:\n    print('engine:', e)";
     let outcome = session.run(program(&[("main.py", code)])).await.unwrap();

@@ -88,6 +88,32 @@ static void set_string(sandbox_string_t *out, const char *s, size_t len) {
 
 /* ---- reporting errors the way Node does: the error, then its stack ---- */
 
+/* An error report is gathered whole and written in one go, so a listener
+ * sees it as one piece of stderr, not five. */
+static char *report_buf;
+static size_t report_len, report_cap;
+
+static void report_add(const char *s) {
+    size_t n = strlen(s);
+    if (report_len + n + 1 > report_cap) {
+        size_t cap = (report_len + n + 1) * 2;
+        char *grown = realloc(report_buf, cap);
+        if (!grown)
+            return;
+        report_buf = grown;
+        report_cap = cap;
+    }
+    memcpy(report_buf + report_len, s, n);
+    report_len += n;
+}
+
+static void report_flush(void) {
+    write_all(2, report_buf, report_len);
+    free(report_buf);
+    report_buf = NULL;
+    report_len = report_cap = 0;
+}
+
 static void report_exception(JSValue exc) {
     if (JS_IsError(exc)) {
         JSValue name = JS_GetPropertyStr(ctx, exc, "name");
@@ -96,17 +122,17 @@ static void report_exception(JSValue exc) {
         const char *n = JS_ToCString(ctx, name);
         const char *m = JS_ToCString(ctx, message);
         const char *s = JS_IsUndefined(stack) ? NULL : JS_ToCString(ctx, stack);
-        write_str(2, "Uncaught ");
-        write_str(2, n ? n : "Error");
+        report_add("Uncaught ");
+        report_add(n ? n : "Error");
         if (m && *m) {
-            write_str(2, ": ");
-            write_str(2, m);
+            report_add(": ");
+            report_add(m);
         }
-        write_str(2, "\n");
+        report_add("\n");
         if (s) {
-            write_str(2, s);
+            report_add(s);
             if (*s && s[strlen(s) - 1] != '\n')
-                write_str(2, "\n");
+                report_add("\n");
         }
         JS_FreeCString(ctx, n);
         JS_FreeCString(ctx, m);
@@ -117,9 +143,9 @@ static void report_exception(JSValue exc) {
         JS_FreeValue(ctx, stack);
     } else {
         const char *s = JS_ToCString(ctx, exc);
-        write_str(2, "Uncaught ");
-        write_str(2, s ? s : "(unprintable value)");
-        write_str(2, "\n");
+        report_add("Uncaught ");
+        report_add(s ? s : "(unprintable value)");
+        report_add("\n");
         if (s)
             JS_FreeCString(ctx, s);
     }
@@ -133,8 +159,9 @@ static int exit_status_of(JSValue exc, const char *prefix) {
         status = exit_requested;
         JS_ResetUncatchableError(ctx);
     } else {
-        write_str(2, prefix);
+        report_add(prefix);
         report_exception(exc);
+        report_flush();
     }
     JS_FreeValue(ctx, exc);
     return status;
@@ -674,6 +701,7 @@ static int evaluate(const char *src, size_t len, const char *filename, bool allo
     if (status == 0 && module && JS_PromiseState(ctx, result) == JS_PROMISE_REJECTED) {
         JSValue reason = JS_PromiseResult(ctx, result);
         report_exception(reason);
+        report_flush();
         JS_FreeValue(ctx, reason);
         has_unhandled_rejection = false;
         status = 1;

@@ -183,7 +183,14 @@ pub async fn run(runtime: Runtime, settings: Settings, out_dir: PathBuf) -> Benc
         // The busy sessions of the kill measurement must keep spinning for the
         // whole measurement: bound them by time only, not by fuel.
         limits: Limits::default().with_wall_clock(Duration::from_secs(120)).with_fuel(u64::MAX / 2),
-        registry: RegistryConfig { max_running: 4096, max_live: 4096, ..RegistryConfig::default() },
+        // One client (the bench) measures the server: no share or rate limits it.
+        registry: RegistryConfig {
+            max_running: 4096,
+            max_running_per_client: Some(4096),
+            runs_per_second_per_client: f64::INFINITY,
+            max_live: 4096,
+            ..RegistryConfig::default()
+        },
         max_runs_per_connection: 4096,
         ..ServerConfig::default()
     };
@@ -320,7 +327,7 @@ async fn cold_start(runtime: &Runtime, language: Language, runs: usize) -> Bench
         instantiate.push(instantiated);
         run.push(ran - instantiated);
         let mut stdout = Vec::new();
-        while let Ok(event) = events.try_recv() {
+        while let Some(event) = events.try_recv() {
             if let SessionEvent::Stdout(bytes) = event {
                 stdout.extend_from_slice(&bytes);
             }

@@ -8,28 +8,49 @@
 //! `input.rs`): one host interface, two bindings. The answer is written into
 //! memory the guest allocates with its `host_alloc` export; the guest frees it.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use wasmtime::{Caller, Extern};
 
 use super::HostState;
 use super::sandlot::guest::{engine, input, models, placeholders, stats};
 
-/// The largest request frame read (a placeholder value rides in one).
-const MAX_REQUEST: usize = 32 << 20;
+/// The largest request frame read whatever the session's budgets.
+const MAX_REQUEST: usize = 64 << 20;
+/// What a frame may carry beyond a placeholder value: the envelope, a
+/// command's arguments, a list of numbers to describe.
+const FRAME_SLACK: usize = 1 << 20;
 const NO_HOST_ALLOC: i32 = -2;
+
+/// The largest request frame taken from a session: a placeholder value as
+/// large as its budget, escaped inside a JSON string (each byte at most two),
+/// plus the envelope. Larger frames are refused before they are copied.
+fn max_request(state: &HostState) -> usize {
+    state.placeholders.budget().saturating_mul(2).saturating_add(FRAME_SLACK).min(MAX_REQUEST)
+}
 
 /// `host.call`: 0 when answered, -2 when the frame or the guest's memory is unusable.
 pub(crate) async fn call(mut caller: Caller<'_, HostState>, (ptr, len, out_ptr, out_len): (i32, i32, i32, i32)) -> i32 {
     let Some(Extern::Memory(memory)) = caller.get_export("memory") else { return NO_HOST_ALLOC };
     let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
-    if len > MAX_REQUEST {
-        return NO_HOST_ALLOC;
-    }
-    let mut request = vec![0; len];
-    if memory.read(&caller, ptr, &mut request).is_err() {
-        return NO_HOST_ALLOC;
-    }
-    let answer = answer(caller.data_mut(), &request).await.to_string();
+    let answer = if len > max_request(caller.data()) {
+        refusal(
+            None,
+            "too_large",
+            format!("a host call of {len} bytes is over the limit of {}", max_request(caller.data())),
+        )
+    } else {
+        let mut request = vec![0; len];
+        if memory.read(&caller, ptr, &mut request).is_err() {
+            return NO_HOST_ALLOC;
+        }
+        answer(caller.data_mut(), &request).await
+    };
+    let answer = answer.to_string();
     let Some(Extern::Func(alloc)) = caller.get_export("host_alloc") else { return NO_HOST_ALLOC };
     let Ok(alloc) = alloc.typed::<i32, i32>(&caller) else { return NO_HOST_ALLOC };
     let Ok(at) = alloc.call_async(&mut caller, answer.len() as i32).await else { return NO_HOST_ALLOC };
@@ -40,47 +61,112 @@ pub(crate) async fn call(mut caller: Caller<'_, HostState>, (ptr, len, out_ptr, 
     if at == 0 || !written { NO_HOST_ALLOC } else { 0 }
 }
 
-async fn answer(state: &mut HostState, request: &[u8]) -> Value {
-    let frame: Value = match serde_json::from_slice(request) {
+/// A request frame, read without building a tree of it: the id and the
+/// arguments stay text until a tool reads its own fields from them.
+#[derive(Deserialize)]
+struct Frame<'a> {
+    v: Option<u32>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    op: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tool: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    args: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct SetPlaceholder {
+    name: String,
+    /// The value as JSON text.
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct Describe {
+    values: Vec<f64>,
+}
+
+#[derive(Deserialize)]
+struct Command {
+    command: String,
+    /// The arguments as JSON text.
+    args: String,
+}
+
+#[derive(Deserialize)]
+struct Answered {
+    /// The prediction as JSON text.
+    ok: Option<String>,
+    error: Option<String>,
+}
+
+fn args<T: DeserializeOwned>(frame: &Frame<'_>, what: &str) -> Result<T, String> {
+    let text = frame.args.map_or("null", RawValue::get);
+    serde_json::from_str(text).map_err(|e| format!("{what}: {e}"))
+}
+
+/// Reads a frame and answers it. Public to the crate for the fuzz targets.
+pub(crate) async fn answer(state: &mut HostState, request: &[u8]) -> Value {
+    let frame: Frame = match serde_json::from_slice(request) {
         Ok(frame) => frame,
-        Err(e) => return refusal(Value::Null, "protocol", format!("the frame is not JSON: {e}")),
+        Err(e) => return refusal(None, "protocol", format!("the frame is not JSON: {e}")),
     };
-    let id = frame.get("id").cloned().unwrap_or(Value::Null);
-    if frame.get("v") != Some(&json!(1)) || frame.get("op") != Some(&json!("call")) {
+    let id = frame.id.and_then(|id| serde_json::from_str::<Value>(id.get()).ok()).filter(|id| {
+        // An id is a number or a short string; anything else is not echoed.
+        id.is_number() || id.as_str().is_some_and(|s| s.len() <= 256)
+    });
+    if frame.v != Some(1) || frame.op.as_deref() != Some("call") {
         return refusal(id, "protocol", "only {\"v\":1,\"op\":\"call\"} frames are understood".into());
     }
-    let tool = frame.get("tool").and_then(Value::as_str).unwrap_or_default();
-    let args = frame.get("args").cloned().unwrap_or(Value::Null);
-    let text = |key: &str| args.get(key).and_then(Value::as_str).map(str::to_string);
-    let result: Result<Value, String> = match (tool, text("name")) {
-        ("set_placeholder", Some(name)) => match text("value") {
-            Some(value) => placeholders::Host::set(state, name, value).await.map(|()| Value::Null),
-            None => Err("set_placeholder needs a JSON text \"value\"".into()),
+    let result: Result<Value, String> = match frame.tool.as_deref().unwrap_or_default() {
+        "set_placeholder" => match args::<SetPlaceholder>(&frame, "set_placeholder needs a name and a JSON text value")
+        {
+            Ok(SetPlaceholder { name, value }) => {
+                placeholders::Host::set(state, name, value).await.map(|()| Value::Null)
+            }
+            Err(e) => Err(e),
         },
-        ("get_placeholder", Some(name)) => Ok(json!(placeholders::Host::get(state, name).await)),
-        ("register_model", Some(name)) => models::Host::register(state, name).await.map(|()| Value::Null),
-        ("describe", _) => match serde_json::from_value::<Vec<f64>>(args.get("values").cloned().unwrap_or_default()) {
-            Ok(values) => stats::Host::describe(state, values).await.map(|s| {
-                json!({ "count": s.count, "mean": s.mean, "std": s.std, "min": s.min,
-                        "25%": s.q1, "50%": s.median, "75%": s.q3, "max": s.max })
-            }),
-            Err(e) => Err(format!("describe needs a list of numbers: {e}")),
+        "get_placeholder" => match args::<Named>(&frame, "get_placeholder needs a name") {
+            Ok(Named { name }) => Ok(json!(placeholders::Host::get(state, name).await)),
+            Err(e) => Err(e),
         },
-        ("engine", _) => match (text("command"), text("args")) {
-            (Some(command), Some(args)) => engine::Host::command(state, command, args).await.map(Value::String),
-            _ => Err("engine needs a \"command\" and JSON text \"args\"".into()),
+        "register_model" => match args::<Named>(&frame, "register_model needs a name") {
+            Ok(Named { name }) => models::Host::register(state, name).await.map(|()| Value::Null),
+            Err(e) => Err(e),
         },
-        ("context", _) => Ok(json!(input::Host::context(state).await)),
-        ("result", _) => {
+        "describe" => match args::<Describe>(&frame, "describe needs a list of numbers") {
+            Ok(Describe { values }) => {
+                stats::Host::describe(state, values).await.map(|s| super::stats::summary_json(&s))
+            }
+            Err(e) => Err(e),
+        },
+        "engine" => match args::<Command>(&frame, "engine needs a \"command\" and JSON text \"args\"") {
+            Ok(Command { command, args }) => engine::Host::command(state, command, args).await.map(Value::String),
+            Err(e) => Err(e),
+        },
+        "context" => Ok(json!(input::Host::context(state).await)),
+        "result" => {
             // A prediction's answer, for `Session::predict`.
-            state.prediction = Some(match (text("ok"), text("error")) {
-                (Some(ok), _) => Ok(ok),
-                (None, Some(error)) => Err(error),
-                (None, None) => Err("the model answered nothing".into()),
+            let answered = args::<Answered>(&frame, "result needs \"ok\" or \"error\"");
+            state.prediction = Some(match answered {
+                Ok(Answered { ok: Some(ok), .. }) => Ok(ok),
+                Ok(Answered { error: Some(error), .. }) => Err(error),
+                Ok(_) => Err("the model answered nothing".into()),
+                Err(e) => Err(e),
             });
             Ok(Value::Null)
         }
-        (other, _) => return refusal(id, "unknown_tool", format!("no tool {other:?} (or it needs a \"name\")")),
+        other => {
+            let other: String = other.chars().take(64).collect();
+            return refusal(id, "unknown_tool", format!("no tool {other:?}"));
+        }
     };
     match result {
         Ok(value) => json!({ "v": 1, "id": id, "ok": true, "value": value }),
@@ -88,6 +174,6 @@ async fn answer(state: &mut HostState, request: &[u8]) -> Value {
     }
 }
 
-fn refusal(id: Value, kind: &str, message: String) -> Value {
+fn refusal(id: Option<Value>, kind: &str, message: String) -> Value {
     json!({ "v": 1, "id": id, "ok": false, "error": { "kind": kind, "message": message } })
 }

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::HostState;
 
@@ -15,11 +15,13 @@ use super::HostState;
 const MAX_ARGS_BYTES: usize = 1 << 20;
 const MAX_COMMAND_BYTES: usize = 256;
 
+/// The engine's answer (JSON text) or its error message.
+pub type EngineAnswer = Result<Box<RawValue>, String>;
+
 /// Where a session's engine commands go. A face implements this to reach its client.
 pub trait EngineBridge: Send + Sync + 'static {
-    /// Sends `command` with `args` and resolves to the engine's answer or its error message.
-    fn command(&self, command: String, args: Value)
-    -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>>;
+    /// Sends `command` with `args` (JSON text) and resolves to the engine's answer.
+    fn command(&self, command: String, args: Box<RawValue>) -> Pin<Box<dyn Future<Output = EngineAnswer> + Send + '_>>;
 }
 
 /// The bridge of a session with no engine attached: every command fails.
@@ -29,8 +31,8 @@ impl EngineBridge for NoEngine {
     fn command(
         &self,
         command: String,
-        _args: Value,
-    ) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
+        _args: Box<RawValue>,
+    ) -> Pin<Box<dyn Future<Output = EngineAnswer> + Send + '_>> {
         Box::pin(async move { Err(format!("no game engine is attached to this session (command {command:?})")) })
     }
 }
@@ -43,9 +45,8 @@ impl super::sandlot::guest::engine::Host for HostState {
         if args.len() > MAX_ARGS_BYTES {
             return Err(format!("engine command arguments are limited to {MAX_ARGS_BYTES} bytes"));
         }
-        let args: Value =
-            serde_json::from_str(&args).map_err(|e| format!("engine arguments are not valid JSON: {e}"))?;
+        let args = RawValue::from_string(args).map_err(|e| format!("engine arguments are not valid JSON: {e}"))?;
         let engine = self.engine.clone();
-        engine.command(command, args).await.map(|answer| answer.to_string())
+        engine.command(command, args).await.map(|answer| answer.get().to_string())
     }
 }

@@ -4,6 +4,6 @@ use super::HostState;
 
 impl super::sandlot::guest::input::Host for HostState {
     async fn context(&mut self) -> Option<String> {
-        self.context.as_ref().map(|c| c.to_string())
+        self.context.as_ref().map(|c| c.get().to_string())
     }
 }

@@ -47,6 +47,11 @@ impl MemoryLimiter {
     pub(crate) fn limit(&self) -> usize {
         self.limit
     }
+
+    /// Bytes the guest holds now beyond what it started with uncounted.
+    pub(crate) fn held(&self) -> usize {
+        self.total.saturating_sub(self.allowance)
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {

@@ -12,10 +12,10 @@ mod models;
 mod placeholders;
 mod stats;
 
-pub use engine::{EngineBridge, NoEngine};
+pub use engine::{EngineAnswer, EngineBridge, NoEngine};
 pub(crate) use limiter::MemoryLimiter;
-pub use placeholders::Placeholders;
-pub(crate) use stats::describe;
+pub use placeholders::{PlaceholderMemory, Placeholders};
+pub(crate) use stats::table_stats;
 
 use std::sync::Arc;
 
@@ -41,7 +41,8 @@ pub(crate) struct HostState {
     pub(crate) placeholders: Placeholders,
     pub(crate) models: models::ModelNames,
     pub(crate) engine: Arc<dyn EngineBridge>,
-    pub(crate) context: Option<serde_json::Value>,
+    /// The client's context, as JSON text.
+    pub(crate) context: Option<Box<serde_json::value::RawValue>>,
     /// A python-sci prediction's answer, as its door call left it.
     pub(crate) prediction: Option<Result<String, String>>,
 }
@@ -52,7 +53,7 @@ impl HostState {
         limiter: MemoryLimiter,
         placeholders: Placeholders,
         engine: Arc<dyn EngineBridge>,
-        context: Option<serde_json::Value>,
+        context: Option<Box<serde_json::value::RawValue>>,
     ) -> Self {
         HostState {
             wasi,

@@ -9,27 +9,34 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use super::socket::{Connection, Incoming, Outbox, Unreadable};
-use super::{App, Utf8Chunks, parse_lenient};
+use super::{App, Fields, IdText, Peer, Utf8Chunks, field, parse_fields_off_thread, public_message};
 
 use crate::error::Error;
-use crate::host::describe;
+use crate::host::table_stats;
 use crate::language::Language;
 use crate::program::{Program, SourceFile};
-use crate::registry::{Entry, RunEvents, RunStatus};
+use crate::registry::{Client, Keep, RunEvents, RunStatus};
 use crate::session::SessionEvent;
 
-pub(crate) async fn websocket(State(app): State<App>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+pub(crate) async fn websocket(
+    State(app): State<App>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let hard = app.config.hard_message_limit();
     upgrade.max_message_size(hard).max_frame_size(hard).on_upgrade(move |socket| {
-        let socket = Connection::new(socket, app.clone(), &headers, unauthorized_reply);
+        let socket = Connection::new(socket, app.clone(), &headers, &peer, unauthorized_reply);
         connection(app, socket)
     })
 }
@@ -53,17 +60,21 @@ impl From<Error> for Refusal {
     fn from(e: Error) -> Self {
         let code = match &e {
             Error::Busy { .. } => "busy",
+            Error::ClientBusy { .. } => "client_busy",
+            Error::RateLimited { .. } => "rate_limited",
             Error::ShuttingDown => "shutting_down",
             Error::UnknownLanguage(_) => "unknown_language",
             Error::InvalidProgram(_) | Error::InvalidInput(_) => "bad_request",
             Error::UnknownModel { .. } => "unknown_model",
+            Error::UnknownSession(_) => "unknown_session",
             Error::SessionEnded(_) => "session_ended",
             Error::StillRunning(_) => "still_running",
+            Error::PredictionTooLarge { .. } => "too_large",
             Error::GuestLoad { .. } | Error::Instantiate { .. } | Error::Engine(_) | Error::Storage(_) => {
                 "server_error"
             }
         };
-        Refusal { code, message: e.to_string() }
+        Refusal { code, message: public_message(&e) }
     }
 }
 
@@ -71,9 +82,11 @@ async fn connection(app: App, mut connection: Connection) {
     let outbox = connection.outbox.clone();
     let mut runs = JoinSet::new();
     let mut first = true;
-    while let Some(incoming) = connection.next().await {
-        let is_first = std::mem::replace(&mut first, false);
+    loop {
         while runs.try_join_next().is_some() {}
+        connection.set_busy(!runs.is_empty());
+        let Some(incoming) = connection.next().await else { break };
+        let is_first = std::mem::replace(&mut first, false);
         let text = match incoming {
             Incoming::Text(text) => text,
             Incoming::Refused(why) => {
@@ -86,9 +99,9 @@ async fn connection(app: App, mut connection: Connection) {
                 continue;
             }
         };
-        let request = match parse_lenient(&text) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => {
+        let request = match parse_fields_off_thread(text).await {
+            Ok(request) => request,
+            Err(e) if e.contains("object") => {
                 reply_error(&outbox, None, refuse("bad_request", "a request is a JSON object with an \"action\""))
                     .await;
                 continue;
@@ -99,18 +112,19 @@ async fn connection(app: App, mut connection: Connection) {
             }
         };
         if let Some(target) = request.get("target") {
-            if is_first && target == "file_upload" {
+            if is_first && target.get() == "\"file_upload\"" {
                 return super::datasets::upload(app, connection, request).await;
             }
             let why = if is_first {
-                format!("unknown target {target}; the one target is \"file_upload\"")
+                "unknown target; the one target is \"file_upload\"".to_string()
             } else {
                 "a file upload starts on a socket of its own: send {\"target\":\"file_upload\",...} first".into()
             };
             reply_error(&outbox, None, refuse("bad_request", why)).await;
             continue;
         }
-        let action = request.get("action").and_then(Value::as_str).map(str::to_string);
+        let action = field::<String>(&request, "action", "action").ok().flatten();
+        let client = connection.client().clone();
         let result = match action.as_deref() {
             Some("run") if runs.len() >= app.config.max_runs_per_connection => Err(refuse(
                 "busy",
@@ -119,31 +133,35 @@ async fn connection(app: App, mut connection: Connection) {
                     app.config.max_runs_per_connection
                 ),
             )),
-            Some("run") => match run(&app, &request).await {
-                Ok((entry, events)) => {
-                    let (outbox, id) = (outbox.clone(), entry.id().to_string());
+            Some("run") => match run(&app, &client, &request).await {
+                Ok((id, events)) => {
+                    let (outbox, reply_id) = (outbox.clone(), id.clone());
                     runs.spawn(async move { push_output(&outbox, &id, events).await });
-                    Ok(json!({ "sessionId": entry.id() }))
+                    Ok(Reply::Json(json!({ "sessionId": reply_id })))
                 }
                 Err(e) => Err(e),
             },
-            Some("get_placeholder") => get_placeholder(&app, &request),
-            Some("run_model") => run_model(&app, &request).await,
-            Some("get_stats") => get_stats(&app, &request),
+            Some("get_placeholder") => get_placeholder(&app, &request).map(Reply::Text),
+            Some("run_model") => run_model(&app, &client, &request).await.map(Reply::Text),
+            Some("get_stats") => get_stats(&app, &request).await,
             Some("status") => status(&app, &request),
             Some("stop") => stop(&app, &request).await,
             Some(other) => Err(refuse(
                 "unknown_action",
                 format!(
-                    "unknown action {other:?}; actions are run, get_placeholder, run_model, get_stats, status, stop"
+                    "unknown action {:?}; actions are run, get_placeholder, run_model, get_stats, status, stop",
+                    other.chars().take(64).collect::<String>()
                 ),
             )),
             None => Err(refuse("bad_request", "every request needs an \"action\" string")),
         };
         match result {
-            Ok(mut reply) => {
+            Ok(Reply::Json(mut reply)) => {
                 reply["action"] = json!(action);
                 outbox.json(reply).await;
+            }
+            Ok(Reply::Text(text)) => {
+                outbox.text(text).await;
             }
             Err(refusal) => reply_error(&outbox, action.as_deref(), refusal).await,
         }
@@ -159,38 +177,44 @@ async fn connection(app: App, mut connection: Connection) {
     connection.close().await;
 }
 
+/// A reply: a JSON value (the action's name is added), or text already
+/// written whole (replies that carry a saved JSON text unparsed).
+enum Reply {
+    Json(Value),
+    Text(String),
+}
+
 async fn reply_error(outbox: &Outbox, action: Option<&str>, refusal: Refusal) {
     outbox.json(json!({ "action": action, "error": refusal.message, "code": refusal.code })).await;
 }
 
-fn field<'a>(object: &'a Map<String, Value>, key: &str, what: &str) -> Result<&'a Value, Refusal> {
-    object.get(key).ok_or_else(|| refuse("bad_request", format!("{what} needs a \"{key}\" field")))
+/// A required field, as `T`.
+fn required<T: serde::de::DeserializeOwned>(fields: &Fields, key: &str, what: &str) -> Result<T, Refusal> {
+    field::<T>(fields, key, key)
+        .map_err(|e| refuse("bad_request", e))?
+        .ok_or_else(|| refuse("bad_request", format!("{what} needs a \"{key}\" field")))
 }
 
-fn object<'a>(value: &'a Value, what: &str) -> Result<&'a Map<String, Value>, Refusal> {
-    value.as_object().ok_or_else(|| refuse("bad_request", format!("{what} must be an object")))
+/// A field that is itself an object.
+fn object(fields: &Fields, key: &str, what: &str) -> Result<Fields, Refusal> {
+    required::<Fields>(fields, key, what).map_err(|e| {
+        if e.message.contains("needs") { e } else { refuse("bad_request", format!("{key} must be an object")) }
+    })
 }
 
-fn string<'a>(value: &'a Value, what: &str) -> Result<&'a str, Refusal> {
-    value.as_str().ok_or_else(|| refuse("bad_request", format!("{what} must be a string")))
+fn session_id(fields: &Fields, what: &str) -> Result<String, Refusal> {
+    required::<IdText>(fields, "sessionId", what).map(|id| id.0).map_err(|e| {
+        if e.message.contains("needs") { e } else { refuse("bad_request", "sessionId must be a number or a string") }
+    })
 }
 
-/// A session id given as a number or a string.
-fn session_id(value: &Value) -> Result<String, Refusal> {
-    match value {
-        Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-        Value::Number(n) => Ok(n.to_string()),
-        _ => Err(refuse("bad_request", "sessionId must be a number or a string")),
-    }
+#[derive(Deserialize)]
+struct FileSpec {
+    filename: String,
+    content: String,
 }
 
-fn find(app: &App, id: &str) -> Result<Arc<Entry>, Refusal> {
-    app.registry
-        .get(id)
-        .ok_or_else(|| refuse("unknown_session", format!("no session {id}: it never existed or has expired")))
-}
-
-async fn run(app: &App, request: &Map<String, Value>) -> Result<(Arc<Entry>, RunEvents), Refusal> {
+async fn run(app: &App, client: &Client, request: &Fields) -> Result<(String, RunEvents), Refusal> {
     let mut chosen = None;
     for (key, value) in request {
         if key == "action" || key == "token" {
@@ -205,40 +229,31 @@ async fn run(app: &App, request: &Map<String, Value>) -> Result<(Arc<Entry>, Run
     let (language, spec) = chosen.ok_or_else(|| {
         refuse("bad_request", "run needs a language key with the program, e.g. {\"action\":\"run\",\"python\":{...}}")
     })?;
-    let spec = object(spec, "the program")?;
-    let files = field(spec, "files", "the program")?
-        .as_array()
-        .ok_or_else(|| refuse("bad_request", "files must be a list of {filename, content}"))?;
-    let mut sources = Vec::with_capacity(files.len());
-    for file in files {
-        let file = object(file, "each file")?;
-        sources.push(SourceFile {
-            name: string(field(file, "filename", "each file")?, "filename")?.to_string(),
-            content: string(field(file, "content", "each file")?, "content")?.to_string(),
-        });
+    let spec: Fields =
+        serde_json::from_str(spec.get()).map_err(|_| refuse("bad_request", "the program must be an object"))?;
+    let files: Vec<FileSpec> = field(&spec, "files", "files")
+        .map_err(|_| refuse("bad_request", "files must be a list of {filename, content} strings"))?
+        .ok_or_else(|| refuse("bad_request", "the program needs a \"files\" field"))?;
+    let sources: Vec<SourceFile> =
+        files.into_iter().map(|f| SourceFile { name: f.filename, content: f.content }).collect();
+    if let Some(number) =
+        field::<u64>(&spec, "number", "number").map_err(|_| refuse("bad_request", "number must be a whole number"))?
+        && number != sources.len() as u64
+    {
+        return Err(refuse("bad_request", format!("number says {number} files but {} were given", sources.len())));
     }
-    if let Some(number) = spec.get("number") {
-        let number = number.as_u64().ok_or_else(|| refuse("bad_request", "number must be a whole number"))?;
-        if number != sources.len() as u64 {
-            return Err(refuse("bad_request", format!("number says {number} files but {} were given", sources.len())));
-        }
-    }
-    let main_file = match spec.get("mainfile") {
-        Some(main) => string(main, "mainfile")?.to_string(),
+    let main_file = match field::<String>(&spec, "mainfile", "mainfile").map_err(|e| refuse("bad_request", e))? {
+        Some(main) => main,
         None if sources.len() == 1 => sources[0].name.clone(),
         None => return Err(refuse("bad_request", "mainfile is needed when there are several files")),
     };
-    let args = match spec.get("arguments") {
-        Some(Value::Array(items)) => {
-            items.iter().map(|a| string(a, "each argument").map(str::to_string)).collect::<Result<_, _>>()?
-        }
-        Some(_) => return Err(refuse("bad_request", "arguments must be a list of strings")),
-        None => Vec::new(),
-    };
+    let args: Vec<String> = field(&spec, "arguments", "arguments")
+        .map_err(|_| refuse("bad_request", "arguments must be a list of strings"))?
+        .unwrap_or_default();
     let program = Program { files: sources, main_file, args, env: Vec::new() };
     let options = app.session_options();
-    let started = app.registry.start(language, program, options, true).await?;
-    Ok((started.entry, started.events))
+    let started = app.registry.start(client, language, program, options, Keep::Live).await?;
+    Ok((started.entry.id().to_string(), started.events))
 }
 
 async fn push_output(outbox: &Outbox, id: &str, mut events: RunEvents) {
@@ -270,120 +285,103 @@ async fn push_output(outbox: &Outbox, id: &str, mut events: RunEvents) {
     }
 }
 
-fn placeholder_request(request: &Map<String, Value>) -> Result<(String, String), Refusal> {
-    let placeholder = object(field(request, "placeholder", "this action")?, "placeholder")?;
-    let id = session_id(field(placeholder, "sessionId", "placeholder")?)?;
-    let name = string(field(placeholder, "name", "placeholder")?, "name")?.to_string();
+fn placeholder_request(request: &Fields) -> Result<(String, String), Refusal> {
+    let placeholder = object(request, "placeholder", "this action")?;
+    let id = session_id(&placeholder, "placeholder")?;
+    let name = required::<String>(&placeholder, "name", "placeholder")?;
     Ok((id, name))
 }
 
-fn saved(app: &App, id: &str, name: &str) -> Result<Value, Refusal> {
-    let entry = find(app, id)?;
-    entry.placeholders().get(name).ok_or_else(|| {
-        let names = entry.placeholders().names();
+/// The JSON text a session saved under `name`.
+fn saved(app: &App, id: &str, name: &str) -> Result<Arc<RawValue>, Refusal> {
+    let placeholders = app.registry.placeholders(id).ok_or_else(|| Refusal::from(Error::UnknownSession(id.into())))?;
+    placeholders.get_json(name).ok_or_else(|| {
+        let names = placeholders.names();
         let saved = if names.is_empty() { "none".to_string() } else { names.join(", ") };
         refuse("unknown_placeholder", format!("session {id} saved no placeholder {name:?}; saved: {saved}"))
     })
 }
 
-fn get_placeholder(app: &App, request: &Map<String, Value>) -> Result<Value, Refusal> {
-    let (id, name) = placeholder_request(request)?;
-    let value = saved(app, &id, &name)?;
-    Ok(json!({ "sessionId": id, "name": name, "value": value }))
+/// A reply that carries JSON text as it was saved, never parsed into a tree.
+#[derive(Serialize)]
+struct RawReply<'a> {
+    action: &'a str,
+    #[serde(rename = "sessionId")]
+    session_id: &'a str,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prediction: Option<&'a RawValue>,
 }
 
-async fn run_model(app: &App, request: &Map<String, Value>) -> Result<Value, Refusal> {
-    let model = object(field(request, "model", "run_model")?, "model")?;
-    let id = session_id(field(model, "sessionId", "model")?)?;
-    let name = string(field(model, "name", "model")?, "name")?.to_string();
-    let is_data = model.get("is_data").map(|v| v.as_bool().unwrap_or(true)).unwrap_or(true);
-    let data = field(model, "data", "model")?;
-    let entry = find(app, &id)?;
-    let read;
+fn get_placeholder(app: &App, request: &Fields) -> Result<String, Refusal> {
+    let (id, name) = placeholder_request(request)?;
+    let value = saved(app, &id, &name)?;
+    let reply =
+        RawReply { action: "get_placeholder", session_id: &id, name: &name, value: Some(&value), prediction: None };
+    serde_json::to_string(&reply).map_err(|e| refuse("server_error", e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct ModelRequest {
+    #[serde(rename = "sessionId")]
+    session_id: Option<IdText>,
+    name: Option<String>,
+    is_data: Option<Box<RawValue>>,
+    data: Option<Box<RawValue>>,
+}
+
+async fn run_model(app: &App, client: &Client, request: &Fields) -> Result<String, Refusal> {
+    let model: ModelRequest = required(request, "model", "run_model").map_err(|e| {
+        if e.message.contains("needs") { e } else { refuse("bad_request", format!("model: {}", e.message)) }
+    })?;
+    let id = model.session_id.ok_or_else(|| refuse("bad_request", "model needs a \"sessionId\" field"))?.0;
+    let name = model.name.ok_or_else(|| refuse("bad_request", "model needs a \"name\" field"))?;
+    // Anything but false means the data is given inline (the seed's default).
+    let is_data = model.is_data.is_none_or(|v| v.get() != "false");
+    let data = model.data.ok_or_else(|| refuse("bad_request", "model needs a \"data\" field"))?;
     let data = if is_data {
         data
     } else {
         // `data` is a dataset file's path as sessions see it, e.g. /data/iris.csv.
-        let path = string(data, "data (a dataset path such as /data/<name>.csv, with is_data: false)")?;
+        let path: String = serde_json::from_str(data.get()).map_err(|_| {
+            refuse(
+                "bad_request",
+                "data must be a string (a dataset path such as /data/<name>.csv, with is_data: false)",
+            )
+        })?;
         let datasets = app.datasets.as_ref().ok_or_else(|| {
             refuse("not_supported", "this server keeps no datasets (start it with --data-dir); send the data inline")
         })?;
-        read = super::datasets::rows(datasets, path, app.config.max_message_bytes)
+        super::datasets::rows(datasets, &path, app.config.max_message_bytes)
             .await
-            .map_err(|e| refuse(e.code(), e.to_string()))?;
-        &read
+            .map_err(|e| refuse(e.code(), super::datasets::public_dataset_message(&e)))?
     };
-    match entry.predict(&name, data).await? {
-        Ok(prediction) => Ok(json!({ "sessionId": id, "name": name, "prediction": prediction })),
+    match app.registry.predict(client, &id, &name, data).await? {
+        Ok(prediction) => {
+            let reply = RawReply {
+                action: "run_model",
+                session_id: &id,
+                name: &name,
+                value: None,
+                prediction: Some(&prediction),
+            };
+            serde_json::to_string(&reply).map_err(|e| refuse("server_error", e.to_string()))
+        }
         Err(message) => Err(refuse("model_error", format!("model {name:?} failed: {message}"))),
     }
 }
 
-fn get_stats(app: &App, request: &Map<String, Value>) -> Result<Value, Refusal> {
+async fn get_stats(app: &App, request: &Fields) -> Result<Reply, Refusal> {
     let (id, name) = placeholder_request(request)?;
     let value = saved(app, &id, &name)?;
-    let stats = stats_of(&value).map_err(|e| refuse("not_numeric", format!("placeholder {name:?}: {e}")))?;
-    Ok(json!({ "sessionId": id, "name": name, "stats": stats }))
-}
-
-/// Statistics of a list of numbers, or per numeric column of a table given as
-/// a list of records or a map of columns.
-fn stats_of(value: &Value) -> Result<Value, String> {
-    fn numbers(items: &[Value]) -> Option<Vec<f64>> {
-        items.iter().map(Value::as_f64).collect()
-    }
-    fn summary(values: &[f64]) -> Result<Value, String> {
-        let s = describe(values)?;
-        let std = if s.std.is_nan() { Value::Null } else { json!(s.std) };
-        Ok(json!({ "count": s.count, "mean": s.mean, "std": std, "min": s.min,
-                   "25%": s.q1, "50%": s.median, "75%": s.q3, "max": s.max }))
-    }
-    fn columns(columns: Vec<(String, Vec<Value>)>) -> Result<Value, String> {
-        let mut out = Map::new();
-        for (name, cells) in columns {
-            if let Some(values) = numbers(&cells) {
-                out.insert(name, summary(&values)?);
-            }
-        }
-        if out.is_empty() {
-            return Err("the table has no numeric column".into());
-        }
-        Ok(Value::Object(out))
-    }
-    match value {
-        Value::Array(items) if items.iter().all(Value::is_number) => summary(&numbers(items).unwrap_or_default()),
-        Value::Array(rows) if !rows.is_empty() && rows.iter().all(Value::is_object) => {
-            let mut names: Vec<String> = Vec::new();
-            for row in rows {
-                for key in row.as_object().into_iter().flat_map(|r| r.keys()) {
-                    if !names.contains(key) {
-                        names.push(key.clone());
-                    }
-                }
-            }
-            columns(
-                names
-                    .into_iter()
-                    .map(|n| {
-                        let cells = rows.iter().map(|r| r.get(&n).cloned().unwrap_or(Value::Null)).collect();
-                        (n, cells)
-                    })
-                    .collect(),
-            )
-        }
-        Value::Object(map) if map.values().all(Value::is_array) => {
-            columns(map.iter().map(|(k, v)| (k.clone(), v.as_array().cloned().unwrap_or_default())).collect())
-        }
-        Value::Array(rows) if !rows.is_empty() && rows.iter().all(Value::is_array) => {
-            let width = rows.iter().map(|r| r.as_array().map_or(0, Vec::len)).max().unwrap_or(0);
-            columns(
-                (0..width)
-                    .map(|i| (i.to_string(), rows.iter().map(|r| r.get(i).cloned().unwrap_or(Value::Null)).collect()))
-                    .collect(),
-            )
-        }
-        _ => Err("stats need a list of numbers, a list of records, a list of rows or a map of columns".into()),
-    }
+    // One pass over the saved text, off the I/O threads.
+    let stats = tokio::task::spawn_blocking(move || table_stats(value.get()))
+        .await
+        .map_err(|_| refuse("server_error", "the statistics could not be computed"))?
+        .map_err(|e| refuse("not_numeric", format!("placeholder {name:?}: {e}")))?;
+    Ok(Reply::Json(json!({ "sessionId": id, "name": name, "stats": stats })))
 }
 
 fn status_reply(status: &RunStatus) -> Value {
@@ -407,36 +405,14 @@ fn status_reply(status: &RunStatus) -> Value {
     reply
 }
 
-fn status(app: &App, request: &Map<String, Value>) -> Result<Value, Refusal> {
-    let id = session_id(field(request, "sessionId", "status")?)?;
-    Ok(status_reply(&find(app, &id)?.status()))
+fn status(app: &App, request: &Fields) -> Result<Reply, Refusal> {
+    let id = session_id(request, "status")?;
+    let status = app.registry.status(&id).ok_or_else(|| Refusal::from(Error::UnknownSession(id)))?;
+    Ok(Reply::Json(status_reply(&status)))
 }
 
-async fn stop(app: &App, request: &Map<String, Value>) -> Result<Value, Refusal> {
-    let id = session_id(field(request, "sessionId", "stop")?)?;
-    let entry = find(app, &id)?;
-    entry.kill();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), entry.finished()).await;
-    Ok(status_reply(&entry.status()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::stats_of;
-    use serde_json::json;
-
-    #[test]
-    fn stats_of_lists_records_rows_and_columns() {
-        let s = stats_of(&json!([1, 2, 3, 4, 10])).unwrap();
-        assert_eq!((s["count"].clone(), s["50%"].clone(), s["max"].clone()), (json!(5), json!(3.0), json!(10.0)));
-        let records = stats_of(&json!([{"a": 1, "b": "x"}, {"a": 3, "b": "y"}])).unwrap();
-        assert_eq!(records["a"]["mean"], json!(2.0));
-        assert!(records.get("b").is_none());
-        let columns = stats_of(&json!({"a": [1, 2], "b": [10, 30]})).unwrap();
-        assert_eq!(columns["b"]["mean"], json!(20.0));
-        let rows = stats_of(&json!([[1, 10], [3, 30]])).unwrap();
-        assert_eq!(rows["1"]["max"], json!(30.0));
-        assert!(stats_of(&json!("text")).is_err());
-        assert!(stats_of(&json!([{"b": "x"}])).unwrap_err().contains("no numeric column"));
-    }
+async fn stop(app: &App, request: &Fields) -> Result<Reply, Refusal> {
+    let id = session_id(request, "stop")?;
+    let status = app.registry.stop(&id).await.ok_or_else(|| Refusal::from(Error::UnknownSession(id)))?;
+    Ok(Reply::Json(status_reply(&status)))
 }

@@ -7,6 +7,7 @@
 //! kept as SHA-256 digests and compared in constant time; a refusal is logged
 //! without the token given.
 
+use axum::Extension;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -14,7 +15,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::App;
+use super::{App, Peer};
+use crate::registry::Client;
+
+/// A token's digest: what the server keeps and counts a client by.
+pub(crate) type TokenDigest = [u8; 32];
 
 /// The accepted tokens, as digests.
 #[derive(Clone, Debug, Default)]
@@ -32,36 +37,54 @@ impl Tokens {
         !self.digests.is_empty()
     }
 
-    pub(crate) fn accepts(&self, token: &str) -> bool {
-        let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    /// The token's digest, if it is accepted.
+    pub(crate) fn accepts(&self, token: &str) -> Option<TokenDigest> {
+        let given: TokenDigest = Sha256::digest(token.as_bytes()).into();
         // Check every digest, each byte by byte: no early exit to time.
-        self.digests.iter().fold(false, |found, digest| {
+        let found = self.digests.iter().fold(false, |found, digest| {
             found | (digest.iter().zip(&given).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0)
-        })
+        });
+        found.then_some(given)
     }
 
-    /// Whether the request carries an accepted `Authorization: Bearer` token.
-    pub(crate) fn accepts_header(&self, headers: &HeaderMap) -> bool {
+    /// The digest of the request's accepted `Authorization: Bearer` token, if any.
+    pub(crate) fn accepts_header(&self, headers: &HeaderMap) -> Option<TokenDigest> {
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-        bearer.is_some_and(|token| self.accepts(token.trim()))
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))?;
+        self.accepts(bearer.trim())
     }
 
-    /// Checks the `token` of a socket's first message.
-    pub(crate) fn check_message(&self, message: &Value) -> Result<(), &'static str> {
+    /// Checks the `token` of a socket's first message; its digest when accepted.
+    pub(crate) fn check_message(&self, message: &Value) -> Result<TokenDigest, &'static str> {
         match message.get("token").and_then(Value::as_str) {
-            Some(token) if self.accepts(token) => Ok(()),
-            Some(_) => Err("the token is not accepted by this server"),
+            Some(token) => self.accepts(token).ok_or("the token is not accepted by this server"),
             None => Err("this server needs a \"token\" in the first message of every socket"),
+        }
+    }
+
+    /// Who a client is for fair shares and rate limits: its token when tokens
+    /// are in use, else its address.
+    pub(crate) fn client(&self, token: Option<TokenDigest>, peer: &Peer) -> Client {
+        match token {
+            Some(digest) if self.required() => Client::Token(digest),
+            _ => Client::Address(peer.client_address()),
         }
     }
 }
 
-/// Middleware for the REST routes: 401 without an accepted bearer token.
-pub(crate) async fn require_token(State(app): State<App>, request: Request, next: Next) -> Response {
-    if !app.tokens.required() || app.tokens.accepts_header(request.headers()) {
+/// Middleware for the REST routes: 401 without an accepted bearer token;
+/// otherwise the request carries its `Client`.
+pub(crate) async fn require_token(
+    State(app): State<App>,
+    Extension(peer): Extension<Peer>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let token = app.tokens.accepts_header(request.headers());
+    if !app.tokens.required() || token.is_some() {
+        request.extensions_mut().insert(app.tokens.client(token, &peer));
         return next.run(request).await;
     }
     let why = if request.headers().contains_key(header::AUTHORIZATION) {

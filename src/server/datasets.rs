@@ -7,7 +7,6 @@
 //! "size","duplicate","complete"}` once it is on disk, or `{"success":0,"error",
 //! "code","position"}`; the socket stays open either way.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
@@ -19,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::socket::{Connection, Incoming};
-use super::{App, parse_lenient};
+use super::{App, Fields, field, parse_lenient_off_thread, public_message};
 
 use crate::datasets::{DatasetError, Datasets, MAX_CHUNK, kind_name};
 use crate::store::DatasetKind;
@@ -34,16 +33,22 @@ fn refused(error: &DatasetError) -> Response {
         DatasetError::OutOfRange(_) => StatusCode::RANGE_NOT_SATISFIABLE,
         DatasetError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    if let DatasetError::Server(e) = error {
-        tracing::error!(error = %e, "a dataset request failed");
-    }
     let body = json!({
         "code": status.as_u16(),
         "reason": error.code(),
-        "error": error.to_string(),
+        "error": public_dataset_message(error),
         "context": "datasets: POST/PUT /v1/csv/dataset or /v1/mnist/dataset, GET /v1/dataset, GET /v1/dataset/progress?uuid=, DELETE /v1/dataset?uuid=",
     });
     (status, Json(body)).into_response()
+}
+
+/// What a client is told of a dataset error: a server error's detail (host
+/// paths) goes to the log only.
+pub(crate) fn public_dataset_message(error: &DatasetError) -> String {
+    match error {
+        DatasetError::Server(e) => public_message(e),
+        other => other.to_string(),
+    }
 }
 
 fn bad(message: impl Into<String>) -> Response {
@@ -62,9 +67,9 @@ fn datasets(app: &App) -> Result<Arc<Datasets>, Response> {
     })
 }
 
-fn body_object(body: &Bytes) -> Result<Map<String, Value>, Response> {
-    let text = std::str::from_utf8(body).map_err(|_| bad("the body must be UTF-8 JSON"))?;
-    match parse_lenient(text) {
+async fn body_object(body: Bytes) -> Result<Map<String, Value>, Response> {
+    let text = String::from_utf8(body.into()).map_err(|_| bad("the body must be UTF-8 JSON"))?;
+    match parse_lenient_off_thread(text).await {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(bad("the body must be a JSON object")),
         Err(e) => Err(bad(e)),
@@ -95,7 +100,7 @@ type Reply = Result<Json<Value>, Response>;
 
 async fn create(app: App, kind: DatasetKind, body: Bytes) -> Reply {
     let datasets = datasets(&app)?;
-    let body = body_object(&body)?;
+    let body = body_object(body).await?;
     let name = text_field(&body, "name")?.to_string();
     let mut sizes = vec![size_field(&body, "input_data_size")?];
     if kind == DatasetKind::Mnist {
@@ -111,7 +116,7 @@ async fn create(app: App, kind: DatasetKind, body: Bytes) -> Reply {
 
 async fn finalise(app: App, kind: DatasetKind, body: Bytes) -> Reply {
     let datasets = datasets(&app)?;
-    let body = body_object(&body)?;
+    let body = body_object(body).await?;
     let uuid = text_field(&body, "uuid")?.to_string();
     let input = text_field(&body, "uuid_input_file")?.to_string();
     let label = match kind {
@@ -167,14 +172,14 @@ pub(crate) async fn delete(State(app): State<App>, Query(query): Query<ByUuid>) 
 }
 
 /// One file's upload socket, from its accepted first message to its close.
-pub(crate) async fn upload(app: App, mut connection: Connection, first: Map<String, Value>) {
+pub(crate) async fn upload(app: App, mut connection: Connection, first: Fields) {
     let outbox = connection.outbox.clone();
     let fail = |error: String, code: &str| json!({ "success": 0, "error": error, "code": code });
     let opened = async {
         let datasets = app.datasets.clone().ok_or_else(|| {
             fail("this server keeps no datasets: it was started without a data folder".into(), "not_supported")
         })?;
-        let file = first.get("uuid").and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
+        let file = field::<String>(&first, "uuid", "uuid").ok().flatten().ok_or_else(|| {
             fail(
                 "an upload's first message needs \"uuid\": the file's uuid (uuid_input_file or uuid_label_file)".into(),
                 "bad_request",
@@ -186,9 +191,14 @@ pub(crate) async fn upload(app: App, mut connection: Connection, first: Map<Stri
             d.progress(&f)
         })
         .await
-        .map_err(|e| fail(e.to_string(), e.code()))?;
+        .map_err(|e| fail(public_dataset_message(&e), e.code()))?;
         let dataset = json!({ "uuid": progress.uuid, "name": progress.name, "kind": kind_name(progress.kind) });
-        let state = progress.files.into_iter().find(|f| f.uuid == file).map(|f| json!(f)).unwrap_or(Value::Null);
+        let state = progress
+            .files
+            .into_iter()
+            .find(|f| f.uuid.as_deref() == Some(&file))
+            .map(|f| json!(f))
+            .unwrap_or(Value::Null);
         Ok::<_, Value>((datasets, file, dataset, state))
     };
     let (datasets, file, dataset, state) = match opened.await {
@@ -220,7 +230,7 @@ pub(crate) async fn upload(app: App, mut connection: Connection, first: Map<Stri
                         reply
                     }
                     Err(e) => {
-                        let mut reply = fail(e.to_string(), e.code());
+                        let mut reply = fail(public_dataset_message(&e), e.code());
                         reply["position"] = json!(position);
                         reply
                     }
@@ -242,31 +252,55 @@ pub(crate) async fn upload(app: App, mut connection: Connection, first: Map<Stri
 
 /// Reads a dataset file for `run_model` with `is_data: false`: its CSV rows,
 /// numbers where cells are numbers; a header row (text over numbers) is dropped.
-pub(crate) async fn rows(datasets: &Datasets, guest_path: &str, max_bytes: usize) -> Result<Value, DatasetError> {
-    let path: PathBuf = datasets.resolve(guest_path)?;
+pub(crate) async fn rows(
+    datasets: &Datasets,
+    guest_path: &str,
+    max_bytes: usize,
+) -> Result<Box<serde_json::value::RawValue>, DatasetError> {
+    let file = datasets.resolve(guest_path)?;
     let guest_path = guest_path.to_string();
     blocking(move || {
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         if size > max_bytes as u64 {
             return Err(DatasetError::TooLarge(format!(
                 "{guest_path} has {size} bytes; run_model reads at most {max_bytes}: predict on a smaller file or send the data inline"
             )));
         }
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_path(&path).map_err(|e| {
-            DatasetError::Server(crate::Error::Storage(format!("could not read {guest_path}: {e}")))
-        })?;
-        let mut rows = Vec::new();
-        for record in reader.records() {
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(file);
+        // Written out as JSON row by row (a tree of a few MiB of cells would
+        // cost twenty times that); a header row, text over numbers, is dropped.
+        let mut out = String::from("[");
+        let mut first: Option<Vec<Value>> = None;
+        for (i, record) in reader.records().enumerate() {
             let record = record.map_err(|e| DatasetError::BadRequest(format!("{guest_path} is not valid CSV: {e}")))?;
-            rows.push(record.iter().map(cell).collect::<Vec<Value>>());
+            let row: Vec<Value> = record.iter().map(cell).collect();
+            let numeric = row.iter().all(Value::is_number);
+            match (i, first.take()) {
+                (0, _) => {
+                    first = Some(row);
+                    continue;
+                }
+                (1, Some(header)) if !header.iter().all(Value::is_number) && numeric => {}
+                (1, Some(header)) => push_row(&mut out, &header),
+                _ => {}
+            }
+            push_row(&mut out, &row);
         }
-        let numeric = |row: &Vec<Value>| row.iter().all(Value::is_number);
-        if rows.len() > 1 && !numeric(&rows[0]) && numeric(&rows[1]) {
-            rows.remove(0);
+        if let Some(only) = first {
+            push_row(&mut out, &only);
         }
-        Ok(json!(rows))
+        out.push(']');
+        serde_json::value::RawValue::from_string(out)
+            .map_err(|e| DatasetError::Server(crate::Error::Storage(format!("rows of {guest_path}: {e}"))))
     })
     .await
+}
+
+fn push_row(out: &mut String, row: &[Value]) {
+    if out.len() > 1 {
+        out.push(',');
+    }
+    out.push_str(&Value::Array(row.to_vec()).to_string());
 }
 
 fn cell(text: &str) -> Value {

@@ -19,6 +19,9 @@
 mod actions;
 mod auth;
 mod datasets;
+mod guard;
+mod json;
+mod listener;
 mod processor;
 mod ranna;
 mod socket;
@@ -34,18 +37,22 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::Language;
-use crate::datasets::Datasets;
+use crate::datasets::{DatasetLimits, Datasets};
+use crate::folder::DataFolder;
 use crate::limits::Limits;
 use crate::registry::{Registry, RegistryConfig};
 use crate::runtime::{Runtime, SessionOptions};
 use crate::store::Store;
 use auth::Tokens;
+pub(crate) use json::{
+    Fields, IdText, field, parse_fields_off_thread, parse_lenient, parse_lenient_off_thread, parse_typed_off_thread,
+};
+pub(crate) use listener::Peer;
 
 /// Settings of the server.
 #[derive(Clone, Debug)]
@@ -59,6 +66,9 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Runs one connection may have going at once.
     pub max_runs_per_connection: usize,
+    /// Bytes of a run's output held for its client at most; while the client
+    /// does not read, the run's guest waits.
+    pub output_queue_bytes: usize,
     /// How long running guests get to report their end when the server stops.
     pub shutdown_grace: Duration,
     /// Where finished runs and datasets are kept (`state.redb`, `datasets/`,
@@ -69,8 +79,26 @@ pub struct ServerConfig {
     pub tokens: Vec<String>,
     /// How long records of finished runs, and unfinished uploads, are kept.
     pub retention: Duration,
-    /// The largest dataset file accepted.
-    pub max_dataset_file_bytes: u64,
+    /// The datasets' quotas.
+    pub datasets: DatasetLimits,
+    /// Connections held at once (fewer if the process's open-files limit
+    /// would not leave enough for sessions and the store).
+    pub max_connections: usize,
+    /// Connections held at once from one client address (an IPv6 /64 is one address).
+    pub max_connections_per_address: usize,
+    /// How long a client has to send an HTTP request's headers, and how long
+    /// an idle keep-alive connection is kept.
+    pub header_timeout: Duration,
+    /// How long a socket that must show a token has to send its first message.
+    pub first_message_timeout: Duration,
+    /// A socket with no run going that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// Host names the server answers to besides IP addresses and localhost
+    /// (a browser page on any other name could be a DNS rebinding attack).
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (`https://example.org`) whose pages may use the server,
+    /// besides the server's own.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -81,11 +109,19 @@ impl Default for ServerConfig {
             registry: RegistryConfig::default(),
             max_message_bytes: 8 << 20,
             max_runs_per_connection: 32,
+            output_queue_bytes: 64 << 10,
             shutdown_grace: Duration::from_secs(5),
             data_dir: None,
             tokens: Vec::new(),
             retention: Duration::from_secs(7 * 24 * 3600),
-            max_dataset_file_bytes: 4 << 30,
+            datasets: DatasetLimits::default(),
+            max_connections: 1024,
+            max_connections_per_address: 128,
+            header_timeout: Duration::from_secs(10),
+            first_message_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -93,6 +129,27 @@ impl Default for ServerConfig {
 impl ServerConfig {
     fn hard_message_limit(&self) -> usize {
         self.max_message_bytes.saturating_mul(2).saturating_add(1 << 20)
+    }
+
+    /// The connection cap in force: `max_connections`, lowered so that the
+    /// open-files limit (`files`) keeps a reserve for what is not a
+    /// connection: the store and datasets, the guests' cache files, and each
+    /// running or live session's folders (python-sci holds five).
+    fn connection_cap(&self, files: Option<u64>) -> usize {
+        let Some(files) = files else { return self.max_connections };
+        let sessions = self.registry.max_running.saturating_add(self.registry.max_live);
+        let reserve = 256u64.saturating_add(2u64.saturating_mul(sessions as u64));
+        let cap = files.saturating_sub(reserve).min(self.max_connections as u64) as usize;
+        if cap < self.max_connections {
+            tracing::warn!(
+                files,
+                reserve,
+                connections = cap.max(16),
+                "the open-files limit is low for this configuration: connections are capped lower; \
+                 raise it (ulimit -n) to hold more"
+            );
+        }
+        cap.max(16)
     }
 }
 
@@ -106,9 +163,7 @@ pub(crate) struct App {
     pub(crate) datasets: Option<Arc<Datasets>>,
     /// Becomes true when the server starts to stop.
     pub(crate) closing: watch::Receiver<bool>,
-    /// Held by every clone of `App`, so by every open connection; the server
-    /// waits until all are dropped.
-    pub(crate) _connections: mpsc::Sender<()>,
+    pub(crate) allowed: Arc<guard::Allowed>,
 }
 
 impl App {
@@ -118,6 +173,7 @@ impl App {
         SessionOptions {
             limits: Some(self.config.limits.clone()),
             data: self.datasets.as_ref().map(|d| d.mount_dir().to_path_buf()),
+            output_queue_bytes: Some(self.config.output_queue_bytes),
             ..SessionOptions::default()
         }
     }
@@ -158,9 +214,10 @@ pub async fn serve_on(
 ) -> std::io::Result<()> {
     let (registry, datasets) = match &config.data_dir {
         Some(dir) => {
-            let store = Store::open(dir).map_err(std::io::Error::other)?;
+            let folder = Arc::new(DataFolder::open(dir).map_err(std::io::Error::other)?);
+            let store = Store::open(&folder).map_err(std::io::Error::other)?;
             let datasets =
-                Datasets::open(dir, store.clone(), config.max_dataset_file_bytes).map_err(std::io::Error::other)?;
+                Datasets::open(folder, store.clone(), config.datasets.clone()).map_err(std::io::Error::other)?;
             let registry =
                 Registry::persistent(runtime, config.registry.clone(), store.clone()).map_err(std::io::Error::other)?;
             let datasets = Arc::new(datasets);
@@ -171,32 +228,32 @@ pub async fn serve_on(
         None => (Registry::new(runtime, config.registry.clone()), None),
     };
     let (closing_tx, closing) = watch::channel(false);
-    let (connections, mut all_closed) = mpsc::channel::<()>(1);
+    let admission = listener::Admission::new(
+        config.connection_cap(listener::raise_file_limit()),
+        config.max_connections_per_address,
+    );
     let app = App {
         registry: registry.clone(),
         tokens: Arc::new(Tokens::new(&config.tokens)),
+        allowed: Arc::new(guard::Allowed::new(&config.allowed_hosts, &config.allowed_origins)),
         config: Arc::new(config),
         datasets,
+        closing: closing.clone(),
+    };
+    let accepting = tokio::spawn(listener::accept(
+        listener,
+        router(app.clone()),
+        admission.clone(),
+        app.config.header_timeout,
         closing,
-        _connections: connections,
-    };
-    let router = router(app.clone());
-    let stopping = async move {
-        shutdown.await;
-        tracing::info!("shutting down: stopping running guests");
-        let _ = closing_tx.send(true);
-        registry.shutdown(app.config.shutdown_grace).await;
-        drop(app);
-    };
-    // Events are small and latency is the product: no Nagle delays.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router).with_graceful_shutdown(stopping).await?;
-    // Upgraded WebSockets outlive the HTTP server: let them send their last events.
-    let _ = tokio::time::timeout(Duration::from_secs(5), all_closed.recv()).await;
+    ));
+    shutdown.await;
+    tracing::info!("shutting down: stopping running guests");
+    let _ = closing_tx.send(true);
+    registry.shutdown(app.config.shutdown_grace).await;
+    let _ = accepting.await;
+    // Sockets send their last events (how their runs ended), then close.
+    admission.drained(Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -243,6 +300,7 @@ fn router(app: App) -> Router {
         .merge(rest)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard::check))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(app)
 }
@@ -258,17 +316,25 @@ async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
     )
 }
 
+/// What a client is told of an error. Errors of the server itself (storage,
+/// guest loading, the engine) can name host paths and internals: the client
+/// gets a generic message with a reference, the log gets the detail.
+pub(crate) fn public_message(error: &crate::Error) -> String {
+    use crate::Error;
+    match error {
+        Error::GuestLoad { .. } | Error::Instantiate { .. } | Error::Engine(_) | Error::Storage(_) => {
+            let reference = uuid::Uuid::new_v4().simple().to_string();
+            let reference = &reference[..12];
+            tracing::error!(reference, error = %error, "a request failed inside the server");
+            format!("internal server error (reference {reference}); the server's log has the details")
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Milliseconds since the Unix epoch, as the processor face writes times.
 pub(crate) fn now_ms() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
-}
-
-/// Parses a client's JSON, also accepting JavaScript object literals
-/// (unquoted keys, single quotes), as the seed protocols' examples are written.
-pub(crate) fn parse_lenient(text: &str) -> Result<Value, String> {
-    serde_json::from_str(text).or_else(|json_error| {
-        json5::from_str::<Value>(text).map_err(|_| format!("the message is not valid JSON: {json_error}"))
-    })
 }
 
 /// Turns a stream of output chunks into text without splitting a UTF-8
@@ -312,13 +378,5 @@ mod tests {
         assert_eq!(chunks.push(b"a\xffb"), "a\u{fffd}b");
         assert_eq!(chunks.push(&wave[..1]), "");
         assert_eq!(chunks.finish(), "\u{fffd}");
-    }
-
-    #[test]
-    fn lenient_parsing_takes_object_literals() {
-        let v = parse_lenient("{action: 'get_placeholder', placeholder: {sessionId: 123123123123, name: \"message\"}}")
-            .unwrap();
-        assert_eq!(v["placeholder"]["sessionId"], json!(123123123123u64));
-        assert!(parse_lenient("{action: ").unwrap_err().contains("not valid JSON"));
     }
 }

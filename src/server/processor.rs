@@ -9,20 +9,22 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::socket::{Connection, Incoming, Outbox, Unreadable};
-use super::{App, Utf8Chunks, now_ms};
+use super::{App, Peer, Utf8Chunks, now_ms, parse_typed_off_thread, public_message};
 
-use crate::host::EngineBridge;
+use crate::host::{EngineAnswer, EngineBridge};
 use crate::language::Language;
 use crate::program::Program;
-use crate::registry::{Entry, RunEvents};
+use crate::registry::{Client, Entry, Keep, RunEvents};
 use crate::runtime::SessionOptions;
 use crate::session::{EndReason, RunOutcome, SessionEvent};
 use crate::sync::lock;
@@ -30,10 +32,15 @@ use crate::sync::lock;
 /// Most stderr kept to explain an interpreter error.
 const ERROR_TAIL_BYTES: usize = 8 * 1024;
 
-pub(crate) async fn websocket(State(app): State<App>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+pub(crate) async fn websocket(
+    State(app): State<App>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let hard = app.config.hard_message_limit();
     upgrade.max_message_size(hard).max_frame_size(hard).on_upgrade(move |socket| {
-        let socket = Connection::new(socket, app.clone(), &headers, unauthorized_message);
+        let socket = Connection::new(socket, app.clone(), &headers, &peer, unauthorized_message);
         connection(app, socket)
     })
 }
@@ -43,7 +50,17 @@ fn unauthorized_message(why: &str) -> Value {
     json!({ "type": "error", "code": "UNAUTHORIZED", "message": why, "time": now_ms().to_string() })
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<EngineAnswer>>>>;
+
+/// A command as sent to the client, its arguments as the script gave them.
+#[derive(Serialize)]
+struct CommandMessage<'a> {
+    r#type: &'static str,
+    id: u64,
+    command: &'a str,
+    args: &'a RawValue,
+    time: String,
+}
 
 /// Sends a script's engine commands to this socket's client and waits for the answer.
 struct ClientEngine {
@@ -53,19 +70,17 @@ struct ClientEngine {
 }
 
 impl EngineBridge for ClientEngine {
-    fn command(
-        &self,
-        command: String,
-        args: Value,
-    ) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
+    fn command(&self, command: String, args: Box<RawValue>) -> Pin<Box<dyn Future<Output = EngineAnswer> + Send + '_>> {
         Box::pin(async move {
             let id = self.next_id.fetch_add(1, Ordering::SeqCst);
             let (answer_tx, answer) = oneshot::channel();
             lock(&self.pending).insert(id, answer_tx);
-            let sent = self
-                .outbox
-                .json(json!({ "type": "command", "id": id, "command": command, "args": args, "time": now_ms().to_string() }))
-                .await;
+            let message =
+                CommandMessage { r#type: "command", id, command: &command, args: &args, time: now_ms().to_string() };
+            let sent = match serde_json::to_string(&message) {
+                Ok(text) => self.outbox.text(text).await,
+                Err(_) => false,
+            };
             if !sent {
                 lock(&self.pending).remove(&id);
                 return Err("the client has disconnected".into());
@@ -77,7 +92,7 @@ impl EngineBridge for ClientEngine {
 
 enum Stage {
     AwaitContext,
-    AwaitCode { language: Language, context: Value },
+    AwaitCode { language: Language, context: Option<Box<RawValue>> },
     Running { entry: Arc<Entry>, forwarder: tokio::task::JoinHandle<()> },
 }
 
@@ -89,6 +104,7 @@ async fn connection(app: App, mut connection: Connection) {
     let mut stage = Stage::AwaitContext;
     ready(&outbox, "send the context: {\"type\":\"context\",\"language\":...,\"context\":{...}}").await;
     loop {
+        connection.set_busy(matches!(stage, Stage::Running { .. }));
         let incoming = match &mut stage {
             Stage::Running { forwarder, .. } => {
                 tokio::select! {
@@ -116,7 +132,7 @@ async fn connection(app: App, mut connection: Connection) {
         };
         stage = match stage {
             Stage::AwaitCode { language, context } => {
-                match start(&app, language, context, text, engine.clone()).await {
+                match start(&app, connection.client(), language, context, text, engine.clone()).await {
                     Ok((entry, events)) => {
                         let outbox = outbox.clone();
                         let forwarder = tokio::spawn(async move { forward(&outbox, events).await });
@@ -129,7 +145,7 @@ async fn connection(app: App, mut connection: Connection) {
                     }
                 }
             }
-            Stage::AwaitContext => match context(&text) {
+            Stage::AwaitContext => match context(parse_typed_off_thread(text).await) {
                 Ok((language, context)) => {
                     ready(&outbox, "send the code as one plain text frame").await;
                     Stage::AwaitCode { language, context }
@@ -140,7 +156,7 @@ async fn connection(app: App, mut connection: Connection) {
                 }
             },
             running @ Stage::Running { .. } => {
-                if let Err(message) = command_result(&text, &pending) {
+                if let Err(message) = command_result(parse_typed_off_thread(text).await, &pending) {
                     server_error(&outbox, &message).await;
                 }
                 running
@@ -167,50 +183,59 @@ async fn server_error(outbox: &Outbox, message: &str) {
         .await;
 }
 
-fn context(text: &str) -> Result<(Language, Value), String> {
-    let message: Value =
-        serde_json::from_str(text).map_err(|e| format!("expected the context message as JSON: {e}"))?;
-    if message.get("type").and_then(Value::as_str) != Some("context") {
+/// A message of the processor protocol, as the client sends it; only the
+/// fields its `type` uses are read, and values stay JSON text.
+#[derive(Deserialize)]
+pub(crate) struct ClientMessage {
+    r#type: Option<String>,
+    language: Option<String>,
+    context: Option<Box<RawValue>>,
+    id: Option<u64>,
+    ok: Option<bool>,
+    result: Option<Box<RawValue>>,
+    error: Option<Box<RawValue>>,
+}
+
+pub(crate) fn context(message: Result<ClientMessage, String>) -> Result<(Language, Option<Box<RawValue>>), String> {
+    let message = message.map_err(|e| format!("expected the context message; this message {e}"))?;
+    if message.r#type.as_deref() != Some("context") {
         return Err("expected {\"type\":\"context\",\"language\":...,\"context\":{...}} first".into());
     }
     let language = message
-        .get("language")
-        .and_then(Value::as_str)
+        .language
         .ok_or("the context message needs a \"language\": python or javascript")?
         .parse::<Language>()
         .map_err(|e| e.to_string())?;
-    Ok((language, message.get("context").cloned().unwrap_or(Value::Null)))
+    Ok((language, message.context.filter(|c| c.get() != "null")))
 }
 
 async fn start(
     app: &App,
+    client: &Client,
     language: Language,
-    context: Value,
+    context: Option<Box<RawValue>>,
     code: String,
     engine: Arc<ClientEngine>,
 ) -> Result<(Arc<Entry>, RunEvents), String> {
     let program = Program::single(format!("main.{}", language.extension()), code);
-    let options = SessionOptions {
-        context: Some(context).filter(|c| !c.is_null()),
-        engine: Some(engine),
-        ..app.session_options()
-    };
-    let started = app.registry.start(language, program, options, false).await.map_err(|e| e.to_string())?;
+    let options = SessionOptions { context, engine: Some(engine), ..app.session_options() };
+    let started =
+        app.registry.start(client, language, program, options, Keep::Nothing).await.map_err(|e| public_message(&e))?;
     Ok((started.entry, started.events))
 }
 
-fn command_result(text: &str, pending: &Pending) -> Result<(), String> {
-    let message: Value = serde_json::from_str(text).map_err(|e| format!("expected a command_result as JSON: {e}"))?;
-    if message.get("type").and_then(Value::as_str) != Some("command_result") {
+fn command_result(message: Result<ClientMessage, String>, pending: &Pending) -> Result<(), String> {
+    let message = message.map_err(|e| format!("expected a command_result; this message {e}"))?;
+    if message.r#type.as_deref() != Some("command_result") {
         return Err("a script is running: only {\"type\":\"command_result\",...} messages are expected now".into());
     }
-    let id =
-        message.get("id").and_then(Value::as_u64).ok_or("command_result needs the numeric \"id\" of its command")?;
-    let answer = match message.get("ok").and_then(Value::as_bool) {
-        Some(true) => Ok(message.get("result").cloned().unwrap_or(Value::Null)),
-        Some(false) => {
-            Err(message.get("error").and_then(Value::as_str).unwrap_or("the engine refused the command").to_string())
-        }
+    let id = message.id.ok_or("command_result needs the numeric \"id\" of its command")?;
+    let answer = match message.ok {
+        Some(true) => Ok(message.result.unwrap_or_else(|| RawValue::from_string("null".into()).expect("null is JSON"))),
+        Some(false) => Err(message
+            .error
+            .and_then(|e| serde_json::from_str::<String>(e.get()).ok())
+            .unwrap_or_else(|| "the engine refused the command".to_string())),
         None => return Err("command_result needs \"ok\": true or false".into()),
     };
     let waiting = lock(pending).remove(&id).ok_or_else(|| format!("no command {id} is waiting for an answer"))?;

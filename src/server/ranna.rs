@@ -2,27 +2,27 @@
 //! PONG/ERROR/SPAWN/LOG/STOP out over `GET /v1/ws`, and the REST calls
 //! `POST /v1/exec`, `GET /v1/spec`, `GET /v1/info`.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::HeaderMap;
-use axum::http::StatusCode;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use super::socket::{Connection, Incoming, Outbox, Unreadable};
-use super::{App, Utf8Chunks};
+use super::{App, IdText, Peer, Utf8Chunks, parse_typed_off_thread, public_message};
 
 use crate::error::Error;
 use crate::language::Language;
 use crate::program::Program;
-use crate::registry::RunEvents;
+use crate::registry::{Client, Entry, Keep, RunEvents};
 use crate::session::{RunOutcome, SessionEvent};
 
 const PONG: u8 = 0;
@@ -31,27 +31,80 @@ const SPAWN: u8 = 2;
 const LOG: u8 = 3;
 const STOP: u8 = 4;
 
-/// ranna's `models.ExecutionRequest`.
+/// One op as sent; its parts stay JSON text until the op is known.
 #[derive(Deserialize)]
+pub(crate) struct OpMessage {
+    op: Option<Box<RawValue>>,
+    nonce: Option<Box<RawValue>>,
+    args: Option<Box<RawValue>>,
+}
+
+/// What a client may ask on the socket.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Ping,
+    Exec(Box<ExecutionRequest>),
+    Kill(String),
+}
+
+/// A nonce, echoed in every event the op causes: a number or a short string.
+type Nonce = Option<Value>;
+
+/// Reads one op. The nonce is returned even when the op is refused, so the
+/// error event carries it.
+pub(crate) fn parse_op(message: &OpMessage) -> (Nonce, Result<Op, String>) {
+    let nonce = match message.nonce.as_deref().map(|n| serde_json::from_str::<Value>(n.get())) {
+        None | Some(Ok(Value::Null)) => None,
+        Some(Ok(nonce @ Value::Number(_))) => Some(nonce),
+        Some(Ok(Value::String(s))) if s.len() <= 256 => Some(Value::String(s)),
+        _ => return (None, Err("nonce must be a number or a string of 256 bytes at most".into())),
+    };
+    let op = match message.op.as_deref().map(|op| serde_json::from_str::<u64>(op.get())) {
+        Some(Ok(op)) => op,
+        _ => return (nonce, Err("every message needs a numeric \"op\": 0 PING, 1 EXEC, 2 KILL".into())),
+    };
+    let args = message.args.as_deref().map_or("null", RawValue::get);
+    let op = match op {
+        0 => Ok(Op::Ping),
+        1 => serde_json::from_str::<ExecutionRequest>(args)
+            .map(|request| Op::Exec(Box::new(request)))
+            .map_err(|e| format!("invalid program: EXEC args: {e}")),
+        2 => match serde_json::from_str::<KillArgs>(args) {
+            Ok(KillArgs { runid: Some(IdText(runid)) }) => Ok(Op::Kill(runid)),
+            _ => Err("KILL needs args.runid, the run id SPAWN gave".into()),
+        },
+        other => Err(format!("unknown op {other}; ops are 0 PING, 1 EXEC, 2 KILL")),
+    };
+    (nonce, op)
+}
+
+#[derive(Deserialize)]
+struct KillArgs {
+    runid: Option<IdText>,
+}
+
+/// ranna's `models.ExecutionRequest`. Its Go client sends `null` for unset
+/// slices and maps: null means absent.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ExecutionRequest {
+pub(crate) struct ExecutionRequest {
     language: String,
     code: String,
     #[serde(default)]
-    arguments: Vec<String>,
+    arguments: Option<Vec<String>>,
     #[serde(default)]
-    environment: HashMap<String, String>,
+    environment: Option<HashMap<String, String>>,
     #[serde(default)]
-    inline_expression: bool,
+    inline_expression: Option<bool>,
 }
 
 impl ExecutionRequest {
     fn into_program(self) -> Result<(Language, Program), Error> {
         let language: Language = self.language.parse()?;
-        let code = if self.inline_expression { inline(language, &self.code) } else { self.code };
+        let code = if self.inline_expression == Some(true) { inline(language, &self.code) } else { self.code };
         let mut program = Program::single(format!("main.{}", language.extension()), code);
-        program.args = self.arguments;
-        let mut env: Vec<(String, String)> = self.environment.into_iter().collect();
+        program.args = self.arguments.unwrap_or_default();
+        let mut env: Vec<(String, String)> = self.environment.unwrap_or_default().into_iter().collect();
         env.sort();
         program.env = env;
         Ok((language, program))
@@ -70,10 +123,15 @@ fn inline(language: Language, expression: &str) -> String {
     inline_template(language).replace("$${CODE}", &format!("({})", expression.trim()))
 }
 
-pub(crate) async fn websocket(State(app): State<App>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+pub(crate) async fn websocket(
+    State(app): State<App>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let hard = app.config.hard_message_limit();
     upgrade.max_message_size(hard).max_frame_size(hard).on_upgrade(move |socket| {
-        let socket = Connection::new(socket, app.clone(), &headers, unauthorized_event);
+        let socket = Connection::new(socket, app.clone(), &headers, &peer, unauthorized_event);
         connection(app, socket)
     })
 }
@@ -85,10 +143,25 @@ fn unauthorized_event(why: &str) -> Value {
 
 async fn connection(app: App, mut connection: Connection) {
     let outbox = connection.outbox.clone();
-    let mine: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let mut runs = JoinSet::new();
-    while let Some(incoming) = connection.next().await {
-        while runs.try_join_next().is_some() {}
+    // This socket's runs, by id: only this socket can kill them. They are
+    // one-shot: nothing of them is kept once their STOP is sent.
+    let mut mine: HashMap<String, Arc<Entry>> = HashMap::new();
+    let mut runs: JoinSet<String> = JoinSet::new();
+    loop {
+        while let Some(done) = runs.try_join_next() {
+            if let Ok(runid) = done {
+                mine.remove(&runid);
+            }
+        }
+        connection.set_busy(!runs.is_empty());
+        let incoming = tokio::select! {
+            incoming = connection.next() => incoming,
+            Some(Ok(runid)) = runs.join_next(), if !runs.is_empty() => {
+                mine.remove(&runid);
+                continue;
+            }
+        };
+        let Some(incoming) = incoming else { break };
         let text = match incoming {
             Incoming::Text(text) => text,
             Incoming::Refused(why) => {
@@ -100,85 +173,58 @@ async fn connection(app: App, mut connection: Connection) {
                 continue;
             }
         };
-        let op: Value = match serde_json::from_str(&text) {
-            Ok(op) => op,
+        let message: OpMessage = match parse_typed_off_thread(text).await {
+            Ok(message) => message,
             Err(e) => {
-                error(&outbox, None, &format!("the op is not valid JSON: {e}")).await;
+                error(&outbox, None, &format!("the op {e}")).await;
                 continue;
             }
         };
-        let nonce = op.get("nonce").cloned().filter(|n| !n.is_null());
-        match op.get("op").and_then(Value::as_u64) {
-            Some(0) => {
-                event(&outbox, PONG, nonce, json!("Pong!")).await;
+        let (nonce, op) = parse_op(&message);
+        match op {
+            Err(why) => error(&outbox, nonce, &why).await,
+            Ok(Op::Ping) => event(&outbox, PONG, nonce, json!("Pong!")).await,
+            Ok(Op::Exec(_)) if runs.len() >= app.config.max_runs_per_connection => {
+                let limit = app.config.max_runs_per_connection;
+                error(&outbox, nonce, &format!("this socket has {limit} runs going already; wait for one to stop"))
+                    .await;
             }
-            Some(1) => {
-                if runs.len() >= app.config.max_runs_per_connection {
-                    let limit = app.config.max_runs_per_connection;
-                    error(&outbox, nonce, &format!("this socket has {limit} runs going already; wait for one to stop"))
-                        .await;
-                    continue;
+            Ok(Op::Exec(request)) => match start(&app, connection.client(), *request).await {
+                Ok(started) => {
+                    let runid = started.entry.id().to_string();
+                    mine.insert(runid.clone(), started.entry.clone());
+                    event(&outbox, SPAWN, nonce.clone(), json!({ "runid": runid })).await;
+                    let outbox = outbox.clone();
+                    runs.spawn(async move {
+                        forward(&outbox, nonce, &runid, started.events).await;
+                        runid
+                    });
                 }
-                let args = op.get("args").cloned().unwrap_or(Value::Null);
-                match start(&app, args).await {
-                    Ok(started) => {
-                        let runid = started.entry.id().to_string();
-                        crate::sync::lock(&mine).insert(runid.clone());
-                        event(&outbox, SPAWN, nonce.clone(), json!({ "runid": runid })).await;
-                        let (outbox, mine) = (outbox.clone(), mine.clone());
-                        runs.spawn(async move {
-                            forward(&outbox, nonce, &runid, started.events).await;
-                            crate::sync::lock(&mine).remove(&runid);
-                        });
-                    }
-                    Err(e) => error(&outbox, nonce, &e.to_string()).await,
-                }
-            }
-            Some(2) => {
-                let runid = op.pointer("/args/runid").and_then(run_id);
-                let Some(runid) = runid else {
-                    error(&outbox, nonce, "KILL needs args.runid, the run id SPAWN gave").await;
-                    continue;
-                };
-                let known = crate::sync::lock(&mine).contains(&runid);
-                match app.registry.get(&runid).filter(|_| known) {
-                    Some(entry) => entry.kill(),
-                    None => error(&outbox, nonce, &format!("no running run {runid} on this socket")).await,
-                }
-            }
-            Some(other) => error(&outbox, nonce, &format!("unknown op {other}; ops are 0 PING, 1 EXEC, 2 KILL")).await,
-            None => error(&outbox, nonce, "every message needs a numeric \"op\": 0 PING, 1 EXEC, 2 KILL").await,
+                Err(e) => error(&outbox, nonce, &public_message(&e)).await,
+            },
+            Ok(Op::Kill(runid)) => match mine.get(&runid) {
+                Some(entry) => entry.kill(),
+                None => error(&outbox, nonce, &format!("no running run {runid} on this socket")).await,
+            },
         }
     }
     // The client left or the server is stopping: stop this socket's runs and
     // let their STOP events out before closing.
-    for runid in crate::sync::lock(&mine).iter() {
-        if let Some(entry) = app.registry.get(runid) {
-            entry.kill();
-        }
+    for entry in mine.values() {
+        entry.kill();
     }
     while runs.join_next().await.is_some() {}
     connection.close().await;
 }
 
-fn run_id(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-async fn start(app: &App, args: Value) -> Result<crate::Started, Error> {
-    let request: ExecutionRequest =
-        serde_json::from_value(args).map_err(|e| Error::InvalidProgram(format!("EXEC args: {e}")))?;
+async fn start(app: &App, client: &Client, request: ExecutionRequest) -> Result<crate::Started, Error> {
     let (language, program) = request.into_program()?;
     let options = app.session_options();
-    app.registry.start(language, program, options, false).await
+    app.registry.start(client, language, program, options, Keep::Nothing).await
 }
 
 /// Sends a run's output as LOG events and its end as STOP.
-async fn forward(outbox: &Outbox, nonce: Option<Value>, runid: &str, mut events: RunEvents) {
+async fn forward(outbox: &Outbox, nonce: Nonce, runid: &str, mut events: RunEvents) {
     let (mut stdout, mut stderr) = (Utf8Chunks::default(), Utf8Chunks::default());
     while let Some(ev) = events.recv().await {
         let (key, text) = match ev {
@@ -232,26 +278,43 @@ fn rest_error(status: StatusCode, error: &str, context: &str) -> Response {
     (status, Json(json!({ "code": status.as_u16(), "error": error, "context": context }))).into_response()
 }
 
-fn status_of(error: &Error) -> StatusCode {
-    match error {
-        Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+/// The REST answer to a refused run: 503 when the server is busy, 429 with
+/// `Retry-After` when the client is over its share or rate.
+fn refused(error: &Error, context: &str) -> Response {
+    let status = match error {
+        Error::Busy { .. } | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        Error::ClientBusy { .. } | Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::GuestLoad { .. } | Error::Instantiate { .. } | Error::Engine(_) | Error::Storage(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
         _ => StatusCode::BAD_REQUEST,
+    };
+    let mut response = rest_error(status, &public_message(error), context);
+    let retry = match error {
+        Error::RateLimited { retry_after } => Some(retry_after.as_secs().max(1)),
+        Error::ClientBusy { .. } | Error::Busy { .. } => Some(1),
+        _ => None,
+    };
+    if let Some(seconds) = retry
+        && let Ok(value) = seconds.to_string().parse()
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
     }
+    response
 }
 
 /// `POST /v1/exec`: runs to the end and answers with the whole output.
-pub(crate) async fn exec(State(app): State<App>, body: Bytes) -> Response {
-    let args: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return rest_error(StatusCode::BAD_REQUEST, &format!("the body is not valid JSON: {e}"), "exec"),
+pub(crate) async fn exec(State(app): State<App>, Extension(client): Extension<Client>, body: Bytes) -> Response {
+    let Ok(text) = String::from_utf8(body.into()) else {
+        return rest_error(StatusCode::BAD_REQUEST, "the body must be UTF-8 JSON", "exec");
     };
-    let started = match start(&app, args).await {
+    let request: ExecutionRequest = match parse_typed_off_thread(text).await {
+        Ok(request) => request,
+        Err(e) => return rest_error(StatusCode::BAD_REQUEST, &format!("the body {e}"), "exec"),
+    };
+    let started = match start(&app, &client, request).await {
         Ok(started) => started,
-        Err(e) => return rest_error(status_of(&e), &e.to_string(), "exec"),
+        Err(e) => return refused(&e, "exec"),
     };
     let mut events = started.events;
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());

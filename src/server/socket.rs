@@ -1,7 +1,10 @@
 //! The plumbing every WebSocket face shares: one writer task per socket fed
 //! by a bounded queue (so a client that stops reading slows its own runs,
-//! never the server's memory), the size checks on incoming messages, and the
-//! connection's part in a graceful shutdown.
+//! never the server's memory), the size checks on incoming messages, the
+//! first-message token check with its small budget and deadline, the idle
+//! time-out, and the connection's part in a graceful shutdown.
+
+use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use axum::http::HeaderMap;
@@ -12,9 +15,17 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{App, parse_lenient};
+use super::{App, Peer, parse_lenient};
+use crate::registry::Client;
+use crate::server::listener::ReadBudget;
 
-const OUTBOX_CAPACITY: usize = 512;
+/// Messages queued for a client at most; a writer past it waits.
+const OUTBOX_CAPACITY: usize = 64;
+/// The largest first message of a socket that must still show its token.
+pub(crate) const FIRST_MESSAGE_BYTES: usize = 64 << 10;
+/// What a client may send before its token is accepted: one first message
+/// and the WebSocket framing around it (pings included).
+const UNAUTHENTICATED_READ_BYTES: u64 = FIRST_MESSAGE_BYTES as u64 + 4096;
 
 /// The sending half of a socket; cheap to clone, usable from any task.
 #[derive(Clone)]
@@ -25,7 +36,12 @@ pub(crate) struct Outbox {
 impl Outbox {
     /// Queues a JSON message; returns false once the socket is gone.
     pub(crate) async fn json(&self, value: Value) -> bool {
-        self.queue.send(Message::text(value.to_string())).await.is_ok()
+        self.text(value.to_string()).await
+    }
+
+    /// Queues a message already written as JSON text.
+    pub(crate) async fn text(&self, text: String) -> bool {
+        self.queue.send(Message::text(text)).await.is_ok()
     }
 
     async fn close(&self, code: u16, reason: &str) {
@@ -72,8 +88,14 @@ pub(crate) struct Connection {
     refusal: fn(&str) -> Value,
     binary: bool,
     /// Set when the client broke the connection's rules (a message past the
-    /// hard size cap): the close frame to send instead of a normal one.
+    /// hard size cap) or idled out: the close frame to send instead of a normal one.
     broken: Option<(u16, &'static str)>,
+    budget: Arc<ReadBudget>,
+    /// Whether the face has work going for this client (then it is not idle).
+    busy: bool,
+    peer: Peer,
+    /// Who the client is, once admitted.
+    client: Client,
 }
 
 impl Connection {
@@ -81,7 +103,13 @@ impl Connection {
     /// admits the socket; otherwise (when tokens are configured) its first
     /// message must carry one, or the client gets `refusal(why)` and the
     /// socket closes (1008).
-    pub(crate) fn new(socket: WebSocket, app: App, headers: &HeaderMap, refusal: fn(&str) -> Value) -> Self {
+    pub(crate) fn new(
+        socket: WebSocket,
+        app: App,
+        headers: &HeaderMap,
+        peer: &Peer,
+        refusal: fn(&str) -> Value,
+    ) -> Self {
         let (mut sink, reader) = socket.split();
         let (queue, mut pending) = mpsc::channel::<Message>(OUTBOX_CAPACITY);
         let writer = tokio::spawn(async move {
@@ -93,8 +121,37 @@ impl Connection {
             }
             let _ = sink.close().await;
         });
-        let admitted = !app.tokens.required() || app.tokens.accepts_header(headers);
-        Connection { outbox: Outbox { queue }, reader, writer, app, admitted, refusal, binary: false, broken: None }
+        let token = app.tokens.accepts_header(headers);
+        let admitted = !app.tokens.required() || token.is_some();
+        let client = app.tokens.client(token, peer);
+        if !admitted {
+            peer.budget.limit(UNAUTHENTICATED_READ_BYTES);
+        }
+        Connection {
+            outbox: Outbox { queue },
+            reader,
+            writer,
+            app,
+            admitted,
+            refusal,
+            binary: false,
+            broken: None,
+            budget: peer.budget.clone(),
+            busy: false,
+            peer: peer.clone(),
+            client,
+        }
+    }
+
+    /// Who the client is (for fair shares and rate limits).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Tells whether the face has work going for this client: a busy socket
+    /// is never closed as idle.
+    pub(crate) fn set_busy(&mut self, busy: bool) {
+        self.busy = busy;
     }
 
     /// From now on binary frames come through as `Incoming::Binary`.
@@ -105,22 +162,34 @@ impl Connection {
     /// Checks the token of the first message; false (after telling the
     /// client and closing) when it is missing or wrong.
     async fn admit(&mut self, first: Option<&str>) -> bool {
-        let checked = match first.map(parse_lenient) {
-            Some(Ok(message)) => self.app.tokens.check_message(&message),
-            _ => Err("this server needs a JSON first message with a \"token\""),
+        let checked = match first {
+            Some(text) if text.len() > FIRST_MESSAGE_BYTES => {
+                Err("the first message of a socket may be 64 KiB at most; send the token first, alone")
+            }
+            Some(text) => match parse_lenient(text) {
+                Ok(message) => self.app.tokens.check_message(&message),
+                Err(_) => Err("this server needs a JSON first message with a \"token\""),
+            },
+            None => Err("this server needs a JSON first message with a \"token\""),
         };
         match checked {
-            Ok(()) => {
+            Ok(digest) => {
                 self.admitted = true;
+                self.client = self.app.tokens.client(Some(digest), &self.peer);
+                self.budget.lift();
                 true
             }
             Err(why) => {
-                tracing::warn!("refused a socket: {why}");
-                self.outbox.json((self.refusal)(why)).await;
-                self.outbox.close(close_code::POLICY, why).await;
+                self.refuse(why).await;
                 false
             }
         }
+    }
+
+    async fn refuse(&mut self, why: &'static str) {
+        tracing::warn!("refused a socket: {why}");
+        self.outbox.json((self.refusal)(why)).await;
+        self.outbox.close(close_code::POLICY, why).await;
     }
 
     /// The next message from the client; `None` when the client left or the
@@ -132,9 +201,29 @@ impl Connection {
             if *closing.borrow() {
                 return None;
             }
+            let deadline = match (self.admitted, self.busy) {
+                (false, _) => Some(self.app.config.first_message_timeout),
+                (true, false) => Some(self.app.config.idle_timeout),
+                (true, true) => None,
+            };
+            let timer = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
             let message = tokio::select! {
                 message = self.reader.next() => message,
                 _ = closing.changed() => return None,
+                _ = timer => {
+                    if self.admitted {
+                        tracing::debug!("closing an idle socket");
+                        self.broken = Some((close_code::NORMAL, "closed: no message for too long"));
+                    } else {
+                        self.refuse("no first message with a token came in time").await;
+                    }
+                    return None;
+                }
             };
             match message? {
                 Ok(Message::Text(text)) if text.len() > limit => {

@@ -27,7 +27,22 @@ pub struct Ran {
     pub events: SessionEvents,
 }
 
+/// A JSON value as the text sessions take.
+pub fn raw(value: serde_json::Value) -> Box<serde_json::value::RawValue> {
+    serde_json::value::RawValue::from_string(value.to_string()).expect("JSON")
+}
+
 impl Ran {
+    /// Asks a model the run saved for a prediction, in values rather than JSON text.
+    pub async fn predict(
+        &mut self,
+        name: &str,
+        input: serde_json::Value,
+    ) -> Result<Result<serde_json::Value, String>, sandlot::Error> {
+        let answer = self.session.predict(name, &raw(input)).await?;
+        Ok(answer.map(|json| serde_json::from_str(json.get()).expect("the answer is JSON")))
+    }
+
     /// Evaluates more code in the same session and returns its output.
     pub async fn eval(&mut self, code: &str) -> (String, String, RunOutcome) {
         let outcome = self.session.eval(code).await.expect("eval is accepted");
@@ -61,7 +76,7 @@ pub async fn run(language: Language, files: &[(&str, &str)]) -> Ran {
 /// Collects the output events already sent; a call's output is all sent before it returns.
 pub fn drain(events: &mut SessionEvents) -> (String, String) {
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    while let Ok(event) = events.try_recv() {
+    while let Some(event) = events.try_recv() {
         match event {
             SessionEvent::Stdout(b) => stdout.extend_from_slice(&b),
             SessionEvent::Stderr(b) => stderr.extend_from_slice(&b),
@@ -97,7 +112,7 @@ pub async fn kill_while_printing(language: Language, main: &str, code: &str) -> 
         tokio::time::timeout(Duration::from_secs(1), task).await.expect("the guest stops").unwrap();
     assert_eq!(outcome, reported, "the call returns what the kill reported");
     let mut after = Vec::new();
-    while let Ok(event) = events.try_recv() {
+    while let Some(event) = events.try_recv() {
         after.push(event);
     }
     let finished: Vec<_> = after.iter().filter(|e| matches!(e, SessionEvent::Finished(_))).collect();

@@ -81,7 +81,10 @@ impl Server {
     /// One server shared by every test of a binary.
     pub fn shared() -> &'static Server {
         static SERVER: OnceLock<Server> = OnceLock::new();
-        SERVER.get_or_init(|| Server::start(&["--max-running", "256"]))
+        // Every test of a binary shares it from one address: no per-client share or rate gets in the way.
+        SERVER.get_or_init(|| {
+            Server::start(&["--max-running", "256", "--max-running-per-client", "256", "--runs-per-second", "100000"])
+        })
     }
 
     pub fn ws_url(&self, path: &str) -> String {
