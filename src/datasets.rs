@@ -62,6 +62,9 @@ pub enum DatasetError {
     Overlap(String),
     #[error("{0}")]
     Incomplete(String),
+    /// A quota of the server's, or its disk, is full.
+    #[error("{0}")]
+    Quota(String),
     #[error(transparent)]
     Server(#[from] Error),
 }
@@ -77,6 +80,7 @@ impl DatasetError {
             DatasetError::OutOfRange(_) => "out_of_range",
             DatasetError::Overlap(_) => "overlap",
             DatasetError::Incomplete(_) => "incomplete",
+            DatasetError::Quota(_) => "quota",
             DatasetError::Server(_) => "server_error",
         }
     }
@@ -237,8 +241,11 @@ impl Datasets {
             changes: Mutex::new(()),
         };
         for mut record in store.datasets()? {
-            if record.state == DatasetState::Finalising {
-                datasets.move_into_place(&mut record).map_err(|e| Error::Storage(e.to_string()))?;
+            if record.state == DatasetState::Finalising
+                && let Err(e) = datasets.move_into_place(&mut record)
+            {
+                // Kept as it is (sessions don't see it) for the next start to try again.
+                tracing::error!(dataset = %record.name, error = %e, "could not finish finalising a dataset");
             }
             if record.state == DatasetState::Ready && !datasets.files_present(&record) {
                 tracing::warn!(dataset = %record.name, "a ready dataset's files are gone; forgetting it");
@@ -313,14 +320,14 @@ impl Datasets {
     fn check_quotas(&self, bytes: u64) -> Result<(), DatasetError> {
         let records = lock(&self.records);
         if records.len() >= self.limits.max_datasets {
-            return Err(DatasetError::TooLarge(format!(
+            return Err(DatasetError::Quota(format!(
                 "this server keeps at most {} datasets; delete one first",
                 self.limits.max_datasets
             )));
         }
         let total: u64 = records.values().flat_map(|r| &r.files).map(|f| f.size).sum();
         if total.saturating_add(bytes) > self.limits.max_total_bytes {
-            return Err(DatasetError::TooLarge(format!(
+            return Err(DatasetError::Quota(format!(
                 "datasets may take {} bytes in all on this server and {total} are taken; delete some first",
                 self.limits.max_total_bytes
             )));
@@ -330,7 +337,7 @@ impl Datasets {
         if let Some(free) = self.folder.free_bytes()
             && free < bytes.saturating_add(self.limits.min_free_bytes)
         {
-            return Err(DatasetError::TooLarge(format!(
+            return Err(DatasetError::Quota(format!(
                 "the server's disk has {} MiB free; a dataset of {} MiB would leave less than the {} MiB it keeps free",
                 free >> 20,
                 bytes >> 20,

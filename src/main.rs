@@ -82,13 +82,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SANDLOT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sandlot=info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     // Guests run for a whole epoch tick between yields, so a worker thread
     // would check sockets and timers only every 61 ticks (~300 ms) by default:
     // too late for KILL and deadlines. Check them after every task instead.
@@ -307,6 +301,24 @@ impl ServeSettings {
             ..defaults
         })
     }
+}
+
+/// Logs to stderr, filtered by `$SANDLOT_LOG` (default `sandlot=info`).
+/// Other crates log only at INFO and above whatever is asked: at DEBUG and
+/// TRACE, HTTP and WebSocket libraries log whole headers and messages, and
+/// with them clients' tokens and code.
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let asked = tracing_subscriber::EnvFilter::try_from_env("SANDLOT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sandlot=info"));
+    let ours_or_quiet = tracing_subscriber::filter::filter_fn(|meta| {
+        meta.target().starts_with("sandlot") || *meta.level() <= tracing::Level::INFO
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(asked).with_filter(ours_or_quiet),
+        )
+        .init();
 }
 
 /// `$SANDLOT_DATA_DIR`, else `$XDG_DATA_HOME/sandlot`, else `~/.local/share/sandlot`.

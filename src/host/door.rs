@@ -90,7 +90,40 @@ struct SetPlaceholder {
 
 #[derive(Deserialize)]
 struct Describe {
-    values: Vec<f64>,
+    values: Numbers,
+}
+
+/// Most numbers one `describe` takes through the door. Text of numbers
+/// becomes four times its size as floats; past this the request is refused
+/// as it is read, before the list grows.
+const MAX_DESCRIBE_VALUES: usize = 1 << 21;
+
+/// A list of numbers, read up to `MAX_DESCRIBE_VALUES`.
+struct Numbers(Vec<f64>);
+
+impl<'de> Deserialize<'de> for Numbers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct List;
+        impl<'de> serde::de::Visitor<'de> for List {
+            type Value = Numbers;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of numbers")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Numbers, A::Error> {
+                let mut values = Vec::new();
+                while let Some(value) = seq.next_element::<f64>()? {
+                    if values.len() == MAX_DESCRIBE_VALUES {
+                        return Err(serde::de::Error::custom(format!(
+                            "describe takes at most {MAX_DESCRIBE_VALUES} numbers at a time"
+                        )));
+                    }
+                    values.push(value);
+                }
+                Ok(Numbers(values))
+            }
+        }
+        deserializer.deserialize_seq(List)
+    }
 }
 
 #[derive(Deserialize)]
@@ -142,7 +175,7 @@ pub(crate) async fn answer(state: &mut HostState, request: &[u8]) -> Value {
             Err(e) => Err(e),
         },
         "describe" => match args::<Describe>(&frame, "describe needs a list of numbers") {
-            Ok(Describe { values }) => {
+            Ok(Describe { values: Numbers(values) }) => {
                 stats::Host::describe(state, values).await.map(|s| super::stats::summary_json(&s))
             }
             Err(e) => Err(e),

@@ -30,6 +30,7 @@ fn refused(error: &DatasetError) -> Response {
         DatasetError::NotFound(_) => StatusCode::NOT_FOUND,
         DatasetError::Conflict(_) | DatasetError::Overlap(_) | DatasetError::Incomplete(_) => StatusCode::CONFLICT,
         DatasetError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        DatasetError::Quota(_) => StatusCode::INSUFFICIENT_STORAGE,
         DatasetError::OutOfRange(_) => StatusCode::RANGE_NOT_SATISFIABLE,
         DatasetError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };

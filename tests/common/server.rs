@@ -54,8 +54,8 @@ impl Server {
             .args(["--stop-on-stdin-close", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .envs(env.iter().copied())
             .env("SANDLOT_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -109,6 +109,44 @@ impl Server {
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("waitable").is_none()
     }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn status_kib(&self, key: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("the server's status");
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} in {status}"));
+        line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a number of kB")
+    }
+
+    /// The server's resident memory now, in bytes.
+    pub fn rss(&self) -> u64 {
+        self.status_kib("VmRSS:") << 10
+    }
+
+    /// The most resident memory the server has held since `reset_peak`, in bytes.
+    pub fn peak(&self) -> u64 {
+        self.status_kib("VmHWM:") << 10
+    }
+
+    /// Starts counting the peak again from now (Linux's clear_refs).
+    pub fn reset_peak(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").expect("the peak can be reset");
+    }
+
+    /// How much `attack` makes the server hold at its peak beyond what it held before.
+    pub async fn peak_growth<F: std::future::Future>(&self, attack: F) -> (u64, F::Output) {
+        self.reset_peak();
+        let before = self.rss();
+        let output = attack.await;
+        (self.peak().saturating_sub(before), output)
+    }
+
+    /// Open file descriptors of the server.
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("the server's fds").count()
+    }
 }
 
 impl Drop for Server {
@@ -125,7 +163,7 @@ pub async fn http(server: &Server, method: &str, path: &str, body: Option<&str>)
     http_with(server, method, path, body, &[]).await
 }
 
-/// `http` with extra headers.
+/// `http` with extra headers (they replace the default Host and Content-Type).
 pub async fn http_with(
     server: &Server,
     method: &str,
@@ -133,25 +171,43 @@ pub async fn http_with(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> (u16, Value) {
+    let (status, _, body) = http_response(server, method, path, body, headers).await;
+    (status, body)
+}
+
+/// One HTTP/1.1 request; the status, the response's headers and its JSON body.
+pub async fn http_response(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, hyper::HeaderMap, Value) {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
     let stream = TcpStream::connect(&server.address).await.expect("the server accepts");
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("HTTP handshake");
     tokio::spawn(connection);
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", &server.address)
-        .header("content-type", "application/json");
-    for (name, value) in headers {
+    let mut request = hyper::Request::builder().method(method).uri(path);
+    let given = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    if !given("host") {
+        request = request.header("host", &server.address);
+    }
+    if !given("content-type") {
+        request = request.header("content-type", "application/json");
+    }
+    // An empty value leaves the header out (and its default too).
+    for (name, value) in headers.iter().filter(|(_, value)| !value.is_empty()) {
         request = request.header(*name, *value);
     }
     let request = request.body(Full::new(Bytes::from(body.unwrap_or("").to_string()))).expect("a valid request");
     let response = sender.send_request(request).await.expect("a response");
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.expect("a body").to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())))
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, headers, body)
 }
 
 /// A WebSocket client that speaks JSON.
@@ -163,6 +219,26 @@ impl Client {
     pub async fn connect(url: &str) -> Client {
         let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
         Client { socket }
+    }
+
+    /// Connects with extra headers on the upgrade request; the server's
+    /// refusal (an HTTP status) is an error.
+    pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Client, String> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("a valid URL");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(Client { socket }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(format!("HTTP {}", response.status().as_u16()))
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     pub async fn send(&mut self, value: Value) {
