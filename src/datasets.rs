@@ -65,6 +65,9 @@ pub enum DatasetError {
     /// A quota of the server's, or its disk, is full.
     #[error("{0}")]
     Quota(String),
+    /// This server keeps no datasets.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Server(#[from] Error),
 }
@@ -81,6 +84,7 @@ impl DatasetError {
             DatasetError::Overlap(_) => "overlap",
             DatasetError::Incomplete(_) => "incomplete",
             DatasetError::Quota(_) => "quota",
+            DatasetError::Unavailable(_) => "not_supported",
             DatasetError::Server(_) => "server_error",
         }
     }

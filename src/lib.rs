@@ -6,10 +6,12 @@
 
 pub mod bench;
 mod cache;
+pub mod config;
 mod datasets;
 mod date;
 mod error;
 mod folder;
+pub mod fuzz;
 mod guests;
 mod host;
 mod language;

@@ -4,13 +4,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sandlot::{
-    Language, Limits, Program, RegistryConfig, Runtime, RuntimeConfig, ServerConfig, SessionEvent, SessionOptions,
-    SourceFile, bench,
-};
+use sandlot::config::{ServeSettings, limits};
+use sandlot::{Language, Limits, Program, Runtime, RuntimeConfig, SessionEvent, SessionOptions, SourceFile, bench};
 
 #[derive(Parser)]
 #[command(name = "sandlot", version, about = "Runs untrusted Python and JavaScript in WebAssembly sandboxes")]
@@ -56,7 +53,7 @@ enum Command {
     /// tokens also from $SANDLOT_TOKENS (comma-separated).
     Serve {
         #[command(flatten)]
-        settings: ServeSettings,
+        settings: Box<ServeSettings>,
         /// A TOML file with any of the settings above (e.g. `max_running = 32`)
         /// and `tokens = ["..."]`.
         #[arg(long, value_name = "FILE")]
@@ -149,160 +146,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// The settings of `serve`, as flags and as `--config` keys: every one
-/// optional (the defaults fill in), unknown keys refused.
-#[derive(clap::Args, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServeSettings {
-    /// Address to listen on [default: 127.0.0.1:8765]; anything but loopback needs a token.
-    #[arg(long)]
-    listen: Option<std::net::SocketAddr>,
-    /// Folder for the records of runs and for datasets
-    /// [default: $SANDLOT_DATA_DIR, else $XDG_DATA_HOME/sandlot, else ~/.local/share/sandlot].
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Accepted tokens (config file only: a command line is visible to every user).
-    #[arg(skip)]
-    tokens: Option<Vec<String>>,
-    /// Wall-clock limit of each run, in seconds [default: 10].
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<f64>,
-    /// Memory limit of each run, in MiB [default: 256].
-    #[arg(long, value_name = "MIB")]
-    memory: Option<usize>,
-    /// Runs (and model calls) going at once; more are refused as busy [default: 64].
-    #[arg(long)]
-    max_running: Option<usize>,
-    /// Runs one client (token, else address) may have going [default: a quarter of --max-running].
-    #[arg(long)]
-    max_running_per_client: Option<usize>,
-    /// New runs one client may start per second, on average; bursts of twice as many pass [default: 50].
-    #[arg(long, value_name = "RUNS")]
-    runs_per_second: Option<f64>,
-    /// Seconds a finished session is kept in memory after its last use [default: 600].
-    #[arg(long, value_name = "SECONDS")]
-    idle_expiry: Option<u64>,
-    /// Memory all kept (idle, live) instances may hold together, in MiB [default: 2048].
-    #[arg(long, value_name = "MIB")]
-    live_memory: Option<usize>,
-    /// Memory all sessions' placeholders may take together, in MiB [default: 1024].
-    #[arg(long, value_name = "MIB")]
-    placeholder_memory: Option<usize>,
-    /// Hours the records of finished runs, and unfinished uploads, are kept [default: 168].
-    #[arg(long, value_name = "HOURS")]
-    retention_hours: Option<u64>,
-    /// Connections held at once [default: 1024, lowered to fit the open-files limit].
-    #[arg(long)]
-    max_connections: Option<usize>,
-    /// Connections held at once from one client address [default: 128].
-    #[arg(long)]
-    max_connections_per_address: Option<usize>,
-    /// Seconds a client has to send a request's headers [default: 10].
-    #[arg(long, value_name = "SECONDS")]
-    header_timeout: Option<f64>,
-    /// Seconds a socket that must show a token has to send its first message [default: 10].
-    #[arg(long, value_name = "SECONDS")]
-    first_message_timeout: Option<f64>,
-    /// Seconds after which a socket with nothing going and nothing sent is closed [default: 300].
-    #[arg(long, value_name = "SECONDS")]
-    idle_timeout: Option<f64>,
-    /// A host name the server answers to besides IP addresses and localhost (repeatable).
-    #[arg(long = "allowed-host", value_name = "NAME")]
-    allowed_hosts: Option<Vec<String>>,
-    /// A web origin (https://example.org) whose pages may use the server (repeatable).
-    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
-    allowed_origins: Option<Vec<String>>,
-    /// The largest dataset file accepted, in MiB [default: 4096].
-    #[arg(long, value_name = "MIB")]
-    max_dataset_file_mib: Option<u64>,
-    /// Datasets kept at once [default: 1000].
-    #[arg(long)]
-    max_datasets: Option<usize>,
-    /// All datasets together, in MiB [default: 65536].
-    #[arg(long, value_name = "MIB")]
-    max_datasets_mib: Option<u64>,
-    /// Disk space datasets must leave free, in MiB [default: 1024].
-    #[arg(long, value_name = "MIB")]
-    min_free_disk_mib: Option<u64>,
-}
-
-/// `a.or(b)` for each named field.
-macro_rules! either {
-    ($a:ident, $b:ident; $($field:ident),*) => {
-        ServeSettings { $($field: $a.$field.or($b.$field)),* }
-    };
-}
-
-impl ServeSettings {
-    fn read(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{} is not a valid config file: {e}", path.display()))
-    }
-
-    /// These settings, with `other`'s where these have none.
-    fn or(self, other: ServeSettings) -> ServeSettings {
-        either!(self, other; listen, data_dir, tokens, timeout, memory, max_running, max_running_per_client,
-            runs_per_second, idle_expiry, live_memory, placeholder_memory, retention_hours, max_connections,
-            max_connections_per_address, header_timeout, first_message_timeout, idle_timeout, allowed_hosts,
-            allowed_origins, max_dataset_file_mib, max_datasets, max_datasets_mib, min_free_disk_mib)
-    }
-
-    fn into_config(self) -> Result<ServerConfig, String> {
-        let mut tokens = self.tokens.unwrap_or_default();
-        if let Some(env) = std::env::var_os("SANDLOT_TOKENS") {
-            let env = env.into_string().map_err(|_| "SANDLOT_TOKENS is not valid UTF-8")?;
-            tokens.extend(env.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string));
-        }
-        let defaults = ServerConfig::default();
-        let registry = RegistryConfig::default();
-        let mib = |m: usize| m.saturating_mul(1 << 20);
-        let mib64 = |m: u64| m.saturating_mul(1 << 20);
-        let seconds = |s: Option<f64>, default: Duration, what: &str| match s {
-            Some(s) => Duration::try_from_secs_f64(s).map_err(|e| format!("{what}: {e}")),
-            None => Ok(default),
-        };
-        Ok(ServerConfig {
-            listen: self.listen.unwrap_or(defaults.listen),
-            limits: limits(
-                self.timeout.unwrap_or(Limits::DEFAULT_WALL_CLOCK.as_secs_f64()),
-                self.memory.unwrap_or(Limits::DEFAULT_MEMORY_BYTES >> 20),
-            )?,
-            registry: RegistryConfig {
-                max_running: self.max_running.unwrap_or(registry.max_running),
-                max_running_per_client: self.max_running_per_client.or(registry.max_running_per_client),
-                runs_per_second_per_client: self.runs_per_second.unwrap_or(registry.runs_per_second_per_client),
-                idle_expiry: self.idle_expiry.map_or(registry.idle_expiry, Duration::from_secs),
-                live_memory_bytes: self.live_memory.map_or(registry.live_memory_bytes, mib),
-                placeholder_memory_bytes: self.placeholder_memory.map_or(registry.placeholder_memory_bytes, mib),
-                ..registry
-            },
-            data_dir: Some(self.data_dir.unwrap_or_else(default_data_dir)),
-            tokens,
-            retention: self.retention_hours.map_or(defaults.retention, |h| Duration::from_secs(h.saturating_mul(3600))),
-            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
-            max_connections_per_address: self
-                .max_connections_per_address
-                .unwrap_or(defaults.max_connections_per_address),
-            header_timeout: seconds(self.header_timeout, defaults.header_timeout, "header_timeout")?,
-            first_message_timeout: seconds(
-                self.first_message_timeout,
-                defaults.first_message_timeout,
-                "first_message_timeout",
-            )?,
-            idle_timeout: seconds(self.idle_timeout, defaults.idle_timeout, "idle_timeout")?,
-            allowed_hosts: self.allowed_hosts.unwrap_or_default(),
-            allowed_origins: self.allowed_origins.unwrap_or_default(),
-            datasets: sandlot::DatasetLimits {
-                max_file_bytes: self.max_dataset_file_mib.map_or(defaults.datasets.max_file_bytes, mib64),
-                max_datasets: self.max_datasets.unwrap_or(defaults.datasets.max_datasets),
-                max_total_bytes: self.max_datasets_mib.map_or(defaults.datasets.max_total_bytes, mib64),
-                min_free_bytes: self.min_free_disk_mib.map_or(defaults.datasets.min_free_bytes, mib64),
-            },
-            ..defaults
-        })
-    }
-}
-
 /// Logs to stderr, filtered by `$SANDLOT_LOG` (default `sandlot=info`).
 /// Other crates log only at INFO and above whatever is asked: at DEBUG and
 /// TRACE, HTTP and WebSocket libraries log whole headers and messages, and
@@ -319,24 +162,6 @@ fn init_logging() {
             tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(asked).with_filter(ours_or_quiet),
         )
         .init();
-}
-
-/// `$SANDLOT_DATA_DIR`, else `$XDG_DATA_HOME/sandlot`, else `~/.local/share/sandlot`.
-fn default_data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SANDLOT_DATA_DIR") {
-        return PathBuf::from(dir);
-    }
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("sandlot")
-}
-
-/// The limits `--timeout SECONDS` and `--memory MIB` ask for.
-fn limits(timeout: f64, memory: usize) -> Result<Limits, String> {
-    let wall_clock = Duration::try_from_secs_f64(timeout).map_err(|e| format!("--timeout: {e}"))?;
-    Ok(Limits::default().with_wall_clock(wall_clock).with_memory_bytes(memory.saturating_mul(1 << 20)))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -86,7 +86,7 @@ impl Store {
         {
             let mut runs = txn.open_table(RUNS).map_err(storage)?;
             runs.retain(|_, json| {
-                let keep = serde_json::from_slice::<RunRecord>(json).map_or(false, |r| r.ended_at_ms >= cutoff);
+                let keep = serde_json::from_slice::<RunRecord>(json).is_ok_and(|r| r.ended_at_ms >= cutoff);
                 pruned += usize::from(!keep);
                 keep
             })

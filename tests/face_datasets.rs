@@ -557,7 +557,8 @@ async fn tokens_are_required_refused_and_accepted_on_every_face() {
     }
 
     // Sockets: the first message carries the token.
-    let faces: [(&str, Value, Box<dyn Fn(&Value) -> bool>); 3] = [
+    type Refused = Box<dyn Fn(&Value) -> bool>;
+    let faces: [(&str, Value, Refused); 3] = [
         ("/", json!({ "action": "status", "sessionId": "1" }), Box::new(|r: &Value| r["code"] == "unauthorized")),
         ("/v1/ws", json!({ "op": 0 }), Box::new(|r: &Value| r["code"] == 1)),
         (

@@ -234,8 +234,7 @@ async fn placeholders_outlive_the_run() {
 
 #[tokio::test]
 async fn placeholder_budget_is_enforced() {
-    let mut limits = Limits::default();
-    limits.placeholder_bytes = 1000;
+    let limits = Limits { placeholder_bytes: 1000, ..Limits::default() };
     let code = "import sandlot\ntry:\n    sandlot.set_placeholder('big', 'x' * 5000)\nexcept sandlot.SandlotError as e:\n    print('refused:', e)";
     let ran = run_with(PY, program(&[("main.py", code)]), limits).await;
     assert!(ran.stdout.contains("refused:") && ran.stdout.contains("budget"), "{} {}", ran.stdout, ran.stderr);

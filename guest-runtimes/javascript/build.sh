@@ -9,7 +9,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 OUTPUT="$1"
-# shellcheck source=../tools.sh
+# shellcheck source=SCRIPTDIR/../tools.sh
 source "$HERE/../tools.sh"
 
 # Regenerate the C bindings only when wit/ changed since they were made.

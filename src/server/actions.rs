@@ -47,7 +47,7 @@ fn unauthorized_reply(why: &str) -> Value {
 }
 
 /// A refusal: the reply's `code` and `error`.
-struct Refusal {
+pub(crate) struct Refusal {
     code: &'static str,
     message: String,
 }
@@ -215,6 +215,14 @@ struct FileSpec {
 }
 
 async fn run(app: &App, client: &Client, request: &Fields) -> Result<(String, RunEvents), Refusal> {
+    let (language, program) = program_of(request)?;
+    let options = app.session_options();
+    let started = app.registry.start(client, language, program, options, Keep::Live).await?;
+    Ok((started.entry.id().to_string(), started.events))
+}
+
+/// The language and program of a `run` request.
+pub(crate) fn program_of(request: &Fields) -> Result<(Language, Program), Refusal> {
     let mut chosen = None;
     for (key, value) in request {
         if key == "action" || key == "token" {
@@ -250,10 +258,7 @@ async fn run(app: &App, client: &Client, request: &Fields) -> Result<(String, Ru
     let args: Vec<String> = field(&spec, "arguments", "arguments")
         .map_err(|_| refuse("bad_request", "arguments must be a list of strings"))?
         .unwrap_or_default();
-    let program = Program { files: sources, main_file, args, env: Vec::new() };
-    let options = app.session_options();
-    let started = app.registry.start(client, language, program, options, Keep::Live).await?;
-    Ok((started.entry.id().to_string(), started.events))
+    Ok((language, Program { files: sources, main_file, args, env: Vec::new() }.validated()?))
 }
 
 async fn push_output(outbox: &Outbox, id: &str, mut events: RunEvents) {
@@ -285,7 +290,7 @@ async fn push_output(outbox: &Outbox, id: &str, mut events: RunEvents) {
     }
 }
 
-fn placeholder_request(request: &Fields) -> Result<(String, String), Refusal> {
+pub(crate) fn placeholder_request(request: &Fields) -> Result<(String, String), Refusal> {
     let placeholder = object(request, "placeholder", "this action")?;
     let id = session_id(&placeholder, "placeholder")?;
     let name = required::<String>(&placeholder, "name", "placeholder")?;

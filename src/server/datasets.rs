@@ -15,32 +15,45 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::socket::{Connection, Incoming};
-use super::{App, Fields, field, parse_lenient_off_thread, public_message};
+use super::{App, Fields, field, parse_fields_off_thread, public_message};
 
 use crate::datasets::{DatasetError, Datasets, MAX_CHUNK, kind_name};
 use crate::store::DatasetKind;
 
-/// A REST error: `{code, error, context}` as the other REST routes, plus the short `reason`.
-fn refused(error: &DatasetError) -> Response {
-    let status = match error {
-        DatasetError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        DatasetError::NotFound(_) => StatusCode::NOT_FOUND,
-        DatasetError::Conflict(_) | DatasetError::Overlap(_) | DatasetError::Incomplete(_) => StatusCode::CONFLICT,
-        DatasetError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        DatasetError::Quota(_) => StatusCode::INSUFFICIENT_STORAGE,
-        DatasetError::OutOfRange(_) => StatusCode::RANGE_NOT_SATISFIABLE,
-        DatasetError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    let body = json!({
-        "code": status.as_u16(),
-        "reason": error.code(),
-        "error": public_dataset_message(error),
-        "context": "datasets: POST/PUT /v1/csv/dataset or /v1/mnist/dataset, GET /v1/dataset, GET /v1/dataset/progress?uuid=, DELETE /v1/dataset?uuid=",
-    });
-    (status, Json(body)).into_response()
+/// A refused REST request: `{code, error, context}` as the other REST routes,
+/// plus the short `reason`.
+pub(crate) struct Refused(DatasetError);
+
+impl From<DatasetError> for Refused {
+    fn from(error: DatasetError) -> Self {
+        Refused(error)
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let error = self.0;
+        let status = match &error {
+            DatasetError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            DatasetError::NotFound(_) => StatusCode::NOT_FOUND,
+            DatasetError::Conflict(_) | DatasetError::Overlap(_) | DatasetError::Incomplete(_) => StatusCode::CONFLICT,
+            DatasetError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            DatasetError::Quota(_) => StatusCode::INSUFFICIENT_STORAGE,
+            DatasetError::OutOfRange(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            DatasetError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            DatasetError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = json!({
+            "code": status.as_u16(),
+            "reason": error.code(),
+            "error": public_dataset_message(&error),
+            "context": "datasets: POST/PUT /v1/csv/dataset or /v1/mnist/dataset, GET /v1/dataset, GET /v1/dataset/progress?uuid=, DELETE /v1/dataset?uuid=",
+        });
+        (status, Json(body)).into_response()
+    }
 }
 
 /// What a client is told of a dataset error: a server error's detail (host
@@ -52,38 +65,31 @@ pub(crate) fn public_dataset_message(error: &DatasetError) -> String {
     }
 }
 
-fn bad(message: impl Into<String>) -> Response {
-    refused(&DatasetError::BadRequest(message.into()))
+fn bad(message: impl Into<String>) -> DatasetError {
+    DatasetError::BadRequest(message.into())
 }
 
-fn datasets(app: &App) -> Result<Arc<Datasets>, Response> {
+fn datasets(app: &App) -> Result<Arc<Datasets>, DatasetError> {
     app.datasets.clone().ok_or_else(|| {
-        let body = json!({
-            "code": 503,
-            "reason": "not_supported",
-            "error": "this server keeps no datasets: it was started without a data folder",
-            "context": "start it with sandlot serve --data-dir DIR",
-        });
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        DatasetError::Unavailable(
+            "this server keeps no datasets: it was started without a data folder (sandlot serve --data-dir DIR)".into(),
+        )
     })
 }
 
-async fn body_object(body: Bytes) -> Result<Map<String, Value>, Response> {
+async fn body_object(body: Bytes) -> Result<Fields, DatasetError> {
     let text = String::from_utf8(body.into()).map_err(|_| bad("the body must be UTF-8 JSON"))?;
-    match parse_lenient_off_thread(text).await {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(bad("the body must be a JSON object")),
-        Err(e) => Err(bad(e)),
-    }
+    parse_fields_off_thread(text).await.map_err(|e| bad(format!("the body: {e}")))
 }
 
-fn text_field<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'a str, Response> {
-    body.get(key).and_then(Value::as_str).ok_or_else(|| bad(format!("the body needs a \"{key}\" string")))
+fn text_field(body: &Fields, key: &str) -> Result<String, DatasetError> {
+    field::<String>(body, key, key).ok().flatten().ok_or_else(|| bad(format!("the body needs a \"{key}\" string")))
 }
 
-fn size_field(body: &Map<String, Value>, key: &str) -> Result<u64, Response> {
-    body.get(key)
-        .and_then(Value::as_u64)
+fn size_field(body: &Fields, key: &str) -> Result<u64, DatasetError> {
+    field::<u64>(body, key, key)
+        .ok()
+        .flatten()
         .ok_or_else(|| bad(format!("the body needs \"{key}\": the file's size in bytes")))
 }
 
@@ -96,18 +102,18 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(DatasetError::Server(crate::Error::Storage(format!("the task failed: {e}")))))
 }
 
-/// A REST reply: the JSON body, or the error response already made.
-type Reply = Result<Json<Value>, Response>;
+/// A REST reply: the JSON body, or why not.
+type Reply = Result<Json<Value>, Refused>;
 
 async fn create(app: App, kind: DatasetKind, body: Bytes) -> Reply {
     let datasets = datasets(&app)?;
     let body = body_object(body).await?;
-    let name = text_field(&body, "name")?.to_string();
+    let name = text_field(&body, "name")?;
     let mut sizes = vec![size_field(&body, "input_data_size")?];
     if kind == DatasetKind::Mnist {
         sizes.push(size_field(&body, "label_data_size")?);
     }
-    let record = blocking(move || datasets.create(kind, &name, &sizes)).await.map_err(|e| refused(&e))?;
+    let record = blocking(move || datasets.create(kind, &name, &sizes)).await?;
     let mut reply = json!({ "uuid": record.uuid, "name": record.name, "uuid_input_file": record.files[0].uuid });
     if let Some(label) = record.files.get(1) {
         reply["uuid_label_file"] = json!(label.uuid);
@@ -118,14 +124,13 @@ async fn create(app: App, kind: DatasetKind, body: Bytes) -> Reply {
 async fn finalise(app: App, kind: DatasetKind, body: Bytes) -> Reply {
     let datasets = datasets(&app)?;
     let body = body_object(body).await?;
-    let uuid = text_field(&body, "uuid")?.to_string();
-    let input = text_field(&body, "uuid_input_file")?.to_string();
+    let uuid = text_field(&body, "uuid")?;
+    let input = text_field(&body, "uuid_input_file")?;
     let label = match kind {
-        DatasetKind::Mnist => Some(text_field(&body, "uuid_label_file")?.to_string()),
+        DatasetKind::Mnist => Some(text_field(&body, "uuid_label_file")?),
         DatasetKind::Csv => None,
     };
-    let listed =
-        blocking(move || datasets.finalise(kind, &uuid, &input, label.as_deref())).await.map_err(|e| refused(&e))?;
+    let listed = blocking(move || datasets.finalise(kind, &uuid, &input, label.as_deref())).await?;
     Ok(Json(json!(listed)))
 }
 
@@ -150,14 +155,14 @@ pub(crate) struct ByUuid {
     uuid: Option<String>,
 }
 
-fn uuid_param(query: ByUuid) -> Result<String, Response> {
+fn uuid_param(query: ByUuid) -> Result<String, DatasetError> {
     query.uuid.filter(|u| !u.is_empty()).ok_or_else(|| bad("add ?uuid=<dataset uuid> to the path"))
 }
 
 pub(crate) async fn progress(State(app): State<App>, Query(query): Query<ByUuid>) -> Reply {
     let datasets = datasets(&app)?;
     let uuid = uuid_param(query)?;
-    let progress = blocking(move || datasets.progress(&uuid)).await.map_err(|e| refused(&e))?;
+    let progress = blocking(move || datasets.progress(&uuid)).await?;
     Ok(Json(json!(progress)))
 }
 
@@ -168,7 +173,7 @@ pub(crate) async fn list(State(app): State<App>) -> Reply {
 pub(crate) async fn delete(State(app): State<App>, Query(query): Query<ByUuid>) -> Reply {
     let datasets = datasets(&app)?;
     let uuid = uuid_param(query)?;
-    let deleted = blocking(move || datasets.delete(&uuid)).await.map_err(|e| refused(&e))?;
+    let deleted = blocking(move || datasets.delete(&uuid)).await?;
     Ok(Json(json!({ "deleted": deleted })))
 }
 
@@ -218,11 +223,11 @@ pub(crate) async fn upload(app: App, mut connection: Connection, first: Fields) 
     connection.accept_binary();
     while let Some(incoming) = connection.next().await {
         let reply = match incoming {
-            Incoming::Binary(frame) if frame.len() < 8 => {
+            Incoming::Binary(frame) if parse_chunk(&frame).is_err() => {
                 fail("a chunk starts with its 8-byte little-endian position, then the bytes".into(), "bad_request")
             }
             Incoming::Binary(frame) => {
-                let position = u64::from_le_bytes(frame[..8].try_into().expect("8 bytes"));
+                let position = parse_chunk(&frame).map_or(0, |(position, _)| position);
                 let (d, f, data) = (datasets.clone(), file.clone(), frame.slice(8..));
                 match blocking(move || d.write_chunk(&f, position, &data)).await {
                     Ok(ack) => {
@@ -249,6 +254,12 @@ pub(crate) async fn upload(app: App, mut connection: Connection, first: Fields) 
         }
     }
     connection.close().await;
+}
+
+/// An upload frame: its 8-byte little-endian position, then the bytes.
+pub(crate) fn parse_chunk(frame: &[u8]) -> Result<(u64, &[u8]), ()> {
+    let (position, bytes) = frame.split_first_chunk::<8>().ok_or(())?;
+    Ok((u64::from_le_bytes(*position), bytes))
 }
 
 /// Reads a dataset file for `run_model` with `is_data: false`: its CSV rows,

@@ -39,12 +39,6 @@ pub(crate) fn parse_lenient(text: &str) -> Result<Value, String> {
     })
 }
 
-/// `parse_lenient`, on a blocking thread when the message is large, so a
-/// client's big message never holds an I/O worker for long.
-pub(crate) async fn parse_lenient_off_thread(text: String) -> Result<Value, String> {
-    off_thread(text, |text| parse_lenient(text)).await
-}
-
 /// Strict JSON into a typed message, on a blocking thread when it is large.
 /// Typed messages keep what they do not interpret as `RawValue` text: a
 /// tree of a client's 8 MiB of `[1,1,...]` would cost 20 times that. The

@@ -16,14 +16,14 @@
 //! With a data folder, finished runs and datasets are kept in it (`store.rs`)
 //! and survive a restart.
 
-mod actions;
+pub(crate) mod actions;
 mod auth;
-mod datasets;
+pub(crate) mod datasets;
 mod guard;
-mod json;
+pub(crate) mod json;
 mod listener;
-mod processor;
-mod ranna;
+pub(crate) mod processor;
+pub(crate) mod ranna;
 mod socket;
 
 use std::future::Future;
@@ -49,9 +49,7 @@ use crate::registry::{Registry, RegistryConfig};
 use crate::runtime::{Runtime, SessionOptions};
 use crate::store::Store;
 use auth::Tokens;
-pub(crate) use json::{
-    Fields, IdText, field, parse_fields_off_thread, parse_lenient, parse_lenient_off_thread, parse_typed_off_thread,
-};
+pub(crate) use json::{Fields, IdText, field, parse_fields_off_thread, parse_lenient, parse_typed_off_thread};
 pub(crate) use listener::Peer;
 
 /// Settings of the server.
@@ -281,17 +279,24 @@ async fn prune(store: Arc<Store>, datasets: Arc<Datasets>, retention: Duration) 
     }
 }
 
+/// The largest body of a dataset request (a name, sizes, uuids).
+const DATASET_BODY_BYTES: usize = 64 << 10;
+
 fn router(app: App) -> Router {
     let body_limit = app.config.max_message_bytes;
     // Sockets check their token in their first message (`socket.rs`).
-    let rest = Router::new()
-        .route("/v1/exec", post(ranna::exec))
-        .route("/v1/spec", get(ranna::spec))
-        .route("/v1/info", get(ranna::info))
+    // Dataset requests are a few fields: their bodies get a small limit.
+    let dataset_routes = Router::new()
         .route("/v1/csv/dataset", post(datasets::create_csv).put(datasets::finalise_csv))
         .route("/v1/mnist/dataset", post(datasets::create_mnist).put(datasets::finalise_mnist))
         .route("/v1/dataset", get(datasets::list).delete(datasets::delete))
         .route("/v1/dataset/progress", get(datasets::progress))
+        .layer(DefaultBodyLimit::max(DATASET_BODY_BYTES));
+    let rest = Router::new()
+        .route("/v1/exec", post(ranna::exec))
+        .route("/v1/spec", get(ranna::spec))
+        .route("/v1/info", get(ranna::info))
+        .merge(dataset_routes)
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), auth::require_token));
     Router::new()
         .route("/", get(actions::websocket))

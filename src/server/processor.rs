@@ -50,7 +50,7 @@ fn unauthorized_message(why: &str) -> Value {
     json!({ "type": "error", "code": "UNAUTHORIZED", "message": why, "time": now_ms().to_string() })
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<EngineAnswer>>>>;
+pub(crate) type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<EngineAnswer>>>>;
 
 /// A command as sent to the client, its arguments as the script gave them.
 #[derive(Serialize)]
@@ -224,7 +224,7 @@ async fn start(
     Ok((started.entry, started.events))
 }
 
-fn command_result(message: Result<ClientMessage, String>, pending: &Pending) -> Result<(), String> {
+pub(crate) fn command_result(message: Result<ClientMessage, String>, pending: &Pending) -> Result<(), String> {
     let message = message.map_err(|e| format!("expected a command_result; this message {e}"))?;
     if message.r#type.as_deref() != Some("command_result") {
         return Err("a script is running: only {\"type\":\"command_result\",...} messages are expected now".into());
