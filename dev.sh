@@ -60,8 +60,8 @@ fuzz() {
     fi
     guest-runtimes/build.sh
     step "fuzzing $target for $seconds s (libFuzzer; new inputs go to tests/__fuzz__/$target/corpus)"
-    PATH="$ROOT/.tools/bolero/bin:$PATH" cargo bolero test "$target" --test fuzz \
-        --engine libfuzzer --sanitizer NONE --time "${seconds}s"
+    PATH="$ROOT/.tools/bolero/bin:$PATH" cargo bolero test "$target" \
+        --engine libfuzzer --sanitizer NONE -T "${seconds}s"
 }
 
 case "${1:-}" in

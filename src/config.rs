@@ -9,7 +9,7 @@ use crate::{DatasetLimits, Limits, RegistryConfig, ServerConfig};
 
 /// The settings of `serve`, as flags and as `--config` keys: every one
 /// optional (the defaults fill in), unknown keys refused.
-#[derive(clap::Args, Debug, Default, serde::Deserialize)]
+#[derive(clap::Args, Clone, Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeSettings {
     /// Address to listen on [default: 127.0.0.1:8765]; anything but loopback needs a token.
@@ -82,6 +82,12 @@ pub struct ServeSettings {
     /// Disk space datasets must leave free, in MiB [default: 1024].
     #[arg(long, value_name = "MIB")]
     min_free_disk_mib: Option<u64>,
+    /// Started as root: become this user once the port is bound (the data folder is given to it).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// Restrict the server's own file access with Landlock where the kernel has it [default: true].
+    #[arg(long, value_name = "BOOL")]
+    landlock: Option<bool>,
 }
 
 /// `a.or(b)` for each named field.
@@ -102,7 +108,12 @@ impl ServeSettings {
         either!(self, other; listen, data_dir, tokens, timeout, memory, max_running, max_running_per_client,
             runs_per_second, idle_expiry, live_memory, placeholder_memory, retention_hours, max_connections,
             max_connections_per_address, header_timeout, first_message_timeout, idle_timeout, allowed_hosts,
-            allowed_origins, max_dataset_file_mib, max_datasets, max_datasets_mib, min_free_disk_mib)
+            allowed_origins, max_dataset_file_mib, max_datasets, max_datasets_mib, min_free_disk_mib, user, landlock)
+    }
+
+    /// Whether to restrict the process with Landlock.
+    pub fn landlock(&self) -> bool {
+        self.landlock.unwrap_or(true)
     }
 
     pub fn into_config(self) -> Result<ServerConfig, String> {
@@ -156,6 +167,7 @@ impl ServeSettings {
                 max_total_bytes: self.max_datasets_mib.map_or(defaults.datasets.max_total_bytes, mib64),
                 min_free_bytes: self.min_free_disk_mib.map_or(defaults.datasets.min_free_bytes, mib64),
             },
+            run_as: self.user.as_deref().map(crate::harden::RunAs::lookup).transpose()?,
             ..defaults
         })
     }

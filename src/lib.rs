@@ -13,6 +13,7 @@ mod error;
 mod folder;
 pub mod fuzz;
 mod guests;
+pub mod harden;
 mod host;
 mod language;
 mod limits;

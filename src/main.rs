@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use sandlot::config::{ServeSettings, limits};
@@ -73,6 +74,20 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "bench-results")]
         out: PathBuf,
     },
+    /// Holds a real server under steady, partly hostile load (idle live
+    /// sessions, busy ones, clients that stop reading, one-shot runs) and
+    /// reports whether its memory and open files stay flat; exits 1 if not.
+    Soak {
+        /// Twenty seconds of a small load, to check the soak works.
+        #[arg(long)]
+        quick: bool,
+        /// How long to soak, in minutes [default: 10].
+        #[arg(long)]
+        minutes: Option<f64>,
+        /// Where to write soak.json.
+        #[arg(long, value_name = "DIR", default_value = "bench-results")]
+        out: PathBuf,
+    },
     /// Compiles the guests to native code now, so the first session doesn't wait.
     Prepare,
 }
@@ -80,6 +95,18 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // `serve` resolves its settings and restricts the process before any
+    // thread starts (Landlock binds only threads started after it).
+    let serving = match &cli.command {
+        Command::Serve { settings, config, .. } => match serve_config(settings, config.as_deref(), &cli.cache_dir) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("sandlot: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     // Guests run for a whole epoch tick between yields, so a worker thread
     // would check sockets and timers only every 61 ticks (~300 ms) by default:
     // too late for KILL and deadlines. Check them after every task instead.
@@ -97,12 +124,8 @@ fn main() -> ExitCode {
                 let limits = limits(timeout, memory)?.with_fuel(fuel);
                 run(&runtime, lang, main, files, args, limits).await
             }
-            Command::Serve { settings, config, stop_on_stdin_close } => {
-                let file = match &config {
-                    Some(path) => ServeSettings::read(path)?,
-                    None => ServeSettings::default(),
-                };
-                let config = settings.or(file).into_config()?;
+            Command::Serve { stop_on_stdin_close, .. } => {
+                let config = serving.ok_or("the server's settings were not read")?;
                 let stop = async move {
                     if stop_on_stdin_close {
                         tokio::select! {
@@ -128,6 +151,19 @@ fn main() -> ExitCode {
                 );
                 Ok(0)
             }
+            Command::Soak { quick, minutes, out } => {
+                let mut settings = if quick { bench::SoakSettings::quick() } else { bench::SoakSettings::full() };
+                if let Some(minutes) = minutes {
+                    settings.duration =
+                        Duration::try_from_secs_f64(minutes * 60.0).map_err(|e| format!("--minutes: {e}"))?;
+                }
+                let report = bench::soak(settings).await.map_err(|e| e as Box<dyn std::error::Error>)?;
+                println!("{}", report.markdown());
+                std::fs::create_dir_all(&out)?;
+                std::fs::write(out.join("soak.json"), serde_json::to_string_pretty(&report)?)?;
+                eprintln!("sandlot: wrote {}", out.join("soak.json").display());
+                Ok(if report.flat { 0 } else { 1 })
+            }
             Command::Prepare => {
                 for language in Language::ALL {
                     runtime.prepare(language).await?;
@@ -144,6 +180,29 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The server's settings (flags, then the config file), with the process
+/// restricted to its folders where Landlock is available and not turned off.
+fn serve_config(
+    settings: &ServeSettings,
+    file: Option<&Path>,
+    cache_dir: &Option<PathBuf>,
+) -> Result<sandlot::ServerConfig, String> {
+    let from_file = match file {
+        Some(path) => ServeSettings::read(path)?,
+        None => ServeSettings::default(),
+    };
+    let settings = Box::new(settings.clone()).or(from_file);
+    let landlock = settings.landlock();
+    let config = settings.into_config()?;
+    if landlock && let Some(data_dir) = &config.data_dir {
+        let status = sandlot::harden::restrict_files(data_dir, cache_dir.as_deref());
+        tracing::info!("landlock: {status}");
+    } else {
+        tracing::info!("landlock: off (turned off in the settings)");
+    }
+    Ok(config)
 }
 
 /// Logs to stderr, filtered by `$SANDLOT_LOG` (default `sandlot=info`).

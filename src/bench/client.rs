@@ -112,6 +112,35 @@ impl WsClient {
         }
     }
 
+    /// EXEC, and nothing read back (a client that will not read).
+    pub(super) async fn start_only(&mut self, language: Language, code: &str) -> BenchResult<()> {
+        self.send(json!({ "op": 1, "args": { "language": language.name(), "code": code } })).await
+    }
+
+    /// A runtime-actions request and its reply.
+    pub(super) async fn request(&mut self, value: Value) -> BenchResult<Value> {
+        self.send(value).await?;
+        self.recv().await
+    }
+
+    /// A runtime-actions `run`, waited for to its end; returns the session id.
+    pub(super) async fn run_action(&mut self, language: Language, code: &str) -> BenchResult<String> {
+        let file = json!({ "filename": format!("main.{}", language.extension()), "content": code });
+        let mut request = json!({ "action": "run" });
+        request[language.name()] = json!({ "files": [file] });
+        let reply = self.request(request).await?;
+        let id = reply["sessionId"].as_str().ok_or_else(|| format!("the server refused: {reply}"))?.to_string();
+        loop {
+            let pushed = self.recv().await?;
+            if pushed["action"] == "finished" && pushed["sessionId"] == id.as_str() {
+                if pushed["exitCode"] != 0 {
+                    return Err(format!("the run failed: {pushed}").into());
+                }
+                return Ok(id);
+            }
+        }
+    }
+
     pub(super) async fn kill(&mut self, runid: &str) -> BenchResult<()> {
         self.send(json!({ "op": 2, "args": { "runid": runid } })).await
     }

@@ -8,6 +8,9 @@
 
 mod chart;
 mod client;
+mod soak;
+
+pub use soak::{Sample, SoakReport, SoakSettings, soak};
 
 use std::path::PathBuf;
 use std::process::Command;

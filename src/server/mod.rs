@@ -97,6 +97,8 @@ pub struct ServerConfig {
     /// Web origins (`https://example.org`) whose pages may use the server,
     /// besides the server's own.
     pub allowed_origins: Vec<String>,
+    /// The user to become once the port is bound (the server started as root).
+    pub run_as: Option<crate::harden::RunAs>,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +122,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(300),
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            run_as: None,
         }
     }
 }
@@ -197,6 +200,14 @@ pub async fn serve(
     }
     let listener = TcpListener::bind(config.listen).await?;
     let address = listener.local_addr()?;
+    match &config.run_as {
+        Some(user) => {
+            user.become_user(config.data_dir.as_deref()).map_err(std::io::Error::other)?;
+            tracing::info!(user = %user.name, "the port is bound; running as {} from now on", user.name);
+        }
+        None if crate::harden::is_root() => tracing::warn!("{}", crate::harden::root_warning()),
+        None => {}
+    }
     println!("listening on http://{address}");
     tracing::info!(%address, "listening");
     serve_on(runtime, config, listener, shutdown).await

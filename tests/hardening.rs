@@ -1,0 +1,97 @@
+//! The server process's own defences: an owner-only data folder, dropping
+//! root for `--user`, saying so when it runs as root, and Landlock.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use common::server::{Client, Server, http};
+use serde_json::json;
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").unwrap().lines().any(|l| l.starts_with("Uid:\t0\t"))
+}
+
+async fn upload_one(server: &Server, name: &str, content: &[u8]) {
+    let body = json!({ "name": name, "input_data_size": content.len() }).to_string();
+    let (status, created) = http(server, "POST", "/v1/csv/dataset", Some(&body)).await;
+    assert_eq!(status, 200, "{created}");
+    let file = created["uuid_input_file"].as_str().unwrap();
+    let mut socket = Client::connect(&server.ws_url("/")).await;
+    socket.send(json!({ "uuid": file, "target": "file_upload" })).await;
+    socket.recv().await;
+    socket.send_binary([0u64.to_le_bytes().as_slice(), content].concat()).await;
+    assert_eq!(socket.recv().await["complete"], true);
+    let body = json!({ "uuid": created["uuid"], "uuid_input_file": file }).to_string();
+    assert_eq!(http(server, "PUT", "/v1/csv/dataset", Some(&body)).await.0, 200);
+}
+
+#[tokio::test]
+async fn the_data_folder_is_owner_only() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("state");
+    let server = Server::start_in(&folder, &[], &[]);
+    upload_one(&server, "secret", b"1,2\n").await;
+    let body = json!({ "name": "pending", "input_data_size": 10 }).to_string();
+    let (_, pending) = http(&server, "POST", "/v1/csv/dataset", Some(&body)).await;
+    for dir in [folder.clone(), folder.join("datasets"), folder.join("uploads")] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+    let part = folder.join(format!("uploads/{}.part", pending["uuid_input_file"].as_str().unwrap()));
+    for file in [folder.join("state.redb"), folder.join("datasets/secret.csv"), part] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}
+
+#[tokio::test]
+async fn started_as_root_with_user_it_drops_to_that_user() {
+    if !is_root() {
+        eprintln!("SKIPPED: --user needs the tests to run as root");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("state");
+    let log = data.path().join("server.log");
+    let server = Server::start_logged(&folder, &["--user", "nobody"], &[("SANDLOT_LOG", "info")], &log);
+    for task in std::fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
+        assert_eq!(uid, "Uid:\t65534\t65534\t65534\t65534", "every thread runs as nobody");
+    }
+    assert_eq!(std::fs::metadata(&folder).unwrap().uid(), 65534, "the data folder is nobody's");
+    // Everything still works as nobody: runs, and datasets written and read.
+    upload_one(&server, "kept", b"3,4\n").await;
+    let mut client = Client::connect(&server.ws_url("/v1/ws")).await;
+    client
+        .send(json!({ "op": 1, "args": { "language": "python", "code": "print(open('/data/kept.csv').read())" } }))
+        .await;
+    let mut out = String::new();
+    loop {
+        let event = client.recv_within(Duration::from_secs(30)).await;
+        match event["code"].as_u64() {
+            Some(3) => out.push_str(event["data"]["stdout"].as_str().unwrap_or("")),
+            Some(4) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(out, "3,4\n\n");
+    assert!(std::fs::read_to_string(&log).unwrap().contains("running as nobody"));
+}
+
+#[tokio::test]
+async fn it_says_whether_it_runs_as_root_and_whether_landlock_is_on() {
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("server.log");
+    let server = Server::start_logged(&data.path().join("state"), &[], &[("SANDLOT_LOG", "info")], &log);
+    let (status, _) = http(&server, "GET", "/v1/info", None).await;
+    assert_eq!(status, 200);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("landlock: on") || text.contains("landlock: off ("), "{text}");
+    assert_eq!(text.contains("running as root"), is_root(), "{text}");
+}
