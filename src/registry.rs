@@ -805,6 +805,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_finished_runs_record_takes_under_512_bytes_besides_its_placeholders() {
+        // The record in its Arc (two counts), its id twice (the map's key and
+        // nothing else: a UUID's 36 bytes), the map's slot and control byte,
+        // and a short end message ("killed", a limit's).
+        let record = std::mem::size_of::<Record>() + 16;
+        let key = std::mem::size_of::<String>() + 36;
+        let slot = std::mem::size_of::<Arc<Record>>() + 1;
+        let message = 64;
+        let total = record + key + slot + message;
+        assert!(total < 512, "a record costs {total} bytes");
+    }
+
+    #[test]
     fn a_client_gets_its_share_and_its_rate() {
         let clients = Arc::new(Clients::new(2, 1.0));
         let me = Client::Address("10.0.0.1".parse().unwrap());

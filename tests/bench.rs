@@ -45,3 +45,25 @@ fn the_quick_bench_runs_and_writes_its_results() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn the_quick_soak_runs_and_reports_flat_or_not() {
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_sandlot"))
+        .args(["soak", "--quick", "--out"])
+        .arg(out.path())
+        .output()
+        .expect("sandlot soak starts");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("| time | RSS | open files | runs done |"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("soak.json")).expect("soak.json written")).unwrap();
+    let samples = report["samples"].as_array().unwrap();
+    assert!(samples.len() >= 5, "{report}");
+    assert!(samples.last().unwrap()["runs"].as_u64().unwrap() > 0, "the load ran: {report}");
+    assert_eq!(run.status.success(), report["flat"] == true, "the exit status says whether it was flat");
+}

@@ -47,6 +47,24 @@ async fn exec(server: &Server, language: &str, code: &str) -> (Value, String) {
     }
 }
 
+/// Runs `control` (the guest's own work) and then `attack` (the same work,
+/// and the host asked to take it) on the ranna face; checks the attack made
+/// the server grow by less than `limit` beyond what the control did, and
+/// returns the attack's stdout.
+async fn costs_at_most(server: &Server, language: &str, control: &str, attack: &str, limit: u64) -> String {
+    let (baseline, (stop, _)) = server.peak_growth(exec(server, language, control)).await;
+    assert_eq!(stop["exitcode"], 0, "{stop}");
+    let (growth, (stop, stdout)) = server.peak_growth(exec(server, language, attack)).await;
+    assert_eq!(stop["exitcode"], 0, "{stop} {stdout}");
+    assert!(
+        growth < baseline + limit,
+        "the host's part cost {} MiB beyond the guest's own {} MiB",
+        (growth - baseline.min(growth)) / MIB,
+        baseline / MIB
+    );
+    stdout
+}
+
 fn python_run(code: &str) -> Value {
     json!({ "action": "run", "python": { "files": [{ "filename": "main.py", "content": code }] } })
 }
@@ -110,24 +128,14 @@ async fn stats_of_ragged_tables_cost_what_their_text_does() {
 #[tokio::test]
 async fn an_oversized_placeholder_is_refused_before_it_is_parsed() {
     let server = Server::start(&[]);
-    // The guest's own work, once without the host, gives the baseline.
     let build = "import json\nvalues = [0] * 9_000_000\n";
-    let (baseline, (stop, _)) =
-        server.peak_growth(exec(&server, "python", &format!("{build}print(len(json.dumps(values)))"))).await;
-    assert_eq!(stop["exitcode"], 0, "{stop}");
+    let control = format!("{build}print(len(json.dumps(values)))");
     let attack = format!(
         "{build}import sandlot\ntry:\n    sandlot.set_placeholder('big', values)\nexcept sandlot.SandlotError as e:\n    print(e)"
     );
-    let (growth, (stop, stdout)) = server.peak_growth(exec(&server, "python", &attack)).await;
-    assert_eq!(stop["exitcode"], 0, "{stop}");
-    assert!(stdout.contains("placeholder budget"), "{stdout}");
     // The 27 MB text is copied out of the guest once; a tree of it was ~300 MB.
-    assert!(
-        growth < baseline + 96 * MIB,
-        "refusing it cost {} MiB beyond the guest's own {} MiB",
-        (growth - baseline.min(growth)) / MIB,
-        baseline / MIB
-    );
+    let stdout = costs_at_most(&server, "python", &control, &attack, 96 * MIB).await;
+    assert!(stdout.contains("placeholder budget"), "{stdout}");
 }
 
 /// Row 4: placeholders are held as their JSON text, and capped per server.
@@ -152,9 +160,7 @@ async fn placeholders_are_capped_per_server() {
 async fn python_scis_door_refuses_large_requests_cheaply() {
     let server = Server::start(&[]);
     let build = "payload = b'[' + b'1,' * 15_000_000 + b'1]'\n";
-    let (baseline, (stop, _)) =
-        server.peak_growth(exec(&server, "python-sci", &format!("{build}print(len(payload))"))).await;
-    assert_eq!(stop["exitcode"], 0, "{stop}");
+    let control = format!("{build}print(len(payload))");
     let attack = format!(
         "{build}import _host, json\n\
          frame = b'{{\"v\":1,\"id\":1,\"op\":\"call\",\"tool\":\"set_placeholder\",\"args\":{{\"name\":\"x\",\"value\":\"' + payload + b'\"}}}}'\n\
@@ -162,16 +168,9 @@ async fn python_scis_door_refuses_large_requests_cheaply() {
          frame = b'{{\"v\":1,\"id\":2,\"op\":\"call\",\"tool\":\"describe\",\"args\":{{\"values\":' + payload + b'}}}}'\n\
          print(json.loads(_host.call(frame))['error']['message'])"
     );
-    let (growth, (stop, stdout)) = server.peak_growth(exec(&server, "python-sci", &attack)).await;
-    assert_eq!(stop["exitcode"], 0, "{stop} {stdout}");
+    let stdout = costs_at_most(&server, "python-sci", &control, &attack, 128 * MIB).await;
     assert!(stdout.contains("placeholder budget"), "{stdout}");
     assert!(stdout.contains("at most"), "{stdout}");
-    assert!(
-        growth < baseline + 128 * MIB,
-        "the door cost {} MiB beyond the guest's own {} MiB",
-        (growth - baseline.min(growth)) / MIB,
-        baseline / MIB
-    );
 }
 
 /// Row 6: a model's answer had no size cap.
@@ -324,6 +323,15 @@ async fn unauthenticated_sockets_get_a_small_budget_and_little_time() {
     let refusal = silent.recv_within(Duration::from_secs(5)).await;
     assert!(refusal["data"].as_str().unwrap().contains("no first message"), "{refusal}");
     assert!(silent.closed_within(Duration::from_secs(5)).await);
+    // Pings do not push the deadline back.
+    let mut pinger = Client::connect(&server.ws_url("/processor")).await;
+    let started = Instant::now();
+    let mut closed = false;
+    while !closed && started.elapsed() < Duration::from_secs(5) {
+        let _ = pinger.socket.send(Message::Ping(vec![1].into())).await;
+        closed = pinger.closed_within(Duration::from_millis(300)).await;
+    }
+    assert!(closed, "a socket that only pings is closed at its deadline");
     // The token alone, in a small first message, lets a client in.
     let mut client = Client::connect(&server.ws_url("/v1/ws")).await;
     client.send(json!({ "token": ALICE, "op": 0, "nonce": 1 })).await;

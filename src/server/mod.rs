@@ -386,6 +386,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn connections_leave_file_descriptors_for_sessions() {
+        let config = ServerConfig::default();
+        assert_eq!(config.connection_cap(None), 1024);
+        assert_eq!(config.connection_cap(Some(1 << 20)), 1024, "a high limit leaves the configured cap");
+        // 64 running + 1000 live sessions keep 256 + 2 × 1064 descriptors in reserve.
+        assert_eq!(config.connection_cap(Some(3000)), 3000 - 2384);
+        assert_eq!(config.connection_cap(Some(1024)), 16, "a low limit still serves a few");
+    }
+
+    #[test]
     fn utf8_chunks_never_split_a_character() {
         let mut chunks = Utf8Chunks::default();
         let wave = "👋".as_bytes();

@@ -38,11 +38,7 @@ pub(crate) async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let hard = app.config.hard_message_limit();
-    upgrade.max_message_size(hard).max_frame_size(hard).on_upgrade(move |socket| {
-        let socket = Connection::new(socket, app.clone(), &headers, &peer, unauthorized_message);
-        connection(app, socket)
-    })
+    super::socket::accept(app, peer, headers, upgrade, unauthorized_message, connection)
 }
 
 /// The error for a socket whose first message has no accepted token.

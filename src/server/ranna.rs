@@ -129,11 +129,7 @@ pub(crate) async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let hard = app.config.hard_message_limit();
-    upgrade.max_message_size(hard).max_frame_size(hard).on_upgrade(move |socket| {
-        let socket = Connection::new(socket, app.clone(), &headers, &peer, unauthorized_event);
-        connection(app, socket)
-    })
+    super::socket::accept(app, peer, headers, upgrade, unauthorized_event, connection)
 }
 
 /// The ERROR event for a socket whose first op has no accepted token.

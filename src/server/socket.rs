@@ -4,10 +4,12 @@
 //! first-message token check with its small budget and deadline, the idle
 //! time-out, and the connection's part in a graceful shutdown.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::HeaderMap;
+use axum::response::Response;
 use bytes::Bytes;
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
@@ -76,6 +78,27 @@ impl std::fmt::Display for Unreadable {
     }
 }
 
+/// Upgrades a request to a WebSocket of the face `connection`, with the
+/// server's hard size cap and `refusal` as the face's reply to a refused token.
+pub(crate) fn accept<Face, Served>(
+    app: App,
+    peer: Peer,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+    refusal: fn(&str) -> Value,
+    connection: Face,
+) -> Response
+where
+    Face: FnOnce(App, Connection) -> Served + Send + 'static,
+    Served: Future<Output = ()> + Send + 'static,
+{
+    let hard = app.config.hard_message_limit();
+    upgrade.max_message_size(hard).max_frame_size(hard).on_upgrade(move |socket| {
+        let socket = Connection::new(socket, app.clone(), &headers, &peer, refusal);
+        connection(app, socket)
+    })
+}
+
 /// One accepted WebSocket: the reading half, the outbox and the writer task.
 pub(crate) struct Connection {
     pub(crate) outbox: Outbox,
@@ -93,6 +116,9 @@ pub(crate) struct Connection {
     budget: Arc<ReadBudget>,
     /// Whether the face has work going for this client (then it is not idle).
     busy: bool,
+    /// When a socket that must show a token is refused if it has not (from
+    /// its start: pings do not push it back).
+    admit_by: tokio::time::Instant,
     peer: Peer,
     /// Who the client is, once admitted.
     client: Client,
@@ -127,6 +153,7 @@ impl Connection {
         if !admitted {
             peer.budget.limit(UNAUTHENTICATED_READ_BYTES);
         }
+        let admit_by = tokio::time::Instant::now() + app.config.first_message_timeout;
         Connection {
             outbox: Outbox { queue },
             reader,
@@ -138,6 +165,7 @@ impl Connection {
             broken: None,
             budget: peer.budget.clone(),
             busy: false,
+            admit_by,
             peer: peer.clone(),
             client,
         }
@@ -202,13 +230,13 @@ impl Connection {
                 return None;
             }
             let deadline = match (self.admitted, self.busy) {
-                (false, _) => Some(self.app.config.first_message_timeout),
-                (true, false) => Some(self.app.config.idle_timeout),
+                (false, _) => Some(self.admit_by),
+                (true, false) => Some(tokio::time::Instant::now() + self.app.config.idle_timeout),
                 (true, true) => None,
             };
             let timer = async {
                 match deadline {
-                    Some(deadline) => tokio::time::sleep(deadline).await,
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
                     None => std::future::pending().await,
                 }
             };
