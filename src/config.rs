@@ -46,6 +46,9 @@ pub struct ServeSettings {
     /// Memory all sessions' placeholders may take together, in MiB [default: 1024].
     #[arg(long, value_name = "MIB")]
     placeholder_memory: Option<usize>,
+    /// Disk the saved runs' placeholders may take in the data folder, in MiB [default: 4096].
+    #[arg(long, value_name = "MIB")]
+    stored_placeholder_mib: Option<u64>,
     /// Hours the records of finished runs, and unfinished uploads, are kept [default: 168].
     #[arg(long, value_name = "HOURS")]
     retention_hours: Option<u64>,
@@ -106,7 +109,7 @@ impl ServeSettings {
     /// These settings, with `other`'s where these have none.
     pub fn or(self: Box<Self>, other: ServeSettings) -> ServeSettings {
         either!(self, other; listen, data_dir, tokens, timeout, memory, max_running, max_running_per_client,
-            runs_per_second, idle_expiry, live_memory, placeholder_memory, retention_hours, max_connections,
+            runs_per_second, idle_expiry, live_memory, placeholder_memory, stored_placeholder_mib, retention_hours, max_connections,
             max_connections_per_address, header_timeout, first_message_timeout, idle_timeout, allowed_hosts,
             allowed_origins, max_dataset_file_mib, max_datasets, max_datasets_mib, min_free_disk_mib, user, landlock)
     }
@@ -143,6 +146,7 @@ impl ServeSettings {
                 idle_expiry: self.idle_expiry.map_or(registry.idle_expiry, Duration::from_secs),
                 live_memory_bytes: self.live_memory.map_or(registry.live_memory_bytes, mib),
                 placeholder_memory_bytes: self.placeholder_memory.map_or(registry.placeholder_memory_bytes, mib),
+                stored_placeholder_bytes: self.stored_placeholder_mib.map_or(registry.stored_placeholder_bytes, mib64),
                 ..registry
             },
             data_dir: Some(self.data_dir.unwrap_or_else(default_data_dir)),

@@ -36,7 +36,9 @@ pub use host::{EngineAnswer, EngineBridge, PlaceholderMemory, Placeholders};
 pub use language::{Language, UnknownLanguage};
 pub use limits::Limits;
 pub use program::{Program, SourceFile};
-pub use registry::{Client, Entry, Keep, Registry, RegistryConfig, RunEvents, RunState, RunStatus, Started};
+pub use registry::{
+    Client, Entry, Keep, Registry, RegistryConfig, RunEvents, RunState, RunStatus, SavedPlaceholders, Started,
+};
 pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig, SessionOptions};
 pub use server::{ServerConfig, serve, serve_on};
 pub use session::{EndReason, KillHandle, RunOutcome, Session, SessionEvent, SessionEvents};

@@ -65,6 +65,9 @@ pub struct RegistryConfig {
     pub max_records: usize,
     /// Memory all sessions' placeholders may take together.
     pub placeholder_memory_bytes: usize,
+    /// Disk the saved runs' placeholders may take together in the data folder
+    /// (for the retention period); past it runs are saved without them.
+    pub stored_placeholder_bytes: u64,
 }
 
 impl Default for RegistryConfig {
@@ -78,6 +81,7 @@ impl Default for RegistryConfig {
             live_memory_bytes: 2 << 30,
             max_records: 100_000,
             placeholder_memory_bytes: 1 << 30,
+            stored_placeholder_bytes: 4 << 30,
         }
     }
 }
@@ -293,6 +297,8 @@ struct Record {
     outcome: RunOutcome,
     /// `None` when it saved none.
     placeholders: Option<Placeholders>,
+    /// Its placeholders were not kept (the store's room for them was full).
+    placeholders_dropped: bool,
     /// Milliseconds since the registry started, at its last use.
     last_used: AtomicU64,
 }
@@ -308,6 +314,13 @@ impl Record {
             live: false,
         }
     }
+}
+
+/// A run's placeholders, and whether the server could not keep them.
+pub struct SavedPlaceholders {
+    pub placeholders: Placeholders,
+    /// The data folder's room for placeholders was full when the run ended.
+    pub dropped: bool,
 }
 
 /// A run that has just started: its entry and its event stream.
@@ -377,7 +390,7 @@ impl Registry {
     /// A registry that saves every finished run to `store` and answers for
     /// runs of earlier processes from it.
     pub(crate) fn persistent(runtime: Runtime, config: RegistryConfig, store: Arc<Store>) -> Result<Self, Error> {
-        let writer = RunWriter::start(store.clone())?;
+        let writer = RunWriter::start(store.clone(), config.stored_placeholder_bytes)?;
         Ok(Self::build(runtime, config, Some((store, writer))))
     }
 
@@ -482,10 +495,15 @@ impl Registry {
     }
 
     /// A run's placeholders, if it has not expired (none saved: empty).
-    pub fn placeholders(&self, id: &str) -> Option<Placeholders> {
+    pub fn placeholders(&self, id: &str) -> Option<SavedPlaceholders> {
         match self.find(id)? {
-            Found::Active(entry) => Some(entry.placeholders().clone()),
-            Found::Record(record) => Some(record.placeholders.clone().unwrap_or_else(|| Placeholders::new(0))),
+            Found::Active(entry) => {
+                Some(SavedPlaceholders { placeholders: entry.placeholders().clone(), dropped: false })
+            }
+            Found::Record(record) => Some(SavedPlaceholders {
+                placeholders: record.placeholders.clone().unwrap_or_else(|| Placeholders::new(0)),
+                dropped: record.placeholders_dropped,
+            }),
         }
     }
 
@@ -596,6 +614,7 @@ impl Registry {
             started_at_ms: saved.started_at_ms,
             outcome: saved.outcome(),
             placeholders,
+            placeholders_dropped: saved.placeholders_dropped,
             last_used: AtomicU64::new(self.now_ms()),
         });
         Some(Found::Record(self.maps().records.entry(id.to_string()).or_insert(record).clone()))
@@ -649,6 +668,7 @@ impl Registry {
             started_at_ms: millis(entry.started_at),
             outcome,
             placeholders: (!saved.is_empty()).then(|| entry.placeholders.clone()),
+            placeholders_dropped: false,
             last_used: AtomicU64::new(self.now_ms()),
         });
         let mut maps = self.maps();

@@ -29,6 +29,9 @@ const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 const DATASETS: TableDefinition<&str, &[u8]> = TableDefinition::new("datasets");
 /// Received chunks of unfinished uploads: (file uuid, byte position) → length.
 const CHUNKS: TableDefinition<(&str, u64), u64> = TableDefinition::new("chunks");
+/// Counters kept with the data: `PLACEHOLDER_BYTES`, the placeholders all saved runs hold.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const PLACEHOLDER_BYTES: &str = "placeholder_bytes";
 
 /// The database of one data folder.
 pub(crate) struct Store {
@@ -55,18 +58,44 @@ impl Store {
         txn.open_table(RUNS).map_err(storage)?;
         txn.open_table(DATASETS).map_err(storage)?;
         txn.open_table(CHUNKS).map_err(storage)?;
+        {
+            // Counted once for a store written before the counter existed.
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            if meta.get(PLACEHOLDER_BYTES).map_err(storage)?.is_none() {
+                let runs = txn.open_table(RUNS).map_err(storage)?;
+                let mut total = 0u64;
+                for row in runs.iter().map_err(storage)? {
+                    let (_, json) = row.map_err(storage)?;
+                    total += serde_json::from_slice::<RunRecord>(json.value()).map_or(0, |r| r.placeholder_bytes());
+                }
+                meta.insert(PLACEHOLDER_BYTES, total).map_err(storage)?;
+            }
+        }
         txn.commit().map_err(storage)?;
         Ok(Arc::new(Store { db }))
     }
 
-    pub(crate) fn put_runs(&self, records: &[RunRecord]) -> Result<(), Error> {
+    /// Saves finished runs. Their placeholders are kept while all saved runs'
+    /// placeholders stay within `placeholder_budget` bytes; past it a record
+    /// is saved without them, marked so.
+    pub(crate) fn put_runs(&self, records: &mut [RunRecord], placeholder_budget: u64) -> Result<(), Error> {
         let txn = self.db.begin_write().map_err(storage)?;
         {
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let mut total = meta.get(PLACEHOLDER_BYTES).map_err(storage)?.map_or(0, |v| v.value());
             let mut runs = txn.open_table(RUNS).map_err(storage)?;
-            for record in records {
+            for record in records.iter_mut() {
+                let bytes = record.placeholder_bytes();
+                if total.saturating_add(bytes) > placeholder_budget {
+                    record.placeholders.clear();
+                    record.placeholders_dropped = true;
+                } else {
+                    total += bytes;
+                }
                 let json = serde_json::to_vec(record).map_err(storage)?;
                 runs.insert(record.id.as_str(), json.as_slice()).map_err(storage)?;
             }
+            meta.insert(PLACEHOLDER_BYTES, total).map_err(storage)?;
         }
         txn.commit().map_err(storage)
     }
@@ -82,15 +111,22 @@ impl Store {
     pub(crate) fn prune_runs(&self, cutoff: SystemTime) -> Result<usize, Error> {
         let cutoff = millis(cutoff);
         let txn = self.db.begin_write().map_err(storage)?;
-        let mut pruned = 0;
+        let (mut pruned, mut freed) = (0, 0u64);
         {
             let mut runs = txn.open_table(RUNS).map_err(storage)?;
             runs.retain(|_, json| {
-                let keep = serde_json::from_slice::<RunRecord>(json).is_ok_and(|r| r.ended_at_ms >= cutoff);
-                pruned += usize::from(!keep);
+                let record = serde_json::from_slice::<RunRecord>(json).ok();
+                let keep = record.as_ref().is_some_and(|r| r.ended_at_ms >= cutoff);
+                if !keep {
+                    pruned += 1;
+                    freed += record.map_or(0, |r| r.placeholder_bytes());
+                }
                 keep
             })
             .map_err(storage)?;
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let total = meta.get(PLACEHOLDER_BYTES).map_err(storage)?.map_or(0, |v| v.value());
+            meta.insert(PLACEHOLDER_BYTES, total.saturating_sub(freed)).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         Ok(pruned)
@@ -179,6 +215,9 @@ pub(crate) struct RunRecord {
     pub peak_memory: usize,
     /// Each placeholder's JSON text, as the run saved it.
     pub placeholders: BTreeMap<String, Arc<RawValue>>,
+    /// The store's room for placeholders was full when the run ended: they were not kept.
+    #[serde(default)]
+    pub placeholders_dropped: bool,
 }
 
 impl RunRecord {
@@ -201,7 +240,13 @@ impl RunRecord {
             fuel_used: outcome.fuel_used,
             peak_memory: outcome.peak_memory,
             placeholders,
+            placeholders_dropped: false,
         }
+    }
+
+    /// What its placeholders cost: names and JSON texts.
+    pub(crate) fn placeholder_bytes(&self) -> u64 {
+        self.placeholders.iter().map(|(name, json)| (name.len() + json.get().len()) as u64).sum()
     }
 
     pub(crate) fn outcome(&self) -> RunOutcome {
@@ -229,7 +274,8 @@ enum Job {
 }
 
 impl RunWriter {
-    pub(crate) fn start(store: Arc<Store>) -> Result<Self, Error> {
+    /// Starts the writer; saved runs' placeholders may take `placeholder_budget` bytes in all.
+    pub(crate) fn start(store: Arc<Store>, placeholder_budget: u64) -> Result<Self, Error> {
         let (queue, pending) = std_mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("sandlot-records".into())
@@ -243,7 +289,7 @@ impl RunWriter {
                         }
                     }
                     if !batch.is_empty()
-                        && let Err(e) = store.put_runs(&batch)
+                        && let Err(e) = store.put_runs(&mut batch, placeholder_budget)
                     {
                         tracing::error!(error = %e, runs = batch.len(), "could not save finished runs");
                     }

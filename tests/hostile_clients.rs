@@ -155,6 +155,28 @@ async fn placeholders_are_capped_per_server() {
     assert_eq!(reply["value"].as_array().map(Vec::len), Some(4_000_000));
 }
 
+/// Row 4 too: saved runs' placeholders are capped in the data folder.
+#[tokio::test]
+async fn saved_placeholders_are_capped_on_disk() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), &["--stored-placeholder-mib", "1"], &[]);
+    let mut client = Client::connect(&server.ws_url("/")).await;
+    let save = "import sandlot\nsandlot.set_placeholder('p', 'x' * 600_000)";
+    let (kept, _, _) = run_action(&mut client, python_run(save)).await;
+    let (dropped, _, _) = run_action(&mut client, python_run(save)).await;
+    drop(client);
+    server.terminate();
+    let server = Server::start_in(data.path(), &[], &[]);
+    let mut client = Client::connect(&server.ws_url("/")).await;
+    client.send(json!({ "action": "get_placeholder", "placeholder": { "sessionId": kept, "name": "p" } })).await;
+    assert_eq!(client.recv().await["value"].as_str().map(str::len), Some(600_000));
+    client.send(json!({ "action": "get_placeholder", "placeholder": { "sessionId": dropped, "name": "p" } })).await;
+    let reply = client.recv().await;
+    assert!(reply["error"].as_str().unwrap().contains("were not kept"), "{reply}");
+    client.send(json!({ "action": "status", "sessionId": dropped })).await;
+    assert_eq!(client.recv().await["status"], "finished", "its record is kept");
+}
+
 /// Row 5: python-sci's door took a 30 MB request into a tree and cloned it.
 #[tokio::test]
 async fn python_scis_door_refuses_large_requests_cheaply() {

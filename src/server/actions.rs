@@ -295,8 +295,15 @@ pub(crate) fn placeholder_request(request: &Fields) -> Result<(String, String), 
 
 /// The JSON text a session saved under `name`.
 fn saved(app: &App, id: &str, name: &str) -> Result<Arc<RawValue>, Refusal> {
-    let placeholders = app.registry.placeholders(id).ok_or_else(|| Refusal::from(Error::UnknownSession(id.into())))?;
+    let saved = app.registry.placeholders(id).ok_or_else(|| Refusal::from(Error::UnknownSession(id.into())))?;
+    let placeholders = saved.placeholders;
     placeholders.get_json(name).ok_or_else(|| {
+        if saved.dropped {
+            return refuse(
+                "unknown_placeholder",
+                format!("session {id}'s placeholders were not kept: the server's room for them was full when it ended"),
+            );
+        }
         let names = placeholders.names();
         let saved = if names.is_empty() { "none".to_string() } else { names.join(", ") };
         refuse("unknown_placeholder", format!("session {id} saved no placeholder {name:?}; saved: {saved}"))
