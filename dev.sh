@@ -59,9 +59,13 @@ fuzz() {
             --root "$ROOT/.tools/bolero"
     fi
     guest-runtimes/build.sh
-    step "fuzzing $target for $seconds s (libFuzzer; new inputs go to tests/__fuzz__/$target/corpus)"
-    PATH="$ROOT/.tools/bolero/bin:$PATH" cargo bolero test "$target" \
-        --engine libfuzzer --sanitizer NONE -T "${seconds}s"
+    # The kept corpus seeds a working one; what libFuzzer finds stays out of the repository.
+    local corpus="target/fuzz/corpus/$target" crashes="target/fuzz/crashes/$target"
+    mkdir -p "$corpus" "$crashes"
+    cp -n "tests/__fuzz__/$target/corpus/"* "$corpus/"
+    step "fuzzing $target for $seconds s (libFuzzer; corpus in $corpus, crashes in $crashes)"
+    PATH="$ROOT/.tools/bolero/bin:$PATH" cargo bolero test "targets::$target" --manifest-path fuzz/Cargo.toml \
+        --engine libfuzzer --sanitizer NONE -T "${seconds}s" --corpus-dir "$corpus" --crashes-dir "$crashes"
 }
 
 case "${1:-}" in
