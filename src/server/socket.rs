@@ -5,7 +5,6 @@
 //! time-out, and the connection's part in a graceful shutdown.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::HeaderMap;
@@ -19,7 +18,6 @@ use tokio::task::JoinHandle;
 
 use super::{App, Peer, parse_lenient};
 use crate::registry::Client;
-use crate::server::listener::ReadBudget;
 
 /// Messages queued for a client at most; a writer past it waits.
 const OUTBOX_CAPACITY: usize = 64;
@@ -113,7 +111,6 @@ pub(crate) struct Connection {
     /// Set when the client broke the connection's rules (a message past the
     /// hard size cap) or idled out: the close frame to send instead of a normal one.
     broken: Option<(u16, &'static str)>,
-    budget: Arc<ReadBudget>,
     /// Whether the face has work going for this client (then it is not idle).
     busy: bool,
     /// When a socket that must show a token is refused if it has not (from
@@ -163,7 +160,6 @@ impl Connection {
             refusal,
             binary: false,
             broken: None,
-            budget: peer.budget.clone(),
             busy: false,
             admit_by,
             peer: peer.clone(),
@@ -204,7 +200,7 @@ impl Connection {
             Ok(digest) => {
                 self.admitted = true;
                 self.client = self.app.tokens.client(Some(digest), &self.peer);
-                self.budget.lift();
+                self.peer.budget.lift();
                 true
             }
             Err(why) => {
