@@ -48,7 +48,10 @@ impl Server {
 
     fn launch(data_dir: &Path, extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Server {
         let listen: &[&str] = if extra.contains(&"--listen") { &[] } else { &["--listen", "127.0.0.1:0"] };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sandlot"))
+        // SANDLOT_TEST_SERVER points the tests at another build (to check that
+        // an attack's test fails on the build before its fix).
+        let binary = std::env::var_os("SANDLOT_TEST_SERVER").unwrap_or_else(|| env!("CARGO_BIN_EXE_sandlot").into());
+        let mut child = Command::new(binary)
             .arg("serve")
             .args(listen)
             .args(["--stop-on-stdin-close", "--data-dir"])
