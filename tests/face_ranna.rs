@@ -333,7 +333,7 @@ async fn rest_exec_spec_and_info() {
     assert_eq!(spec["python"]["filename"], "main.py");
     assert_eq!(spec["python3"]["use"], "python");
     assert_eq!(spec["js"]["use"], "javascript");
-    assert!(spec["javascript"]["inline"].as_str().unwrap().contains("$${CODE}"));
+    assert!(spec["javascript"]["inline"]["template"].as_str().unwrap().contains("$${CODE}"));
 
     let (_, info) = http(server, "GET", "/v1/info", None).await;
     assert_eq!(info["sandbox"]["type"], "wasmtime");
@@ -364,4 +364,128 @@ async fn one_socket_may_not_hold_more_than_its_share_of_runs() {
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0]["nonce"], 32);
     assert!(refused[0]["data"].as_str().unwrap().contains("32 runs going already"), "{refused:?}");
+}
+
+/// ranna's Go client (`pkg/client`, `pkg/models`), as it is: its headers,
+/// its bodies (Go's encoder writes `null` for unset slices and maps, and a
+/// newline), and its decoding of the spec map and of error bodies.
+mod go_client {
+    use std::collections::HashMap;
+
+    use super::*;
+    use common::server::http_response;
+    use serde::Deserialize;
+
+    /// `models.Spec`: every field a string but `inline`, an object.
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Spec {
+        image: Option<String>,
+        entrypoint: Option<String>,
+        filename: Option<String>,
+        cmd: Option<String>,
+        registry: Option<String>,
+        #[serde(rename = "use")]
+        uses: Option<String>,
+        language: Option<String>,
+        example: Option<String>,
+        inline: Option<InlineSpec>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct InlineSpec {
+        import_regex: String,
+        template: String,
+    }
+
+    /// `models.ErrorModel`.
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct ErrorModel {
+        error: String,
+        code: i64,
+        context: Option<String>,
+    }
+
+    fn headers(authorization: Option<&str>) -> Vec<(&str, &str)> {
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("accept", "application/json"),
+            ("user-agent", "ranna/pkg/client"),
+        ];
+        headers.extend(authorization.map(|a| ("authorization", a)));
+        headers
+    }
+
+    /// What `Exec` sends for a request with no arguments and no environment.
+    fn exec_body(language: &str, code: &str, inline: bool) -> String {
+        format!(
+            "{}\n",
+            json!({ "language": language, "code": code, "inline_expression": inline, "arguments": null, "environment": null })
+        )
+    }
+
+    #[tokio::test]
+    async fn spec_exec_and_errors_decode_as_the_go_client_decodes_them() {
+        let server = Server::shared();
+        let (status, response_headers, spec) = http_response(server, "GET", "/v1/spec", None, &headers(None)).await;
+        assert_eq!(status, 200);
+        assert!(response_headers["content-type"].to_str().unwrap().starts_with("application/json"));
+        let spec: HashMap<String, Spec> = serde_json::from_value(spec).expect("models.SpecMap decodes");
+        // SpecMap.Get follows `use`; SupportsTemplating needs $${CODE} in the template.
+        for name in ["python", "py", "python3", "js", "node", "javascript"] {
+            let mut spec_of = &spec[name];
+            while let Some(target) = &spec_of.uses {
+                spec_of = &spec[target];
+            }
+            let inline = spec_of.inline.as_ref().expect("inline expressions are supported");
+            assert!(inline.template.contains("$${CODE}"), "{name}: {inline:?}");
+            assert!(regex::Regex::new(&inline.import_regex).is_ok(), "{name}: Go compiles it with regexp.MustCompile");
+        }
+
+        let go = |language, code, inline| exec_body(language, code, inline);
+        for (body, expected) in [
+            (go("python", "print(6 * 7)", false), "42\n"),
+            (go("javascript", "6 * 7", true), "42\n"),
+            (go("python", "import math\nmath.floor(2.5)", true), "2\n"),
+            (go("node", "const fs = require('fs');\ntypeof fs.readFileSync", true), "function\n"),
+        ] {
+            let (status, _, reply) = http_response(server, "POST", "/v1/exec", Some(&body), &headers(None)).await;
+            assert_eq!(status, 200, "{body} -> {reply}");
+            assert_eq!(reply["stdout"], expected, "{body} -> {reply}");
+            assert!(reply["exectimems"].is_u64());
+        }
+
+        // Errors: JSON, with Content-Type and Content-Length, as models.ErrorModel.
+        for (body, status_wanted) in [
+            (go("cobol", "DISPLAY 'x'", false), 400),
+            ("{\"language\": 5}\n".to_string(), 400),
+            ("x".repeat(9 << 20), 413),
+        ] {
+            let (status, response_headers, reply) =
+                http_response(server, "POST", "/v1/exec", Some(&body), &headers(None)).await;
+            assert_eq!(status, status_wanted, "{reply}");
+            assert!(response_headers["content-type"].to_str().unwrap().starts_with("application/json"));
+            let length: usize = response_headers["content-length"].to_str().unwrap().parse().unwrap();
+            assert!(length > 0);
+            let error: ErrorModel = serde_json::from_value(reply).expect("models.ErrorModel decodes");
+            assert_eq!(error.code, status_wanted as i64);
+            assert!(!error.error.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_authorization_the_user_configured_is_accepted() {
+        let data = tempfile::tempdir().unwrap();
+        let server = Server::start_in(data.path(), &[], &[("SANDLOT_TOKENS", "go-client-token")]);
+        let body = exec_body("python", "print('ok')", false);
+        for configured in ["Bearer go-client-token", "go-client-token", "Token go-client-token"] {
+            let (status, _, reply) =
+                http_response(&server, "POST", "/v1/exec", Some(&body), &headers(Some(configured))).await;
+            assert_eq!((status, reply["stdout"].as_str()), (200, Some("ok\n")), "{configured}");
+        }
+        let (status, _, reply) =
+            http_response(&server, "POST", "/v1/exec", Some(&body), &headers(Some("Bearer wrong"))).await;
+        assert_eq!(status, 401, "{reply}");
+    }
 }

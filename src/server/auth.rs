@@ -47,13 +47,14 @@ impl Tokens {
         found.then_some(given)
     }
 
-    /// The digest of the request's accepted `Authorization: Bearer` token, if any.
+    /// The digest of the request's accepted token, if any: `Authorization:
+    /// Bearer <token>` (or any scheme, or none: ranna's client sends whatever
+    /// its user configured) or `X-Auth-Token: <token>` (Hanami's SDK).
     pub(crate) fn accepts_header(&self, headers: &HeaderMap) -> Option<TokenDigest> {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))?;
-        self.accepts(bearer.trim())
+        let value = |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok()).map(str::trim);
+        let authorization =
+            value(header::AUTHORIZATION.as_str()).map(|v| v.split_once(' ').map_or(v, |(_scheme, token)| token.trim()));
+        [authorization, value("x-auth-token")].into_iter().flatten().find_map(|token| self.accepts(token))
     }
 
     /// Checks the `token` of a socket's first message; its digest when accepted.

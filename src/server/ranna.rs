@@ -112,15 +112,41 @@ impl ExecutionRequest {
 }
 
 /// ranna's inline template: the expression whose value is printed.
-fn inline_template(language: Language) -> &'static str {
+/// ranna's inline templating (its `InlineSpec`): the import lines
+/// `import_regex` finds in the expression go where `$${IMPORTS}` is, the
+/// rest where `$${CODE}` is.
+struct InlineSpec {
+    import_regex: &'static str,
+    template: &'static str,
+}
+
+fn inline_spec(language: Language) -> InlineSpec {
     match language {
-        Language::Python | Language::PythonSci => "print($${CODE})",
-        Language::JavaScript => "console.log($${CODE})",
+        Language::Python | Language::PythonSci => InlineSpec {
+            import_regex: r"(?m)^[ \t]*(?:import [\w., \t]+|from [\w.]+ import [\w., \t*()]+)[ \t]*$",
+            template: "$${IMPORTS}\nprint($${CODE})",
+        },
+        Language::JavaScript => InlineSpec {
+            import_regex: r#"(?m)^[ \t]*(?:import [^;\n]+ from ['"][^'"\n]+['"]|(?:const|let|var) [\w{}, \t]+ = require\(['"][^'"\n]+['"]\));?[ \t]*$"#,
+            template: "$${IMPORTS}\nconsole.log($${CODE})",
+        },
     }
 }
 
+/// The program for an inline expression: its imports, then the template
+/// around the rest. (The regex engine is linear in the input's length.)
 fn inline(language: Language, expression: &str) -> String {
-    inline_template(language).replace("$${CODE}", &format!("({})", expression.trim()))
+    static PATTERNS: std::sync::OnceLock<HashMap<Language, regex::Regex>> = std::sync::OnceLock::new();
+    let patterns = PATTERNS.get_or_init(|| {
+        Language::ALL
+            .into_iter()
+            .map(|l| (l, regex::Regex::new(inline_spec(l).import_regex).expect("a valid import pattern")))
+            .collect()
+    });
+    let pattern = &patterns[&language];
+    let imports: Vec<&str> = pattern.find_iter(expression).map(|m| m.as_str().trim()).collect();
+    let code = pattern.replace_all(expression, "");
+    inline_spec(language).template.replace("$${IMPORTS}", &imports.join("\n")).replace("$${CODE}", code.trim())
 }
 
 pub(crate) async fn websocket(
@@ -300,7 +326,16 @@ fn refused(error: &Error, context: &str) -> Response {
 }
 
 /// `POST /v1/exec`: runs to the end and answers with the whole output.
-pub(crate) async fn exec(State(app): State<App>, Extension(client): Extension<Client>, body: Bytes) -> Response {
+pub(crate) async fn exec(
+    State(app): State<App>,
+    Extension(client): Extension<Client>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    // Refusals are JSON with a length, as ranna's client reads them.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return rest_error(rejection.status(), &rejection.body_text(), "exec"),
+    };
     let Ok(text) = String::from_utf8(body.into()) else {
         return rest_error(StatusCode::BAD_REQUEST, "the body must be UTF-8 JSON", "exec");
     };
@@ -344,7 +379,10 @@ pub(crate) async fn spec() -> Json<Value> {
                 "language": language.name(),
                 "filename": format!("main.{}", language.extension()),
                 "example": example,
-                "inline": inline_template(language),
+                "inline": {
+                    "import_regex": inline_spec(language).import_regex,
+                    "template": inline_spec(language).template,
+                },
                 "cmd": "",
                 "entrypoint": "",
                 "image": "",
