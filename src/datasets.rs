@@ -508,6 +508,11 @@ impl Datasets {
         Ok(listed)
     }
 
+    /// One dataset, by its uuid (or one of its files').
+    pub fn get(&self, uuid: &str) -> Result<Listed, DatasetError> {
+        Ok(self.listed(&self.find(uuid)?))
+    }
+
     pub fn list(&self) -> Vec<Listed> {
         let mut all: Vec<Listed> = lock(&self.records).values().map(|r| self.listed(r)).collect();
         all.sort_by(|a, b| (a.created_at_ms, &a.name).cmp(&(b.created_at_ms, &b.name)));

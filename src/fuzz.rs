@@ -52,8 +52,10 @@ pub fn processor_message(input: &[u8]) {
     let _ = processor::command_result(message(), &pending);
 }
 
-/// An upload socket's binary frame, and its first message.
+/// An upload socket's binary frame (protobuf, or raw), and its first message.
 pub fn upload_frame(input: &[u8]) {
+    use prost::Message;
+    let _ = crate::server::proto::FileUploadMessage::decode(bytes::Bytes::copy_from_slice(input));
     let _ = datasets::parse_chunk(input);
     if let Some(Ok(first)) = text(input).map(parse_fields) {
         let _ = field::<String>(&first, "uuid", "uuid");

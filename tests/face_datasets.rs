@@ -62,7 +62,7 @@ async fn create(server: &Server, kind: &str, body: Value) -> Value {
 /// Opens an upload socket for one file.
 async fn upload_socket(server: &Server, file: &str) -> Client {
     let mut socket = Client::connect(&server.ws_url("/")).await;
-    socket.send(json!({ "token": "", "uuid": file, "target": "file_upload" })).await;
+    socket.send(json!({ "token": "", "uuid": file, "target": "file_upload", "framing": "raw" })).await;
     let hello = socket.recv().await;
     assert_eq!(hello["success"], 1, "{hello}");
     socket
@@ -622,4 +622,158 @@ fn the_server_refuses_to_listen_beyond_loopback_without_a_token() {
     // With a token it starts.
     let server = Server::start_in(data.path(), &["--listen", "0.0.0.0:0"], TOKENS);
     assert!(server.address.starts_with("0.0.0.0:"), "{}", server.address);
+}
+
+/// Hanami's Python SDK (`hanami_sdk/dataset.py`, `hanami_request.py`), as it
+/// is: routes under `/control/v1`, the token as `X-Auth-Token`, JSON bodies
+/// from `json.dumps` with no Content-Type, the upload socket at `/` with
+/// 128 KiB chunks as protobuf `FileUpload_Message`s, one reply awaited per
+/// chunk, then progress polled until complete, then finalised.
+mod hanami_sdk {
+    use super::*;
+    use common::server::http_with;
+    use prost::Message as _;
+
+    /// `FileUpload_Message`, as protoc generates it for the SDK.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct FileUploadMessage {
+        #[prost(uint64, tag = "1")]
+        position: u64,
+        #[prost(bytes = "vec", tag = "2")]
+        data: Vec<u8>,
+    }
+
+    /// `FileUploadResponse_Message`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct FileUploadResponse {
+        #[prost(bool, tag = "1")]
+        success: bool,
+        #[prost(string, tag = "2")]
+        error_message: String,
+    }
+
+    const TOKEN: &str = "hanami-sdk-token";
+    const SDK_CHUNK: usize = 128 * 1024;
+
+    /// `send_*_request`: only `X-Auth-Token`; no Content-Type at all.
+    async fn sdk(server: &Server, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        http_with(server, method, path, body, &[("x-auth-token", TOKEN), ("content-type", "")]).await
+    }
+
+    /// `send_data`: the first message, then every chunk and its reply.
+    async fn send_data(server: &Server, file: &str, data: &[u8]) {
+        let mut socket = Client::connect(&server.ws_url("")).await;
+        socket.send_text(&format!(r#"{{"token": "{TOKEN}", "target": "file_upload", "uuid": "{file}"}}"#)).await;
+        assert_eq!(socket.recv().await["success"], 1);
+        for (i, chunk) in data.chunks(SDK_CHUNK).enumerate() {
+            let message = FileUploadMessage { position: (i * SDK_CHUNK) as u64, data: chunk.to_vec() };
+            socket.send_binary(message.encode_to_vec()).await;
+            let reply = binary(&mut socket).await;
+            let reply = FileUploadResponse::decode(reply.as_slice()).expect("a FileUploadResponse_Message");
+            assert!(reply.success, "{}", reply.error_message);
+        }
+    }
+
+    async fn binary(socket: &mut Client) -> Vec<u8> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), socket.socket.next()).await.unwrap().unwrap().unwrap() {
+                Message::Binary(bytes) => return bytes.to_vec(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a binary reply, got {other:?}"),
+            }
+        }
+    }
+
+    async fn wait_until_upload_complete(server: &Server, uuid: &str) {
+        for _ in 0..100 {
+            let (status, progress) =
+                sdk(server, "GET", &format!("/control/v1/dataset/progress?uuid={uuid}"), None).await;
+            assert_eq!(status, 200, "{progress}");
+            if progress["complete"] == true {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the upload never completed");
+    }
+
+    #[tokio::test]
+    async fn upload_csv_and_mnist_files_as_the_sdk_does() {
+        let data = tempfile::tempdir().unwrap();
+        let server = Server::start_in(data.path(), &[], &[("SANDLOT_TOKENS", TOKEN)]);
+
+        // upload_csv_files
+        let content = csv(20_000);
+        let body = format!(r#"{{"name": "iris", "input_data_size": {}}}"#, content.len());
+        let (status, created) = sdk(&server, "POST", "/control/v1/csv/dataset", Some(&body)).await;
+        assert_eq!(status, 200, "{created}");
+        let (uuid, file) = (created["uuid"].as_str().unwrap(), created["uuid_input_file"].as_str().unwrap());
+        send_data(&server, file, &content).await;
+        wait_until_upload_complete(&server, uuid).await;
+        let body = format!(r#"{{"uuid": "{uuid}", "uuid_input_file": "{file}"}}"#);
+        let (status, finalised) = sdk(&server, "PUT", "/control/v1/csv/dataset", Some(&body)).await;
+        assert_eq!(status, 200, "{finalised}");
+        assert_eq!(sha256(&std::fs::read(data.path().join("datasets/iris.csv")).unwrap()), sha256(&content));
+
+        // upload_mnist_files
+        let (input, label) = (binary_content(300_000, 1), binary_content(70_000, 2));
+        let body =
+            format!(r#"{{"name": "digits", "input_data_size": {}, "label_data_size": {}}}"#, input.len(), label.len());
+        let (status, created) = sdk(&server, "POST", "/control/v1/mnist/dataset", Some(&body)).await;
+        assert_eq!(status, 200, "{created}");
+        let uuid = created["uuid"].as_str().unwrap();
+        let (input_file, label_file) =
+            (created["uuid_input_file"].as_str().unwrap(), created["uuid_label_file"].as_str().unwrap());
+        send_data(&server, input_file, &input).await;
+        send_data(&server, label_file, &label).await;
+        wait_until_upload_complete(&server, uuid).await;
+        let body =
+            format!(r#"{{"uuid": "{uuid}", "uuid_input_file": "{input_file}", "uuid_label_file": "{label_file}"}}"#);
+        assert_eq!(sdk(&server, "PUT", "/control/v1/mnist/dataset", Some(&body)).await.0, 200);
+        assert_eq!(std::fs::read(data.path().join("datasets/digits/label")).unwrap(), label);
+
+        // list_datasets, get_dataset, delete_dataset
+        let (status, all) = sdk(&server, "GET", "/control/v1/dataset/all", None).await;
+        assert_eq!(status, 200);
+        let names: Vec<&str> = all["datasets"].as_array().unwrap().iter().filter_map(|d| d["name"].as_str()).collect();
+        assert_eq!(names, ["iris", "digits"]);
+        let (status, one) = sdk(&server, "GET", &format!("/control/v1/dataset?uuid={uuid}"), None).await;
+        assert_eq!((status, one["name"].as_str()), (200, Some("digits")), "{one}");
+        assert_eq!(sdk(&server, "DELETE", &format!("/control/v1/dataset?uuid={uuid}"), None).await.0, 200);
+        let (status, _) = sdk(&server, "GET", &format!("/control/v1/dataset?uuid={uuid}"), None).await;
+        assert_eq!(status, 404);
+
+        // Without the token, the SDK's requests are refused.
+        let (status, _) = http_with(&server, "GET", "/control/v1/dataset/all", None, &[("content-type", "")]).await;
+        assert_eq!(status, 401);
+    }
+
+    fn binary_content(len: usize, seed: u8) -> Vec<u8> {
+        super::binary(len, seed)
+    }
+
+    #[tokio::test]
+    async fn bad_frames_get_an_unsuccessful_response_and_the_socket_stays_up() {
+        let server = Server::start(&[]);
+        let body = r#"{"name": "frames", "input_data_size": 4}"#;
+        let (_, created) =
+            http_with(&server, "POST", "/control/v1/csv/dataset", Some(body), &[("content-type", "")]).await;
+        let file = created["uuid_input_file"].as_str().unwrap();
+        let mut socket = Client::connect(&server.ws_url("")).await;
+        socket.send_text(&format!(r#"{{"target": "file_upload", "uuid": "{file}"}}"#)).await;
+        assert_eq!(socket.recv().await["success"], 1);
+        let refusals: [Vec<u8>; 2] =
+            [vec![0xff, 0xff, 0xff], FileUploadMessage { position: 2, data: b"long".to_vec() }.encode_to_vec()];
+        for frame in refusals {
+            socket.send_binary(frame).await;
+            let reply = FileUploadResponse::decode(binary(&mut socket).await.as_slice()).unwrap();
+            assert!(!reply.success && !reply.error_message.is_empty(), "{reply:?}");
+        }
+        socket.send_text("not a chunk").await;
+        assert!(!FileUploadResponse::decode(binary(&mut socket).await.as_slice()).unwrap().success);
+        socket.send_binary(FileUploadMessage { position: 0, data: b"1,2\n".to_vec() }.encode_to_vec()).await;
+        assert!(FileUploadResponse::decode(binary(&mut socket).await.as_slice()).unwrap().success);
+    }
 }

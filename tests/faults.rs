@@ -26,7 +26,7 @@ async fn create(server: &Server, name: &str, size: usize) -> (u16, Value) {
 
 async fn upload_socket(server: &Server, file: &str) -> Client {
     let mut socket = Client::connect(&server.ws_url("/")).await;
-    socket.send(json!({ "uuid": file, "target": "file_upload" })).await;
+    socket.send(json!({ "uuid": file, "target": "file_upload", "framing": "raw" })).await;
     let hello = socket.recv().await;
     assert_eq!(hello["success"], 1, "{hello}");
     socket

@@ -24,7 +24,7 @@ async fn upload_one(server: &Server, name: &str, content: &[u8]) {
     assert_eq!(status, 200, "{created}");
     let file = created["uuid_input_file"].as_str().unwrap();
     let mut socket = Client::connect(&server.ws_url("/")).await;
-    socket.send(json!({ "uuid": file, "target": "file_upload" })).await;
+    socket.send(json!({ "uuid": file, "target": "file_upload", "framing": "raw" })).await;
     socket.recv().await;
     socket.send_binary([0u64.to_le_bytes().as_slice(), content].concat()).await;
     assert_eq!(socket.recv().await["complete"], true);

@@ -419,7 +419,7 @@ async fn storage_errors_name_no_host_path() {
     let (_, created) = http(&server, "POST", "/v1/csv/dataset", Some(r#"{"name":"clash","input_data_size":4}"#)).await;
     let (uuid, file) = (created["uuid"].as_str().unwrap(), created["uuid_input_file"].as_str().unwrap());
     let mut socket = Client::connect(&server.ws_url("/")).await;
-    socket.send(json!({ "uuid": file, "target": "file_upload" })).await;
+    socket.send(json!({ "uuid": file, "target": "file_upload", "framing": "raw" })).await;
     socket.recv().await;
     socket.send_binary([0u64.to_le_bytes().as_slice(), b"1,2\n"].concat()).await;
     assert_eq!(socket.recv().await["complete"], true);
@@ -475,7 +475,7 @@ async fn uploads_cannot_be_poisoned() {
     assert!(!progress.to_string().contains(&file), "{progress}");
 
     let mut socket = Client::connect(&server.ws_url("/")).await;
-    socket.send(json!({ "uuid": file, "target": "file_upload" })).await;
+    socket.send(json!({ "uuid": file, "target": "file_upload", "framing": "raw" })).await;
     assert_eq!(socket.recv().await["success"], 1);
     let frame = |bytes: &[u8]| [0u64.to_le_bytes().as_slice(), bytes].concat();
     socket.send_binary(frame(b"1,2\n3,4\n")).await;
@@ -499,7 +499,7 @@ async fn finalise_and_delete_cannot_both_win() {
         assert_eq!(status, 200, "round {round}: the name is free again: {created}");
         let (uuid, file) = (created["uuid"].as_str().unwrap(), created["uuid_input_file"].as_str().unwrap());
         let mut socket = Client::connect(&server.ws_url("/")).await;
-        socket.send(json!({ "uuid": file, "target": "file_upload" })).await;
+        socket.send(json!({ "uuid": file, "target": "file_upload", "framing": "raw" })).await;
         socket.recv().await;
         socket.send_binary([0u64.to_le_bytes().as_slice(), b"1,2\n"].concat()).await;
         assert_eq!(socket.recv().await["complete"], true);

@@ -91,7 +91,7 @@ pub(crate) async fn require_token(
     let why = if request.headers().contains_key(header::AUTHORIZATION) {
         "the bearer token is not accepted by this server"
     } else {
-        "this server needs an Authorization: Bearer <token> header"
+        "this server needs a token: an Authorization: Bearer <token> or an X-Auth-Token: <token> header"
     };
     tracing::warn!(path = %request.uri().path(), "refused a request: {why}");
     let body = json!({ "code": 401, "error": why, "context": "ask the server's operator for a token" });

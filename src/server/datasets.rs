@@ -1,11 +1,14 @@
-//! The datasets face (seed 003): REST calls to create, finalise, list and
+//! The datasets face (seed 003, as Hanami's Python SDK speaks it): REST calls
+//! under `/control/v1/...` and `/v1/...` to create, finalise, list, get and
 //! delete datasets and to see an upload's progress, and the upload socket on
 //! `GET /` whose first message is `{"token","uuid":<file uuid>,"target":"file_upload"}`.
 //!
-//! Upload frames are binary: an 8-byte little-endian byte position, then up to
-//! 1 MiB of the file. Each gets `{"success":1,"position","length","received",
-//! "size","duplicate","complete"}` once it is on disk, or `{"success":0,"error",
-//! "code","position"}`; the socket stays open either way.
+//! Upload frames are binary `FileUpload_Message`s (protobuf, `proto.rs`),
+//! each answered by a `FileUploadResponse_Message` once its bytes are on
+//! disk. With `"framing":"raw"` in the first message, frames are an 8-byte
+//! little-endian position then the bytes, answered `{"success":1,"position",
+//! "length","received","size","duplicate","complete"}` or `{"success":0,
+//! "error","code","position"}`. The socket stays open either way.
 
 use std::sync::Arc;
 
@@ -14,9 +17,11 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use prost::Message;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::proto::{FileUploadMessage, FileUploadResponse};
 use super::socket::{Connection, Incoming};
 use super::{App, Fields, field, parse_fields_off_thread, public_message};
 
@@ -170,6 +175,15 @@ pub(crate) async fn list(State(app): State<App>) -> Reply {
     Ok(Json(json!({ "datasets": datasets(&app)?.list() })))
 }
 
+/// `GET dataset?uuid=`: one dataset; without a uuid, all of them.
+pub(crate) async fn get(State(app): State<App>, Query(query): Query<ByUuid>) -> Reply {
+    let datasets = datasets(&app)?;
+    match query.uuid.filter(|u| !u.is_empty()) {
+        Some(uuid) => Ok(Json(json!(datasets.get(&uuid)?))),
+        None => Ok(Json(json!({ "datasets": datasets.list() }))),
+    }
+}
+
 pub(crate) async fn delete(State(app): State<App>, Query(query): Query<ByUuid>) -> Reply {
     let datasets = datasets(&app)?;
     let uuid = uuid_param(query)?;
@@ -185,6 +199,7 @@ pub(crate) async fn upload(app: App, mut connection: Connection, first: Fields) 
         let datasets = app.datasets.clone().ok_or_else(|| {
             fail("this server keeps no datasets: it was started without a data folder".into(), "not_supported")
         })?;
+        let framing = framing(&first).map_err(|e| fail(e, "bad_request"))?;
         let file = field::<String>(&first, "uuid", "uuid").ok().flatten().ok_or_else(|| {
             fail(
                 "an upload's first message needs \"uuid\": the file's uuid (uuid_input_file or uuid_label_file)".into(),
@@ -205,9 +220,9 @@ pub(crate) async fn upload(app: App, mut connection: Connection, first: Fields) 
             .find(|f| f.uuid.as_deref() == Some(&file))
             .map(|f| json!(f))
             .unwrap_or(Value::Null);
-        Ok::<_, Value>((datasets, file, dataset, state))
+        Ok::<_, Value>((datasets, file, dataset, state, framing))
     };
-    let (datasets, file, dataset, state) = match opened.await {
+    let (datasets, file, dataset, state, framing) = match opened.await {
         Ok(opened) => opened,
         Err(refusal) => {
             outbox.json(refusal).await;
@@ -221,39 +236,83 @@ pub(crate) async fn upload(app: App, mut connection: Connection, first: Fields) 
     }
     outbox.json(hello).await;
     connection.accept_binary();
+    let write = |position: u64, data: Bytes| {
+        let (d, f) = (datasets.clone(), file.clone());
+        blocking(move || d.write_chunk(&f, position, &data))
+    };
     while let Some(incoming) = connection.next().await {
-        let reply = match incoming {
-            Incoming::Binary(frame) if parse_chunk(&frame).is_err() => {
-                fail("a chunk starts with its 8-byte little-endian position, then the bytes".into(), "bad_request")
-            }
-            Incoming::Binary(frame) => {
-                let position = parse_chunk(&frame).map_or(0, |(position, _)| position);
-                let (d, f, data) = (datasets.clone(), file.clone(), frame.slice(8..));
-                match blocking(move || d.write_chunk(&f, position, &data)).await {
-                    Ok(ack) => {
-                        let mut reply = json!(ack);
-                        reply["success"] = json!(1);
-                        reply
+        let sent = match framing {
+            Framing::Protobuf => {
+                let (success, error_message) = match incoming {
+                    Incoming::Binary(frame) => match FileUploadMessage::decode(frame) {
+                        Ok(chunk) => match write(chunk.position, chunk.data).await {
+                            Ok(_) => (true, String::new()),
+                            Err(e) => (false, format!("{}: {}", e.code(), public_dataset_message(&e))),
+                        },
+                        Err(_) => (false, "bad_request: a chunk is one FileUpload_Message {position, data}".into()),
+                    },
+                    Incoming::Text(_) => {
+                        (false, "bad_request: this socket takes chunks as binary FileUpload_Message frames".into())
                     }
-                    Err(e) => {
-                        let mut reply = fail(public_dataset_message(&e), e.code());
-                        reply["position"] = json!(position);
-                        reply
-                    }
-                }
+                    Incoming::Refused(why) => (false, format!("too_large: {why}")),
+                };
+                outbox.binary(FileUploadResponse { success, error_message }.encode_to_vec()).await
             }
-            Incoming::Text(_) => fail(
-                "this socket takes the file as binary frames: an 8-byte little-endian position, then up to 1 MiB"
-                    .into(),
-                "bad_request",
-            ),
-            Incoming::Refused(why) => fail(why.to_string(), "too_large"),
+            Framing::Raw => {
+                let reply = match incoming {
+                    Incoming::Binary(frame) => match parse_chunk(&frame) {
+                        Ok((position, _)) => match write(position, frame.slice(8..)).await {
+                            Ok(ack) => {
+                                let mut reply = json!(ack);
+                                reply["success"] = json!(1);
+                                reply
+                            }
+                            Err(e) => {
+                                let mut reply = fail(public_dataset_message(&e), e.code());
+                                reply["position"] = json!(position);
+                                reply
+                            }
+                        },
+                        Err(()) => fail(
+                            "a chunk starts with its 8-byte little-endian position, then the bytes".into(),
+                            "bad_request",
+                        ),
+                    },
+                    Incoming::Text(_) => fail(
+                        "this socket takes the file as binary frames: an 8-byte little-endian position, then up to \
+                         1 MiB"
+                            .into(),
+                        "bad_request",
+                    ),
+                    Incoming::Refused(why) => fail(why.to_string(), "too_large"),
+                };
+                outbox.json(reply).await
+            }
         };
-        if !outbox.json(reply).await {
+        if !sent {
             break;
         }
     }
     connection.close().await;
+}
+
+/// How an upload socket's chunks are framed: Hanami's protobuf messages
+/// (the default: what its SDK sends, each answered by a
+/// `FileUploadResponse_Message`), or, when the first message says
+/// `"framing": "raw"`, an 8-byte little-endian position then the bytes,
+/// answered in JSON with the file's progress. Never guessed from the bytes.
+#[derive(Clone, Copy)]
+enum Framing {
+    Protobuf,
+    Raw,
+}
+
+fn framing(first: &Fields) -> Result<Framing, String> {
+    match field::<String>(first, "framing", "framing").ok().flatten().as_deref() {
+        None | Some("protobuf") => Ok(Framing::Protobuf),
+        Some("raw") => Ok(Framing::Raw),
+        Some(other) => Err(format!("unknown framing {other:?}: \"protobuf\" (the default) or \"raw\"")),
+    }
 }
 
 /// An upload frame: its 8-byte little-endian position, then the bytes.

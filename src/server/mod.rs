@@ -23,6 +23,7 @@ mod guard;
 pub(crate) mod json;
 mod listener;
 pub(crate) mod processor;
+pub(crate) mod proto;
 pub(crate) mod ranna;
 mod socket;
 
@@ -296,13 +297,18 @@ const DATASET_BODY_BYTES: usize = 64 << 10;
 fn router(app: App) -> Router {
     let body_limit = app.config.max_message_bytes;
     // Sockets check their token in their first message (`socket.rs`).
-    // Dataset requests are a few fields: their bodies get a small limit.
-    let dataset_routes = Router::new()
-        .route("/v1/csv/dataset", post(datasets::create_csv).put(datasets::finalise_csv))
-        .route("/v1/mnist/dataset", post(datasets::create_mnist).put(datasets::finalise_mnist))
-        .route("/v1/dataset", get(datasets::list).delete(datasets::delete))
-        .route("/v1/dataset/progress", get(datasets::progress))
-        .layer(DefaultBodyLimit::max(DATASET_BODY_BYTES));
+    // Hanami's SDK uses /control/v1, the seed /v1: both. Dataset requests
+    // are a few fields: their bodies get a small limit.
+    let mut dataset_routes = Router::new();
+    for prefix in ["/v1", "/control/v1"] {
+        dataset_routes = dataset_routes
+            .route(&format!("{prefix}/csv/dataset"), post(datasets::create_csv).put(datasets::finalise_csv))
+            .route(&format!("{prefix}/mnist/dataset"), post(datasets::create_mnist).put(datasets::finalise_mnist))
+            .route(&format!("{prefix}/dataset"), get(datasets::get).delete(datasets::delete))
+            .route(&format!("{prefix}/dataset/all"), get(datasets::list))
+            .route(&format!("{prefix}/dataset/progress"), get(datasets::progress));
+    }
+    let dataset_routes = dataset_routes.layer(DefaultBodyLimit::max(DATASET_BODY_BYTES));
     let rest = Router::new()
         .route("/v1/exec", post(ranna::exec))
         .route("/v1/spec", get(ranna::spec))

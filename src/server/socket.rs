@@ -39,6 +39,11 @@ impl Outbox {
         self.text(value.to_string()).await
     }
 
+    /// Queues a binary message.
+    pub(crate) async fn binary(&self, bytes: Vec<u8>) -> bool {
+        self.queue.send(Message::binary(bytes)).await.is_ok()
+    }
+
     /// Queues a message already written as JSON text.
     pub(crate) async fn text(&self, text: String) -> bool {
         self.queue.send(Message::text(text)).await.is_ok()
