@@ -474,6 +474,9 @@ impl Registry {
                 task_entry.memory.store(memory, Ordering::SeqCst);
                 registry.inner.live_memory.fetch_add(memory, Ordering::SeqCst);
                 *task_entry.session.lock().await = Some(Box::new(session));
+                // Room is made before the end is reported, so a client that
+                // sees it finds the others' instances as they will stay.
+                registry.fit_memory_budget().await;
             } else {
                 task_entry.live.store(false, Ordering::SeqCst);
                 drop(session);
@@ -528,7 +531,7 @@ impl Registry {
             call_entry.predict_here(&model, &input).await
         });
         let result = call.await.map_err(|e| Error::SessionEnded(format!("the model call crashed: {e}")));
-        self.account(&entry).await;
+        self.settle(&entry).await;
         result?
     }
 
@@ -624,6 +627,12 @@ impl Registry {
     /// the memory budget, or turns the entry into a record.
     async fn settle(&self, entry: &Arc<Entry>) {
         self.account(entry).await;
+        self.fit_memory_budget().await;
+    }
+
+    /// Releases the least recently used finished instances until all kept
+    /// instances fit `live_memory_bytes`.
+    async fn fit_memory_budget(&self) {
         let budget = self.inner.config.live_memory_bytes;
         while self.live_memory() > budget {
             // The least recently used kept instance goes first (possibly this one).
