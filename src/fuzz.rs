@@ -1,6 +1,7 @@
 //! Entry points for fuzzing every parser of client input: ranna ops, runtime
 //! actions (the lenient object-literal parser included), processor messages,
-//! upload frames, the config file, python-sci's door and placeholder stats.
+//! upload frames, direct-IO frames, the config file, python-sci's door and
+//! placeholder stats.
 //!
 //! `tests/fuzz.rs` runs each on its corpus (`tests/__fuzz__/<target>/corpus`)
 //! and on random inputs for a few seconds in `./dev.sh test`; `./dev.sh fuzz`
@@ -59,6 +60,18 @@ pub fn upload_frame(input: &[u8]) {
     let _ = datasets::parse_chunk(input);
     if let Some(Ok(first)) = text(input).map(parse_fields) {
         let _ = field::<String>(&first, "uuid", "uuid");
+    }
+}
+
+/// A direct-IO frame (`ClusterIO_Message`), and a model's answer flattened to floats.
+pub fn direct_io_frame(input: &[u8]) {
+    use prost::Message;
+    if let Ok(message) = crate::server::proto::ClusterIoMessage::decode(bytes::Bytes::copy_from_slice(input)) {
+        let _ = crate::server::proto::ClusterProcessType::try_from(message.process_type);
+        let _ = message.values.iter().filter(|v| v.is_finite()).count();
+    }
+    if let Some(Ok(answer)) = text(input).map(|t| serde_json::value::RawValue::from_string(t.to_string())) {
+        let _ = crate::server::direct_io::floats(&answer);
     }
 }
 

@@ -175,6 +175,8 @@ pub struct Entry {
     live: AtomicBool,
     /// Bytes its kept instance holds, as counted in the registry's live memory.
     memory: AtomicUsize,
+    /// Set by Hanami's `set_mode DIRECT`: the session takes direct-IO sockets.
+    direct: AtomicBool,
     last_used: Mutex<Instant>,
     /// Where the record of the run is saved when it ends, if anywhere.
     saver: Option<RunWriter>,
@@ -249,14 +251,21 @@ impl Entry {
         &self.placeholders
     }
 
-    async fn predict_here(&self, model: &str, input: &RawValue) -> Result<Result<Box<RawValue>, String>, Error> {
+    async fn call_model(&self, call: ModelCall, model: &str, input: &RawValue) -> Result<ModelAnswer, Error> {
         self.touch();
         if self.is_running() {
             return Err(Error::StillRunning(self.id.clone()));
         }
         let mut session = self.session.lock().await;
         let Some(live) = session.as_mut() else { return Err(released()) };
-        let result = live.predict(model, input).await;
+        let result = match call {
+            ModelCall::Predict => live.predict(model, input).await.map(|r| r.map(Some)),
+            ModelCall::Train => live.train(model, input).await.map(|r| r.map(|()| None)),
+            ModelCall::Models => Ok(Ok(Some(
+                RawValue::from_string(serde_json::to_string(&live.models()).unwrap_or_else(|_| "[]".into()))
+                    .map_err(|e| Error::InvalidInput(e.to_string()))?,
+            ))),
+        };
         if !live.is_live() || live.hit_limit() {
             *session = None;
             self.live.store(false, Ordering::SeqCst);
@@ -280,6 +289,18 @@ impl Entry {
         self.live.load(Ordering::SeqCst)
     }
 }
+
+/// What a model call does: predict, train, or list the models.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ModelCall {
+    Predict,
+    Train,
+    Models,
+}
+
+/// A model call's answer: JSON text (a prediction, the models' names) or
+/// none (training), or the model's own error message.
+type ModelAnswer = Result<Option<Box<RawValue>>, String>;
 
 fn released() -> Error {
     Error::SessionEnded(
@@ -438,6 +459,7 @@ impl Registry {
             session: tokio::sync::Mutex::new(None),
             live: AtomicBool::new(keep == Keep::Live),
             memory: AtomicUsize::new(0),
+            direct: AtomicBool::new(false),
             last_used: Mutex::new(Instant::now()),
             saver: match keep {
                 Keep::Nothing => None,
@@ -520,19 +542,68 @@ impl Registry {
         model: &str,
         input: Box<RawValue>,
     ) -> Result<Result<Box<RawValue>, String>, Error> {
+        let answer = self.model_call(client, id, ModelCall::Predict, model, input).await?;
+        Ok(answer.map(|json| json.unwrap_or_else(|| RawValue::from_string("null".into()).expect("null is JSON"))))
+    }
+
+    /// Calls the training method of a model the run `id` saved (see `predict`).
+    pub async fn train(
+        &self,
+        client: &Client,
+        id: &str,
+        model: &str,
+        input: Box<RawValue>,
+    ) -> Result<Result<(), String>, Error> {
+        Ok(self.model_call(client, id, ModelCall::Train, model, input).await?.map(|_| ()))
+    }
+
+    /// The names of the models a live session saved.
+    pub async fn models(&self, id: &str) -> Result<Vec<String>, Error> {
+        let null = RawValue::from_string("null".into()).expect("null is JSON");
+        let names = self.model_call(&Client::Local, id, ModelCall::Models, "", null).await?;
+        let names = names.ok().flatten().map(|json| serde_json::from_str(json.get()).unwrap_or_default());
+        Ok(names.unwrap_or_default())
+    }
+
+    async fn model_call(
+        &self,
+        client: &Client,
+        id: &str,
+        call: ModelCall,
+        model: &str,
+        input: Box<RawValue>,
+    ) -> Result<ModelAnswer, Error> {
         let entry = match self.find(id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
             Found::Active(entry) => entry,
             Found::Record(_) => return Err(released()),
         };
-        let permit = self.permit(client, false)?;
+        let permit = if call == ModelCall::Models { None } else { Some(self.permit(client, false)?) };
         let (call_entry, model) = (entry.clone(), model.to_string());
-        let call = self.inner.runtime.guest_tasks().spawn(async move {
+        let task = self.inner.runtime.guest_tasks().spawn(async move {
             let _permit = permit;
-            call_entry.predict_here(&model, &input).await
+            call_entry.call_model(call, &model, &input).await
         });
-        let result = call.await.map_err(|e| Error::SessionEnded(format!("the model call crashed: {e}")));
+        let result = task.await.map_err(|e| Error::SessionEnded(format!("the model call crashed: {e}")));
         self.settle(&entry).await;
         result?
+    }
+
+    /// Marks a live session as taking direct IO (or not): Hanami's DIRECT
+    /// and TASK modes.
+    pub fn set_direct(&self, id: &str, direct: bool) -> Result<(), Error> {
+        match self.find(id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
+            Found::Active(entry) if entry.is_live() => {
+                entry.direct.store(direct, Ordering::SeqCst);
+                Ok(())
+            }
+            Found::Active(entry) if entry.is_running() => Err(Error::StillRunning(id.to_string())),
+            _ => Err(released()),
+        }
+    }
+
+    /// Whether a live session takes direct IO.
+    pub fn is_direct(&self, id: &str) -> bool {
+        matches!(self.find(id), Some(Found::Active(entry)) if entry.is_live() && entry.direct.load(Ordering::SeqCst))
     }
 
     /// Stops a run if it is going and waits (briefly) for its end; its status then.

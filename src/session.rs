@@ -196,11 +196,13 @@ enum Call {
     Run(WitProgram),
     Eval(String),
     Predict(String, String),
+    Train(String, String),
 }
 
 enum Returned {
     Status(i32),
     Prediction(Result<String, String>),
+    Trained(Result<(), String>),
 }
 
 impl Session {
@@ -265,14 +267,7 @@ impl Session {
     /// the model's own error message. The answer is JSON text, checked but
     /// not expanded.
     pub async fn predict(&mut self, name: &str, input: &RawValue) -> Result<Result<Box<RawValue>, String>, Error> {
-        self.check_live()?;
-        if !self.store.data().has_model(name) {
-            let models = self.models();
-            return Err(Error::UnknownModel {
-                name: name.to_string(),
-                available: if models.is_empty() { "none".into() } else { models.join(", ") },
-            });
-        }
+        self.check_model(name)?;
         let (returned, outcome) = self.call(Call::Predict(name.to_string(), input.get().to_string())).await?;
         match returned {
             Some(Returned::Prediction(Ok(json))) => {
@@ -285,6 +280,30 @@ impl Session {
             Some(Returned::Prediction(Err(message))) => Ok(Err(message)),
             _ => Err(Error::SessionEnded(outcome.message.unwrap_or_else(|| outcome.reason.to_string()))),
         }
+    }
+
+    /// Calls the training method of the model the program saved as `name`
+    /// (Python `partial_fit` or `train`, JavaScript `train`) on `input` (JSON
+    /// text). The errors are as `predict`'s.
+    pub async fn train(&mut self, name: &str, input: &RawValue) -> Result<Result<(), String>, Error> {
+        self.check_model(name)?;
+        let (returned, outcome) = self.call(Call::Train(name.to_string(), input.get().to_string())).await?;
+        match returned {
+            Some(Returned::Trained(result)) => Ok(result),
+            _ => Err(Error::SessionEnded(outcome.message.unwrap_or_else(|| outcome.reason.to_string()))),
+        }
+    }
+
+    fn check_model(&self, name: &str) -> Result<(), Error> {
+        self.check_live()?;
+        if self.store.data().has_model(name) {
+            return Ok(());
+        }
+        let models = self.models();
+        Err(Error::UnknownModel {
+            name: name.to_string(),
+            available: if models.is_empty() { "none".into() } else { models.join(", ") },
+        })
     }
 
     /// Marks a run as accepted before the task that drives it is scheduled, so
@@ -323,7 +342,7 @@ impl Session {
         if let Some(why) = &self.ended {
             return Err(Error::SessionEnded(why.clone()));
         }
-        let reports = !matches!(call, Call::Predict(..));
+        let reports = !matches!(call, Call::Predict(..) | Call::Train(..));
         let limits = self.limits.clone();
         self.store.set_fuel(limits.fuel).map_err(|e| Error::Engine(e.to_string()))?;
         let started = match self.reporter.begin(limits.fuel, reports) {
@@ -443,6 +462,9 @@ async fn invoke(guest: &Guest, store: &mut Store<HostState>, call: Call) -> wasm
                 Call::Predict(name, input) => {
                     bindings.call_predict(&mut *store, &name, &input).await.map(Returned::Prediction)
                 }
+                Call::Train(name, input) => {
+                    bindings.call_train(&mut *store, &name, &input).await.map(Returned::Trained)
+                }
             };
         }
         Guest::Sci(sci) => sci,
@@ -465,6 +487,7 @@ async fn invoke(guest: &Guest, store: &mut Store<HostState>, call: Call) -> wasm
         }
         Call::Eval(code) => format!("__import__('_sandlot_sci').eval_code({})", json(code)),
         Call::Predict(name, input) => format!("__import__('_sandlot_sci').predict({}, {})", json(name), json(input)),
+        Call::Train(name, input) => format!("__import__('_sandlot_sci').train({}, {})", json(name), json(input)),
     };
     store.data_mut().prediction = None;
     let value = sci.turn(store, &code).await?;
@@ -475,6 +498,9 @@ async fn invoke(guest: &Guest, store: &mut Store<HostState>, call: Call) -> wasm
     Ok(match call {
         Call::Predict(..) => Returned::Prediction(
             store.data_mut().prediction.take().unwrap_or_else(|| Err("the model gave no answer".into())),
+        ),
+        Call::Train(..) => Returned::Trained(
+            store.data_mut().prediction.take().unwrap_or_else(|| Err("the model gave no answer".into())).map(|_| ()),
         ),
         _ => Returned::Status(value & 0xFF),
     })

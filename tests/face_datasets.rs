@@ -276,7 +276,7 @@ async fn malformed_uploads_get_clear_errors_and_the_socket_stays_up() {
         assert!(socket.closed_within(Duration::from_secs(5)).await);
     }
     let mut socket = Client::connect(&server.ws_url("/")).await;
-    socket.send(json!({ "uuid": file, "target": "cluster" })).await;
+    socket.send(json!({ "uuid": file, "target": "printer" })).await;
     assert!(socket.recv().await["error"].as_str().unwrap().contains("unknown target"));
 
     // Chunks: every bad one is refused with a reason, and the socket goes on.

@@ -30,6 +30,7 @@ target!(ranna_op);
 target!(actions_request);
 target!(processor_message);
 target!(upload_frame);
+target!(direct_io_frame);
 target!(config_file);
 target!(placeholder_stats);
 target!(door_frame);

@@ -786,20 +786,16 @@ int32_t exports_sandbox_eval(sandbox_string_t *code) {
     return status;
 }
 
-bool exports_sandbox_predict(sandbox_string_t *name, sandbox_string_t *input, sandbox_string_t *ret,
-                             sandbox_string_t *err) {
-    bool ok = false;
-    const char *failure = "the JavaScript interpreter could not start";
-    if (!init()) {
-        set_string(err, failure, strlen(failure));
-        goto done;
-    }
+/* Calls prelude.js's `native[method](name, input)` (a model's predict or
+ * train), settling a promise it returns. Returns the value (JS_EXCEPTION
+ * after a failure, with the exception pending). */
+static JSValue call_model(const char *method, sandbox_string_t *name, sandbox_string_t *input) {
     exit_requested = -1;
-    JSValue predict = JS_GetPropertyStr(ctx, native_obj, "predict");
+    JSValue fn = JS_GetPropertyStr(ctx, native_obj, method);
     JSValue args[2] = {JS_NewStringLen(ctx, (const char *)name->ptr, name->len),
                        JS_NewStringLen(ctx, (const char *)input->ptr, input->len)};
-    JSValue result = JS_Call(ctx, predict, JS_UNDEFINED, 2, (JSValueConst *)args);
-    JS_FreeValue(ctx, predict);
+    JSValue result = JS_Call(ctx, fn, JS_UNDEFINED, 2, (JSValueConst *)args);
+    JS_FreeValue(ctx, fn);
     JS_FreeValue(ctx, args[0]);
     JS_FreeValue(ctx, args[1]);
     if (!JS_IsException(result) && settle() == 0) {
@@ -813,6 +809,30 @@ bool exports_sandbox_predict(sandbox_string_t *name, sandbox_string_t *input, sa
             result = JS_EXCEPTION;
         }
     }
+    return result;
+}
+
+/* The pending exception as the error of a model call. */
+static void model_error(sandbox_string_t *err) {
+    JSValue exc = JS_GetException(ctx);
+    JS_ResetUncatchableError(ctx);
+    const char *s = JS_ToCString(ctx, exc);
+    const char *msg = s ? s : "the model failed";
+    set_string(err, msg, strlen(msg));
+    if (s)
+        JS_FreeCString(ctx, s);
+    JS_FreeValue(ctx, exc);
+}
+
+bool exports_sandbox_predict(sandbox_string_t *name, sandbox_string_t *input, sandbox_string_t *ret,
+                             sandbox_string_t *err) {
+    bool ok = false;
+    const char *failure = "the JavaScript interpreter could not start";
+    if (!init()) {
+        set_string(err, failure, strlen(failure));
+        goto done;
+    }
+    JSValue result = call_model("predict", name, input);
     if (!JS_IsException(result)) {
         JSValue json = JS_JSONStringify(ctx, result, JS_UNDEFINED, JS_UNDEFINED);
         JS_FreeValue(ctx, result);
@@ -828,16 +848,26 @@ bool exports_sandbox_predict(sandbox_string_t *name, sandbox_string_t *input, sa
         }
         JS_FreeValue(ctx, json);
     }
-    if (!ok) {
-        JSValue exc = JS_GetException(ctx);
-        JS_ResetUncatchableError(ctx);
-        const char *s = JS_ToCString(ctx, exc);
-        const char *msg = s ? s : "the model failed";
-        set_string(err, msg, strlen(msg));
-        if (s)
-            JS_FreeCString(ctx, s);
-        JS_FreeValue(ctx, exc);
+    if (!ok)
+        model_error(err);
+done:
+    sandbox_string_free(name);
+    sandbox_string_free(input);
+    return ok;
+}
+
+bool exports_sandbox_train(sandbox_string_t *name, sandbox_string_t *input, sandbox_string_t *err) {
+    bool ok = false;
+    const char *failure = "the JavaScript interpreter could not start";
+    if (!init()) {
+        set_string(err, failure, strlen(failure));
+        goto done;
     }
+    JSValue result = call_model("train", name, input);
+    ok = !JS_IsException(result);
+    JS_FreeValue(ctx, result);
+    if (!ok)
+        model_error(err);
 done:
     sandbox_string_free(name);
     sandbox_string_free(input);

@@ -115,11 +115,20 @@
     engine(command, args) { return JSON.parse(native.engine(String(command), toJson(args === undefined ? null : args, "engine args"))); },
     get context() { const t = native.context(); return t === undefined ? null : JSON.parse(t); },
   });
+  function model(name) {
+    const found = models.get(name);
+    if (found === undefined) throw new Error(`no model named ${JSON.stringify(name)}`);
+    return found;
+  }
   native.predict = function (name, input) {
-    const model = models.get(name);
-    if (model === undefined) throw new Error(`no model named ${JSON.stringify(name)}`);
+    const m = model(name);
     const data = JSON.parse(input);
-    return typeof model.predict === "function" ? model.predict(data) : model(data);
+    return typeof m.predict === "function" ? m.predict(data) : m(data);
+  };
+  native.train = function (name, input) {
+    const m = model(name);
+    if (typeof m.train !== "function") throw new TypeError(`model ${JSON.stringify(name)} has no train(values) method`);
+    return m.train(JSON.parse(input));
   };
 
   // ---- require(): CommonJS modules from the program's files ----

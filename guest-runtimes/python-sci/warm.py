@@ -63,7 +63,15 @@ def _entry_points():
             answer = {"error": str(e)}
         host.call("result", **answer)
 
-    module.run, module.eval_code, module.predict = run, eval_code, predict
+    def train(name, input_json):
+        try:
+            driver.train(name, input_json)
+            answer = {"ok": "null"}
+        except driver.PredictionError as e:
+            answer = {"error": str(e)}
+        host.call("result", **answer)
+
+    module.run, module.eval_code, module.predict, module.train = run, eval_code, predict, train
     sys.modules["_sandlot_sci"] = module
 
 

@@ -137,8 +137,17 @@ def eval_code(code):
 
 def predict(name, input_json):
     """The model's prediction as JSON; raises with a one-line message on failure."""
+    return _model_call(sandlot._predict, name, input_json)
+
+
+def train(name, input_json):
+    """Calls the model's training method; raises with a one-line message on failure."""
+    return _model_call(sandlot._train, name, input_json)
+
+
+def _model_call(call, name, input_json):
     try:
-        return sandlot._predict(name, input_json)
+        return call(name, input_json)
     except BaseException as e:
         raise PredictionError("".join(traceback.format_exception_only(type(e), e)).strip()) from None
     finally:

@@ -1,4 +1,4 @@
-"""The sandlot Python guest: CPython 3.14 as a component exporting `run`, `eval`, `predict`
+"""The sandlot Python guest: CPython 3.14 as a component exporting `run`, `eval`, `predict`, `train`
 (the logic is in _sandlot_driver.py, shared with python-sci).
 
 componentize-py runs this module's top level at build time and snapshots the heap,
@@ -63,5 +63,11 @@ class WitWorld(wit_world.WitWorld):
     def predict(self, name, input):
         try:
             return driver.predict(name, input)
+        except driver.PredictionError as e:
+            raise Err(str(e))
+
+    def train(self, name, input):
+        try:
+            driver.train(name, input)
         except driver.PredictionError as e:
             raise Err(str(e))

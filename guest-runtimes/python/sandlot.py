@@ -109,11 +109,26 @@ def engine(command, args=None):
     return json.loads(answer)
 
 
-def _predict(name, input_json):
+def _model(name):
     model = _models_held.get(name)
     if model is None:
         raise KeyError(f"no model named {name!r}; saved models: {sorted(_models_held)}")
+    return model
+
+
+def _predict(name, input_json):
+    model = _model(name)
     data = json.loads(input_json)
     predict = getattr(model, "predict", None)
     result = predict(data) if callable(predict) else model(data)
     return json.dumps(result, allow_nan=False, default=_to_jsonable)
+
+
+def _train(name, input_json):
+    model = _model(name)
+    for method in ("partial_fit", "train"):
+        fit = getattr(model, method, None)
+        if callable(fit):
+            fit(json.loads(input_json))
+            return
+    raise TypeError(f"model {name!r} has no partial_fit(values) or train(values) method to train with")

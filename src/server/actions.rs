@@ -108,13 +108,15 @@ async fn connection(app: App, mut connection: Connection) {
             }
         };
         if let Some(target) = request.get("target") {
-            if is_first && target.get() == "\"file_upload\"" {
-                return super::datasets::upload(app, connection, request).await;
+            match (is_first, target.get()) {
+                (true, "\"file_upload\"") => return super::datasets::upload(app, connection, request).await,
+                (true, "\"cluster\"") => return super::direct_io::connection(app, connection, request).await,
+                _ => {}
             }
             let why = if is_first {
-                "unknown target; the one target is \"file_upload\"".to_string()
+                "unknown target; targets are \"file_upload\" and \"cluster\"".to_string()
             } else {
-                "a file upload starts on a socket of its own: send {\"target\":\"file_upload\",...} first".into()
+                "an upload or direct IO starts on a socket of its own: send {\"target\":...} first".into()
             };
             reply_error(&outbox, None, refuse("bad_request", why)).await;
             continue;

@@ -19,6 +19,7 @@
 pub(crate) mod actions;
 mod auth;
 pub(crate) mod datasets;
+pub(crate) mod direct_io;
 mod guard;
 pub(crate) mod json;
 mod listener;
@@ -306,7 +307,8 @@ fn router(app: App) -> Router {
             .route(&format!("{prefix}/mnist/dataset"), post(datasets::create_mnist).put(datasets::finalise_mnist))
             .route(&format!("{prefix}/dataset"), get(datasets::get).delete(datasets::delete))
             .route(&format!("{prefix}/dataset/all"), get(datasets::list))
-            .route(&format!("{prefix}/dataset/progress"), get(datasets::progress));
+            .route(&format!("{prefix}/dataset/progress"), get(datasets::progress))
+            .route(&format!("{prefix}/cluster/set_mode"), axum::routing::put(direct_io::set_mode));
     }
     let dataset_routes = dataset_routes.layer(DefaultBodyLimit::max(DATASET_BODY_BYTES));
     let rest = Router::new()

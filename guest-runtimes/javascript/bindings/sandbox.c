@@ -53,6 +53,21 @@ void __wasm_export_exports_sandbox_predict_post_return(uint8_t * arg0) {
   }
 }
 
+__attribute__((__weak__, __export_name__("cabi_post_train")))
+void __wasm_export_exports_sandbox_train_post_return(uint8_t * arg0) {
+  switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
+    case 0: {
+      break;
+    }
+    case 1: {
+      if ((*((size_t*) (arg0 + (2*sizeof(void*))))) > 0) {
+        free(*((uint8_t **) (arg0 + sizeof(void*))));
+      }
+      break;
+    }
+  }
+}
+
 // Canonical ABI intrinsics
 
 __attribute__((__weak__, __export_name__("cabi_realloc")))
@@ -385,6 +400,27 @@ uint8_t * __wasm_export_exports_sandbox_predict(uint8_t * arg, size_t arg0, uint
     const sandbox_string_t *payload = &(ret).val.ok;*((int8_t*)(ptr + 0)) = 0;
     *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload).len;
     *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload).ptr;
+  }
+  return ptr;
+}
+
+__attribute__((__export_name__("train")))
+uint8_t * __wasm_export_exports_sandbox_train(uint8_t * arg, size_t arg0, uint8_t * arg1, size_t arg2) {
+  sandbox_string_t arg3 = (sandbox_string_t) { (uint8_t*)(arg), (arg0) };
+  sandbox_string_t arg4 = (sandbox_string_t) { (uint8_t*)(arg1), (arg2) };
+  sandlot_guest_placeholders_result_void_string_t ret;
+  sandbox_string_t err;
+  ret.is_err = !exports_sandbox_train(&arg3, &arg4, &err);
+  if (ret.is_err) {
+    ret.val.err = err;
+  }
+  uint8_t *ptr = (uint8_t *) &RET_AREA;
+  if ((ret).is_err) {
+    const sandbox_string_t *payload5 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
+    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload5).len;
+    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload5).ptr;
+  } else {
+    *((int8_t*)(ptr + 0)) = 0;
   }
   return ptr;
 }

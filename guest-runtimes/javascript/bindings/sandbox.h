@@ -129,6 +129,7 @@ extern bool sandlot_guest_input_context(sandbox_string_t *ret);
 int32_t exports_sandbox_run(sandbox_program_t *program);
 int32_t exports_sandbox_eval(sandbox_string_t *code);
 bool exports_sandbox_predict(sandbox_string_t *name, sandbox_string_t *input, sandbox_string_t *ret, sandbox_string_t *err);
+bool exports_sandbox_train(sandbox_string_t *name, sandbox_string_t *input, sandbox_string_t *err);
 
 // Helper Functions
 

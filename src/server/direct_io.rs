@@ -1,0 +1,288 @@
+//! Hanami's direct IO (seed 003, "Direct interaction with Cluster"), as its
+//! Python SDK speaks it. A "cluster" here is a live session whose run saved
+//! a model; its uuid is the session id.
+//!
+//! `PUT /control/v1/cluster/set_mode {"uuid","new_state":"DIRECT"|"TASK"}`
+//! switches a session; then a socket on `GET /` whose first message is
+//! `{"token","uuid","target":"cluster"}` takes binary `ClusterIO_Message`
+//! frames (`proto.rs`). Values accumulate per `brickName` until a frame with
+//! `isLast`; then REQUEST asks the model named `brickName` (or the session's
+//! only model) to predict them and answers with the prediction flattened to
+//! floats, and TRAIN calls the model's training method. Every frame gets
+//! exactly one binary `ClusterIO_Message` back: an empty one for a frame that
+//! is not the last, or after training; an error is a message whose
+//! `brickName` starts with "error: " (the SDK reads only `values`, so it sees
+//! none).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use prost::Message as _;
+use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, de::DeserializeSeed};
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::proto::{ClusterIoMessage, ClusterProcessType};
+use super::socket::{Connection, Incoming};
+use super::{App, Fields, IdText, field, parse_typed_off_thread, public_message};
+use crate::error::Error;
+use crate::registry::Client;
+
+/// Bricks with values waiting for their last frame, per socket.
+const MAX_BRICKS: usize = 64;
+/// Values waiting for their last frame, all bricks of a socket together.
+const MAX_WAITING_VALUES: usize = 1 << 22;
+
+#[derive(Deserialize)]
+struct SetMode {
+    uuid: Option<IdText>,
+    new_state: Option<String>,
+}
+
+/// `PUT /control/v1/cluster/set_mode`.
+pub(crate) async fn set_mode(State(app): State<App>, body: Bytes) -> Response {
+    let refused = |status: StatusCode, error: String| {
+        let body = json!({ "code": status.as_u16(), "error": error, "context": "cluster/set_mode" });
+        (status, Json(body)).into_response()
+    };
+    let Ok(text) = String::from_utf8(body.into()) else {
+        return refused(StatusCode::BAD_REQUEST, "the body must be UTF-8 JSON".into());
+    };
+    let request: SetMode = match parse_typed_off_thread(text).await {
+        Ok(request) => request,
+        Err(e) => return refused(StatusCode::BAD_REQUEST, format!("the body {e}")),
+    };
+    let Some(IdText(uuid)) = request.uuid else {
+        return refused(StatusCode::BAD_REQUEST, "the body needs \"uuid\": the session's id".into());
+    };
+    let direct = match request.new_state.as_deref() {
+        Some("DIRECT") => true,
+        Some("TASK") => false,
+        _ => return refused(StatusCode::BAD_REQUEST, "\"new_state\" is \"DIRECT\" or \"TASK\"".into()),
+    };
+    match app.registry.set_direct(&uuid, direct) {
+        Ok(()) => Json(json!({ "uuid": uuid, "new_state": request.new_state })).into_response(),
+        Err(e @ Error::UnknownSession(_)) => refused(StatusCode::NOT_FOUND, public_message(&e)),
+        Err(e) => refused(StatusCode::CONFLICT, public_message(&e)),
+    }
+}
+
+/// One direct-IO socket, from its accepted first message to its close.
+pub(crate) async fn connection(app: App, mut connection: Connection, first: Fields) {
+    let outbox = connection.outbox.clone();
+    let uuid = field::<IdText>(&first, "uuid", "uuid").ok().flatten().map(|id| id.0);
+    let Some(uuid) = uuid.filter(|id| app.registry.is_direct(id)) else {
+        let error = "no live session in DIRECT mode has this \"uuid\": run a program that saves a model, then \
+                     PUT /control/v1/cluster/set_mode {\"uuid\": <session id>, \"new_state\": \"DIRECT\"}";
+        outbox.json(json!({ "success": 0, "error": error, "code": "not_found" })).await;
+        connection.close().await;
+        return;
+    };
+    outbox.json(json!({ "success": 1, "uuid": uuid })).await;
+    connection.accept_binary();
+    let client = connection.client().clone();
+    let mut waiting = Waiting::default();
+    while let Some(incoming) = connection.next().await {
+        let answer = match incoming {
+            Incoming::Binary(frame) => match ClusterIoMessage::decode(frame) {
+                Ok(message) => {
+                    connection.set_busy(true);
+                    let answer = frame_answer(&app, &client, &uuid, &mut waiting, message).await;
+                    connection.set_busy(false);
+                    answer
+                }
+                Err(_) => Err("a frame is one ClusterIO_Message".to_string()),
+            },
+            Incoming::Text(_) => Err("this socket takes binary ClusterIO_Message frames".to_string()),
+            Incoming::Refused(why) => Err(why.to_string()),
+        };
+        let reply = answer.unwrap_or_else(|error| ClusterIoMessage {
+            brick_name: format!("error: {error}"),
+            is_last: true,
+            ..ClusterIoMessage::default()
+        });
+        if !outbox.binary(reply.encode_to_vec()).await {
+            break;
+        }
+    }
+    connection.close().await;
+}
+
+/// Values of bricks whose last frame has not come yet.
+#[derive(Default)]
+struct Waiting {
+    values: HashMap<String, Vec<f32>>,
+    count: usize,
+}
+
+impl Waiting {
+    fn add(&mut self, brick: &str, values: Vec<f32>) -> Result<(), String> {
+        if !self.values.contains_key(brick) && self.values.len() >= MAX_BRICKS {
+            return Err(format!("at most {MAX_BRICKS} bricks may wait for their last frame at once"));
+        }
+        if self.count + values.len() > MAX_WAITING_VALUES {
+            self.count -= self.values.remove(brick).map_or(0, |v| v.len());
+            return Err(format!(
+                "at most {MAX_WAITING_VALUES} values may wait for their last frame; this brick's were dropped"
+            ));
+        }
+        self.count += values.len();
+        self.values.entry(brick.to_string()).or_default().extend(values);
+        Ok(())
+    }
+
+    fn take(&mut self, brick: &str) -> Vec<f32> {
+        let values = self.values.remove(brick).unwrap_or_default();
+        self.count -= values.len();
+        values
+    }
+}
+
+/// What one frame is answered with.
+async fn frame_answer(
+    app: &App,
+    client: &Client,
+    uuid: &str,
+    waiting: &mut Waiting,
+    message: ClusterIoMessage,
+) -> Result<ClusterIoMessage, String> {
+    let brick = message.brick_name;
+    waiting.add(&brick, message.values)?;
+    if !message.is_last {
+        return Ok(ClusterIoMessage::default());
+    }
+    let values = waiting.take(&brick);
+    let kind = ClusterProcessType::try_from(message.process_type).map_err(|_| "an unknown processType".to_string())?;
+    let model = model_for(app, uuid, &brick).await?;
+    let input = numbers_json(&values)?;
+    let public = |e: Error| public_message(&e);
+    match kind {
+        ClusterProcessType::RequestType => {
+            let answer = app.registry.predict(client, uuid, &model, input).await.map_err(public)??;
+            let values = floats(&answer)?;
+            Ok(ClusterIoMessage {
+                brick_name: brick,
+                is_last: true,
+                process_type: ClusterProcessType::RequestType as i32,
+                number_of_values: values.len() as u64,
+                values,
+            })
+        }
+        ClusterProcessType::TrainType => {
+            app.registry.train(client, uuid, &model, input).await.map_err(public)??;
+            Ok(ClusterIoMessage::default())
+        }
+    }
+}
+
+/// The model a brick names, or the session's only model.
+async fn model_for(app: &App, uuid: &str, brick: &str) -> Result<String, String> {
+    let models = app.registry.models(uuid).await.map_err(|e| public_message(&e))?;
+    if models.iter().any(|m| m == brick) {
+        return Ok(brick.to_string());
+    }
+    match models.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => Err("the session saved no model".into()),
+        _ => Err(format!("no model named {brick:?}; the session's models: {}", models.join(", "))),
+    }
+}
+
+/// The values as a JSON list of numbers.
+fn numbers_json(values: &[f32]) -> Result<Box<RawValue>, String> {
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err("values must be finite numbers".into());
+    }
+    let text = serde_json::to_string(&values.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>())
+        .map_err(|e| e.to_string())?;
+    RawValue::from_string(text).map_err(|e| e.to_string())
+}
+
+/// A prediction flattened to floats: a number, or lists of them, nested.
+/// Read in one pass over the answer's text (serde_json bounds the nesting).
+pub(crate) fn floats(answer: &RawValue) -> Result<Vec<f32>, String> {
+    let mut out = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_str(answer.get());
+    Flatten(&mut out)
+        .deserialize(&mut deserializer)
+        .map_err(|e| format!("the model's answer is not numbers or lists of numbers ({e})"))?;
+    Ok(out)
+}
+
+struct Flatten<'o>(&'o mut Vec<f32>);
+
+impl<'de> DeserializeSeed<'de> for Flatten<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number or a list of numbers")
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.0.push(v as f32);
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.0.push(v as f32);
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.0.push(v as f32);
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.0.push(if v { 1.0 } else { 0.0 });
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Flatten(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.into()).unwrap()
+    }
+
+    #[test]
+    fn predictions_flatten_to_floats() {
+        assert_eq!(floats(&raw("[[1, 2.5], [true, 3]]")).unwrap(), [1.0, 2.5, 1.0, 3.0]);
+        assert_eq!(floats(&raw("7")).unwrap(), [7.0]);
+        assert!(floats(&raw(r#"{"a": 1}"#)).is_err());
+        assert!(floats(&raw(r#"["x"]"#)).is_err());
+    }
+
+    #[test]
+    fn waiting_values_are_bounded() {
+        let mut waiting = Waiting::default();
+        waiting.add("a", vec![1.0; 10]).unwrap();
+        assert!(waiting.add("a", vec![0.0; MAX_WAITING_VALUES]).is_err());
+        assert_eq!(waiting.count, 0, "the brick's values were dropped");
+        for i in 0..MAX_BRICKS {
+            waiting.add(&i.to_string(), vec![1.0]).unwrap();
+        }
+        assert!(waiting.add("one more", vec![1.0]).is_err());
+        assert_eq!(waiting.take("0"), [1.0]);
+    }
+}

@@ -1,0 +1,198 @@
+//! Hanami's direct IO (seed 003, "Direct interaction with Cluster") over a
+//! real server, as its Python SDK does it (`cluster.py`, `direct_io.py`):
+//! `set_mode` DIRECT with `X-Auth-Token` and no Content-Type, the socket at
+//! `/` with `{"token","target":"cluster","uuid"}`, then `ClusterIO_Message`
+//! frames, one reply awaited per frame. The "cluster" is a live session
+//! whose run saved a model, in each language's model conventions.
+
+mod common;
+
+use std::time::Duration;
+
+use common::server::{Client, Server, http_with, run_action};
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+/// `ClusterIO_Message`, as protoc generates it for the SDK.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClusterIoMessage {
+    #[prost(string, tag = "1")]
+    brick_name: String,
+    #[prost(bool, tag = "2")]
+    is_last: bool,
+    #[prost(int32, tag = "3")]
+    process_type: i32,
+    #[prost(uint64, tag = "4")]
+    number_of_values: u64,
+    #[prost(float, repeated, packed = "true", tag = "5")]
+    values: Vec<f32>,
+}
+
+const REQUEST_TYPE: i32 = 0;
+const TRAIN_TYPE: i32 = 1;
+const TOKEN: &str = "direct-io-token";
+
+async fn sdk_put(server: &Server, path: &str, body: &str) -> (u16, Value) {
+    http_with(server, "PUT", path, Some(body), &[("x-auth-token", TOKEN), ("content-type", "")]).await
+}
+
+/// Runs `code` on the actions face (with the token in the header) and returns the session id.
+async fn cluster(server: &Server, language: &str, code: &str) -> String {
+    let mut client =
+        Client::connect_with(&server.ws_url("/"), &[("authorization", &format!("Bearer {TOKEN}"))]).await.unwrap();
+    let main = if language == "javascript" { "main.js" } else { "main.py" };
+    let request = json!({ "action": "run", language: { "files": [{ "filename": main, "content": code }] } });
+    let (id, stdout, finished) = run_action(&mut client, request).await;
+    assert_eq!(finished["exitCode"], 0, "{finished} {stdout}");
+    id
+}
+
+/// `switch_to_direct_mode`: set_mode DIRECT, then the socket and its first message.
+async fn switch_to_direct_mode(server: &Server, uuid: &str) -> Client {
+    let body = format!(r#"{{"new_state": "DIRECT", "uuid": "{uuid}"}}"#);
+    let (status, reply) = sdk_put(server, "/control/v1/cluster/set_mode", &body).await;
+    assert_eq!(status, 200, "{reply}");
+    let mut socket = Client::connect(&server.ws_url("")).await;
+    socket.send_text(&format!(r#"{{"token": "{TOKEN}", "target": "cluster", "uuid": "{uuid}"}}"#)).await;
+    assert_eq!(socket.recv().await["success"], 1);
+    socket
+}
+
+async fn send(socket: &mut Client, brick: &str, values: &[f32], is_last: bool, process_type: i32) -> ClusterIoMessage {
+    let message = ClusterIoMessage {
+        brick_name: brick.into(),
+        is_last,
+        process_type,
+        number_of_values: values.len() as u64,
+        values: values.to_vec(),
+    };
+    socket.send_binary(message.encode_to_vec()).await;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), socket.socket.next()).await.unwrap().unwrap().unwrap() {
+            Message::Binary(bytes) => return ClusterIoMessage::decode(bytes.as_ref()).expect("a ClusterIO_Message"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected one binary reply, got {other:?}"),
+        }
+    }
+}
+
+/// A model that trains on values (adds their sum to its bias) and predicts
+/// each value plus the bias: in every language's conventions.
+const PYTHON_MODEL: &str = r#"
+import sandlot
+class Shift:
+    def __init__(self):
+        self.bias = 0.0
+    def partial_fit(self, values):
+        self.bias += sum(values)
+    def predict(self, values):
+        return [[v + self.bias] for v in values]
+sandlot.save_model("output", Shift())
+"#;
+
+const JS_MODEL: &str = r#"
+const model = {
+  bias: 0,
+  train(values) { this.bias += values.reduce((a, b) => a + b, 0); },
+  predict(values) { return values.map((v) => v + this.bias); },
+};
+sandlot.saveModel("output", model);
+"#;
+
+async fn request_train_request(server: &Server, language: &str, code: &str) {
+    let uuid = cluster(server, language, code).await;
+    let mut socket = switch_to_direct_mode(server, &uuid).await;
+    // Values arrive in two frames; each frame gets one reply.
+    let ack = send(&mut socket, "input", &[1.0, 2.0], false, REQUEST_TYPE).await;
+    assert_eq!(ack, ClusterIoMessage::default(), "a frame that is not the last gets an empty reply");
+    let answer = send(&mut socket, "input", &[3.0], true, REQUEST_TYPE).await;
+    assert_eq!(
+        (answer.values.clone(), answer.number_of_values, answer.is_last),
+        (vec![1.0, 2.0, 3.0], 3, true),
+        "{answer:?}"
+    );
+    let trained = send(&mut socket, "output", &[0.5, 0.5], true, TRAIN_TYPE).await;
+    assert_eq!(trained, ClusterIoMessage::default(), "{trained:?}");
+    let answer = send(&mut socket, "input", &[1.0], true, REQUEST_TYPE).await;
+    assert_eq!(answer.values, [2.0], "{language}: the model trained: {answer:?}");
+}
+
+#[tokio::test]
+async fn python_and_javascript_models_answer_and_train() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), &[], &[("SANDLOT_TOKENS", TOKEN)]);
+    request_train_request(&server, "python", PYTHON_MODEL).await;
+    request_train_request(&server, "javascript", JS_MODEL).await;
+}
+
+#[tokio::test]
+async fn python_sci_models_answer_and_train() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), &[], &[("SANDLOT_TOKENS", TOKEN)]);
+    let code = r#"
+import numpy as np, sandlot
+from sklearn.linear_model import SGDRegressor
+class Doubler:
+    def __init__(self):
+        self.extra = 0.0
+    def partial_fit(self, values):
+        self.extra += float(np.sum(values))
+    def predict(self, values):
+        return (np.asarray(values) * 2 + self.extra).tolist()
+sandlot.save_model("only", Doubler())
+"#;
+    let uuid = cluster(&server, "python-sci", code).await;
+    let mut socket = switch_to_direct_mode(&server, &uuid).await;
+    // The brick's name is no model's: the session's only model answers.
+    let answer = send(&mut socket, "input", &[1.0, 4.0], true, REQUEST_TYPE).await;
+    assert_eq!(answer.values, [2.0, 8.0], "{answer:?}");
+    send(&mut socket, "output", &[1.0], true, TRAIN_TYPE).await;
+    assert_eq!(send(&mut socket, "input", &[1.0], true, REQUEST_TYPE).await.values, [3.0]);
+}
+
+#[tokio::test]
+async fn errors_come_back_as_frames_and_modes_are_checked() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), &[], &[("SANDLOT_TOKENS", TOKEN)]);
+    let code = "import sandlot\nsandlot.save_model('a', lambda v: v)\nsandlot.save_model('b', lambda v: 'text')";
+    let uuid = cluster(&server, "python", code).await;
+
+    // Not in DIRECT mode yet: the socket is refused.
+    let mut early = Client::connect(&server.ws_url("")).await;
+    early.send_text(&format!(r#"{{"token": "{TOKEN}", "target": "cluster", "uuid": "{uuid}"}}"#)).await;
+    assert_eq!(early.recv().await["success"], 0);
+    // set_mode needs a known session and a known state.
+    assert_eq!(
+        sdk_put(&server, "/control/v1/cluster/set_mode", r#"{"new_state": "DIRECT", "uuid": "nope"}"#).await.0,
+        404
+    );
+    let body = format!(r#"{{"new_state": "SIDEWAYS", "uuid": "{uuid}"}}"#);
+    assert_eq!(sdk_put(&server, "/v1/cluster/set_mode", &body).await.0, 400);
+
+    let mut socket = switch_to_direct_mode(&server, &uuid).await;
+    let error = |m: &ClusterIoMessage| m.brick_name.starts_with("error: ") && m.values.is_empty() && m.is_last;
+    // Two models and a brick that names neither; a model without training; an answer that is not numbers.
+    let answer = send(&mut socket, "input", &[1.0], true, REQUEST_TYPE).await;
+    assert!(error(&answer) && answer.brick_name.contains("models: a, b"), "{answer:?}");
+    let answer = send(&mut socket, "a", &[1.0], true, TRAIN_TYPE).await;
+    assert!(error(&answer) && answer.brick_name.contains("partial_fit"), "{answer:?}");
+    let answer = send(&mut socket, "b", &[1.0], true, REQUEST_TYPE).await;
+    assert!(error(&answer) && answer.brick_name.contains("not numbers"), "{answer:?}");
+    // Frames that are not ClusterIO_Messages, and an unknown process type.
+    socket.socket.send(Message::binary(vec![0xff, 0xff])).await.unwrap();
+    let reply = socket.socket.next().await.unwrap().unwrap();
+    assert!(error(&ClusterIoMessage::decode(reply.into_data().as_ref()).unwrap()));
+    let answer = send(&mut socket, "a", &[1.0], true, 7).await;
+    assert!(error(&answer), "{answer:?}");
+    // The socket is still up and answers.
+    assert_eq!(send(&mut socket, "a", &[4.0, 5.0], true, REQUEST_TYPE).await.values, [4.0, 5.0]);
+
+    // TASK mode: new direct-IO sockets are refused.
+    let body = format!(r#"{{"new_state": "TASK", "uuid": "{uuid}"}}"#);
+    assert_eq!(sdk_put(&server, "/control/v1/cluster/set_mode", &body).await.0, 200);
+    let mut late = Client::connect(&server.ws_url("")).await;
+    late.send_text(&format!(r#"{{"token": "{TOKEN}", "target": "cluster", "uuid": "{uuid}"}}"#)).await;
+    assert_eq!(late.recv().await["success"], 0);
+}
