@@ -186,12 +186,20 @@ async fn errors_come_back_as_frames_and_modes_are_checked() {
     assert!(error(&ClusterIoMessage::decode(reply.into_data().as_ref()).unwrap()));
     let answer = send(&mut socket, "a", &[1.0], true, 7).await;
     assert!(error(&answer), "{answer:?}");
+    // Too many bricks waiting for their last frame: refused, and the others still wait.
+    for brick in 0..64 {
+        assert!(send(&mut socket, &format!("b{brick}"), &[1.0], false, REQUEST_TYPE).await.brick_name.is_empty());
+    }
+    let answer = send(&mut socket, "one too many", &[1.0], false, REQUEST_TYPE).await;
+    assert!(error(&answer) && answer.brick_name.contains("64 bricks"), "{answer:?}");
     // The socket is still up and answers.
     assert_eq!(send(&mut socket, "a", &[4.0, 5.0], true, REQUEST_TYPE).await.values, [4.0, 5.0]);
 
-    // TASK mode: new direct-IO sockets are refused.
+    // TASK mode: the open socket's frames are refused, and new direct-IO sockets too.
     let body = format!(r#"{{"new_state": "TASK", "uuid": "{uuid}"}}"#);
     assert_eq!(sdk_put(&server, "/control/v1/cluster/set_mode", &body).await.0, 200);
+    let answer = send(&mut socket, "a", &[1.0], true, REQUEST_TYPE).await;
+    assert!(error(&answer) && answer.brick_name.contains("DIRECT mode"), "{answer:?}");
     let mut late = Client::connect(&server.ws_url("")).await;
     late.send_text(&format!(r#"{{"token": "{TOKEN}", "target": "cluster", "uuid": "{uuid}"}}"#)).await;
     assert_eq!(late.recv().await["success"], 0);

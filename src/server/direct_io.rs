@@ -137,10 +137,15 @@ impl Waiting {
         Ok(())
     }
 
-    fn take(&mut self, brick: &str) -> Vec<f32> {
-        let values = self.values.remove(brick).unwrap_or_default();
+    /// A brick's values with its last frame's: it no longer waits.
+    fn finish(&mut self, brick: &str, last: Vec<f32>) -> Result<Vec<f32>, String> {
+        let mut values = self.values.remove(brick).unwrap_or_default();
         self.count -= values.len();
-        values
+        if values.len() + last.len() > MAX_WAITING_VALUES {
+            return Err(format!("a brick has at most {MAX_WAITING_VALUES} values; this one's were dropped"));
+        }
+        values.extend(last);
+        Ok(values)
     }
 }
 
@@ -152,12 +157,15 @@ async fn frame_answer(
     waiting: &mut Waiting,
     message: ClusterIoMessage,
 ) -> Result<ClusterIoMessage, String> {
+    if !app.registry.is_direct(uuid) {
+        return Err("the session is no longer in DIRECT mode (set_mode TASK, or it expired)".into());
+    }
     let brick = message.brick_name;
-    waiting.add(&brick, message.values)?;
     if !message.is_last {
+        waiting.add(&brick, message.values)?;
         return Ok(ClusterIoMessage::default());
     }
-    let values = waiting.take(&brick);
+    let values = waiting.finish(&brick, message.values)?;
     let kind = ClusterProcessType::try_from(message.process_type).map_err(|_| "an unknown processType".to_string())?;
     let model = model_for(app, uuid, &brick).await?;
     let input = numbers_json(&values)?;
@@ -283,6 +291,8 @@ mod tests {
             waiting.add(&i.to_string(), vec![1.0]).unwrap();
         }
         assert!(waiting.add("one more", vec![1.0]).is_err());
-        assert_eq!(waiting.take("0"), [1.0]);
+        assert_eq!(waiting.finish("one more", vec![2.0]).unwrap(), [2.0], "a last frame need not wait");
+        assert_eq!(waiting.finish("0", vec![2.0]).unwrap(), [1.0, 2.0]);
+        assert_eq!(waiting.count, MAX_BRICKS - 1);
     }
 }
