@@ -64,7 +64,7 @@ async fn upload_socket(server: &Server, file: &str) -> Client {
     let mut socket = Client::connect(&server.ws_url("/")).await;
     socket.send(json!({ "token": "", "uuid": file, "target": "file_upload", "framing": "raw" })).await;
     let hello = socket.recv().await;
-    assert_eq!(hello["success"], 1, "{hello}");
+    assert_eq!(hello["success"], true, "{hello}");
     socket
 }
 
@@ -81,11 +81,11 @@ async fn upload(socket: &mut Client, content: &[u8], seed: u64, pick: impl Fn(us
         let start = i * CHUNK;
         let bytes = &content[start..(start + CHUNK).min(content.len())];
         let ack = send_chunk(socket, start as u64, bytes).await;
-        assert_eq!((ack["success"].clone(), ack["duplicate"].clone()), (json!(1), json!(false)), "{ack}");
+        assert_eq!((ack["success"].clone(), ack["duplicate"].clone()), (json!(true), json!(false)), "{ack}");
         assert_eq!((ack["position"].as_u64(), ack["length"].as_u64()), (Some(start as u64), Some(bytes.len() as u64)));
         if n % 5 == 0 {
             let again = send_chunk(socket, start as u64, bytes).await;
-            assert_eq!((again["success"].clone(), again["duplicate"].clone()), (json!(1), json!(true)), "{again}");
+            assert_eq!((again["success"].clone(), again["duplicate"].clone()), (json!(true), json!(true)), "{again}");
             assert_eq!(again["received"], ack["received"], "a retransmit counts once");
         }
     }
@@ -272,7 +272,11 @@ async fn malformed_uploads_get_clear_errors_and_the_socket_stays_up() {
         let mut socket = Client::connect(&server.ws_url("/")).await;
         socket.send(first.clone()).await;
         let reply = socket.recv().await;
-        assert_eq!((reply["success"].clone(), reply["code"].clone()), (json!(0), json!(code)), "{first} -> {reply}");
+        assert_eq!(
+            (reply["success"].clone(), reply["code"].clone()),
+            (json!(false), json!(code)),
+            "{first} -> {reply}"
+        );
         assert!(socket.closed_within(Duration::from_secs(5)).await);
     }
     let mut socket = Client::connect(&server.ws_url("/")).await;
@@ -282,7 +286,7 @@ async fn malformed_uploads_get_clear_errors_and_the_socket_stays_up() {
     // Chunks: every bad one is refused with a reason, and the socket goes on.
     let mut socket = upload_socket(&server, file).await;
     let content = binary(size, 9);
-    assert_eq!(send_chunk(&mut socket, 1000, &content[1000..3000]).await["success"], 1);
+    assert_eq!(send_chunk(&mut socket, 1000, &content[1000..3000]).await["success"], true);
     let bad: Vec<(Vec<u8>, &str)> = vec![
         (vec![1, 2, 3], "bad_request"),
         (frame(0, &[]), "bad_request"),
@@ -296,7 +300,7 @@ async fn malformed_uploads_get_clear_errors_and_the_socket_stays_up() {
     for (frame, code) in bad {
         socket.send_binary(frame).await;
         let reply = socket.recv().await;
-        assert_eq!((reply["success"].clone(), reply["code"].clone()), (json!(0), json!(code)), "{reply}");
+        assert_eq!((reply["success"].clone(), reply["code"].clone()), (json!(false), json!(code)), "{reply}");
         assert!(reply["error"].as_str().unwrap().len() > 20, "{reply}");
     }
     socket.send(json!({ "oops": "text" })).await;
@@ -325,12 +329,12 @@ async fn malformed_uploads_get_clear_errors_and_the_socket_stays_up() {
     assert_eq!(http(&server, "GET", "/v1/dataset/progress", None).await.0, 400);
 
     // Completed and finalised, the file takes no more chunks.
-    assert_eq!(send_chunk(&mut socket, 0, &content[..1000]).await["success"], 1);
+    assert_eq!(send_chunk(&mut socket, 0, &content[..1000]).await["success"], true);
     let ack = send_chunk(&mut socket, 3000, &content[3000..]).await;
     assert_eq!(ack["complete"], true, "{ack}");
     assert_eq!(finalise(json!({ "uuid": uuid, "uuid_input_file": file }), "csv").await.0, 200);
     let reply = send_chunk(&mut socket, 0, &content[..10]).await;
-    assert_eq!((reply["success"].clone(), reply["code"].clone()), (json!(0), json!("conflict")), "{reply}");
+    assert_eq!((reply["success"].clone(), reply["code"].clone()), (json!(false), json!("conflict")), "{reply}");
     let sum =
         run(&server, "python", "import hashlib\nprint(hashlib.sha256(open('/data/ok.csv','rb').read()).hexdigest())")
             .await;
@@ -468,7 +472,7 @@ async fn acknowledged_chunks_survive_kill_9() {
         for start in (a..b).step_by(CHUNK) {
             let end = (start + CHUNK as u64).min(b);
             let ack = send_chunk(&mut socket, start, &content[start as usize..end as usize]).await;
-            assert_eq!(ack["success"], 1, "{ack}");
+            assert_eq!(ack["success"], true, "{ack}");
         }
     }
     let body = json!({ "uuid": uuid, "uuid_input_file": file }).to_string();
@@ -664,7 +668,7 @@ mod hanami_sdk {
     async fn send_data(server: &Server, file: &str, data: &[u8]) {
         let mut socket = Client::connect(&server.ws_url("")).await;
         socket.send_text(&format!(r#"{{"token": "{TOKEN}", "target": "file_upload", "uuid": "{file}"}}"#)).await;
-        assert_eq!(socket.recv().await["success"], 1);
+        assert_eq!(socket.recv().await["success"], true);
         for (i, chunk) in data.chunks(SDK_CHUNK).enumerate() {
             let message = FileUploadMessage { position: (i * SDK_CHUNK) as u64, data: chunk.to_vec() };
             socket.send_binary(message.encode_to_vec()).await;
@@ -763,9 +767,15 @@ mod hanami_sdk {
         let file = created["uuid_input_file"].as_str().unwrap();
         let mut socket = Client::connect(&server.ws_url("")).await;
         socket.send_text(&format!(r#"{{"target": "file_upload", "uuid": "{file}"}}"#)).await;
-        assert_eq!(socket.recv().await["success"], 1);
-        let refusals: [Vec<u8>; 2] =
-            [vec![0xff, 0xff, 0xff], FileUploadMessage { position: 2, data: b"long".to_vec() }.encode_to_vec()];
+        assert_eq!(socket.recv().await["success"], true);
+        // Garbage, a chunk past the end, and the direct-IO socket's ClusterIO_Message
+        // {brickName: "x", isLast: true, values: [1.0]} (the wrong message for this target).
+        let cluster_io = vec![0x0a, 1, b'x', 0x10, 1, 0x2a, 4, 0, 0, 0x80, 0x3f];
+        let refusals: [Vec<u8>; 3] = [
+            vec![0xff, 0xff, 0xff],
+            FileUploadMessage { position: 2, data: b"long".to_vec() }.encode_to_vec(),
+            cluster_io,
+        ];
         for frame in refusals {
             socket.send_binary(frame).await;
             let reply = FileUploadResponse::decode(binary(&mut socket).await.as_slice()).unwrap();

@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::server::{Client, Server, http_with, run_action};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use prost::Message as _;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -28,6 +28,15 @@ struct ClusterIoMessage {
     number_of_values: u64,
     #[prost(float, repeated, packed = "true", tag = "5")]
     values: Vec<f32>,
+}
+
+/// `FileUpload_Message`: the upload socket's frame, sent to the wrong target.
+#[derive(Clone, PartialEq, prost::Message)]
+struct FileUploadMessage {
+    #[prost(uint64, tag = "1")]
+    position: u64,
+    #[prost(bytes = "vec", tag = "2")]
+    data: Vec<u8>,
 }
 
 const REQUEST_TYPE: i32 = 0;
@@ -56,8 +65,19 @@ async fn switch_to_direct_mode(server: &Server, uuid: &str) -> Client {
     assert_eq!(status, 200, "{reply}");
     let mut socket = Client::connect(&server.ws_url("")).await;
     socket.send_text(&format!(r#"{{"token": "{TOKEN}", "target": "cluster", "uuid": "{uuid}"}}"#)).await;
-    assert_eq!(socket.recv().await["success"], 1);
+    assert_eq!(socket.recv().await["success"], true);
     socket
+}
+
+/// The next binary message (the one reply a frame gets).
+async fn binary(socket: &mut Client) -> Vec<u8> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), socket.socket.next()).await.unwrap().unwrap().unwrap() {
+            Message::Binary(bytes) => return bytes.to_vec(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected one binary reply, got {other:?}"),
+        }
+    }
 }
 
 async fn send(socket: &mut Client, brick: &str, values: &[f32], is_last: bool, process_type: i32) -> ClusterIoMessage {
@@ -69,13 +89,7 @@ async fn send(socket: &mut Client, brick: &str, values: &[f32], is_last: bool, p
         values: values.to_vec(),
     };
     socket.send_binary(message.encode_to_vec()).await;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), socket.socket.next()).await.unwrap().unwrap().unwrap() {
-            Message::Binary(bytes) => return ClusterIoMessage::decode(bytes.as_ref()).expect("a ClusterIO_Message"),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected one binary reply, got {other:?}"),
-        }
-    }
+    ClusterIoMessage::decode(binary(socket).await.as_slice()).expect("a ClusterIO_Message")
 }
 
 /// A model that trains on values (adds their sum to its bias) and predicts
@@ -156,13 +170,15 @@ sandlot.save_model("only", Doubler())
 async fn errors_come_back_as_frames_and_modes_are_checked() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start_in(data.path(), &[], &[("SANDLOT_TOKENS", TOKEN)]);
-    let code = "import sandlot\nsandlot.save_model('a', lambda v: v)\nsandlot.save_model('b', lambda v: 'text')";
+    let code = "import sandlot\nsandlot.save_model('a', lambda v: v)\nsandlot.save_model('b', lambda v: 'text')\n\
+                def boom(v):\n    raise ValueError('the model gave up')\nsandlot.save_model('c', boom)\n\
+                sandlot.save_model('d', lambda v: [float('nan')])";
     let uuid = cluster(&server, "python", code).await;
 
     // Not in DIRECT mode yet: the socket is refused.
     let mut early = Client::connect(&server.ws_url("")).await;
     early.send_text(&format!(r#"{{"token": "{TOKEN}", "target": "cluster", "uuid": "{uuid}"}}"#)).await;
-    assert_eq!(early.recv().await["success"], 0);
+    assert_eq!(early.recv().await["success"], false);
     // set_mode needs a known session and a known state.
     assert_eq!(
         sdk_put(&server, "/control/v1/cluster/set_mode", r#"{"new_state": "DIRECT", "uuid": "nope"}"#).await.0,
@@ -180,10 +196,44 @@ async fn errors_come_back_as_frames_and_modes_are_checked() {
     assert!(error(&answer) && answer.brick_name.contains("partial_fit"), "{answer:?}");
     let answer = send(&mut socket, "b", &[1.0], true, REQUEST_TYPE).await;
     assert!(error(&answer) && answer.brick_name.contains("not numbers"), "{answer:?}");
+    // A model that raises, or answers NaN.
+    let answer = send(&mut socket, "c", &[1.0], true, REQUEST_TYPE).await;
+    assert!(error(&answer) && answer.brick_name.contains("the model gave up"), "{answer:?}");
+    let answer = send(&mut socket, "d", &[1.0], true, REQUEST_TYPE).await;
+    assert!(error(&answer), "{answer:?}");
+    // NaN and infinities in, as the last frame and as a waiting one.
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let answer = send(&mut socket, "a", &[1.0, bad], true, REQUEST_TYPE).await;
+        assert!(error(&answer) && answer.brick_name.contains("finite"), "{answer:?}");
+    }
+    send(&mut socket, "a", &[f32::NAN], false, REQUEST_TYPE).await;
+    let answer = send(&mut socket, "a", &[1.0], true, REQUEST_TYPE).await;
+    assert!(error(&answer) && answer.brick_name.contains("finite"), "{answer:?}");
+    // A frame declaring 100M values: in numberOfValues, and in the packed field's length.
+    let declared = ClusterIoMessage {
+        brick_name: "a".into(),
+        is_last: true,
+        process_type: REQUEST_TYPE,
+        number_of_values: 100_000_000,
+        values: vec![1.0],
+    };
+    socket.send_binary(declared.encode_to_vec()).await;
+    let answer = ClusterIoMessage::decode(binary(&mut socket).await.as_slice()).unwrap();
+    assert!(error(&answer) && answer.brick_name.contains("100000000"), "{answer:?}");
+    let mut lying = vec![0x2a]; // field 5, length-delimited
+    prost::encoding::encode_varint(400_000_000, &mut lying);
+    lying.extend_from_slice(&[0; 16]);
+    socket.send_binary(lying).await;
+    assert!(error(&ClusterIoMessage::decode(binary(&mut socket).await.as_slice()).unwrap()));
+    // The wrong message type for the target: an upload chunk.
+    let chunk = FileUploadMessage { position: 7, data: b"7,8,9\n".to_vec() };
+    socket.send_binary(chunk.encode_to_vec()).await;
+    assert!(error(&ClusterIoMessage::decode(binary(&mut socket).await.as_slice()).unwrap()));
     // Frames that are not ClusterIO_Messages, and an unknown process type.
-    socket.socket.send(Message::binary(vec![0xff, 0xff])).await.unwrap();
-    let reply = socket.socket.next().await.unwrap().unwrap();
-    assert!(error(&ClusterIoMessage::decode(reply.into_data().as_ref()).unwrap()));
+    socket.send_binary(vec![0xff, 0xff]).await;
+    assert!(error(&ClusterIoMessage::decode(binary(&mut socket).await.as_slice()).unwrap()));
+    socket.send_text(r#"{"brickName": "a"}"#).await;
+    assert!(error(&ClusterIoMessage::decode(binary(&mut socket).await.as_slice()).unwrap()));
     let answer = send(&mut socket, "a", &[1.0], true, 7).await;
     assert!(error(&answer), "{answer:?}");
     // Too many bricks waiting for their last frame: refused, and the others still wait.
@@ -202,5 +252,5 @@ async fn errors_come_back_as_frames_and_modes_are_checked() {
     assert!(error(&answer) && answer.brick_name.contains("DIRECT mode"), "{answer:?}");
     let mut late = Client::connect(&server.ws_url("")).await;
     late.send_text(&format!(r#"{{"token": "{TOKEN}", "target": "cluster", "uuid": "{uuid}"}}"#)).await;
-    assert_eq!(late.recv().await["success"], 0);
+    assert_eq!(late.recv().await["success"], false);
 }

@@ -28,7 +28,7 @@ async fn upload_socket(server: &Server, file: &str) -> Client {
     let mut socket = Client::connect(&server.ws_url("/")).await;
     socket.send(json!({ "uuid": file, "target": "file_upload", "framing": "raw" })).await;
     let hello = socket.recv().await;
-    assert_eq!(hello["success"], 1, "{hello}");
+    assert_eq!(hello["success"], true, "{hello}");
     socket
 }
 
@@ -71,7 +71,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
             let start = i * CHUNK;
             socket.send_binary(frame(start, &content[start..start + CHUNK])).await;
             let ack = socket.recv().await;
-            if ack["success"] == 1 {
+            if ack["success"] == true {
                 acked[n].insert(i, true);
             }
         }
@@ -116,7 +116,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
             for start in (a..b).step_by(CHUNK) {
                 let end = (start + CHUNK).min(b);
                 socket.send_binary(frame(start, &content[start..end])).await;
-                assert_eq!(socket.recv().await["success"], 1);
+                assert_eq!(socket.recv().await["success"], true);
             }
         }
         let body = json!({ "uuid": uuid, "uuid_input_file": file }).to_string();
@@ -162,7 +162,7 @@ async fn a_full_disk_gives_clear_errors_and_no_corruption() {
     for i in 0..8 {
         let start = i * CHUNK;
         socket.send_binary(frame(start, &content[start..start + CHUNK])).await;
-        assert_eq!(socket.recv().await["success"], 1);
+        assert_eq!(socket.recv().await["success"], true);
     }
     // Fill what is left of the disk.
     let filler = mount.path().join("filler");
@@ -176,7 +176,7 @@ async fn a_full_disk_gives_clear_errors_and_no_corruption() {
         let start = i * CHUNK;
         socket.send_binary(frame(start, &content[start..start + CHUNK])).await;
         let reply = socket.recv().await;
-        if reply["success"] != 1 {
+        if reply["success"] != true {
             refused += 1;
             assert_eq!(reply["code"], "server_error", "{reply}");
             let error = reply["error"].as_str().unwrap();
@@ -194,7 +194,7 @@ async fn a_full_disk_gives_clear_errors_and_no_corruption() {
             let end = (start + CHUNK).min(b);
             socket.send_binary(frame(start, &content[start..end])).await;
             let ack = socket.recv().await;
-            assert_eq!(ack["success"], 1, "{ack}");
+            assert_eq!(ack["success"], true, "{ack}");
         }
     }
     let body = json!({ "uuid": uuid, "uuid_input_file": file }).to_string();

@@ -476,7 +476,7 @@ async fn uploads_cannot_be_poisoned() {
 
     let mut socket = Client::connect(&server.ws_url("/")).await;
     socket.send(json!({ "uuid": file, "target": "file_upload", "framing": "raw" })).await;
-    assert_eq!(socket.recv().await["success"], 1);
+    assert_eq!(socket.recv().await["success"], true);
     let frame = |bytes: &[u8]| [0u64.to_le_bytes().as_slice(), bytes].concat();
     socket.send_binary(frame(b"1,2\n3,4\n")).await;
     assert_eq!(socket.recv().await["duplicate"], false);

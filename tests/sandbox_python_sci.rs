@@ -157,7 +157,7 @@ async fn pandas_reads_a_dataset_and_run_model_takes_a_dataset_path() {
     let (uuid, file) = (created["uuid"].as_str().unwrap(), created["uuid_input_file"].as_str().unwrap());
     let mut upload = Client::connect(&server.ws_url("/")).await;
     upload.send(json!({ "uuid": file, "target": "file_upload", "framing": "raw" })).await;
-    assert_eq!(upload.recv().await["success"], 1);
+    assert_eq!(upload.recv().await["success"], true);
     let mut frame = 0u64.to_le_bytes().to_vec();
     frame.extend_from_slice(csv.as_bytes());
     upload.send_binary(frame).await;

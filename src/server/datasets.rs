@@ -6,8 +6,8 @@
 //! Upload frames are binary `FileUpload_Message`s (protobuf, `proto.rs`),
 //! each answered by a `FileUploadResponse_Message` once its bytes are on
 //! disk. With `"framing":"raw"` in the first message, frames are an 8-byte
-//! little-endian position then the bytes, answered `{"success":1,"position",
-//! "length","received","size","duplicate","complete"}` or `{"success":0,
+//! little-endian position then the bytes, answered `{"success":true,"position",
+//! "length","received","size","duplicate","complete"}` or `{"success":false,
 //! "error","code","position"}`. The socket stays open either way.
 
 use std::sync::Arc;
@@ -194,7 +194,7 @@ pub(crate) async fn delete(State(app): State<App>, Query(query): Query<ByUuid>) 
 /// One file's upload socket, from its accepted first message to its close.
 pub(crate) async fn upload(app: App, mut connection: Connection, first: Fields) {
     let outbox = connection.outbox.clone();
-    let fail = |error: String, code: &str| json!({ "success": 0, "error": error, "code": code });
+    let fail = |error: String, code: &str| json!({ "success": false, "error": error, "code": code });
     let opened = async {
         let datasets = app.datasets.clone().ok_or_else(|| {
             fail("this server keeps no datasets: it was started without a data folder".into(), "not_supported")
@@ -230,7 +230,7 @@ pub(crate) async fn upload(app: App, mut connection: Connection, first: Fields) 
             return;
         }
     };
-    let mut hello = json!({ "success": 1, "dataset": dataset, "maxChunk": MAX_CHUNK });
+    let mut hello = json!({ "success": true, "dataset": dataset, "maxChunk": MAX_CHUNK });
     if let (Value::Object(fields), Some(hello)) = (state, hello.as_object_mut()) {
         hello.extend(fields);
     }
@@ -264,7 +264,7 @@ pub(crate) async fn upload(app: App, mut connection: Connection, first: Fields) 
                         Ok((position, _)) => match write(position, frame.slice(8..)).await {
                             Ok(ack) => {
                                 let mut reply = json!(ack);
-                                reply["success"] = json!(1);
+                                reply["success"] = json!(true);
                                 reply
                             }
                             Err(e) => {

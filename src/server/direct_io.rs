@@ -80,11 +80,11 @@ pub(crate) async fn connection(app: App, mut connection: Connection, first: Fiel
     let Some(uuid) = uuid.filter(|id| app.registry.is_direct(id)) else {
         let error = "no live session in DIRECT mode has this \"uuid\": run a program that saves a model, then \
                      PUT /control/v1/cluster/set_mode {\"uuid\": <session id>, \"new_state\": \"DIRECT\"}";
-        outbox.json(json!({ "success": 0, "error": error, "code": "not_found" })).await;
+        outbox.json(json!({ "success": false, "error": error, "code": "not_found" })).await;
         connection.close().await;
         return;
     };
-    outbox.json(json!({ "success": 1, "uuid": uuid })).await;
+    outbox.json(json!({ "success": true, "uuid": uuid })).await;
     connection.accept_binary();
     let client = connection.client().clone();
     let mut waiting = Waiting::default();
@@ -159,6 +159,13 @@ async fn frame_answer(
 ) -> Result<ClusterIoMessage, String> {
     if !app.registry.is_direct(uuid) {
         return Err("the session is no longer in DIRECT mode (set_mode TASK, or it expired)".into());
+    }
+    if message.number_of_values != message.values.len() as u64 {
+        return Err(format!(
+            "numberOfValues is {} but the frame carries {} values",
+            message.number_of_values,
+            message.values.len()
+        ));
     }
     let brick = message.brick_name;
     if !message.is_last {
