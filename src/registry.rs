@@ -23,10 +23,12 @@
 //! recently used first); with a store they are still found there.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::FutureExt;
@@ -251,26 +253,40 @@ impl Entry {
         &self.placeholders
     }
 
-    async fn call_model(&self, call: ModelCall, model: &str, input: &RawValue) -> Result<ModelAnswer, Error> {
+    /// Calls the model once per input, in order, holding the instance
+    /// throughout. Once a call ends the instance the rest are not made.
+    async fn call_model(
+        &self,
+        call: ModelCall,
+        model: &str,
+        inputs: &[Box<RawValue>],
+    ) -> Result<Vec<Result<ModelAnswer, Error>>, Error> {
         self.touch();
         if self.is_running() {
             return Err(Error::StillRunning(self.id.clone()));
         }
         let mut session = self.session.lock().await;
-        let Some(live) = session.as_mut() else { return Err(released()) };
-        let result = match call {
-            ModelCall::Predict => live.predict(model, input).await.map(|r| r.map(Some)),
-            ModelCall::Train => live.train(model, input).await.map(|r| r.map(|()| None)),
-            ModelCall::Models => Ok(Ok(Some(
-                RawValue::from_string(serde_json::to_string(&live.models()).unwrap_or_else(|_| "[]".into()))
-                    .map_err(|e| Error::InvalidInput(e.to_string()))?,
-            ))),
-        };
-        if !live.is_live() || live.hit_limit() {
-            *session = None;
-            self.live.store(false, Ordering::SeqCst);
+        let mut answers = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let Some(live) = session.as_mut() else {
+                answers.push(Err(released()));
+                continue;
+            };
+            answers.push(match call {
+                ModelCall::Predict => live.predict(model, input).await.map(|r| r.map(Some)),
+                ModelCall::Train => live.train(model, input).await.map(|r| r.map(|()| None)),
+                ModelCall::Models => serde_json::to_string(&live.models())
+                    .ok()
+                    .and_then(|names| RawValue::from_string(names).ok())
+                    .map(|names| Ok(Some(names)))
+                    .ok_or_else(|| Error::InvalidInput("model names that are not JSON".into())),
+            });
+            if !live.is_live() || live.hit_limit() {
+                *session = None;
+                self.live.store(false, Ordering::SeqCst);
+            }
         }
-        result
+        Ok(answers)
     }
 
     fn touch(&self) {
@@ -301,6 +317,10 @@ enum ModelCall {
 /// A model call's answer: JSON text (a prediction, the models' names) or
 /// none (training), or the model's own error message.
 type ModelAnswer = Result<Option<Box<RawValue>>, String>;
+
+fn null() -> Box<RawValue> {
+    RawValue::from_string("null".into()).expect("null is JSON")
+}
 
 fn released() -> Error {
     Error::SessionEnded(
@@ -542,8 +562,23 @@ impl Registry {
         model: &str,
         input: Box<RawValue>,
     ) -> Result<Result<Box<RawValue>, String>, Error> {
-        let answer = self.model_call(client, id, ModelCall::Predict, model, input).await?;
-        Ok(answer.map(|json| json.unwrap_or_else(|| RawValue::from_string("null".into()).expect("null is JSON"))))
+        let answer = self.model_call_one(client, id, ModelCall::Predict, model, input).await?;
+        Ok(answer.map(|json| json.unwrap_or_else(null)))
+    }
+
+    /// Several predictions of one model, in order, in one trip to the guest
+    /// threads and one running permit (a direct-IO socket's pipelined
+    /// frames). Each answer is as `predict`'s; once one ends the instance,
+    /// the rest are refused.
+    pub async fn predict_many(
+        &self,
+        client: &Client,
+        id: &str,
+        model: &str,
+        inputs: Vec<Box<RawValue>>,
+    ) -> Result<Vec<Result<Result<Box<RawValue>, String>, Error>>, Error> {
+        let answers = self.model_call(client, id, ModelCall::Predict, model, inputs).await?;
+        Ok(answers.into_iter().map(|answer| answer.map(|a| a.map(|json| json.unwrap_or_else(null)))).collect())
     }
 
     /// Calls the training method of a model the run `id` saved (see `predict`).
@@ -554,15 +589,26 @@ impl Registry {
         model: &str,
         input: Box<RawValue>,
     ) -> Result<Result<(), String>, Error> {
-        Ok(self.model_call(client, id, ModelCall::Train, model, input).await?.map(|_| ()))
+        Ok(self.model_call_one(client, id, ModelCall::Train, model, input).await?.map(|_| ()))
     }
 
     /// The names of the models a live session saved.
     pub async fn models(&self, id: &str) -> Result<Vec<String>, Error> {
-        let null = RawValue::from_string("null".into()).expect("null is JSON");
-        let names = self.model_call(&Client::Local, id, ModelCall::Models, "", null).await?;
+        let names = self.model_call_one(&Client::Local, id, ModelCall::Models, "", null()).await?;
         let names = names.ok().flatten().map(|json| serde_json::from_str(json.get()).unwrap_or_default());
         Ok(names.unwrap_or_default())
+    }
+
+    async fn model_call_one(
+        &self,
+        client: &Client,
+        id: &str,
+        call: ModelCall,
+        model: &str,
+        input: Box<RawValue>,
+    ) -> Result<ModelAnswer, Error> {
+        let mut answers = self.model_call(client, id, call, model, vec![input]).await?;
+        answers.pop().unwrap_or_else(|| Err(released()))
     }
 
     async fn model_call(
@@ -571,19 +617,42 @@ impl Registry {
         id: &str,
         call: ModelCall,
         model: &str,
-        input: Box<RawValue>,
-    ) -> Result<ModelAnswer, Error> {
+        inputs: Vec<Box<RawValue>>,
+    ) -> Result<Vec<Result<ModelAnswer, Error>>, Error> {
         let entry = match self.find(id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
             Found::Active(entry) => entry,
             Found::Record(_) => return Err(released()),
         };
-        let permit = if call == ModelCall::Models { None } else { Some(self.permit(client, false)?) };
-        let (call_entry, model) = (entry.clone(), model.to_string());
-        let task = self.inner.runtime.guest_tasks().spawn(async move {
+        if call == ModelCall::Models {
+            // Only the host's list: no guest code runs, so no slot and no guest thread.
+            return entry.call_model(call, model, &inputs).await;
+        }
+        let permit = self.permit(client, false)?;
+        let (call_entry, model, single) = (entry.clone(), model.to_string(), inputs.len() == 1);
+        let mut call = Box::pin(async move {
             let _permit = permit;
-            call_entry.call_model(call, &model, &input).await
+            call_entry.call_model(call, &model, &inputs).await
         });
-        let result = task.await.map_err(|e| Error::SessionEnded(format!("the model call crashed: {e}")));
+        // One call's first slice of guest work (`MODEL_CALL_SLICE_FUEL`) runs
+        // here: a small prediction is answered without the two thread hops
+        // to the guest threads and back. What is left moves there.
+        let inline = match single {
+            true => std::panic::catch_unwind(AssertUnwindSafe(|| {
+                call.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+            }))
+            .map_err(|_| Error::SessionEnded("the model call crashed".into()))?,
+            false => Poll::Pending,
+        };
+        let result = match inline {
+            Poll::Ready(answers) => Ok(answers),
+            Poll::Pending => self
+                .inner
+                .runtime
+                .guest_tasks()
+                .spawn(call)
+                .await
+                .map_err(|e| Error::SessionEnded(format!("the model call crashed: {e}"))),
+        };
         self.settle(&entry).await;
         result?
     }

@@ -275,6 +275,37 @@ async fn model_calls_take_running_permits() {
     assert!(answered <= 2 && busy >= 4, "at most two model calls ran at once: {answers:?}");
 }
 
+/// A model call's first slice runs on the I/O thread that received it: a
+/// model that never returns must still move to the guest threads, meet its
+/// time limit, and leave every other client served meanwhile.
+#[tokio::test]
+async fn models_that_never_return_do_not_hold_the_io_threads() {
+    let server = Server::start(&["--timeout", "2"]);
+    let mut client = Client::connect(&server.ws_url("/")).await;
+    let code = "import sandlot\ndef spin(x):\n    while True:\n        pass\nsandlot.save_model('spin', spin)";
+    let (id, _, _) = run_action(&mut client, python_run(code)).await;
+    let mut callers = Vec::new();
+    for _ in 0..4 {
+        let (url, id) = (server.ws_url("/"), id.clone());
+        callers.push(tokio::spawn(async move {
+            let mut caller = Client::connect(&url).await;
+            caller
+                .send(json!({ "action": "run_model", "model": { "sessionId": id, "name": "spin", "data": 1 } }))
+                .await;
+            caller.recv_within(Duration::from_secs(30)).await
+        }));
+    }
+    // Meanwhile others are answered, many times over.
+    for _ in 0..10 {
+        let (stop, stdout) = exec(&server, "js", "console.log('still here')").await;
+        assert_eq!((stop["exitcode"].clone(), stdout.as_str()), (json!(0), "still here\n"));
+    }
+    for caller in callers {
+        let answer = caller.await.unwrap();
+        assert!(answer["error"].is_string() && answer.get("prediction").is_none(), "{answer}");
+    }
+}
+
 /// Row 9: a client that does not read made the server hold every byte of
 /// output, one event per write.
 #[tokio::test]

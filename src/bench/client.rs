@@ -1,14 +1,17 @@
-//! The bench's own clients: a ranna WebSocket client and a keep-alive HTTP/1.1
-//! client for `POST /v1/exec`, both on loopback.
+//! The bench's own clients: a ranna and runtime-actions WebSocket client, a
+//! direct-IO client speaking Hanami's `ClusterIO_Message` frames, and a
+//! keep-alive HTTP/1.1 client, all on loopback.
 
 use std::net::SocketAddr;
 
 use crate::Language;
+use crate::server::proto::{ClusterIoMessage, ClusterProcessType};
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use prost::Message as _;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -174,19 +177,76 @@ impl RestClient {
 
     /// `POST /v1/exec`; returns stdout.
     pub(super) async fn exec(&mut self, language: Language, code: &str) -> BenchResult<String> {
-        let body = json!({ "language": language.name(), "code": code }).to_string();
-        let request = hyper::Request::post("/v1/exec")
+        let body = json!({ "language": language.name(), "code": code });
+        let reply = self.call(hyper::Method::POST, "/v1/exec", body).await?;
+        Ok(reply["stdout"].as_str().unwrap_or("").to_string())
+    }
+
+    /// A JSON request; its JSON reply, or an error unless 2xx.
+    pub(super) async fn call(&mut self, method: hyper::Method, path: &str, body: Value) -> BenchResult<Value> {
+        let request = hyper::Request::builder()
+            .method(method.clone())
+            .uri(path)
             .header(hyper::header::HOST, &self.host)
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))?;
+            .body(Full::new(Bytes::from(body.to_string())))?;
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let status = response.status();
         let bytes = response.into_body().collect().await?.to_bytes();
         let reply: Value = serde_json::from_slice(&bytes)?;
         if !status.is_success() {
-            return Err(format!("POST /v1/exec answered {status}: {reply}").into());
+            return Err(format!("{method} {path} answered {status}: {reply}").into());
         }
-        Ok(reply["stdout"].as_str().unwrap_or("").to_string())
+        Ok(reply)
+    }
+}
+
+/// A direct-IO socket (`target: "cluster"`), as Hanami's SDK opens it.
+pub(super) struct DirectIoClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl DirectIoClient {
+    pub(super) async fn connect(address: SocketAddr, session: &str) -> BenchResult<Self> {
+        let mut ws = WsClient::connect(address, "/").await?;
+        let hello = ws.request(json!({ "target": "cluster", "uuid": session })).await?;
+        if hello["success"] != true {
+            return Err(format!("the direct-IO socket was refused: {hello}").into());
+        }
+        Ok(DirectIoClient { socket: ws.socket })
+    }
+
+    /// Sends one REQUEST frame (the brick's only and last), without waiting.
+    pub(super) async fn send_request(&mut self, brick: &str, values: &[f32]) -> BenchResult<()> {
+        let frame = ClusterIoMessage {
+            brick_name: brick.into(),
+            is_last: true,
+            process_type: ClusterProcessType::RequestType as i32,
+            number_of_values: values.len() as u64,
+            values: values.to_vec(),
+        };
+        self.socket.send(Message::binary(frame.encode_to_vec())).await?;
+        Ok(())
+    }
+
+    /// The next reply's values; an error for an error reply.
+    pub(super) async fn recv_values(&mut self) -> BenchResult<Vec<f32>> {
+        loop {
+            let next = tokio::time::timeout(REPLY_TIMEOUT, self.socket.next())
+                .await
+                .map_err(|_| format!("the server sent nothing for {REPLY_TIMEOUT:?}"))?;
+            match next.ok_or("the server closed the socket")?? {
+                Message::Binary(bytes) => {
+                    let reply = ClusterIoMessage::decode(bytes)?;
+                    if reply.brick_name.starts_with("error: ") {
+                        return Err(reply.brick_name.into());
+                    }
+                    return Ok(reply.values);
+                }
+                Message::Close(_) => return Err("the server closed the socket".into()),
+                _ => continue,
+            }
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The benchmark behind `sandlot bench` and `cargo bench`: cold start, server round trips, throughput, density, kill
-//! latency and compile costs, each measured in this one process next to a
+//! The benchmark behind `sandlot bench` and `cargo bench`: cold start, server round trips, throughput, direct-IO
+//! predictions, density, kill latency and compile costs, each measured in this one process next to a
 //! native-interpreter baseline spawned the way process-based runners do.
 //!
 //! Everything stays on loopback, every loop is bounded in count and time, and
@@ -20,7 +20,7 @@ use crate::{Language, Limits, Program, RegistryConfig, Runtime, ServerConfig, Se
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use client::{RestClient, WsClient};
+use client::{DirectIoClient, RestClient, WsClient};
 
 /// How much to measure.
 #[derive(Clone, Debug, Serialize)]
@@ -116,6 +116,21 @@ pub struct Throughput {
     pub sessions_per_second: f64,
 }
 
+/// Frames a direct-IO client keeps in flight for the pipelined measurement.
+const DIRECT_IO_IN_FLIGHT: usize = 64;
+
+/// A model behind direct IO (Hanami's `ClusterIO_Message` frames), measured
+/// by the bench's own client on one socket.
+#[derive(Debug, Serialize)]
+pub struct DirectIo {
+    /// One REQUEST frame → its prediction, one at a time.
+    pub round_trip: Summary,
+    /// Frames kept in flight on the socket for `predictions_per_second`.
+    pub in_flight: usize,
+    /// Small predictions answered per second, replies checked in order.
+    pub predictions_per_second: f64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Density {
     pub sessions: usize,
@@ -147,6 +162,7 @@ pub struct LanguageReport {
     pub baseline: Option<Baseline>,
     pub faster_than_baseline: Ratios,
     pub throughput: Vec<Throughput>,
+    pub direct_io: DirectIo,
     pub density: Density,
     pub kill_latency: Summary,
     pub compile: Option<Compile>,
@@ -274,6 +290,9 @@ async fn measure_language(
         throughput
             .push(throughput_level(address, language, clients, Duration::from_secs_f64(settings.level_seconds)).await?);
     }
+    step("direct IO: predictions over ClusterIO_Message frames");
+    let direct_io =
+        direct_io(address, language, settings.runs * 5, Duration::from_secs_f64(settings.level_seconds)).await?;
     step("memory per idle session");
     let density = density(runtime, language, settings.density_sessions).await?;
     step("kill latency under load");
@@ -298,6 +317,7 @@ async fn measure_language(
         baseline,
         faster_than_baseline,
         throughput,
+        direct_io,
         density,
         kill_latency,
         compile,
@@ -395,6 +415,59 @@ async fn throughput_level(
     }
     let elapsed = started.elapsed().as_secs_f64();
     Ok(Throughput { clients, completed, errors, sessions_per_second: completed as f64 / elapsed })
+}
+
+/// Direct IO against a session whose model echoes its input: `round_trips`
+/// sequential predictions, then as many as one socket answers in `duration`
+/// with `DIRECT_IO_IN_FLIGHT` frames in flight, each reply checked to be the
+/// one for its frame (in order).
+async fn direct_io(
+    address: std::net::SocketAddr,
+    language: Language,
+    round_trips: usize,
+    duration: Duration,
+) -> BenchResult<DirectIo> {
+    let code = match language {
+        Language::Python | Language::PythonSci => "import sandlot\nsandlot.save_model('echo', lambda v: v)",
+        Language::JavaScript => "sandlot.saveModel('echo', (v) => v)",
+    };
+    let mut actions = WsClient::connect(address, "/").await?;
+    let session = actions.run_action(language, code).await?;
+    let body = serde_json::json!({ "uuid": session, "new_state": "DIRECT" });
+    RestClient::connect(address).await?.call(hyper::Method::PUT, "/control/v1/cluster/set_mode", body).await?;
+    let mut io = DirectIoClient::connect(address, &session).await?;
+    // Small integers: exact as f32.
+    let value = |i: usize| (i % 1_000_000) as f32;
+    let expect = |i: usize, got: Vec<f32>| {
+        if got == [value(i)] { Ok(()) } else { Err(format!("frame {i} was answered {got:?}, not [{}]", value(i))) }
+    };
+    let mut times = Vec::with_capacity(round_trips);
+    for i in 0..round_trips {
+        let started = Instant::now();
+        io.send_request("echo", &[value(i)]).await?;
+        let got = io.recv_values().await?;
+        times.push(started.elapsed());
+        expect(i, got)?;
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut sent = 0;
+    while sent < DIRECT_IO_IN_FLIGHT {
+        io.send_request("echo", &[value(sent)]).await?;
+        sent += 1;
+    }
+    let mut answered = 0;
+    while answered < sent {
+        expect(answered, io.recv_values().await?)?;
+        answered += 1;
+        if Instant::now() < deadline {
+            io.send_request("echo", &[value(sent)]).await?;
+            sent += 1;
+        }
+    }
+    let predictions_per_second = answered as f64 / started.elapsed().as_secs_f64();
+    drop(actions);
+    Ok(DirectIo { round_trip: summarize(&times), in_flight: DIRECT_IO_IN_FLIGHT, predictions_per_second })
 }
 
 /// Private (not shared copy-on-write) memory of this process, from smaps_rollup.
@@ -529,6 +602,10 @@ pub fn markdown(report: &Report) -> String {
             l.throughput.get(i).map_or("–".into(), |t| format!("{:.0} sessions/s", t.sessions_per_second))
         });
     }
+    row("direct IO: prediction round trip", &|l| spread(&l.direct_io.round_trip));
+    row("direct IO: predictions on one socket", &|l| {
+        format!("{:.0}/s ({} in flight)", l.direct_io.predictions_per_second, l.direct_io.in_flight)
+    });
     row("private memory per idle live session", &|l| {
         format!("{:.2} MiB ({} held)", l.density.private_bytes_per_session / 1048576.0, l.density.sessions)
     });

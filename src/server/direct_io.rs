@@ -22,6 +22,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use prost::Message as _;
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, de::DeserializeSeed};
@@ -38,6 +39,8 @@ use crate::registry::Client;
 const MAX_BRICKS: usize = 64;
 /// Values waiting for their last frame, all bricks of a socket together.
 const MAX_WAITING_VALUES: usize = 1 << 22;
+/// Frames already received that are answered together.
+const MAX_BATCH: usize = 64;
 
 #[derive(Deserialize)]
 struct SetMode {
@@ -88,26 +91,32 @@ pub(crate) async fn connection(app: App, mut connection: Connection, first: Fiel
     connection.accept_binary();
     let client = connection.client().clone();
     let mut waiting = Waiting::default();
-    while let Some(incoming) = connection.next().await {
-        let answer = match incoming {
-            Incoming::Binary(frame) => match ClusterIoMessage::decode(frame) {
-                Ok(message) => {
-                    connection.set_busy(true);
-                    let answer = frame_answer(&app, &client, &uuid, &mut waiting, message).await;
-                    connection.set_busy(false);
-                    answer
+    loop {
+        // The frames a pipelining client has already sent are answered
+        // together: their predictions take one trip to the guest threads.
+        let Some(incoming) = connection.next().await else { break };
+        let mut frames = vec![incoming];
+        let mut left = false;
+        while frames.len() < MAX_BATCH {
+            match connection.next().now_or_never() {
+                Some(Some(incoming)) => frames.push(incoming),
+                Some(None) => {
+                    left = true;
+                    break;
                 }
-                Err(_) => Err("a frame is one ClusterIO_Message".to_string()),
-            },
-            Incoming::Text(_) => Err("this socket takes binary ClusterIO_Message frames".to_string()),
-            Incoming::Refused(why) => Err(why.to_string()),
-        };
-        let reply = answer.unwrap_or_else(|error| ClusterIoMessage {
-            brick_name: format!("error: {error}"),
-            is_last: true,
-            ..ClusterIoMessage::default()
-        });
-        if !outbox.binary(reply.encode_to_vec()).await {
+                None => break,
+            }
+        }
+        connection.set_busy(true);
+        let replies = Batch::new(&app, &client, &uuid, frames.len()).answer(&mut waiting, frames).await;
+        connection.set_busy(false);
+        for reply in replies {
+            if !outbox.binary(reply.encode_to_vec()).await {
+                left = true;
+                break;
+            }
+        }
+        if left {
             break;
         }
     }
@@ -149,14 +158,120 @@ impl Waiting {
     }
 }
 
-/// What one frame is answered with.
-async fn frame_answer(
-    app: &App,
-    client: &Client,
-    uuid: &str,
-    waiting: &mut Waiting,
-    message: ClusterIoMessage,
-) -> Result<ClusterIoMessage, String> {
+/// What a frame asks for, once its values are complete.
+enum Step {
+    /// Answered as it is (a frame that is not the last, or an error).
+    Reply(ClusterIoMessage),
+    Predict {
+        brick: String,
+        model: String,
+        input: Box<RawValue>,
+    },
+    Train {
+        model: String,
+        input: Box<RawValue>,
+    },
+}
+
+/// The replies to a batch of frames, in order. Consecutive predictions of
+/// one model go to the guest together; a training call waits for the
+/// predictions before it and goes before those after it.
+struct Batch<'a> {
+    app: &'a App,
+    client: &'a Client,
+    uuid: &'a str,
+    replies: Vec<Option<ClusterIoMessage>>,
+    /// The predictions not made yet: reply index, brick, input, all of `model`.
+    model: String,
+    predictions: Vec<(usize, String, Box<RawValue>)>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(app: &'a App, client: &'a Client, uuid: &'a str, frames: usize) -> Self {
+        Batch { app, client, uuid, replies: vec![None; frames], model: String::new(), predictions: Vec::new() }
+    }
+
+    async fn answer(mut self, waiting: &mut Waiting, frames: Vec<Incoming>) -> Vec<ClusterIoMessage> {
+        for (at, incoming) in frames.into_iter().enumerate() {
+            let step = match incoming {
+                Incoming::Binary(frame) => match ClusterIoMessage::decode(frame) {
+                    Ok(message) => step(self.app, self.uuid, waiting, message).await,
+                    Err(_) => Err("a frame is one ClusterIO_Message".to_string()),
+                },
+                Incoming::Text(_) => Err("this socket takes binary ClusterIO_Message frames".to_string()),
+                Incoming::Refused(why) => Err(why.to_string()),
+            };
+            match step {
+                Err(error) => self.replies[at] = Some(error_reply(error)),
+                Ok(Step::Reply(reply)) => self.replies[at] = Some(reply),
+                Ok(Step::Predict { brick, model, input }) => {
+                    if model != self.model {
+                        self.predict().await;
+                        self.model = model;
+                    }
+                    self.predictions.push((at, brick, input));
+                }
+                Ok(Step::Train { model, input }) => {
+                    self.predict().await;
+                    let trained = self.app.registry.train(self.client, self.uuid, &model, input).await;
+                    self.replies[at] = Some(match trained {
+                        Ok(Ok(())) => ClusterIoMessage::default(),
+                        Ok(Err(error)) => error_reply(error),
+                        Err(error) => error_reply(public_message(&error)),
+                    });
+                }
+            }
+        }
+        self.predict().await;
+        self.replies
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| error_reply("the frame was not answered".into())))
+            .collect()
+    }
+
+    /// Makes the predictions waiting, and fills in their replies.
+    async fn predict(&mut self) {
+        if self.predictions.is_empty() {
+            return;
+        }
+        let (places, inputs): (Vec<(usize, String)>, Vec<Box<RawValue>>) =
+            std::mem::take(&mut self.predictions).into_iter().map(|(at, brick, input)| ((at, brick), input)).unzip();
+        match self.app.registry.predict_many(self.client, self.uuid, &self.model, inputs).await {
+            Ok(answers) => {
+                for ((at, brick), answer) in places.into_iter().zip(answers) {
+                    self.replies[at] = Some(match answer {
+                        Ok(Ok(prediction)) => match floats(&prediction) {
+                            Ok(values) => ClusterIoMessage {
+                                brick_name: brick,
+                                is_last: true,
+                                process_type: ClusterProcessType::RequestType as i32,
+                                number_of_values: values.len() as u64,
+                                values,
+                            },
+                            Err(error) => error_reply(error),
+                        },
+                        Ok(Err(error)) => error_reply(error),
+                        Err(error) => error_reply(public_message(&error)),
+                    });
+                }
+            }
+            Err(error) => {
+                let error = public_message(&error);
+                for (at, _) in places {
+                    self.replies[at] = Some(error_reply(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// An error, as a reply the SDK can read: no values, the reason in `brickName`.
+fn error_reply(error: String) -> ClusterIoMessage {
+    ClusterIoMessage { brick_name: format!("error: {error}"), is_last: true, ..ClusterIoMessage::default() }
+}
+
+/// What one frame asks for.
+async fn step(app: &App, uuid: &str, waiting: &mut Waiting, message: ClusterIoMessage) -> Result<Step, String> {
     if !app.registry.is_direct(uuid) {
         return Err("the session is no longer in DIRECT mode (set_mode TASK, or it expired)".into());
     }
@@ -170,30 +285,16 @@ async fn frame_answer(
     let brick = message.brick_name;
     if !message.is_last {
         waiting.add(&brick, message.values)?;
-        return Ok(ClusterIoMessage::default());
+        return Ok(Step::Reply(ClusterIoMessage::default()));
     }
     let values = waiting.finish(&brick, message.values)?;
     let kind = ClusterProcessType::try_from(message.process_type).map_err(|_| "an unknown processType".to_string())?;
     let model = model_for(app, uuid, &brick).await?;
     let input = numbers_json(&values)?;
-    let public = |e: Error| public_message(&e);
-    match kind {
-        ClusterProcessType::RequestType => {
-            let answer = app.registry.predict(client, uuid, &model, input).await.map_err(public)??;
-            let values = floats(&answer)?;
-            Ok(ClusterIoMessage {
-                brick_name: brick,
-                is_last: true,
-                process_type: ClusterProcessType::RequestType as i32,
-                number_of_values: values.len() as u64,
-                values,
-            })
-        }
-        ClusterProcessType::TrainType => {
-            app.registry.train(client, uuid, &model, input).await.map_err(public)??;
-            Ok(ClusterIoMessage::default())
-        }
-    }
+    Ok(match kind {
+        ClusterProcessType::RequestType => Step::Predict { brick, model, input },
+        ClusterProcessType::TrainType => Step::Train { model, input },
+    })
 }
 
 /// The model a brick names, or the session's only model.
