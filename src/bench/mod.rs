@@ -211,6 +211,8 @@ pub async fn run(runtime: Runtime, settings: Settings, out_dir: PathBuf) -> Benc
             ..RegistryConfig::default()
         },
         max_runs_per_connection: 4096,
+        // All of the bench's clients come from one address.
+        max_connections_per_address: usize::MAX,
         ..ServerConfig::default()
     };
     let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
