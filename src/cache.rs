@@ -46,7 +46,7 @@ impl Hasher for ShaHasher {
 /// config, CPU) and `parts`: what a compiled artefact's name must change with.
 pub(crate) fn engine_digest(engine: &Engine, parts: &[&[u8]]) -> String {
     let mut hasher = ShaHasher(Sha256::new());
-    crate::runtime::engine_fingerprint(engine).hash(&mut hasher);
+    engine.precompile_compatibility_hash().hash(&mut hasher);
     for part in parts {
         hasher.write(part);
     }

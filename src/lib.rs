@@ -21,6 +21,7 @@ mod output;
 mod program;
 mod registry;
 mod report;
+mod run;
 mod runtime;
 mod sci;
 mod server;
@@ -39,9 +40,11 @@ pub use program::{Program, SourceFile};
 pub use registry::{
     Client, Entry, Keep, Registry, RegistryConfig, RunEvents, RunState, RunStatus, SavedPlaceholders, Started,
 };
+pub use report::SessionEvents;
+pub use run::{EndReason, RunOutcome, SessionEvent};
 pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig, SessionOptions};
 pub use server::{ServerConfig, serve, serve_on};
-pub use session::{EndReason, KillHandle, RunOutcome, Session, SessionEvent, SessionEvents};
+pub use session::{KillHandle, Session};
 
 /// The wasmtime version guests run on.
 pub const WASMTIME_VERSION: &str = env!("SANDLOT_WASMTIME_VERSION");

@@ -21,7 +21,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
 use crate::report::Reporter;
-use crate::session::{EndReason, StopSignal};
+use crate::run::{EndReason, StopSignal};
 
 /// The byte budget of one call, shared by its stdout and stderr sinks.
 #[derive(Debug)]

@@ -39,8 +39,10 @@ use crate::error::Error;
 use crate::host::{PlaceholderMemory, Placeholders};
 use crate::language::Language;
 use crate::program::Program;
+use crate::report::SessionEvents;
+use crate::run::{EndReason, RunOutcome, SessionEvent};
 use crate::runtime::{Runtime, SessionOptions};
-use crate::session::{EndReason, KillHandle, RunOutcome, Session, SessionEvent, SessionEvents};
+use crate::session::{KillHandle, Session};
 use crate::store::{RunRecord, RunWriter, Store, millis};
 use crate::sync::lock;
 

@@ -25,7 +25,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::sync::Notify;
 
-use crate::session::{EndReason, RunOutcome, SessionEvent};
+use crate::run::{EndReason, RunOutcome, SessionEvent};
 
 /// Output written while the listener is behind is merged up to this size.
 pub(crate) const CHUNK_BYTES: usize = 16 << 10;

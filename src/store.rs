@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use crate::error::Error;
 use crate::folder::DataFolder;
 use crate::language::Language;
-use crate::session::{EndReason, RunOutcome};
+use crate::run::{EndReason, RunOutcome};
 
 /// Finished runs by id: JSON `RunRecord`s.
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");

@@ -26,7 +26,7 @@ use crate::host::table_stats;
 use crate::language::Language;
 use crate::program::{Program, SourceFile};
 use crate::registry::{Client, Keep, RunEvents, RunStatus};
-use crate::session::SessionEvent;
+use crate::run::SessionEvent;
 
 pub(crate) async fn websocket(
     State(app): State<App>,

@@ -25,8 +25,8 @@ use crate::host::{EngineAnswer, EngineBridge};
 use crate::language::Language;
 use crate::program::Program;
 use crate::registry::{Client, Entry, Keep, RunEvents};
+use crate::run::{EndReason, RunOutcome, SessionEvent};
 use crate::runtime::SessionOptions;
-use crate::session::{EndReason, RunOutcome, SessionEvent};
 use crate::sync::lock;
 
 /// Most stderr kept to explain an interpreter error.

@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::language::Language;
 use crate::program::Program;
 use crate::registry::{Client, Entry, Keep, RunEvents};
-use crate::session::{RunOutcome, SessionEvent};
+use crate::run::{RunOutcome, SessionEvent};
 
 const PONG: u8 = 0;
 const ERROR: u8 = 1;
