@@ -67,15 +67,15 @@ pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// The cache file name of a language's guest for this engine.
-pub(crate) fn key(engine: &Engine, language: Language) -> String {
-    let hex = engine_digest(engine, &[guests::digest(language).as_bytes()]);
-    format!("{}-{}-{hex}.cwasm", language.name(), env!("CARGO_PKG_VERSION"))
+pub(crate) fn key(engine: &Engine, language: Language) -> Result<String, Error> {
+    let hex = engine_digest(engine, &[guests::digest(language)?.as_bytes()]);
+    Ok(format!("{}-{}-{hex}.cwasm", language.name(), env!("CARGO_PKG_VERSION")))
 }
 
 /// Loads a language's compiled guest from `dir`, compiling and saving it first if needed.
 pub(crate) fn load_or_compile(engine: &Engine, dir: &Path, language: Language) -> Result<Component, Error> {
     let fail = |message: String| Error::GuestLoad { language, message };
-    let path = dir.join(key(engine, language));
+    let path = dir.join(key(engine, language)?);
     if path.exists() {
         // SAFETY: the file was written by this function for this exact engine
         // configuration (its name says so), renamed into place only once complete.
@@ -86,8 +86,9 @@ pub(crate) fn load_or_compile(engine: &Engine, dir: &Path, language: Language) -
     }
     let started = std::time::Instant::now();
     tracing::info!(%language, "compiling the guest to native code (once per machine)");
-    let bytes =
-        engine.precompile_component(guests::bytes(language)).map_err(|e| fail(format!("compilation failed: {e:#}")))?;
+    let bytes = engine
+        .precompile_component(guests::bytes(language)?)
+        .map_err(|e| fail(format!("compilation failed: {e:#}")))?;
     tracing::info!(%language, elapsed = ?started.elapsed(), size = bytes.len(), "guest compiled");
     write_whole(&path, &bytes).map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
     // SAFETY: as above; this file was written just now from `precompile_component`.
@@ -110,7 +111,7 @@ pub struct CompileReport {
 
 pub(crate) fn measure(engine: &Engine, language: Language, scratch: &Path) -> Result<CompileReport, Error> {
     let fail = |message: String| Error::GuestLoad { language, message };
-    let component = guests::bytes(language);
+    let component = guests::bytes(language)?;
     let started = std::time::Instant::now();
     let native = engine.precompile_component(component).map_err(|e| fail(format!("compilation failed: {e:#}")))?;
     let compile = started.elapsed();

@@ -1,4 +1,6 @@
-//! The guest languages sandlot runs, their names, aliases and file extensions.
+//! The guest languages sandlot runs: one table of everything known of each
+//! (names, aliases, extensions, guest, ranna's inline template, the bench's
+//! programs and baseline), which the faces, the CLI and the bench read.
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,47 +17,147 @@ pub enum Language {
     PythonSci,
 }
 
+/// How a language's interpreter is built and loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestKind {
+    /// A WASI preview 2 component built into the binary from
+    /// `guest-runtimes/out/<file>` (its exports and imports: `wit/sandlot.wit`).
+    Component { file: &'static str },
+    /// A WASI preview 1 core module with python-sci's one-import door, loaded
+    /// from `guest-runtimes/out/python-sci/` and warmed at `prepare`.
+    SciCore,
+}
+
+/// ranna's inline templating (its `InlineSpec`): the import lines
+/// `import_regex` finds in an expression go where `$${IMPORTS}` is, the rest
+/// where `$${CODE}` is.
+#[derive(Clone, Copy, Debug)]
+pub struct InlineTemplate {
+    pub import_regex: &'static str,
+    pub template: &'static str,
+}
+
+/// Everything sandlot knows of one language: every face, the CLI and the
+/// bench read it here.
+#[derive(Debug)]
+pub struct LanguageSpec {
+    pub language: Language,
+    /// The canonical name clients use.
+    pub name: &'static str,
+    /// Other names accepted for it.
+    pub aliases: &'static [&'static str],
+    /// File extensions, without the dot; the first is the usual one. Empty:
+    /// the language is never guessed from a file name.
+    pub extensions: &'static [&'static str],
+    pub guest: GuestKind,
+    /// An expression printed by the language's own print (ranna's inline
+    /// expressions).
+    pub inline: InlineTemplate,
+    /// A program that prints `hello` and a newline.
+    pub hello: &'static str,
+    /// The native interpreter spawned for the same hello, as process-based
+    /// runners do (the bench's baseline): program and arguments.
+    pub baseline: Option<(&'static str, &'static [&'static str])>,
+    /// A program that never ends (the bench's kill measurement).
+    pub endless: &'static str,
+    /// A program that saves a model named `echo` answering its input.
+    pub echo_model: &'static str,
+}
+
+const PYTHON_INLINE: InlineTemplate = InlineTemplate {
+    import_regex: r"(?m)^[ \t]*(?:import [\w., \t]+|from [\w.]+ import [\w., \t*()]+)[ \t]*$",
+    template: "$${IMPORTS}\nprint($${CODE})",
+};
+
+/// The language table. Adding a language is one entry here (and a variant
+/// of `Language`), plus its guest's folder and recipe in `guest-runtimes/`.
+static TABLE: [LanguageSpec; 3] = [
+    LanguageSpec {
+        language: Language::Python,
+        name: "python",
+        aliases: &["python3", "py"],
+        extensions: &["py"],
+        guest: GuestKind::Component { file: "python.wasm" },
+        inline: PYTHON_INLINE,
+        hello: "print('hello')",
+        baseline: Some(("python3", &["-c", "print('hello')"])),
+        endless: "while True:\n    pass",
+        echo_model: "import sandlot\nsandlot.save_model('echo', lambda v: v)",
+    },
+    LanguageSpec {
+        language: Language::JavaScript,
+        name: "javascript",
+        aliases: &["js", "node"],
+        extensions: &["js", "mjs", "cjs"],
+        guest: GuestKind::Component { file: "javascript.wasm" },
+        inline: InlineTemplate {
+            import_regex: r#"(?m)^[ \t]*(?:import [^;\n]+ from ['"][^'"\n]+['"]|(?:const|let|var) [\w{}, \t]+ = require\(['"][^'"\n]+['"]\));?[ \t]*$"#,
+            template: "$${IMPORTS}\nconsole.log($${CODE})",
+        },
+        hello: "console.log('hello')",
+        baseline: Some(("node", &["-e", "console.log('hello')"])),
+        endless: "for (;;) {}",
+        echo_model: "sandlot.saveModel('echo', (v) => v)",
+    },
+    LanguageSpec {
+        language: Language::PythonSci,
+        name: "python-sci",
+        aliases: &["python_sci", "pysci", "sci"],
+        // A `.py` file is plain Python unless asked otherwise.
+        extensions: &[],
+        guest: GuestKind::SciCore,
+        inline: PYTHON_INLINE,
+        hello: "print('hello')",
+        baseline: Some(("python3", &["-c", "print('hello')"])),
+        endless: "while True:\n    pass",
+        echo_model: "import sandlot\nsandlot.save_model('echo', lambda v: v)",
+    },
+];
+
 impl Language {
-    /// Every language this build of sandlot knows.
+    /// Every language this build of sandlot knows, in the table's order.
     pub const ALL: [Language; 3] = [Language::Python, Language::JavaScript, Language::PythonSci];
 
+    /// This language's entry in the table.
+    pub fn spec(self) -> &'static LanguageSpec {
+        TABLE.iter().find(|spec| spec.language == self).expect("every language has a table entry")
+    }
+
     /// The languages whose guest is a component built into the binary.
-    pub const COMPONENTS: [Language; 2] = [Language::Python, Language::JavaScript];
+    pub fn components() -> impl Iterator<Item = Language> {
+        Language::ALL.into_iter().filter(|l| matches!(l.spec().guest, GuestKind::Component { .. }))
+    }
 
     /// The canonical name clients use.
     pub fn name(self) -> &'static str {
-        match self {
-            Language::Python => "python",
-            Language::JavaScript => "javascript",
-            Language::PythonSci => "python-sci",
-        }
+        self.spec().name
     }
 
     /// Other names accepted for this language.
     pub fn aliases(self) -> &'static [&'static str] {
-        match self {
-            Language::Python => &["python3", "py"],
-            Language::JavaScript => &["js", "node"],
-            Language::PythonSci => &["python_sci", "pysci", "sci"],
-        }
+        self.spec().aliases
     }
 
-    /// The usual file extension, without the dot.
+    /// The usual file extension, without the dot (`py` for python-sci).
     pub fn extension(self) -> &'static str {
-        match self {
-            Language::Python | Language::PythonSci => "py",
-            Language::JavaScript => "js",
-        }
+        self.spec().extensions.first().copied().unwrap_or("py")
+    }
+
+    /// The file name a one-file program of this language gets.
+    pub fn main_file(self) -> String {
+        format!("main.{}", self.extension())
     }
 
     /// Guesses the language from a file name's extension.
     pub fn from_path(path: &str) -> Option<Language> {
         let ext = path.rsplit_once('.')?.1.to_ascii_lowercase();
-        match ext.as_str() {
-            "py" => Some(Language::Python),
-            "js" | "mjs" | "cjs" => Some(Language::JavaScript),
-            _ => None,
-        }
+        TABLE.iter().find(|spec| spec.extensions.contains(&ext.as_str())).map(|spec| spec.language)
+    }
+
+    /// Every name and alias, as the error for an unknown one lists them.
+    fn known() -> String {
+        let each = TABLE.iter().map(|spec| format!("{} ({})", spec.name, spec.aliases.join(", ")));
+        each.collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -67,9 +169,10 @@ impl fmt::Display for Language {
 
 /// The error for a language name sandlot does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown language {given:?}; use one of: python (python3, py), javascript (js, node), python-sci (pysci)")]
+#[error("unknown language {given:?}; use one of: {known}")]
 pub struct UnknownLanguage {
     pub given: String,
+    known: String,
 }
 
 impl FromStr for Language {
@@ -80,7 +183,7 @@ impl FromStr for Language {
         Language::ALL
             .into_iter()
             .find(|l| l.name() == wanted || l.aliases().contains(&wanted.as_str()))
-            .ok_or_else(|| UnknownLanguage { given: s.to_string() })
+            .ok_or_else(|| UnknownLanguage { given: s.to_string(), known: Language::known() })
     }
 }
 
@@ -99,6 +202,16 @@ mod tests {
         assert_eq!(" Python3 ".parse::<Language>(), Ok(Language::Python));
         let err = "cobol".parse::<Language>().unwrap_err();
         assert!(err.to_string().contains("use one of"), "{err}");
+    }
+
+    #[test]
+    fn the_table_has_every_language_once_in_order() {
+        let order: Vec<Language> = TABLE.iter().map(|spec| spec.language).collect();
+        assert_eq!(order, Language::ALL);
+        for spec in &TABLE {
+            assert!(spec.inline.template.contains("$${CODE}"), "{}", spec.name);
+            regex::Regex::new(spec.inline.import_regex).unwrap();
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! (`cache.rs`); after that, loading is an mmap. Each language keeps one
 //! `InstancePre`, so a new session costs one instantiation.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,7 @@ use crate::error::Error;
 use crate::host::{
     self, EngineBridge, HostState, MemoryLimiter, NoEngine, PlaceholderMemory, Placeholders, SandboxPre,
 };
-use crate::language::Language;
+use crate::language::{GuestKind, Language};
 use crate::limits::Limits;
 use crate::output::{OutputBudget, OutputSink, Stream};
 use crate::report::SessionEvents;
@@ -74,7 +75,8 @@ struct Inner {
     linker: Linker<HostState>,
     cache_dir: PathBuf,
     default_limits: Limits,
-    guests: [OnceCell<SandboxPre<HostState>>; Language::COMPONENTS.len()],
+    /// Each component language's guest, compiled on first use.
+    guests: HashMap<Language, OnceCell<SandboxPre<HostState>>>,
     sci: OnceCell<Arc<SciGuest>>,
     ticker_stop: Arc<AtomicBool>,
     /// Where a server's guests run (see `guest_tasks`); taken on drop.
@@ -107,7 +109,7 @@ impl Runtime {
                 linker,
                 cache_dir: config.cache_dir.unwrap_or_else(cache::default_dir),
                 default_limits: config.default_limits,
-                guests: Default::default(),
+                guests: Language::components().map(|l| (l, OnceCell::new())).collect(),
                 sci: OnceCell::new(),
                 ticker_stop,
                 guest_tasks: Some(guest_tasks),
@@ -118,9 +120,9 @@ impl Runtime {
     /// Compiles (or loads from the cache) a language's guest, if not done yet.
     /// Sessions do this on first use; call it up front to keep it off a request's path.
     pub async fn prepare(&self, language: Language) -> Result<(), Error> {
-        match language {
-            Language::PythonSci => self.sci().await.map(|_| ()),
-            _ => self.instance_pre(language).await.map(|_| ()),
+        match language.spec().guest {
+            GuestKind::SciCore => self.sci().await.map(|_| ()),
+            GuestKind::Component { .. } => self.instance_pre(language).await.map(|_| ()),
         }
     }
 
@@ -139,7 +141,11 @@ impl Runtime {
     }
 
     async fn instance_pre(&self, language: Language) -> Result<&SandboxPre<HostState>, Error> {
-        let cell = &self.inner.guests[language as usize];
+        let cell = self
+            .inner
+            .guests
+            .get(&language)
+            .ok_or_else(|| Error::GuestLoad { language, message: "its guest is not a component".into() })?;
         cell.get_or_try_init(|| async {
             let engine = self.inner.engine.clone();
             let dir = self.inner.cache_dir.clone();
@@ -189,9 +195,9 @@ impl Runtime {
         // Nothing is inherited: no host environment, no network, no stdin, and
         // no host folder but the read-only `/data`, if given (and python-sci's
         // own read-only files). Arguments and environment come with each program.
-        let sci = match language {
-            Language::PythonSci => Some(self.sci().await?.clone()),
-            _ => None,
+        let sci = match language.spec().guest {
+            GuestKind::SciCore => Some(self.sci().await?.clone()),
+            GuestKind::Component { .. } => None,
         };
         let (wasi, image_bytes) = match &sci {
             // The memory limit counts what a session allocates beyond the warmed interpreter.

@@ -128,7 +128,7 @@ impl WsClient {
 
     /// A runtime-actions `run`, waited for to its end; returns the session id.
     pub(super) async fn run_action(&mut self, language: Language, code: &str) -> BenchResult<String> {
-        let file = json!({ "filename": format!("main.{}", language.extension()), "content": code });
+        let file = json!({ "filename": language.main_file(), "content": code });
         let mut request = json!({ "action": "run" });
         request[language.name()] = json!({ "files": [file] });
         let reply = self.request(request).await?;

@@ -221,7 +221,7 @@ pub async fn run(runtime: Runtime, settings: Settings, out_dir: PathBuf) -> Benc
     }));
 
     let mut languages = Vec::new();
-    for language in Language::COMPONENTS {
+    for language in Language::components() {
         languages.push(measure_language(&runtime, &settings, address, language).await?);
     }
     eprintln!("bench: python-sci: EXEC to first output with pandas and scikit-learn");
@@ -327,10 +327,7 @@ async fn measure_language(
 }
 
 fn hello(language: Language) -> &'static str {
-    match language {
-        Language::Python | Language::PythonSci => "print('hello')",
-        Language::JavaScript => "console.log('hello')",
-    }
+    language.spec().hello
 }
 
 fn check_hello(stdout: &str) -> BenchResult<()> {
@@ -339,7 +336,7 @@ fn check_hello(stdout: &str) -> BenchResult<()> {
 
 /// A fresh instance → "hello" printed → instance dropped, through the library.
 async fn cold_start(runtime: &Runtime, language: Language, runs: usize) -> BenchResult<ColdStart> {
-    let program = Program::single(format!("main.{}", language.extension()), hello(language));
+    let program = Program::single(language.main_file(), hello(language));
     let (mut instantiate, mut run, mut total) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let started = Instant::now();
@@ -364,10 +361,7 @@ async fn cold_start(runtime: &Runtime, language: Language, runs: usize) -> Bench
 
 /// Spawning the native interpreter per run, as process-based runners do.
 fn baseline(language: Language, runs: usize) -> Option<Baseline> {
-    let (program, args): (&str, [&str; 2]) = match language {
-        Language::Python | Language::PythonSci => ("python3", ["-c", "print('hello')"]),
-        Language::JavaScript => ("node", ["-e", "console.log('hello')"]),
-    };
+    let (program, args) = language.spec().baseline?;
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = Instant::now();
@@ -429,10 +423,7 @@ async fn direct_io(
     round_trips: usize,
     duration: Duration,
 ) -> BenchResult<DirectIo> {
-    let code = match language {
-        Language::Python | Language::PythonSci => "import sandlot\nsandlot.save_model('echo', lambda v: v)",
-        Language::JavaScript => "sandlot.saveModel('echo', (v) => v)",
-    };
+    let code = language.spec().echo_model;
     let mut actions = WsClient::connect(address, "/").await?;
     let session = actions.run_action(language, code).await?;
     let body = serde_json::json!({ "uuid": session, "new_state": "DIRECT" });
@@ -485,7 +476,7 @@ fn private_bytes() -> BenchResult<u64> {
 
 /// Private memory per idle live session (after a hello run), with `count` held at once.
 async fn density(runtime: &Runtime, language: Language, count: usize) -> BenchResult<Density> {
-    let program = Program::single(format!("main.{}", language.extension()), hello(language));
+    let program = Program::single(language.main_file(), hello(language));
     // One session first, so one-time costs (code pages, caches) are not counted.
     let (mut warm, _) = runtime.session(language, SessionOptions::default()).await?;
     warm.run(program.clone()).await?;
@@ -510,10 +501,7 @@ async fn kill_latency(
     samples: usize,
     background: usize,
 ) -> BenchResult<Summary> {
-    let spin = match language {
-        Language::Python | Language::PythonSci => "while True:\n    pass",
-        Language::JavaScript => "for (;;) {}",
-    };
+    let spin = language.spec().endless;
     let mut busy = WsClient::connect(address, "/v1/ws").await?;
     for _ in 0..background {
         busy.spawn(language, spin).await?;

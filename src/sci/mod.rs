@@ -72,7 +72,7 @@ impl SciGuest {
                 dir.display()
             )));
         }
-        let baked_key = key(engine, true);
+        let baked_key = key(engine, true)?;
         let empty = cache_dir.join("python-sci-empty");
         let matplotlib = cache_dir.join(format!("python-sci-matplotlib-{baked_key}"));
         for folder in [&empty, &matplotlib] {
@@ -94,7 +94,7 @@ impl SciGuest {
                     drop(lock);
                     return Self::ready(module, files, &linker);
                 }
-                let base_path = cache_dir.join(format!("python-sci-base-{version}-{}.cwasm", key(engine, false)));
+                let base_path = cache_dir.join(format!("python-sci-base-{version}-{}.cwasm", key(engine, false)?));
                 let original = std::fs::read(files.dir.join("python.wasm")).map_err(fail)?;
                 let base = match load_cached(engine, &base_path) {
                     Some(module) => module,
@@ -239,15 +239,16 @@ pub(crate) fn json(text: &str) -> String {
 }
 
 /// The cache key: the engine, python-sci's files, and (for the baked module) the warm-up.
-fn key(engine: &Engine, baked: bool) -> String {
-    let mut parts: Vec<&[u8]> = vec![guests::digest(Language::PythonSci).as_bytes()];
+fn key(engine: &Engine, baked: bool) -> Result<String, Error> {
+    let digest = guests::digest(Language::PythonSci)?;
+    let mut parts: Vec<&[u8]> = vec![digest.as_bytes()];
     if baked {
         parts.push(WARM.as_bytes());
         for (name, source) in &SOURCES {
             parts.extend([name.as_bytes(), source.as_bytes()]);
         }
     }
-    cache::engine_digest(engine, &parts)
+    Ok(cache::engine_digest(engine, &parts))
 }
 
 /// Removes python-sci's older compiled files (each is hundreds of MiB).

@@ -213,7 +213,7 @@ async fn start(
     code: String,
     engine: Arc<ClientEngine>,
 ) -> Result<(Arc<Entry>, RunEvents), String> {
-    let program = Program::single(format!("main.{}", language.extension()), code);
+    let program = Program::single(language.main_file(), code);
     let options = SessionOptions { context, engine: Some(engine), ..app.session_options() };
     let started =
         app.registry.start(client, language, program, options, Keep::Nothing).await.map_err(|e| public_message(&e))?;

@@ -102,34 +102,12 @@ impl ExecutionRequest {
     fn into_program(self) -> Result<(Language, Program), Error> {
         let language: Language = self.language.parse()?;
         let code = if self.inline_expression == Some(true) { inline(language, &self.code) } else { self.code };
-        let mut program = Program::single(format!("main.{}", language.extension()), code);
+        let mut program = Program::single(language.main_file(), code);
         program.args = self.arguments.unwrap_or_default();
         let mut env: Vec<(String, String)> = self.environment.unwrap_or_default().into_iter().collect();
         env.sort();
         program.env = env;
         Ok((language, program))
-    }
-}
-
-/// ranna's inline template: the expression whose value is printed.
-/// ranna's inline templating (its `InlineSpec`): the import lines
-/// `import_regex` finds in the expression go where `$${IMPORTS}` is, the
-/// rest where `$${CODE}` is.
-struct InlineSpec {
-    import_regex: &'static str,
-    template: &'static str,
-}
-
-fn inline_spec(language: Language) -> InlineSpec {
-    match language {
-        Language::Python | Language::PythonSci => InlineSpec {
-            import_regex: r"(?m)^[ \t]*(?:import [\w., \t]+|from [\w.]+ import [\w., \t*()]+)[ \t]*$",
-            template: "$${IMPORTS}\nprint($${CODE})",
-        },
-        Language::JavaScript => InlineSpec {
-            import_regex: r#"(?m)^[ \t]*(?:import [^;\n]+ from ['"][^'"\n]+['"]|(?:const|let|var) [\w{}, \t]+ = require\(['"][^'"\n]+['"]\));?[ \t]*$"#,
-            template: "$${IMPORTS}\nconsole.log($${CODE})",
-        },
     }
 }
 
@@ -140,13 +118,13 @@ fn inline(language: Language, expression: &str) -> String {
     let patterns = PATTERNS.get_or_init(|| {
         Language::ALL
             .into_iter()
-            .map(|l| (l, regex::Regex::new(inline_spec(l).import_regex).expect("a valid import pattern")))
+            .map(|l| (l, regex::Regex::new(l.spec().inline.import_regex).expect("a valid import pattern")))
             .collect()
     });
     let pattern = &patterns[&language];
     let imports: Vec<&str> = pattern.find_iter(expression).map(|m| m.as_str().trim()).collect();
     let code = pattern.replace_all(expression, "");
-    inline_spec(language).template.replace("$${IMPORTS}", &imports.join("\n")).replace("$${CODE}", code.trim())
+    language.spec().inline.template.replace("$${IMPORTS}", &imports.join("\n")).replace("$${CODE}", code.trim())
 }
 
 pub(crate) async fn websocket(
@@ -369,19 +347,15 @@ pub(crate) async fn exec(
 pub(crate) async fn spec() -> Json<Value> {
     let mut specs = serde_json::Map::new();
     for language in Language::ALL {
-        let example = match language {
-            Language::Python | Language::PythonSci => "print('hello, world')",
-            Language::JavaScript => "console.log('hello, world')",
-        };
         specs.insert(
             language.name().into(),
             json!({
                 "language": language.name(),
-                "filename": format!("main.{}", language.extension()),
-                "example": example,
+                "filename": language.main_file(),
+                "example": language.spec().hello,
                 "inline": {
-                    "import_regex": inline_spec(language).import_regex,
-                    "template": inline_spec(language).template,
+                    "import_regex": language.spec().inline.import_regex,
+                    "template": language.spec().inline.template,
                 },
                 "cmd": "",
                 "entrypoint": "",
