@@ -46,6 +46,8 @@ check() {
     shellcheck -x dev.sh .ci/run guest-runtimes/*.sh guest-runtimes/javascript/build.sh
     step "clippy"
     cargo clippy --release --locked --all-targets -- -D warnings
+    # The library as an embedder builds it: without the binary's crates.
+    cargo clippy --release --locked --no-default-features --lib --examples -- -D warnings
 }
 
 fuzz() {

@@ -76,6 +76,7 @@ pub fn direct_io_frame(input: &[u8]) {
 }
 
 /// The `serve --config` file.
+#[cfg(feature = "cli")]
 pub fn config_file(input: &[u8]) {
     if let Some(text) = text(input)
         && let Ok(settings) = crate::config::ServeSettings::parse(text)

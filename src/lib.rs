@@ -4,8 +4,10 @@
 //! [`Session`] is one guest instance with its own [`Limits`], emitting
 //! [`SessionEvent`]s as it runs. See ARCHITECTURE.md for the map.
 
+#[cfg(feature = "cli")]
 pub mod bench;
 mod cache;
+#[cfg(feature = "cli")]
 pub mod config;
 mod datasets;
 mod date;
