@@ -1,10 +1,11 @@
 //! The one wasmtime `Engine` of a process, its epoch ticker, and the guests it
 //! has ready to instantiate.
 //!
-//! Guests ship inside the binary (`guests.rs`). The first time a language is
-//! used its component is compiled to native code and cached as a `.cwasm`
-//! (`cache.rs`); after that, loading is an mmap. Each language keeps one
-//! `InstancePre`, so a new session costs one instantiation.
+//! Each language's guest is loaded once, the first time it is used or at
+//! `prepare`, as its kind says (`guest/`: a component built into the binary,
+//! compiled to native code and cached as a `.cwasm` by `cache.rs`; or
+//! python-sci's baked core module). A new session then costs one
+//! instantiation; this file knows no kind.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,21 +17,18 @@ use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
-use wasmtime_wasi::FsPerms;
 
 use crate::cache;
 use crate::error::Error;
-use crate::host::{
-    self, EngineBridge, HostState, MemoryLimiter, NoEngine, PlaceholderMemory, Placeholders, SandboxPre,
-};
-use crate::language::{GuestKind, Language};
+use crate::guest::{Prepared, Wasi};
+use crate::host::{self, EngineBridge, HostState, MemoryLimiter, NoEngine, PlaceholderMemory, Placeholders};
+use crate::language::Language;
 use crate::limits::Limits;
 use crate::output::{OutputBudget, OutputSink, Stream};
 use crate::report::SessionEvents;
 use crate::report::{EventQueue, Reporter};
 use crate::run::{SessionEvent, StopSignal};
-use crate::sci::{Exports, SciGuest};
-use crate::session::{Guest, Session};
+use crate::session::Session;
 
 /// How often the epoch advances: the granularity of time limits and kills.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -75,9 +73,8 @@ struct Inner {
     linker: Linker<HostState>,
     cache_dir: PathBuf,
     default_limits: Limits,
-    /// Each component language's guest, compiled on first use.
-    guests: HashMap<Language, OnceCell<SandboxPre<HostState>>>,
-    sci: OnceCell<Arc<SciGuest>>,
+    /// Each language's guest, loaded on first use.
+    guests: HashMap<Language, OnceCell<Prepared>>,
     ticker_stop: Arc<AtomicBool>,
     /// Where a server's guests run (see `guest_tasks`); taken on drop.
     guest_tasks: Option<tokio::runtime::Runtime>,
@@ -109,8 +106,7 @@ impl Runtime {
                 linker,
                 cache_dir: config.cache_dir.unwrap_or_else(cache::default_dir),
                 default_limits: config.default_limits,
-                guests: Language::components().map(|l| (l, OnceCell::new())).collect(),
-                sci: OnceCell::new(),
+                guests: Language::ALL.into_iter().map(|l| (l, OnceCell::new())).collect(),
                 ticker_stop,
                 guest_tasks: Some(guest_tasks),
             }),
@@ -119,46 +115,20 @@ impl Runtime {
 
     /// Compiles (or loads from the cache) a language's guest, if not done yet.
     /// Sessions do this on first use; call it up front to keep it off a request's path.
+    /// python-sci's first load on a machine takes minutes (its warm-up).
     pub async fn prepare(&self, language: Language) -> Result<(), Error> {
-        match language.spec().guest {
-            GuestKind::SciCore => self.sci().await.map(|_| ()),
-            GuestKind::Component { .. } => self.instance_pre(language).await.map(|_| ()),
-        }
+        self.prepared(language).await.map(|_| ())
     }
 
-    /// python-sci, loaded (or made, the first time: minutes) on first use.
-    async fn sci(&self) -> Result<&Arc<SciGuest>, Error> {
-        self.inner
-            .sci
-            .get_or_try_init(|| async {
-                let engine = self.inner.engine.clone();
-                let dir = self.inner.cache_dir.clone();
-                tokio::task::spawn_blocking(move || SciGuest::load(&engine, &dir).map(Arc::new))
-                    .await
-                    .map_err(|e| Error::GuestLoad { language: Language::PythonSci, message: e.to_string() })?
+    async fn prepared(&self, language: Language) -> Result<&Prepared, Error> {
+        let cell = self.inner.guests.get(&language).expect("every language has a cell");
+        cell.get_or_try_init(|| async {
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || {
+                Prepared::load(&inner.engine, &inner.linker, &inner.cache_dir, language)
             })
             .await
-    }
-
-    async fn instance_pre(&self, language: Language) -> Result<&SandboxPre<HostState>, Error> {
-        let cell = self
-            .inner
-            .guests
-            .get(&language)
-            .ok_or_else(|| Error::GuestLoad { language, message: "its guest is not a component".into() })?;
-        cell.get_or_try_init(|| async {
-            let engine = self.inner.engine.clone();
-            let dir = self.inner.cache_dir.clone();
-            let component = tokio::task::spawn_blocking(move || cache::load_or_compile(&engine, &dir, language))
-                .await
-                .map_err(|e| Error::GuestLoad { language, message: e.to_string() })??;
-            let pre = self
-                .inner
-                .linker
-                .instantiate_pre(&component)
-                .and_then(SandboxPre::new)
-                .map_err(|e| Error::GuestLoad { language, message: format!("{e:#}") })?;
-            Ok(pre)
+            .map_err(|e| Error::GuestLoad { language, message: e.to_string() })?
         })
         .await
     }
@@ -195,26 +165,8 @@ impl Runtime {
         // Nothing is inherited: no host environment, no network, no stdin, and
         // no host folder but the read-only `/data`, if given (and python-sci's
         // own read-only files). Arguments and environment come with each program.
-        let sci = match language.spec().guest {
-            GuestKind::SciCore => Some(self.sci().await?.clone()),
-            GuestKind::Component { .. } => None,
-        };
-        let (wasi, image_bytes) = match &sci {
-            // The memory limit counts what a session allocates beyond the warmed interpreter.
-            Some(sci) => (sci.files.wasi(stdout, stderr, options.data.as_deref())?, sci.image_bytes),
-            None => {
-                let mut wasi = host::sandbox_wasi(stdout, stderr);
-                if let Some(data) = &options.data {
-                    wasi.preopened_dir(data, "/data", FsPerms::ReadOnly).map_err(|e| {
-                        Error::Engine(format!(
-                            "could not open the datasets folder {} for the guest: {e}",
-                            data.display()
-                        ))
-                    })?;
-                }
-                (wasi.build_p1(), 0)
-            }
-        };
+        let guest = self.prepared(language).await?;
+        let Wasi { ctx: wasi, image_bytes } = guest.wasi(stdout, stderr, options.data.as_deref())?;
         let placeholders = match options.placeholders {
             Some(memory) => Placeholders::sharing(limits.placeholder_bytes, memory),
             None => Placeholders::new(limits.placeholder_bytes),
@@ -241,16 +193,7 @@ impl Runtime {
             Ok(UpdateDeadline::Yield(1))
         });
         let instantiated = |e: wasmtime::Error| Error::Instantiate { language, message: format!("{e:#}") };
-        let guest = match &sci {
-            Some(sci) => {
-                let instance = sci.pre.instantiate_async(&mut store).await.map_err(instantiated)?;
-                Guest::Sci(Exports::of(&instance, &mut store).map_err(instantiated)?)
-            }
-            None => {
-                let pre = self.instance_pre(language).await?;
-                Guest::Component(pre.instantiate_async(&mut store).await.map_err(instantiated)?)
-            }
-        };
+        let guest = guest.instantiate(&mut store).await.map_err(instantiated)?;
         reporter.send(SessionEvent::Spawned);
         let session = Session { language, limits, store, guest, reporter, stop, budget, placeholders, ended: None };
         Ok((session, events_rx))

@@ -14,7 +14,8 @@ use serde_json::value::RawValue;
 use wasmtime::{Engine, Store};
 
 use crate::error::Error;
-use crate::host::{HostState, Placeholders, Sandbox, WitProgram, WitSourceFile};
+use crate::guest::{Call, Instance, Returned};
+use crate::host::{HostState, Placeholders};
 use crate::language::Language;
 use crate::limits::Limits;
 use crate::output::OutputBudget;
@@ -58,7 +59,7 @@ pub struct Session {
     pub(crate) language: Language,
     pub(crate) limits: Limits,
     pub(crate) store: Store<HostState>,
-    pub(crate) guest: Guest,
+    pub(crate) guest: Instance,
     pub(crate) reporter: Arc<Reporter>,
     pub(crate) stop: StopSignal,
     pub(crate) budget: Arc<OutputBudget>,
@@ -67,28 +68,9 @@ pub struct Session {
     pub(crate) ended: Option<String>,
 }
 
-/// The exports of a session's guest: a component's, or python-sci's core module's.
-pub(crate) enum Guest {
-    Component(Sandbox),
-    Sci(crate::sci::Exports),
-}
-
 /// Fuel a model call burns between yields: 0.1–0.3 ms of guest work, five
 /// times what a small Python prediction needs (~90,000; JavaScript ~25,000).
 pub const MODEL_CALL_SLICE_FUEL: u64 = 500_000;
-
-enum Call {
-    Run(WitProgram),
-    Eval(String),
-    Predict(String, String),
-    Train(String, String),
-}
-
-enum Returned {
-    Status(i32),
-    Prediction(Result<String, String>),
-    Trained(Result<(), String>),
-}
 
 impl Session {
     pub fn language(&self) -> Language {
@@ -130,13 +112,7 @@ impl Session {
     /// call was stopped or trapped, so `eval` and `predict` can follow.
     pub async fn run(&mut self, program: Program) -> Result<RunOutcome, Error> {
         let program = program.validated()?;
-        let wit = WitProgram {
-            files: program.files.into_iter().map(|f| WitSourceFile { name: f.name, content: f.content }).collect(),
-            main_file: program.main_file,
-            args: program.args,
-            env: program.env,
-        };
-        let (_, outcome) = self.call(Call::Run(wit)).await?;
+        let (_, outcome) = self.call(Call::Run(program)).await?;
         Ok(outcome)
     }
 
@@ -227,7 +203,7 @@ impl Session {
         if let Some(why) = &self.ended {
             return Err(Error::SessionEnded(why.clone()));
         }
-        let reports = !matches!(call, Call::Predict(..) | Call::Train(..));
+        let reports = !call.is_model_call();
         let limits = self.limits.clone();
         // A model call yields every slice of fuel, so the first slice may run
         // on the caller's thread (`Registry::model_call`) and the rest moves on.
@@ -268,7 +244,7 @@ impl Session {
             reason = stopped.wait_for(Option::is_some) => {
                 CallEnd::Stopped(reason.map(|r| r.unwrap_or(EndReason::Killed)).unwrap_or(EndReason::Killed))
             }
-            result = tokio::time::timeout(limits.wall_clock, invoke(guest, store, call)) => match result {
+            result = tokio::time::timeout(limits.wall_clock, guest.call(store, call)) => match result {
                 Err(_) => CallEnd::Stopped(EndReason::Timeout),
                 Ok(Ok(returned)) => CallEnd::Returned(returned),
                 Ok(Err(trap)) => CallEnd::Trapped(trap),
@@ -340,59 +316,6 @@ enum CallEnd {
     Returned(Returned),
     Stopped(EndReason),
     Trapped(wasmtime::Error),
-}
-
-async fn invoke(guest: &Guest, store: &mut Store<HostState>, call: Call) -> wasmtime::Result<Returned> {
-    let sci = match guest {
-        Guest::Component(bindings) => {
-            return match call {
-                Call::Run(program) => bindings.call_run(&mut *store, &program).await.map(Returned::Status),
-                Call::Eval(code) => bindings.call_eval(&mut *store, &code).await.map(Returned::Status),
-                Call::Predict(name, input) => {
-                    bindings.call_predict(&mut *store, &name, &input).await.map(Returned::Prediction)
-                }
-                Call::Train(name, input) => {
-                    bindings.call_train(&mut *store, &name, &input).await.map(Returned::Trained)
-                }
-            };
-        }
-        Guest::Sci(sci) => sci,
-    };
-    // python-sci: each call is one turn of its interpreter, through the entry
-    // points `guest-runtimes/python-sci/warm.py` installed.
-    use crate::sci::json;
-    let code = match &call {
-        Call::Run(program) => {
-            let files: serde_json::Map<String, serde_json::Value> =
-                program.files.iter().map(|f| (f.name.clone(), serde_json::Value::String(f.content.clone()))).collect();
-            let payload = serde_json::json!({
-                "files": files,
-                "main_file": program.main_file,
-                "args": program.args,
-                "env": program.env,
-                "context": store.data().context.as_ref().map(|c| c.get()),
-            });
-            format!("__import__('_sandlot_sci').run({})", json(&payload.to_string()))
-        }
-        Call::Eval(code) => format!("__import__('_sandlot_sci').eval_code({})", json(code)),
-        Call::Predict(name, input) => format!("__import__('_sandlot_sci').predict({}, {})", json(name), json(input)),
-        Call::Train(name, input) => format!("__import__('_sandlot_sci').train({}, {})", json(name), json(input)),
-    };
-    store.data_mut().prediction = None;
-    let value = sci.turn(store, &code).await?;
-    if value >= 256 {
-        // exit() or quit(): the interpreter takes no more turns.
-        return Err(wasmtime::Error::new(wasmtime_wasi::I32Exit(value & 0xFF)));
-    }
-    Ok(match call {
-        Call::Predict(..) => Returned::Prediction(
-            store.data_mut().prediction.take().unwrap_or_else(|| Err("the model gave no answer".into())),
-        ),
-        Call::Train(..) => Returned::Trained(
-            store.data_mut().prediction.take().unwrap_or_else(|| Err("the model gave no answer".into())).map(|_| ()),
-        ),
-        _ => Returned::Status(value & 0xFF),
-    })
 }
 
 /// Turns a trap into a reason, an exit code and a message for the user.

@@ -25,18 +25,20 @@ use wasmtime_wasi::FsPerms;
 use wasmtime_wasi::cli::StdoutStream;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
+use super::{Call, Exports as GuestExports, Kind, Returned, Wasi};
 use crate::cache;
 use crate::error::Error;
 use crate::guests;
 use crate::host::{self, HostState, MemoryLimiter, NoEngine, Placeholders};
 use crate::language::Language;
+use crate::output::OutputSink;
 
-const WARM: &str = include_str!("../../guest-runtimes/python-sci/warm.py");
+const WARM: &str = include_str!("../../../guest-runtimes/python-sci/warm.py");
 /// Modules the warm-up installs, in order: the door, the user-facing API, the driver.
 const SOURCES: [(&str, &str); 3] = [
-    ("_sandlot_host", include_str!("../../guest-runtimes/python-sci/_sandlot_host.py")),
-    ("sandlot", include_str!("../../guest-runtimes/python/sandlot.py")),
-    ("_sandlot_driver", include_str!("../../guest-runtimes/python/_sandlot_driver.py")),
+    ("_sandlot_host", include_str!("../../../guest-runtimes/python-sci/_sandlot_host.py")),
+    ("sandlot", include_str!("../../../guest-runtimes/python/sandlot.py")),
+    ("_sandlot_driver", include_str!("../../../guest-runtimes/python/_sandlot_driver.py")),
 ];
 
 /// The interpreter ready to instantiate, and where its files are.
@@ -162,17 +164,6 @@ impl Files {
         Ok(memory)
     }
 
-    /// WASI for an instance: the interpreter's files and `/data` (or an empty
-    /// folder), read-only and always in this order; no host environment.
-    pub(crate) fn wasi(
-        &self,
-        stdout: impl StdoutStream + 'static,
-        stderr: impl StdoutStream + 'static,
-        data: Option<&Path>,
-    ) -> Result<wasmtime_wasi::p1::WasiP1Ctx, Error> {
-        self.wasi_for(stdout, stderr, data, false)
-    }
-
     fn wasi_for(
         &self,
         stdout: impl StdoutStream + 'static,
@@ -234,7 +225,7 @@ impl Exports {
 }
 
 /// A JSON string literal, which is also a valid Python string literal.
-pub(crate) fn json(text: &str) -> String {
+fn json(text: &str) -> String {
     serde_json::Value::String(text.to_string()).to_string()
 }
 
@@ -287,4 +278,63 @@ fn compile_to(engine: &Engine, wasm: &[u8], path: &Path) -> Result<Module, Error
     // SAFETY: written just now from `precompile_module` of this engine.
     unsafe { Module::deserialize_file(engine, path) }
         .map_err(|e| fail(format!("cannot load {}: {e:#}", path.display())))
+}
+
+impl Kind for SciGuest {
+    type Instance = Exports;
+
+    /// The interpreter's files and `/data` (or an empty folder), read-only and
+    /// always in the warm-up's order; no host environment.
+    fn wasi(&self, stdout: OutputSink, stderr: OutputSink, data: Option<&Path>) -> Result<Wasi, Error> {
+        // The memory limit counts what a session allocates beyond the warmed interpreter.
+        Ok(Wasi { ctx: self.files.wasi_for(stdout, stderr, data, false)?, image_bytes: self.image_bytes })
+    }
+
+    async fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Exports> {
+        let instance = self.pre.instantiate_async(&mut *store).await?;
+        Exports::of(&instance, store)
+    }
+}
+
+impl GuestExports for Exports {
+    /// Each call is one turn of the interpreter, through the entry points
+    /// `guest-runtimes/python-sci/warm.py` installed; a model's answer comes
+    /// back through the door (`HostState::prediction`).
+    async fn call(&self, store: &mut Store<HostState>, call: Call) -> wasmtime::Result<Returned> {
+        let code = match &call {
+            Call::Run(program) => {
+                let files: serde_json::Map<String, serde_json::Value> = program
+                    .files
+                    .iter()
+                    .map(|f| (f.name.clone(), serde_json::Value::String(f.content.clone())))
+                    .collect();
+                let payload = serde_json::json!({
+                    "files": files,
+                    "main_file": program.main_file,
+                    "args": program.args,
+                    "env": program.env,
+                    "context": store.data().context.as_ref().map(|c| c.get()),
+                });
+                format!("__import__('_sandlot_sci').run({})", json(&payload.to_string()))
+            }
+            Call::Eval(code) => format!("__import__('_sandlot_sci').eval_code({})", json(code)),
+            Call::Predict(name, input) => {
+                format!("__import__('_sandlot_sci').predict({}, {})", json(name), json(input))
+            }
+            Call::Train(name, input) => format!("__import__('_sandlot_sci').train({}, {})", json(name), json(input)),
+        };
+        store.data_mut().prediction = None;
+        let value = self.turn(store, &code).await?;
+        if value >= 256 {
+            // exit() or quit(): the interpreter takes no more turns.
+            return Err(wasmtime::Error::new(wasmtime_wasi::I32Exit(value & 0xFF)));
+        }
+        let mut answer =
+            || store.data_mut().prediction.take().unwrap_or_else(|| Err("the model gave no answer".into()));
+        Ok(match call {
+            Call::Predict(..) => Returned::Prediction(answer()),
+            Call::Train(..) => Returned::Trained(answer().map(|_| ())),
+            Call::Run(_) | Call::Eval(_) => Returned::Status(value & 0xFF),
+        })
+    }
 }

@@ -1,0 +1,82 @@
+//! Guests that are WASI preview 2 components built into the binary: their
+//! exports and imports are `wit/sandlot.wit`, linked by `host::linker`.
+
+use std::path::Path;
+
+use wasmtime::Store;
+use wasmtime::component::Linker;
+use wasmtime_wasi::FsPerms;
+
+use super::{Call, Exports, Kind, Returned, Wasi};
+use crate::cache;
+use crate::error::Error;
+use crate::host::{self, HostState, Sandbox, SandboxPre, WitProgram, WitSourceFile};
+use crate::language::Language;
+use crate::output::OutputSink;
+
+/// A component compiled for this engine and linked, ready to instantiate.
+pub(crate) struct Prepared {
+    pre: SandboxPre<HostState>,
+}
+
+/// One instance's exports.
+pub(crate) struct Instance(Sandbox);
+
+impl Prepared {
+    /// Loads the compiled component from the cache, compiling it first if needed.
+    pub(crate) fn load(
+        engine: &wasmtime::Engine,
+        linker: &Linker<HostState>,
+        cache_dir: &Path,
+        language: Language,
+    ) -> Result<Self, Error> {
+        let component = cache::load_or_compile(engine, cache_dir, language)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(SandboxPre::new)
+            .map_err(|e| Error::GuestLoad { language, message: format!("{e:#}") })?;
+        Ok(Prepared { pre })
+    }
+}
+
+impl Kind for Prepared {
+    type Instance = Instance;
+
+    fn wasi(&self, stdout: OutputSink, stderr: OutputSink, data: Option<&Path>) -> Result<Wasi, Error> {
+        let mut wasi = host::sandbox_wasi(stdout, stderr);
+        if let Some(data) = data {
+            wasi.preopened_dir(data, "/data", FsPerms::ReadOnly).map_err(|e| {
+                Error::Engine(format!("could not open the datasets folder {} for the guest: {e}", data.display()))
+            })?;
+        }
+        Ok(Wasi { ctx: wasi.build_p1(), image_bytes: 0 })
+    }
+
+    async fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Instance> {
+        Ok(Instance(self.pre.instantiate_async(store).await?))
+    }
+}
+
+impl Exports for Instance {
+    async fn call(&self, store: &mut Store<HostState>, call: Call) -> wasmtime::Result<Returned> {
+        let exports = &self.0;
+        match call {
+            Call::Run(program) => {
+                let program = WitProgram {
+                    files: program
+                        .files
+                        .into_iter()
+                        .map(|f| WitSourceFile { name: f.name, content: f.content })
+                        .collect(),
+                    main_file: program.main_file,
+                    args: program.args,
+                    env: program.env,
+                };
+                exports.call_run(store, &program).await.map(Returned::Status)
+            }
+            Call::Eval(code) => exports.call_eval(store, &code).await.map(Returned::Status),
+            Call::Predict(name, input) => exports.call_predict(store, &name, &input).await.map(Returned::Prediction),
+            Call::Train(name, input) => exports.call_train(store, &name, &input).await.map(Returned::Trained),
+        }
+    }
+}
