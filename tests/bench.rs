@@ -15,7 +15,7 @@ fn the_quick_bench_runs_and_writes_its_results() {
         .expect("sandlot bench starts");
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
-    assert!(stdout.contains("| measure | python | javascript |"), "{stdout}");
+    assert!(stdout.contains("| measure | python | javascript | lua |"), "{stdout}");
     for row in [
         "cold start, library: total",
         "WebSocket EXEC → STOP",
@@ -23,6 +23,8 @@ fn the_quick_bench_runs_and_writes_its_results() {
         "baseline",
         "throughput, 4 clients",
         "kill latency",
+        "direct IO: prediction round trip",
+        "direct IO: predictions on one socket",
     ] {
         assert!(stdout.contains(row), "no {row:?} row in {stdout}");
     }
@@ -30,16 +32,16 @@ fn the_quick_bench_runs_and_writes_its_results() {
         serde_json::from_slice(&std::fs::read(out.join("bench.json")).expect("bench.json written"))
             .expect("valid JSON");
     let languages = report["languages"].as_array().expect("languages");
-    assert_eq!(languages.len(), 2);
+    assert_eq!(languages.len(), sandlot::Language::components().count());
     for language in languages {
         assert_eq!(language["cold_start"]["total"]["n"], 5, "{language}");
         assert!(language["cold_start"]["total"]["median_ms"].as_f64().unwrap() > 0.0);
         assert_eq!(language["throughput"].as_array().unwrap().len(), 2);
-        assert!(language["density"]["private_bytes_per_session"].as_f64().unwrap() > 0.0);
+        assert!(language["density"]["private_bytes_per_session"].as_f64().unwrap() > 0.0, "{language}");
     }
     let svg = std::fs::read_to_string(out.join("cold-start.svg")).expect("the chart is written");
     assert!(
-        svg.starts_with("<svg") && svg.contains("python") && svg.contains("javascript"),
+        svg.starts_with("<svg") && svg.contains("python") && svg.contains("javascript") && svg.contains("lua"),
         "{}",
         &svg[..svg.len().min(200)]
     );

@@ -39,7 +39,7 @@ async fn until_end(client: &mut Client, answer: impl Fn(&Value) -> Option<Value>
 }
 
 #[tokio::test]
-async fn the_lifecycle_with_engine_commands_in_both_languages() {
+async fn the_lifecycle_with_engine_commands_in_every_language() {
     let server = Server::shared();
     let scripts = [
         (
@@ -49,6 +49,10 @@ async fn the_lifecycle_with_engine_commands_in_both_languages() {
         (
             "javascript",
             "console.log('hero', sandlot.context.hero);\nfor (let step = 0; step < 3; step++) {\n  const pos = sandlot.engine('move', {dx: 1});\n  console.log('at', pos.x);\n}\ntry { sandlot.engine('fly', {}) } catch (e) { console.log('refused:', e.message) }",
+        ),
+        (
+            "lua",
+            "print('hero ' .. sandlot.context.hero)\nfor step = 1, 3 do\n  local pos = sandlot.engine('move', {dx = 1})\n  print('at ' .. pos.x)\nend\nlocal ok, e = pcall(sandlot.engine, 'fly', {})\nprint('refused: ' .. e.message)",
         ),
     ];
     for (language, code) in scripts {

@@ -47,13 +47,15 @@ async fn ping_pongs_with_the_nonce() {
 }
 
 #[tokio::test]
-async fn exec_runs_both_languages() {
+async fn exec_runs_every_language() {
     let mut client = ws().await;
     for (language, code) in [
         ("python", "print('hi from py')"),
         ("javascript", "console.log('hi from js')"),
         ("python3", "print('hi from py')"),
         ("node", "console.log('hi from js')"),
+        ("lua", "print('hi from lua')"),
+        ("python-sci", "import pandas\nprint('hi from', 'sci')"),
     ] {
         let (_, stdout, stderr, stop) = exec(&mut client, 1, json!({ "language": language, "code": code })).await;
         assert!(stdout.starts_with("hi from"), "{language}: {stdout} {stderr}");
@@ -87,6 +89,9 @@ async fn arguments_environment_and_inline_expressions() {
     let js_env = json!({ "language": "js", "code": "console.log(process.env.COLOUR, process.argv.slice(2))", "arguments": ["x"], "environment": { "COLOUR": "red" } });
     let (_, stdout, _, _) = exec(&mut client, 5, js_env).await;
     assert_eq!(stdout, "red [ \"x\" ]\n");
+    let lua = json!({ "language": "lua", "code": "local s = require('sandlot')\ns.stats({1, 2, 3}).mean * 14", "inline_expression": true, "arguments": null });
+    let (_, stdout, stderr, _) = exec(&mut client, 6, lua).await;
+    assert_eq!(stdout, "28.0\n", "{stderr}");
 }
 
 #[tokio::test]

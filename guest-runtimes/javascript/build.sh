@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the JavaScript guest component: QuickJS-NG (C sources from the
 # crates.io crate rquickjs-sys, pinned in sources/Cargo.toml) with main.c and
-# the committed wit-bindgen C bindings, compiled by Debian's clang against
+# the committed wit-bindgen C bindings (../c-bindings), compiled by Debian's clang against
 # wasi-libc, then made a component with the WASI preview1 reactor adapter.
 # Usage: build.sh OUTPUT.wasm   (tools come from ../tools.sh)
 set -euo pipefail
@@ -12,15 +12,7 @@ OUTPUT="$1"
 # shellcheck source=SCRIPTDIR/../tools.sh
 source "$HERE/../tools.sh"
 
-# Regenerate the C bindings only when wit/ changed since they were made.
-wit_hash="$(cd "$ROOT" && find wit -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$HERE/bindings/wit.sha256" 2>/dev/null)" != "$wit_hash" ]; then
-    install_wit_bindgen
-    log "regenerating the C bindings for wit/"
-    rm -rf "$HERE/bindings" && mkdir -p "$HERE/bindings"
-    "$WIT_BINDGEN" c "$ROOT/wit" --world sandbox --out-dir "$HERE/bindings" >/dev/null
-    echo "$wit_hash" >"$HERE/bindings/wit.sha256"
-fi
+refresh_c_bindings
 
 cargo fetch --locked --manifest-path "$HERE/sources/Cargo.toml" -q
 crate_dir() {
@@ -62,19 +54,19 @@ open(sys.argv[2], "w").write(
 PY
 
 CFLAGS=(--target=wasm32-wasi -O2 -D_GNU_SOURCE -DNDEBUG
-        -I"$WORK" -I"$HERE/bindings")
+        -I"$WORK" -I"$C_BINDINGS")
 objects=() pids=()
 for src in quickjs libregexp libunicode dtoa; do
     clang "${CFLAGS[@]}" -Wno-everything -c "$WORK/$src.c" -o "$WORK/$src.o" & pids+=($!)
     objects+=("$WORK/$src.o")
 done
 clang "${CFLAGS[@]}" -Wall -Werror -Wno-unused-parameter -c "$HERE/main.c" -o "$WORK/main.o" & pids+=($!)
-clang "${CFLAGS[@]}" -Wno-everything -c "$HERE/bindings/sandbox.c" -o "$WORK/sandbox.o" & pids+=($!)
+clang "${CFLAGS[@]}" -Wno-everything -c "$C_BINDINGS/sandbox.c" -o "$WORK/sandbox.o" & pids+=($!)
 for pid in "${pids[@]}"; do wait "$pid"; done
 # A 2 MiB shadow stack placed first, so an overflow traps instead of
 # overwriting data; QuickJS's own check (main.c) stops recursion well before.
 clang "${CFLAGS[@]}" -mexec-model=reactor -o "$WORK/core.wasm" "${objects[@]}" "$WORK/main.o" "$WORK/sandbox.o" \
-    "$HERE/bindings/sandbox_component_type.o" \
+    "$C_BINDINGS/sandbox_component_type.o" \
     -Wl,--stack-first -Wl,-z,stack-size=2097152 -lm
 wasm-tools component new "$WORK/core.wasm" --adapt "wasi_snapshot_preview1=$ADAPTER" -o "$WORK/javascript.wasm"
 wasm-tools validate "$WORK/javascript.wasm"

@@ -199,7 +199,7 @@ pub(crate) fn context(message: Result<ClientMessage, String>) -> Result<(Languag
     }
     let language = message
         .language
-        .ok_or("the context message needs a \"language\": python or javascript")?
+        .ok_or("the context message needs a \"language\": python, javascript, lua or python-sci")?
         .parse::<Language>()
         .map_err(|e| e.to_string())?;
     Ok((language, message.context.filter(|c| c.get() != "null")))
