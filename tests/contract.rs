@@ -110,7 +110,8 @@ const JAVASCRIPT: Dialect = Dialect {
     environment: "console.log(`secret=${process.env.SANDLOT_TEST_SECRET ?? 'none'} greeting=${process.env.GREETING}`);\n\
                   console.log('args=' + process.argv.slice(2).join(','));",
     socket: "let out = 'refused';\nfor (const m of ['net', 'http', 'dgram']) { try { require(m); out = 'HAS ' + m; } catch (e) {} }\n\
-             if (typeof fetch !== 'undefined' || typeof WebSocket !== 'undefined') out = 'HAS fetch';\nconsole.log(out);",
+             if (typeof fetch !== 'undefined' || typeof WebSocket !== 'undefined') out = 'HAS fetch';\n\
+             if (typeof std !== 'undefined' || typeof os !== 'undefined') out = 'HAS quickjs std/os';\nconsole.log(out);",
     placeholders: "sandlot.setPlaceholder('saved', { xs: [1, 2], ok: true });\nconsole.log(sandlot.getPlaceholder('saved').ok);",
     models: "sandlot.saveModel('double', (xs) => xs.map((x) => 2 * x));\n\
              sandlot.saveModel('fails', () => { throw new Error('no good'); });",

@@ -131,16 +131,33 @@ async fn a_slow_client_does_not_block_other_sessions() {
 
 #[tokio::test]
 async fn a_disconnect_ends_the_run() {
-    let server = Server::start(&[]);
+    // One running slot, and a time limit far off: the next run gets the slot
+    // soon only if the abandoned one was stopped.
+    let server = Server::start(&["--max-running", "1", "--max-running-per-client", "1", "--timeout", "120"]);
     let mut client = ready_client(&server, "python", json!({})).await;
     client.send_text("import sandlot\nsandlot.set_placeholder('started', True)\nwhile True:\n    pass").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(client);
     // The server keeps serving, and the abandoned guest is gone from the running count.
     let mut next = ready_client(&server, "python", json!({})).await;
-    next.send_text("print('still serving')").await;
-    let (stdout, _, _) = until_end(&mut next, |_| None).await;
-    assert_eq!(stdout, "still serving\n");
+    let started = Instant::now();
+    loop {
+        next.send_text("print('still serving')").await;
+        let first = next.recv().await;
+        if first["type"] != "error" {
+            let (stdout, _, end) = until_end(&mut next, |_| None).await;
+            let stdout = format!("{}{stdout}", first["message"].as_str().unwrap_or(""));
+            assert_eq!((stdout.as_str(), end["exitCode"].clone()), ("still serving\n", json!(0)), "{first}");
+            break;
+        }
+        // Refused while the slot is taken: the kill may take a moment to free
+        // it, never as long as the spinning loop would run (its fuel lasts ~4 s).
+        assert!(started.elapsed() < Duration::from_secs(2), "the abandoned run still holds the slot: {first}");
+        assert_eq!(next.recv().await["type"], "ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        next.send(json!({ "type": "context", "language": "python", "context": {} })).await;
+        assert_eq!(next.recv().await["type"], "ready");
+    }
 }
 
 #[tokio::test]

@@ -1,23 +1,15 @@
-//! The Python guest, driven through the library's session core with real
-//! instances: output, errors, every limit, isolation and the host capabilities.
+//! What only the Python guest has, through the library's session core with
+//! real instances (the contract every language keeps is tests/contract.rs):
+//! packages, the standard library, its tracebacks and exits, its memory and
+//! recursion errors, the file system in detail, the sandlot module's forms.
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{kill_while_printing, program, run, run_with, runtime, short_limits};
+use common::{kill_while_printing, program, run, run_with, runtime};
 use sandlot::{EndReason, Language, Limits, SessionOptions};
 use serde_json::json;
 
 const PY: Language = Language::Python;
-
-#[tokio::test]
-async fn hello_world() {
-    let ran = run(PY, &[("main.py", "print('hello, world')")]).await;
-    assert_eq!(ran.stdout, "hello, world\n");
-    assert_eq!(ran.stderr, "");
-    assert_eq!((ran.outcome.exit_code, ran.outcome.reason), (0, EndReason::Exit));
-}
 
 #[tokio::test]
 async fn files_import_each_other_including_packages() {
@@ -43,13 +35,6 @@ async fn the_whole_stdlib_is_there() {
                       datetime.date(2024, 2, 29).isoformat())";
     let ran = run(PY, &[("main.py", code)]).await;
     assert_eq!(ran.stdout, "[('a', 5)] [1, 3] {'a': 1} 2 2024-02-29\n", "stderr: {}", ran.stderr);
-}
-
-#[tokio::test]
-async fn stderr_is_separate() {
-    let ran = run(PY, &[("main.py", "import sys\nprint('out')\nprint('err', file=sys.stderr)")]).await;
-    assert_eq!(ran.stdout, "out\n");
-    assert_eq!(ran.stderr, "err\n");
 }
 
 #[tokio::test]
@@ -94,23 +79,6 @@ async fn exit_codes_are_the_programs() {
 }
 
 #[tokio::test]
-async fn endless_loop_is_stopped_by_the_wall_clock() {
-    let started = Instant::now();
-    let ran = run_with(PY, program(&[("main.py", "while True:\n    pass")]), short_limits()).await;
-    assert_eq!((ran.outcome.reason, ran.outcome.exit_code), (EndReason::Timeout, 124));
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-    assert!(!ran.session.is_live());
-}
-
-#[tokio::test]
-async fn endless_loop_is_stopped_by_fuel() {
-    let limits = Limits::default().with_fuel(2_000_000_000).with_wall_clock(Duration::from_secs(60));
-    let ran = run_with(PY, program(&[("main.py", "while True:\n    pass")]), limits).await;
-    assert_eq!((ran.outcome.reason, ran.outcome.exit_code), (EndReason::Fuel, 124));
-    assert!(ran.outcome.fuel_used >= 2_000_000_000 - 1_000_000, "used {}", ran.outcome.fuel_used);
-}
-
-#[tokio::test]
 async fn memory_bomb_is_refused_and_the_host_stays_healthy() {
     let limits = Limits::default().with_memory_bytes(96 << 20);
     let bomb = "blocks = []\nwhile True:\n    blocks.append(bytearray(8 << 20))";
@@ -127,36 +95,12 @@ async fn memory_bomb_is_refused_and_the_host_stays_healthy() {
 }
 
 #[tokio::test]
-async fn output_flood_is_truncated_and_stopped() {
-    let limits = Limits::default().with_output_bytes(64 * 1024);
-    let ran = run_with(PY, program(&[("main.py", "while True:\n    print('x' * 1000)")]), limits).await;
-    assert_eq!((ran.outcome.reason, ran.outcome.exit_code), (EndReason::OutputLimit, 137));
-    assert_eq!(ran.stdout.len(), 64 * 1024);
-    assert!(ran.stderr.contains("output limit of 65536 bytes"), "{}", ran.stderr);
-}
-
-#[tokio::test]
 async fn infinite_recursion_is_a_catchable_error() {
     let code = "def f(n):\n    return f(n + 1)\ntry:\n    f(0)\nexcept RecursionError as e:\n    print('caught', type(e).__name__)\nf(0)";
     let ran = run(PY, &[("main.py", code)]).await;
     assert!(ran.stdout.starts_with("caught RecursionError"), "{} / {}", ran.stdout, ran.stderr);
     assert_eq!((ran.outcome.exit_code, ran.outcome.reason), (1, EndReason::Error));
     assert!(ran.stderr.contains("RecursionError"), "{}", ran.stderr);
-}
-
-#[tokio::test]
-async fn sleep_never_outlives_the_deadline() {
-    let started = Instant::now();
-    let ran = run_with(
-        PY,
-        program(&[("main.py", "import time\nprint('before', flush=True)\ntime.sleep(10)\nprint('after')")]),
-        short_limits(),
-    )
-    .await;
-    let took = started.elapsed();
-    assert_eq!(ran.outcome.reason, EndReason::Timeout);
-    assert_eq!(ran.stdout, "before\n");
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "took {took:?}");
 }
 
 #[tokio::test]
