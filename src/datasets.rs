@@ -31,7 +31,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use cap_std::fs::Dir;
-use serde::Serialize;
 
 use crate::error::Error;
 use crate::folder::{DataFolder, ensure_dir, open_rw, sync_dir};
@@ -120,7 +119,7 @@ impl Default for DatasetLimits {
 }
 
 /// The answer to one chunk.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct ChunkAck {
     pub position: u64,
     pub length: u64,
@@ -134,7 +133,7 @@ pub struct ChunkAck {
 }
 
 /// How far a dataset's upload is.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Progress {
     pub uuid: String,
     pub name: String,
@@ -145,10 +144,9 @@ pub struct Progress {
     pub files: Vec<FileProgress>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct FileProgress {
     /// Shown only to whoever asked by this file's own uuid.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
     pub role: FileRole,
     pub size: u64,
@@ -158,14 +156,13 @@ pub struct FileProgress {
 }
 
 /// A dataset as listed to clients.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Listed {
     pub uuid: String,
     pub name: String,
     pub kind: DatasetKind,
     pub state: DatasetState,
     pub size: u64,
-    #[serde(rename = "createdAt")]
     pub created_at_ms: u64,
     /// Where sessions find its files, once ready.
     pub paths: Vec<String>,
@@ -173,9 +170,8 @@ pub struct Listed {
 }
 
 /// A dataset's file as listed: its upload uuid only once it takes no more chunks.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct ListedFile {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
     pub role: FileRole,
     pub size: u64,
@@ -457,9 +453,9 @@ impl Datasets {
         let mut record = lock(&self.records).get(uuid).cloned().ok_or_else(|| unknown_dataset(uuid))?;
         if record.kind != kind {
             return Err(DatasetError::BadRequest(format!(
-                "dataset {uuid} is a {} dataset; finalise it with PUT /v1/{}/dataset",
+                "dataset {uuid} is a {} dataset, not a {} one",
                 kind_name(record.kind),
-                kind_name(record.kind)
+                kind_name(kind)
             )));
         }
         let expected: Vec<&str> = record.files.iter().map(|f| f.uuid.as_str()).collect();
@@ -481,7 +477,7 @@ impl Datasets {
                 let missing = upload.missing();
                 let first: Vec<String> = missing.iter().take(5).map(|[s, e]| format!("{s}..{e}")).collect();
                 return Err(DatasetError::Incomplete(format!(
-                    "the {} file has {} of {} bytes; missing {}{} (see GET /v1/dataset/progress?uuid={uuid})",
+                    "the {} file has {} of {} bytes; missing {}{}",
                     role_name(file.role),
                     upload.received,
                     upload.size,
@@ -558,8 +554,7 @@ impl Datasets {
     pub fn resolve(&self, guest_path: &str) -> Result<File, DatasetError> {
         let not_found = || {
             DatasetError::NotFound(format!(
-                "{guest_path:?} is not a dataset file; paths look like /data/<name>.csv or /data/<name>/input \
-                 (GET /v1/dataset lists them)"
+                "{guest_path:?} is not a dataset file; paths look like /data/<name>.csv or /data/<name>/input"
             ))
         };
         let rest = guest_path.strip_prefix("/data/").ok_or_else(not_found)?;
@@ -684,7 +679,15 @@ fn check_name(name: &str) -> Result<(), DatasetError> {
 }
 
 fn unknown_dataset(uuid: &str) -> DatasetError {
-    DatasetError::NotFound(format!("no dataset {uuid:?}; GET /v1/dataset lists them"))
+    DatasetError::NotFound(format!("no dataset {uuid:?}"))
+}
+
+pub(crate) fn state_name(state: DatasetState) -> &'static str {
+    match state {
+        DatasetState::Uploading => "uploading",
+        DatasetState::Finalising => "finalising",
+        DatasetState::Ready => "ready",
+    }
 }
 
 pub(crate) fn kind_name(kind: DatasetKind) -> &'static str {
@@ -694,7 +697,7 @@ pub(crate) fn kind_name(kind: DatasetKind) -> &'static str {
     }
 }
 
-fn role_name(role: FileRole) -> &'static str {
+pub(crate) fn role_name(role: FileRole) -> &'static str {
     match role {
         FileRole::Input => "input",
         FileRole::Label => "label",

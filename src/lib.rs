@@ -39,9 +39,7 @@ pub use host::{EngineAnswer, EngineBridge, PlaceholderMemory, Placeholders};
 pub use language::{Language, UnknownLanguage};
 pub use limits::Limits;
 pub use program::{Program, SourceFile};
-pub use registry::{
-    Client, Entry, Keep, Registry, RegistryConfig, RunEvents, RunState, RunStatus, SavedPlaceholders, Started,
-};
+pub use registry::{Client, Entry, Keep, Registry, RegistryConfig, RunEvents, RunStatus, SavedPlaceholders, Started};
 pub use report::SessionEvents;
 pub use run::{EndReason, RunOutcome, SessionEvent};
 pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig, SessionOptions};

@@ -119,49 +119,13 @@ pub enum Client {
     Address(IpAddr),
 }
 
-/// Where a run is in its life, as clients see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RunState {
-    Running,
-    /// Ended with exit code 0.
-    Finished,
-    /// Ended with an error, a non-zero exit, or a memory or output limit.
-    Failed,
-    /// Killed or stopped by a client.
-    Stopped,
-    /// Stopped by the wall-clock or fuel limit.
-    Timeout,
-}
-
-impl RunState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Running => "running",
-            RunState::Finished => "finished",
-            RunState::Failed => "failed",
-            RunState::Stopped => "stopped",
-            RunState::Timeout => "timeout",
-        }
-    }
-
-    pub(crate) fn of_outcome(outcome: &RunOutcome) -> RunState {
-        match outcome.reason {
-            EndReason::Exit if outcome.exit_code == 0 => RunState::Finished,
-            EndReason::Killed => RunState::Stopped,
-            EndReason::Timeout | EndReason::Fuel => RunState::Timeout,
-            _ => RunState::Failed,
-        }
-    }
-}
-
 /// A snapshot of one run for status queries.
 #[derive(Clone, Debug)]
 pub struct RunStatus {
     pub id: String,
     pub language: Language,
-    pub state: RunState,
     pub started_at: SystemTime,
-    /// Set once the run has ended.
+    /// Set once the run has ended; `None` while it runs.
     pub outcome: Option<RunOutcome>,
     /// Whether its instance is still held (models can predict).
     pub live: bool,
@@ -236,7 +200,6 @@ impl Entry {
         RunStatus {
             id: self.id.clone(),
             language: self.language,
-            state: outcome.as_ref().map_or(RunState::Running, RunState::of_outcome),
             started_at: self.started_at,
             outcome,
             live: self.live.load(Ordering::SeqCst),
@@ -351,7 +314,6 @@ impl Record {
         RunStatus {
             id: id.to_string(),
             language: self.language,
-            state: RunState::of_outcome(&self.outcome),
             started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(self.started_at_ms),
             outcome: Some(self.outcome.clone()),
             live: false,

@@ -26,7 +26,7 @@ use crate::host::table_stats;
 use crate::language::Language;
 use crate::program::{Program, SourceFile};
 use crate::registry::{Client, Keep, RunEvents, RunStatus};
-use crate::run::SessionEvent;
+use crate::run::{EndReason, RunOutcome, SessionEvent};
 
 pub(crate) async fn websocket(
     State(app): State<App>,
@@ -269,7 +269,7 @@ async fn push_output(outbox: &Outbox, id: &str, mut events: RunEvents) {
                 let mut end = json!({
                     "action": "finished",
                     "sessionId": id,
-                    "status": crate::registry::RunState::of_outcome(&outcome).as_str(),
+                    "status": RunState::of(Some(&outcome)).as_str(),
                     "exitCode": outcome.exit_code,
                     "exectimems": outcome.wall_time.as_millis() as u64,
                     "reason": outcome.reason.as_str(),
@@ -394,11 +394,47 @@ async fn get_stats(app: &App, request: &Fields) -> Result<Reply, Refusal> {
     Ok(Reply::Json(json!({ "sessionId": id, "name": name, "stats": stats })))
 }
 
+/// Where a run is in its life, in this face's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunState {
+    Running,
+    /// Ended with exit code 0.
+    Finished,
+    /// Ended with an error, a non-zero exit, or a memory or output limit.
+    Failed,
+    /// Killed or stopped by a client.
+    Stopped,
+    /// Stopped by the wall-clock or fuel limit.
+    Timeout,
+}
+
+impl RunState {
+    fn of(outcome: Option<&RunOutcome>) -> RunState {
+        let Some(outcome) = outcome else { return RunState::Running };
+        match outcome.reason {
+            EndReason::Exit if outcome.exit_code == 0 => RunState::Finished,
+            EndReason::Killed => RunState::Stopped,
+            EndReason::Timeout | EndReason::Fuel => RunState::Timeout,
+            _ => RunState::Failed,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Finished => "finished",
+            RunState::Failed => "failed",
+            RunState::Stopped => "stopped",
+            RunState::Timeout => "timeout",
+        }
+    }
+}
+
 fn status_reply(status: &RunStatus) -> Value {
     let mut reply = json!({
         "sessionId": status.id,
         "language": status.language.name(),
-        "status": status.state.as_str(),
+        "status": RunState::of(status.outcome.as_ref()).as_str(),
         "live": status.live,
         "startedAt": status.started_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
     });

@@ -25,7 +25,9 @@ use super::proto::{FileUploadMessage, FileUploadResponse};
 use super::socket::{Connection, Incoming};
 use super::{App, Fields, field, parse_fields_off_thread, public_message};
 
-use crate::datasets::{DatasetError, Datasets, MAX_CHUNK, kind_name};
+use crate::datasets::{
+    ChunkAck, DatasetError, Datasets, FileProgress, Listed, MAX_CHUNK, Progress, kind_name, role_name, state_name,
+};
 use crate::store::DatasetKind;
 
 /// A refused REST request: `{code, error, context}` as the other REST routes,
@@ -63,9 +65,15 @@ impl IntoResponse for Refused {
 
 /// What a client is told of a dataset error: a server error's detail (host
 /// paths) goes to the log only.
+/// What a client is told of a dataset error: the domain's message, and
+/// where in this face to look next.
 pub(crate) fn public_dataset_message(error: &DatasetError) -> String {
     match error {
         DatasetError::Server(e) => public_message(e),
+        DatasetError::NotFound(message) => format!("{message}; GET /v1/dataset lists the datasets"),
+        DatasetError::Incomplete(message) => {
+            format!("{message} (GET /v1/dataset/progress?uuid=<dataset uuid> shows what is missing)")
+        }
         other => other.to_string(),
     }
 }
@@ -136,7 +144,7 @@ async fn finalise(app: App, kind: DatasetKind, body: Bytes) -> Reply {
         DatasetKind::Csv => None,
     };
     let listed = blocking(move || datasets.finalise(kind, &uuid, &input, label.as_deref())).await?;
-    Ok(Json(json!(listed)))
+    Ok(Json(listed_json(&listed)))
 }
 
 pub(crate) async fn create_csv(State(app): State<App>, body: Bytes) -> Reply {
@@ -168,19 +176,19 @@ pub(crate) async fn progress(State(app): State<App>, Query(query): Query<ByUuid>
     let datasets = datasets(&app)?;
     let uuid = uuid_param(query)?;
     let progress = blocking(move || datasets.progress(&uuid)).await?;
-    Ok(Json(json!(progress)))
+    Ok(Json(progress_json(&progress)))
 }
 
 pub(crate) async fn list(State(app): State<App>) -> Reply {
-    Ok(Json(json!({ "datasets": datasets(&app)?.list() })))
+    Ok(Json(json!({ "datasets": datasets(&app)?.list().iter().map(listed_json).collect::<Vec<_>>() })))
 }
 
 /// `GET dataset?uuid=`: one dataset; without a uuid, all of them.
 pub(crate) async fn get(State(app): State<App>, Query(query): Query<ByUuid>) -> Reply {
     let datasets = datasets(&app)?;
     match query.uuid.filter(|u| !u.is_empty()) {
-        Some(uuid) => Ok(Json(json!(datasets.get(&uuid)?))),
-        None => Ok(Json(json!({ "datasets": datasets.list() }))),
+        Some(uuid) => Ok(Json(listed_json(&datasets.get(&uuid)?))),
+        None => Ok(Json(json!({ "datasets": datasets.list().iter().map(listed_json).collect::<Vec<_>>() }))),
     }
 }
 
@@ -188,7 +196,7 @@ pub(crate) async fn delete(State(app): State<App>, Query(query): Query<ByUuid>) 
     let datasets = datasets(&app)?;
     let uuid = uuid_param(query)?;
     let deleted = blocking(move || datasets.delete(&uuid)).await?;
-    Ok(Json(json!({ "deleted": deleted })))
+    Ok(Json(json!({ "deleted": listed_json(&deleted) })))
 }
 
 /// One file's upload socket, from its accepted first message to its close.
@@ -218,7 +226,7 @@ pub(crate) async fn upload(app: App, mut connection: Connection, first: Fields) 
             .files
             .into_iter()
             .find(|f| f.uuid.as_deref() == Some(&file))
-            .map(|f| json!(f))
+            .map(|f| file_progress_json(&f))
             .unwrap_or(Value::Null);
         Ok::<_, Value>((datasets, file, dataset, state, framing))
     };
@@ -263,7 +271,7 @@ pub(crate) async fn upload(app: App, mut connection: Connection, first: Fields) 
                     Incoming::Binary(frame) => match parse_chunk(&frame) {
                         Ok((position, _)) => match write(position, frame.slice(8..)).await {
                             Ok(ack) => {
-                                let mut reply = json!(ack);
+                                let mut reply = ack_json(&ack);
                                 reply["success"] = json!(true);
                                 reply
                             }
@@ -383,4 +391,65 @@ fn cell(text: &str) -> Value {
         Ok(x) if x.is_finite() => json!(x),
         _ => json!(text),
     }
+}
+
+// ---- the wire shapes of the domain's answers (Hanami's field names) ----
+
+fn listed_json(listed: &Listed) -> Value {
+    let files: Vec<Value> = listed
+        .files
+        .iter()
+        .map(|f| {
+            let mut file = json!({ "role": role_name(f.role), "size": f.size });
+            if let Some(uuid) = &f.uuid {
+                file["uuid"] = json!(uuid);
+            }
+            file
+        })
+        .collect();
+    json!({
+        "uuid": listed.uuid,
+        "name": listed.name,
+        "kind": kind_name(listed.kind),
+        "state": state_name(listed.state),
+        "size": listed.size,
+        "createdAt": listed.created_at_ms,
+        "paths": listed.paths,
+        "files": files,
+    })
+}
+
+fn file_progress_json(file: &FileProgress) -> Value {
+    let mut reply = json!({
+        "role": role_name(file.role),
+        "size": file.size,
+        "received": file.received,
+        "missing": file.missing,
+    });
+    if let Some(uuid) = &file.uuid {
+        reply["uuid"] = json!(uuid);
+    }
+    reply
+}
+
+fn progress_json(progress: &Progress) -> Value {
+    json!({
+        "uuid": progress.uuid,
+        "name": progress.name,
+        "kind": kind_name(progress.kind),
+        "state": state_name(progress.state),
+        "complete": progress.complete,
+        "files": progress.files.iter().map(file_progress_json).collect::<Vec<_>>(),
+    })
+}
+
+fn ack_json(ack: &ChunkAck) -> Value {
+    json!({
+        "position": ack.position,
+        "length": ack.length,
+        "received": ack.received,
+        "size": ack.size,
+        "duplicate": ack.duplicate,
+        "complete": ack.complete,
+    })
 }
