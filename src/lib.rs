@@ -1,4 +1,4 @@
-//! sandlot runs untrusted Python and JavaScript inside WebAssembly interpreters.
+//! sandlot runs untrusted Python, JavaScript and Lua inside WebAssembly interpreters.
 //!
 //! A [`Runtime`] holds one wasmtime engine and the precompiled guests; each
 //! [`Session`] is one guest instance with its own [`Limits`], emitting

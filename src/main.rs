@@ -11,7 +11,7 @@ use sandlot::config::{ServeSettings, limits};
 use sandlot::{Language, Limits, Program, Runtime, RuntimeConfig, SessionEvent, SessionOptions, SourceFile, bench};
 
 #[derive(Parser)]
-#[command(name = "sandlot", version, about = "Runs untrusted Python and JavaScript in WebAssembly sandboxes")]
+#[command(name = "sandlot", version, about = "Runs untrusted Python, JavaScript and Lua in WebAssembly sandboxes")]
 struct Cli {
     /// Folder for compiled guests (default: $SANDLOT_CACHE_DIR, else ~/.cache/sandlot).
     #[arg(long, global = true, value_name = "DIR")]

@@ -2,7 +2,7 @@
 //! it is instantiated and how a call reaches it. Two kinds implement it:
 //!
 //! - `component`: a WASI preview 2 component built into the binary, whose
-//!   exports and imports are `wit/sandlot.wit` (python, javascript);
+//!   exports and imports are `wit/sandlot.wit` (python, javascript, lua);
 //! - `sci`: a WASI preview 1 core module with one import, a JSON door onto the
 //!   same host code, warmed and baked at `prepare` (python-sci).
 //!
