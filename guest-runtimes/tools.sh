@@ -88,6 +88,27 @@ refresh_c_bindings() {
     fi
 }
 
+# The folder of crate NAME among those a guest's pinned sources/Cargo.toml
+# brings (fetched from crates.io on first use): crate_dir MANIFEST NAME.
+crate_dir() {
+    cargo fetch --locked --manifest-path "$1" -q
+    cargo metadata --locked --format-version 1 --manifest-path "$1" \
+        | python3 -c "import json,sys,os; print(next(os.path.dirname(p['manifest_path']) for p in json.load(sys.stdin)['packages'] if p['name']=='$2'))"
+}
+
+# A file as a C array NAME (NUL-terminated) and NAME_len, in a header:
+# embed_c_array FILE HEADER NAME.
+embed_c_array() {
+    python3 - "$1" "$2" "$3" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read()
+body = ",".join(str(b) for b in data)
+open(sys.argv[2], "w").write(
+    f"static const unsigned char {sys.argv[3]}[] = {{{body},0}};\n"
+    f"static const unsigned int {sys.argv[3]}_len = {len(data)};\n")
+PY
+}
+
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     install_debian_packages
     install_python_tools

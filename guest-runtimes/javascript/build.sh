@@ -14,13 +14,8 @@ source "$HERE/../tools.sh"
 
 refresh_c_bindings
 
-cargo fetch --locked --manifest-path "$HERE/sources/Cargo.toml" -q
-crate_dir() {
-    cargo metadata --locked --format-version 1 --manifest-path "$HERE/sources/Cargo.toml" \
-        | python3 -c "import json,sys,os; print(next(os.path.dirname(p['manifest_path']) for p in json.load(sys.stdin)['packages'] if p['name']=='$1'))"
-}
-QUICKJS="$(crate_dir rquickjs-sys)/quickjs"
-ADAPTER="$(crate_dir wasi-preview1-component-adapter-provider)/artefacts/wasi_snapshot_preview1.reactor.wasm"
+QUICKJS="$(crate_dir "$HERE/sources/Cargo.toml" rquickjs-sys)/quickjs"
+ADAPTER="$(crate_dir "$HERE/sources/Cargo.toml" wasi-preview1-component-adapter-provider)/artefacts/wasi_snapshot_preview1.reactor.wasm"
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
@@ -44,14 +39,7 @@ assert old in src, "quickjs.c changed: review the stack-pointer patch in build.s
 src = src.replace(old, "#if (defined(__clang__) || defined(__GNUC__)) && !defined(__wasi__)\n    return (uintptr_t)__builtin_frame_address(0);", 1)
 open(path, "w").write(src)
 PY
-python3 - "$HERE/prelude.js" "$WORK/prelude.h" <<'PY'
-import sys
-data = open(sys.argv[1], "rb").read()
-body = ",".join(str(b) for b in data)
-open(sys.argv[2], "w").write(
-    f"static const unsigned char prelude_js[] = {{{body},0}};\n"
-    f"static const unsigned int prelude_js_len = {len(data)};\n")
-PY
+embed_c_array "$HERE/prelude.js" "$WORK/prelude.h" prelude_js
 
 CFLAGS=(--target=wasm32-wasi -O2 -D_GNU_SOURCE -DNDEBUG
         -I"$WORK" -I"$C_BINDINGS")

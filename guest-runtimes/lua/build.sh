@@ -14,24 +14,12 @@ source "$HERE/../tools.sh"
 install_zig
 refresh_c_bindings
 
-cargo fetch --locked --manifest-path "$HERE/sources/Cargo.toml" -q
-crate_dir() {
-    cargo metadata --locked --format-version 1 --manifest-path "$HERE/sources/Cargo.toml" \
-        | python3 -c "import json,sys,os; print(next(os.path.dirname(p['manifest_path']) for p in json.load(sys.stdin)['packages'] if p['name']=='$1'))"
-}
-LUA="$(crate_dir lua-src)/lua-5.4.9"
-ADAPTER="$(crate_dir wasi-preview1-component-adapter-provider)/artefacts/wasi_snapshot_preview1.reactor.wasm"
+LUA="$(crate_dir "$HERE/sources/Cargo.toml" lua-src)/lua-5.4.9"
+ADAPTER="$(crate_dir "$HERE/sources/Cargo.toml" wasi-preview1-component-adapter-provider)/artefacts/wasi_snapshot_preview1.reactor.wasm"
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-python3 - "$HERE/prelude.lua" "$WORK/prelude.h" <<'PY'
-import sys
-data = open(sys.argv[1], "rb").read()
-body = ",".join(str(b) for b in data)
-open(sys.argv[2], "w").write(
-    f"static const unsigned char prelude_lua[] = {{{body},0}};\n"
-    f"static const unsigned int prelude_lua_len = {len(data)};\n")
-PY
+embed_c_array "$HERE/prelude.lua" "$WORK/prelude.h" prelude_lua
 
 # LUA_USE_IOS: os.execute has no shell to run (`system` is not in WASI);
 # _WASI_EMULATED_SIGNAL: only for the sig_atomic_t type Lua's state uses.
