@@ -257,3 +257,21 @@ async fn a_message_past_the_hard_cap_closes_only_its_own_socket() {
     bystander.send(json!({ "action": "status", "sessionId": "1" })).await;
     assert_eq!(bystander.recv().await["code"], "unknown_session", "the other socket is unharmed");
 }
+
+#[tokio::test]
+async fn lua_runs_saves_and_answers_like_the_others() {
+    let mut trainer = client().await;
+    let code = "local xs = {1, 2, 3}\nsandlot.set_placeholder('TrainX', xs)\n\
+                sandlot.save_model('scale', function(values)\n  local out = {}\n  \
+                for i, v in ipairs(values) do out[i] = 10 * v end\n  return out\nend)\nprint('done')";
+    let request = json!({ "action": "run", "lua": { "files": [{ "filename": "main.lua", "content": code }] } });
+    let (id, stdout, finished) = run(&mut trainer, request).await;
+    assert_eq!((stdout.as_str(), finished["status"].clone()), ("done\n", json!("finished")), "{finished}");
+    let mut other = client().await;
+    other.send(json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "TrainX" } })).await;
+    assert_eq!(other.recv().await["value"], json!([1, 2, 3]));
+    other.send(json!({ "action": "run_model", "model": { "sessionId": id, "name": "scale", "is_data": true, "data": [1, 2] } })).await;
+    assert_eq!(other.recv().await["prediction"], json!([10, 20]));
+    other.send(json!({ "action": "get_stats", "placeholder": { "sessionId": id, "name": "TrainX" } })).await;
+    assert_eq!(other.recv().await["stats"]["mean"], json!(2.0));
+}

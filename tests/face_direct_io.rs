@@ -51,7 +51,7 @@ async fn sdk_put(server: &Server, path: &str, body: &str) -> (u16, Value) {
 async fn cluster(server: &Server, language: &str, code: &str) -> String {
     let mut client =
         Client::connect_with(&server.ws_url("/"), &[("authorization", &format!("Bearer {TOKEN}"))]).await.unwrap();
-    let main = if language == "javascript" { "main.js" } else { "main.py" };
+    let main = language.parse::<sandlot::Language>().unwrap().main_file();
     let request = json!({ "action": "run", language: { "files": [{ "filename": main, "content": code }] } });
     let (id, stdout, finished) = run_action(&mut client, request).await;
     assert_eq!(finished["exitCode"], 0, "{finished} {stdout}");
@@ -115,6 +115,19 @@ const model = {
 sandlot.saveModel("output", model);
 "#;
 
+const LUA_MODEL: &str = r#"
+local model = { bias = 0 }
+function model:train(values)
+  for _, v in ipairs(values) do self.bias = self.bias + v end
+end
+function model:predict(values)
+  local out = {}
+  for i, v in ipairs(values) do out[i] = v + self.bias end
+  return out
+end
+sandlot.save_model("output", model)
+"#;
+
 async fn request_train_request(server: &Server, language: &str, code: &str) {
     let uuid = cluster(server, language, code).await;
     let mut socket = switch_to_direct_mode(server, &uuid).await;
@@ -134,11 +147,12 @@ async fn request_train_request(server: &Server, language: &str, code: &str) {
 }
 
 #[tokio::test]
-async fn python_and_javascript_models_answer_and_train() {
+async fn python_javascript_and_lua_models_answer_and_train() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start_in(data.path(), &[], &[("SANDLOT_TOKENS", TOKEN)]);
     request_train_request(&server, "python", PYTHON_MODEL).await;
     request_train_request(&server, "javascript", JS_MODEL).await;
+    request_train_request(&server, "lua", LUA_MODEL).await;
 }
 
 #[tokio::test]
