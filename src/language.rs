@@ -66,26 +66,27 @@ pub struct LanguageSpec {
     pub echo_model: &'static str,
 }
 
-const PYTHON_INLINE: InlineTemplate = InlineTemplate {
-    import_regex: r"(?m)^[ \t]*(?:import [\w., \t]+|from [\w.]+ import [\w., \t*()]+)[ \t]*$",
-    template: "$${IMPORTS}\nprint($${CODE})",
+/// CPython, and the spelling python-sci shares with it.
+const PYTHON: LanguageSpec = LanguageSpec {
+    language: Language::Python,
+    name: "python",
+    aliases: &["python3", "py"],
+    extensions: &["py"],
+    guest: GuestKind::Component { file: "python.wasm" },
+    inline: InlineTemplate {
+        import_regex: r"(?m)^[ \t]*(?:import [\w., \t]+|from [\w.]+ import [\w., \t*()]+)[ \t]*$",
+        template: "$${IMPORTS}\nprint($${CODE})",
+    },
+    hello: "print('hello')",
+    baseline: Some(("python3", &["-c", "print('hello')"])),
+    endless: "while True:\n    pass",
+    echo_model: "import sandlot\nsandlot.save_model('echo', lambda v: v)",
 };
 
 /// The language table. Adding a language is one entry here (and a variant
 /// of `Language`), plus its guest's folder and recipe in `guest-runtimes/`.
 static TABLE: [LanguageSpec; 4] = [
-    LanguageSpec {
-        language: Language::Python,
-        name: "python",
-        aliases: &["python3", "py"],
-        extensions: &["py"],
-        guest: GuestKind::Component { file: "python.wasm" },
-        inline: PYTHON_INLINE,
-        hello: "print('hello')",
-        baseline: Some(("python3", &["-c", "print('hello')"])),
-        endless: "while True:\n    pass",
-        echo_model: "import sandlot\nsandlot.save_model('echo', lambda v: v)",
-    },
+    PYTHON,
     LanguageSpec {
         language: Language::JavaScript,
         name: "javascript",
@@ -108,11 +109,7 @@ static TABLE: [LanguageSpec; 4] = [
         // A `.py` file is plain Python unless asked otherwise.
         extensions: &[],
         guest: GuestKind::SciCore,
-        inline: PYTHON_INLINE,
-        hello: "print('hello')",
-        baseline: Some(("python3", &["-c", "print('hello')"])),
-        endless: "while True:\n    pass",
-        echo_model: "import sandlot\nsandlot.save_model('echo', lambda v: v)",
+        ..PYTHON
     },
     LanguageSpec {
         language: Language::Lua,

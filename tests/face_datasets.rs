@@ -672,21 +672,9 @@ mod hanami_sdk {
         for (i, chunk) in data.chunks(SDK_CHUNK).enumerate() {
             let message = FileUploadMessage { position: (i * SDK_CHUNK) as u64, data: chunk.to_vec() };
             socket.send_binary(message.encode_to_vec()).await;
-            let reply = binary(&mut socket).await;
+            let reply = socket.recv_binary().await;
             let reply = FileUploadResponse::decode(reply.as_slice()).expect("a FileUploadResponse_Message");
             assert!(reply.success, "{}", reply.error_message);
-        }
-    }
-
-    async fn binary(socket: &mut Client) -> Vec<u8> {
-        use futures_util::StreamExt;
-        use tokio_tungstenite::tungstenite::Message;
-        loop {
-            match tokio::time::timeout(Duration::from_secs(20), socket.socket.next()).await.unwrap().unwrap().unwrap() {
-                Message::Binary(bytes) => return bytes.to_vec(),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("expected a binary reply, got {other:?}"),
-            }
         }
     }
 
@@ -778,12 +766,12 @@ mod hanami_sdk {
         ];
         for frame in refusals {
             socket.send_binary(frame).await;
-            let reply = FileUploadResponse::decode(binary(&mut socket).await.as_slice()).unwrap();
+            let reply = FileUploadResponse::decode(socket.recv_binary().await.as_slice()).unwrap();
             assert!(!reply.success && !reply.error_message.is_empty(), "{reply:?}");
         }
         socket.send_text("not a chunk").await;
-        assert!(!FileUploadResponse::decode(binary(&mut socket).await.as_slice()).unwrap().success);
+        assert!(!FileUploadResponse::decode(socket.recv_binary().await.as_slice()).unwrap().success);
         socket.send_binary(FileUploadMessage { position: 0, data: b"1,2\n".to_vec() }.encode_to_vec()).await;
-        assert!(FileUploadResponse::decode(binary(&mut socket).await.as_slice()).unwrap().success);
+        assert!(FileUploadResponse::decode(socket.recv_binary().await.as_slice()).unwrap().success);
     }
 }

@@ -7,13 +7,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::server::{Client, Server, http_with, run_action};
-use futures_util::StreamExt;
 use prost::Message as _;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
 /// `ClusterIO_Message`, as protoc generates it for the SDK.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -69,17 +65,6 @@ async fn switch_to_direct_mode(server: &Server, uuid: &str) -> Client {
     socket
 }
 
-/// The next binary message (the one reply a frame gets).
-async fn binary(socket: &mut Client) -> Vec<u8> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), socket.socket.next()).await.unwrap().unwrap().unwrap() {
-            Message::Binary(bytes) => return bytes.to_vec(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected one binary reply, got {other:?}"),
-        }
-    }
-}
-
 async fn send(socket: &mut Client, brick: &str, values: &[f32], is_last: bool, process_type: i32) -> ClusterIoMessage {
     let message = ClusterIoMessage {
         brick_name: brick.into(),
@@ -89,7 +74,7 @@ async fn send(socket: &mut Client, brick: &str, values: &[f32], is_last: bool, p
         values: values.to_vec(),
     };
     socket.send_binary(message.encode_to_vec()).await;
-    ClusterIoMessage::decode(binary(socket).await.as_slice()).expect("a ClusterIO_Message")
+    ClusterIoMessage::decode(socket.recv_binary().await.as_slice()).expect("a ClusterIO_Message")
 }
 
 /// A model that trains on values (adds their sum to its bias) and predicts
@@ -232,22 +217,22 @@ async fn errors_come_back_as_frames_and_modes_are_checked() {
         values: vec![1.0],
     };
     socket.send_binary(declared.encode_to_vec()).await;
-    let answer = ClusterIoMessage::decode(binary(&mut socket).await.as_slice()).unwrap();
+    let answer = ClusterIoMessage::decode(socket.recv_binary().await.as_slice()).unwrap();
     assert!(error(&answer) && answer.brick_name.contains("100000000"), "{answer:?}");
     let mut lying = vec![0x2a]; // field 5, length-delimited
     prost::encoding::encode_varint(400_000_000, &mut lying);
     lying.extend_from_slice(&[0; 16]);
     socket.send_binary(lying).await;
-    assert!(error(&ClusterIoMessage::decode(binary(&mut socket).await.as_slice()).unwrap()));
+    assert!(error(&ClusterIoMessage::decode(socket.recv_binary().await.as_slice()).unwrap()));
     // The wrong message type for the target: an upload chunk.
     let chunk = FileUploadMessage { position: 7, data: b"7,8,9\n".to_vec() };
     socket.send_binary(chunk.encode_to_vec()).await;
-    assert!(error(&ClusterIoMessage::decode(binary(&mut socket).await.as_slice()).unwrap()));
+    assert!(error(&ClusterIoMessage::decode(socket.recv_binary().await.as_slice()).unwrap()));
     // Frames that are not ClusterIO_Messages, and an unknown process type.
     socket.send_binary(vec![0xff, 0xff]).await;
-    assert!(error(&ClusterIoMessage::decode(binary(&mut socket).await.as_slice()).unwrap()));
+    assert!(error(&ClusterIoMessage::decode(socket.recv_binary().await.as_slice()).unwrap()));
     socket.send_text(r#"{"brickName": "a"}"#).await;
-    assert!(error(&ClusterIoMessage::decode(binary(&mut socket).await.as_slice()).unwrap()));
+    assert!(error(&ClusterIoMessage::decode(socket.recv_binary().await.as_slice()).unwrap()));
     let answer = send(&mut socket, "a", &[1.0], true, 7).await;
     assert!(error(&answer), "{answer:?}");
     // Too many bricks waiting for their last frame: refused, and the others still wait.

@@ -272,6 +272,17 @@ impl Client {
         }
     }
 
+    /// The next binary message (pings skipped), or a panic after 30 s.
+    pub async fn recv_binary(&mut self) -> Vec<u8> {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), self.socket.next()).await.unwrap().unwrap().unwrap() {
+                Message::Binary(bytes) => return bytes.to_vec(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a binary reply, got {other:?}"),
+            }
+        }
+    }
+
     pub async fn recv(&mut self) -> Value {
         self.recv_within(Duration::from_secs(20)).await
     }
