@@ -39,8 +39,12 @@ use crate::registry::Client;
 const MAX_BRICKS: usize = 64;
 /// Values waiting for their last frame, all bricks of a socket together.
 const MAX_WAITING_VALUES: usize = 1 << 22;
-/// Frames already received that are answered together.
+/// Frames already received that are answered together: at most this many,
+/// and no more read once they hold this many bytes. A batch only takes
+/// frames whose bytes have already arrived (so the socket's buffers bound it
+/// too), but a frame may be 8 MiB and this bound does not depend on them.
 const MAX_BATCH: usize = 64;
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
 #[derive(Deserialize)]
 struct SetMode {
@@ -95,11 +99,20 @@ pub(crate) async fn connection(app: App, mut connection: Connection, first: Fiel
         // The frames a pipelining client has already sent are answered
         // together: their predictions take one trip to the guest threads.
         let Some(incoming) = connection.next().await else { break };
+        let size = |incoming: &Incoming| match incoming {
+            Incoming::Binary(frame) => frame.len(),
+            Incoming::Text(text) => text.len(),
+            Incoming::Refused(_) => 0,
+        };
+        let mut held = size(&incoming);
         let mut frames = vec![incoming];
         let mut left = false;
-        while frames.len() < MAX_BATCH {
+        while frames.len() < MAX_BATCH && held < MAX_BATCH_BYTES {
             match connection.next().now_or_never() {
-                Some(Some(incoming)) => frames.push(incoming),
+                Some(Some(incoming)) => {
+                    held += size(&incoming);
+                    frames.push(incoming);
+                }
                 Some(None) => {
                     left = true;
                     break;
