@@ -88,6 +88,9 @@ pub struct ServeSettings {
     /// Started as root: become this user once the port is bound (the data folder is given to it).
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
+    /// Instances kept ready per language, so a session need not wait for one [default: 4; 0: none].
+    #[arg(long, value_name = "COUNT")]
+    warm_instances: Option<usize>,
     /// Restrict the server's own file access with Landlock where the kernel has it [default: true].
     #[arg(long, value_name = "BOOL")]
     landlock: Option<bool>,
@@ -111,7 +114,7 @@ impl ServeSettings {
         either!(self, other; listen, data_dir, tokens, timeout, memory, max_running, max_running_per_client,
             runs_per_second, idle_expiry, live_memory, placeholder_memory, stored_placeholder_mib, retention_hours, max_connections,
             max_connections_per_address, header_timeout, first_message_timeout, idle_timeout, allowed_hosts,
-            allowed_origins, max_dataset_file_mib, max_datasets, max_datasets_mib, min_free_disk_mib, user, landlock)
+            allowed_origins, max_dataset_file_mib, max_datasets, max_datasets_mib, min_free_disk_mib, user, landlock, warm_instances)
     }
 
     /// Whether to restrict the process with Landlock.
@@ -172,6 +175,7 @@ impl ServeSettings {
                 min_free_bytes: self.min_free_disk_mib.map_or(defaults.datasets.min_free_bytes, mib64),
             },
             run_as: self.user.as_deref().map(crate::harden::RunAs::lookup).transpose()?,
+            warm_instances: self.warm_instances,
             ..defaults
         })
     }

@@ -30,6 +30,7 @@ mod server;
 mod session;
 mod store;
 mod sync;
+mod warm;
 
 pub use cache::CompileReport;
 pub use datasets::DatasetLimits;
@@ -45,6 +46,7 @@ pub use run::{EndReason, RunOutcome, SessionEvent};
 pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig, SessionOptions};
 pub use server::{ServerConfig, serve, serve_on};
 pub use session::{KillHandle, Session};
+pub use warm::DEFAULT_WARM_INSTANCES;
 
 /// The wasmtime version guests run on.
 pub const WASMTIME_VERSION: &str = env!("SANDLOT_WASMTIME_VERSION");

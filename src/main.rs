@@ -118,7 +118,10 @@ fn main() -> ExitCode {
         }
     };
     let result = tokio.block_on(async {
-        let runtime = Runtime::new(RuntimeConfig { cache_dir: cli.cache_dir, ..RuntimeConfig::default() })?;
+        // A one-off run has no later sessions to keep instances ready for.
+        let warm_instances = matches!(cli.command, Command::Run { .. }).then_some(0);
+        let runtime =
+            Runtime::new(RuntimeConfig { cache_dir: cli.cache_dir, warm_instances, ..RuntimeConfig::default() })?;
         match cli.command {
             Command::Run { lang, main, timeout, memory, fuel, files, args } => {
                 let limits = limits(timeout, memory)?.with_fuel(fuel);
@@ -140,7 +143,8 @@ fn main() -> ExitCode {
                 Ok(0)
             }
             Command::Bench { quick, out } => {
-                let settings = if quick { bench::Settings::quick() } else { bench::Settings::full() };
+                let mut settings = if quick { bench::Settings::quick() } else { bench::Settings::full() };
+                settings.server_binary = std::env::current_exe().ok();
                 let report =
                     bench::run(runtime, settings, out.clone()).await.map_err(|e| e as Box<dyn std::error::Error>)?;
                 println!("{}", bench::markdown(&report));

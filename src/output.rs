@@ -11,8 +11,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -74,39 +74,62 @@ pub(crate) enum Stream {
     Stderr,
 }
 
+/// Where a session's sinks deliver: its budget, its events and its stop signal.
+pub(crate) struct SinkTarget {
+    pub(crate) budget: Arc<OutputBudget>,
+    pub(crate) reporter: Arc<Reporter>,
+    pub(crate) stop: StopSignal,
+}
+
+/// Binds an instance's two sinks to a session, once. An instance made ahead
+/// of its session (the runtime's warm instances) writes nowhere until then:
+/// what it printed while warming is dropped.
+#[derive(Clone, Default)]
+pub(crate) struct SinkBinding(Arc<OnceLock<SinkTarget>>);
+
+impl SinkBinding {
+    /// Sends all later output to `target`; false if already bound.
+    pub(crate) fn bind(&self, target: SinkTarget) -> bool {
+        self.0.set(target).is_ok()
+    }
+}
+
 /// One of a session's two output streams, as WASI sees it.
 #[derive(Clone)]
 pub(crate) struct OutputSink {
     stream: Stream,
-    budget: Arc<OutputBudget>,
-    reporter: Arc<Reporter>,
-    stop: StopSignal,
+    binding: SinkBinding,
 }
 
 impl OutputSink {
-    pub(crate) fn new(stream: Stream, budget: Arc<OutputBudget>, reporter: Arc<Reporter>, stop: StopSignal) -> Self {
-        OutputSink { stream, budget, reporter, stop }
+    /// Stdout and stderr, unbound until `SinkBinding::bind`.
+    pub(crate) fn pair() -> (OutputSink, OutputSink, SinkBinding) {
+        let binding = SinkBinding::default();
+        let sink = |stream| OutputSink { stream, binding: binding.clone() };
+        (sink(Stream::Stdout), sink(Stream::Stderr), binding)
     }
 
-    fn emit(&self, stream: Stream, bytes: &[u8]) {
-        self.reporter.output(stream == Stream::Stderr, bytes);
+    fn target(&self) -> Option<&SinkTarget> {
+        self.binding.0.get()
     }
 
     fn accept(&self, bytes: &[u8]) {
-        if self.budget.exceeded() {
+        let Some(target) = self.target() else { return };
+        let budget = &target.budget;
+        if budget.exceeded() {
             return;
         }
-        let granted = self.budget.take(bytes.len());
+        let granted = budget.take(bytes.len());
         if granted > 0 {
-            self.emit(self.stream, &bytes[..granted]);
+            target.reporter.output(self.stream == Stream::Stderr, &bytes[..granted]);
         }
-        if granted < bytes.len() && !self.budget.exceeded.swap(true, Ordering::SeqCst) {
-            let limit = self.budget.limit.load(Ordering::SeqCst);
+        if granted < bytes.len() && !budget.exceeded.swap(true, Ordering::SeqCst) {
+            let limit = budget.limit.load(Ordering::SeqCst);
             let notice = format!(
                 "\n[sandlot: output limit of {limit} bytes reached; the rest was dropped and the run stopped]\n"
             );
-            self.emit(Stream::Stderr, notice.as_bytes());
-            self.stop.stop(EndReason::OutputLimit);
+            target.reporter.output(true, notice.as_bytes());
+            target.stop.stop(EndReason::OutputLimit);
         }
     }
 }
@@ -139,19 +162,20 @@ impl OutputStream for OutputSink {
     }
 
     fn check_write(&mut self) -> Result<usize, StreamError> {
-        // Bytes past the budget are dropped, never queued: always ready for them.
-        if self.budget.exceeded() {
-            return Ok(WRITE_PERMIT);
+        // Bytes past the budget (or before a session) are dropped, never
+        // queued: always ready for them.
+        match self.target() {
+            Some(target) if !target.budget.exceeded() => Ok(target.reporter.room().min(WRITE_PERMIT)),
+            _ => Ok(WRITE_PERMIT),
         }
-        Ok(self.reporter.room().min(WRITE_PERMIT))
     }
 }
 
 #[wasmtime_wasi::async_trait]
 impl Pollable for OutputSink {
     async fn ready(&mut self) {
-        if !self.budget.exceeded() {
-            self.reporter.wait_for_room().await;
+        if let Some(target) = self.target().filter(|t| !t.budget.exceeded()) {
+            target.reporter.wait_for_room().await;
         }
     }
 }

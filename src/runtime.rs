@@ -5,10 +5,11 @@
 //! `prepare`, as its kind says (`guest/`: a component built into the binary,
 //! compiled to native code and cached as a `.cwasm` by `cache.rs`; or
 //! python-sci's baked core module). A new session then costs one
-//! instantiation; this file knows no kind.
+//! instantiation, or none when a warm instance is ready (`warm.rs`); this
+//! file knows no kind.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,15 +21,16 @@ use wasmtime::{Config, Engine, Store, UpdateDeadline};
 
 use crate::cache;
 use crate::error::Error;
-use crate::guest::{Prepared, Wasi};
+use crate::guest::{Call, Instance, Prepared, Returned, Wasi};
 use crate::host::{self, EngineBridge, HostState, MemoryLimiter, NoEngine, PlaceholderMemory, Placeholders};
 use crate::language::Language;
 use crate::limits::Limits;
-use crate::output::{OutputBudget, OutputSink, Stream};
+use crate::output::{OutputBudget, OutputSink, SinkBinding, SinkTarget};
 use crate::report::SessionEvents;
 use crate::report::{EventQueue, Reporter};
 use crate::run::{SessionEvent, StopSignal};
 use crate::session::Session;
+use crate::warm::{DEFAULT_WARM_INSTANCES, Shelves};
 
 /// How often the epoch advances: the granularity of time limits and kills.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -41,6 +43,9 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Limits for sessions that don't name their own.
     pub default_limits: Limits,
+    /// Instances kept ready per language (`warm.rs`); `None` means
+    /// `DEFAULT_WARM_INSTANCES`, 0 none.
+    pub warm_instances: Option<usize>,
 }
 
 /// Options for one session.
@@ -75,6 +80,8 @@ struct Inner {
     default_limits: Limits,
     /// Each language's guest, loaded on first use.
     guests: HashMap<Language, OnceCell<Prepared>>,
+    /// Instances made ahead of their sessions.
+    warm: Arc<Shelves<WarmKind, Fresh>>,
     ticker_stop: Arc<AtomicBool>,
     /// Where a server's guests run (see `guest_tasks`); taken on drop.
     guest_tasks: Option<tokio::runtime::Runtime>,
@@ -107,6 +114,7 @@ impl Runtime {
                 cache_dir: config.cache_dir.unwrap_or_else(cache::default_dir),
                 default_limits: config.default_limits,
                 guests: Language::ALL.into_iter().map(|l| (l, OnceCell::new())).collect(),
+                warm: Arc::new(Shelves::new(config.warm_instances.unwrap_or(DEFAULT_WARM_INSTANCES))),
                 ticker_stop,
                 guest_tasks: Some(guest_tasks),
             }),
@@ -133,6 +141,11 @@ impl Runtime {
         .await
     }
 
+    /// Where compiled guests are cached.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.inner.cache_dir.clone()
+    }
+
     /// Threads of their own for driving guests, one per core. A busy guest
     /// holds its thread for a whole epoch tick; the server drives its guests
     /// here so that sockets, kills and timers on the caller's runtime never
@@ -147,39 +160,40 @@ impl Runtime {
         cache::measure(&self.inner.engine, language, &self.inner.cache_dir)
     }
 
-    /// Starts a session: a fresh instance of the language's guest.
+    /// Starts a session: a fresh instance of the language's guest, one of
+    /// the warm ones if there is one ready (`warm.rs`).
     pub async fn session(
         &self,
         language: Language,
         options: SessionOptions,
     ) -> Result<(Session, SessionEvents), Error> {
         let limits = options.limits.unwrap_or_else(|| self.inner.default_limits.clone());
+        let guest = self.prepared(language).await?;
+        let kind = WarmKind::of(options.data.as_deref(), &limits);
+        let (warm, start_refill) = self.inner.warm.take(language, &kind);
+        if start_refill {
+            self.start_refill(language);
+        }
+        let Fresh { mut store, guest, sinks } = match warm {
+            Some(fresh) => fresh,
+            None => self.fresh(language, guest, &kind).await?,
+        };
+
         // A lone call's whole output fits unless the server asks for less.
         let queue_bytes = options.output_queue_bytes.unwrap_or(limits.output_bytes.saturating_add(64 << 10));
         let (queue, events_rx) = EventQueue::new(queue_bytes);
         let reporter = Arc::new(Reporter::new(queue));
         let stop = StopSignal::new();
         let budget = OutputBudget::new(limits.output_bytes);
-        let stdout = OutputSink::new(Stream::Stdout, budget.clone(), reporter.clone(), stop.clone());
-        let stderr = OutputSink::new(Stream::Stderr, budget.clone(), reporter.clone(), stop.clone());
-        // Nothing is inherited: no host environment, no network, no stdin, and
-        // no host folder but the read-only `/data`, if given (and python-sci's
-        // own read-only files). Arguments and environment come with each program.
-        let guest = self.prepared(language).await?;
-        let Wasi { ctx: wasi, image_bytes } = guest.wasi(stdout, stderr, options.data.as_deref())?;
+        sinks.bind(SinkTarget { budget: budget.clone(), reporter: reporter.clone(), stop: stop.clone() });
         let placeholders = match options.placeholders {
             Some(memory) => Placeholders::sharing(limits.placeholder_bytes, memory),
             None => Placeholders::new(limits.placeholder_bytes),
         };
-        let state = HostState::new(
-            wasi,
-            MemoryLimiter::new(limits.memory_bytes, limits.table_elements).not_counting(image_bytes),
-            placeholders.clone(),
-            options.engine.unwrap_or_else(|| Arc::new(NoEngine)),
-            options.context,
-        );
-        let mut store = Store::new(&self.inner.engine, state);
-        store.limiter(|state| &mut state.limiter);
+        let state = store.data_mut();
+        state.placeholders = placeholders.clone();
+        state.engine = options.engine.unwrap_or_else(|| Arc::new(NoEngine));
+        state.context = options.context;
         store.set_fuel(limits.fuel).map_err(|e| Error::Engine(e.to_string()))?;
         store.set_epoch_deadline(1);
         // At every tick the guest notes its progress (for a kill reported
@@ -192,11 +206,133 @@ impl Runtime {
             }
             Ok(UpdateDeadline::Yield(1))
         });
-        let instantiated = |e: wasmtime::Error| Error::Instantiate { language, message: format!("{e:#}") };
-        let guest = guest.instantiate(&mut store).await.map_err(instantiated)?;
         reporter.send(SessionEvent::Spawned);
         let session = Session { language, limits, store, guest, reporter, stop, budget, placeholders, ended: None };
         Ok((session, events_rx))
+    }
+
+    /// A new instance, not yet any session's: its output goes nowhere until
+    /// `sinks` is bound, and it has no placeholders, engine or context.
+    ///
+    /// Nothing is inherited: no host environment, no network, no stdin, and
+    /// no host folder but the read-only `/data`, if given (and python-sci's
+    /// own read-only files). Arguments and environment come with each program.
+    async fn fresh(&self, language: Language, guest: &Prepared, kind: &WarmKind) -> Result<Fresh, Error> {
+        let (stdout, stderr, sinks) = OutputSink::pair();
+        let Wasi { ctx: wasi, image_bytes } = guest.wasi(stdout, stderr, kind.data.as_deref())?;
+        let state = HostState::new(
+            wasi,
+            MemoryLimiter::new(kind.memory_bytes, kind.table_elements).not_counting(image_bytes),
+            Placeholders::new(0),
+            Arc::new(NoEngine),
+            None,
+        );
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        // Fuel for the guest's own start (each call sets its own).
+        store.set_fuel(self.inner.default_limits.fuel).map_err(|e| Error::Engine(e.to_string()))?;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        let instantiated = |e: wasmtime::Error| Error::Instantiate { language, message: format!("{e:#}") };
+        let guest = guest.instantiate(&mut store).await.map_err(instantiated)?;
+        Ok(Fresh { store, guest, sinks })
+    }
+
+    /// A fresh instance whose interpreter has started: it has run an empty
+    /// eval (its output, if any, dropped) under the default fuel and time.
+    async fn warmed(&self, language: Language, kind: &WarmKind) -> Result<Fresh, Error> {
+        let guest = self.prepared(language).await?;
+        let limits = &self.inner.default_limits;
+        let mut fresh = self.fresh(language, guest, kind).await?;
+        let failed = |message: String| Error::Instantiate { language, message };
+        fresh.store.set_fuel(limits.fuel).map_err(|e| failed(e.to_string()))?;
+        let warm_up = fresh.guest.call(&mut fresh.store, Call::Eval(String::new()));
+        match tokio::time::timeout(limits.wall_clock, warm_up).await {
+            Ok(Ok(Returned::Status(0))) => Ok(fresh),
+            Ok(Ok(_)) => Err(failed("its interpreter did not start".into())),
+            Ok(Err(trap)) => Err(failed(format!("its interpreter did not start: {trap:#}"))),
+            Err(_) => Err(failed("its interpreter did not start in time".into())),
+        }
+    }
+
+    /// Keeps the language's shelf of warm instances stocked, on the guest
+    /// threads, for as long as the runtime lives.
+    fn start_refill(&self, language: Language) {
+        let inner = Arc::downgrade(&self.inner);
+        let shelves = self.inner.warm.clone();
+        self.guest_tasks().spawn(async move {
+            loop {
+                while let Some(kind) = shelves.wanted(language) {
+                    let Some(inner) = inner.upgrade() else { return };
+                    let made = Runtime { inner }.warmed(language, &kind).await;
+                    match made {
+                        Ok(fresh) => shelves.put(language, &kind, fresh),
+                        Err(e) => {
+                            tracing::warn!("could not make a warm {language} instance: {e}; retrying in a second");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            break;
+                        }
+                    }
+                }
+                shelves.taken(language).await;
+            }
+        });
+    }
+
+    /// Starts keeping instances of `language` ready for sessions that see
+    /// `data` at `/data` and have these limits (sessions asking for another
+    /// folder or memory limit make the shelf follow them).
+    pub fn keep_warm(&self, language: Language, data: Option<&Path>, limits: &Limits) {
+        if self.inner.warm.stock(language, &WarmKind::of(data, limits)) {
+            self.start_refill(language);
+        }
+    }
+
+    /// How many instances are kept ready per language (0: none, every
+    /// session starts cold).
+    pub fn warm_instances(&self) -> usize {
+        self.inner.warm.target()
+    }
+
+    /// Changes how many instances are kept ready per language.
+    pub fn set_warm_instances(&self, count: usize) {
+        self.inner.warm.set_target(count);
+    }
+
+    /// Sessions started in a warm instance so far (the rest started cold).
+    pub fn warm_served(&self) -> u64 {
+        self.inner.warm.served()
+    }
+
+    /// Instances of `language` ready now.
+    pub fn warm_ready(&self, language: Language) -> usize {
+        self.inner.warm.ready(language)
+    }
+}
+
+/// An instance not yet given to a session.
+struct Fresh {
+    store: Store<HostState>,
+    guest: Instance,
+    sinks: SinkBinding,
+}
+
+/// What a warm instance is made for: what it sees at `/data` and its
+/// memory limits. A session takes one only if its own are the same.
+#[derive(Clone, PartialEq)]
+struct WarmKind {
+    data: Option<PathBuf>,
+    memory_bytes: usize,
+    table_elements: usize,
+}
+
+impl WarmKind {
+    fn of(data: Option<&Path>, limits: &Limits) -> Self {
+        WarmKind {
+            data: data.map(Path::to_path_buf),
+            memory_bytes: limits.memory_bytes,
+            table_elements: limits.table_elements,
+        }
     }
 }
 

@@ -17,14 +17,19 @@ fn the_quick_bench_runs_and_writes_its_results() {
     assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
     assert!(stdout.contains("| measure | python | javascript | lua |"), "{stdout}");
     for row in [
-        "cold start, library: total",
-        "WebSocket EXEC → STOP",
+        "library, warm instance: total",
+        "library, cold: total",
+        "WebSocket EXEC → STOP, warm instance",
+        "WebSocket EXEC → STOP, cold",
         "POST /v1/exec",
         "baseline",
         "throughput, 4 clients",
+        "throughput, library alone",
         "kill latency",
         "direct IO: prediction round trip",
         "direct IO: predictions on one socket",
+        "python-sci",
+        "process start → first run answered",
     ] {
         assert!(stdout.contains(row), "no {row:?} row in {stdout}");
     }
@@ -34,14 +39,18 @@ fn the_quick_bench_runs_and_writes_its_results() {
     let languages = report["languages"].as_array().expect("languages");
     assert_eq!(languages.len(), sandlot::Language::components().count());
     for language in languages {
-        assert_eq!(language["cold_start"]["total"]["n"], 5, "{language}");
-        assert!(language["cold_start"]["total"]["median_ms"].as_f64().unwrap() > 0.0);
+        for start in ["warm_start", "cold_start"] {
+            assert_eq!(language[start]["total"]["n"], 5, "{language}");
+            assert!(language[start]["total"]["median_ms"].as_f64().unwrap() > 0.0);
+        }
+        assert!(language["library_throughput"]["sessions_per_second"].as_f64().unwrap() > 0.0);
         assert_eq!(language["throughput"].as_array().unwrap().len(), 2);
         assert!(language["density"]["private_bytes_per_session"].as_f64().unwrap() > 0.0, "{language}");
     }
+    assert_eq!(report["process_start"]["n"], 1, "one server process timed: {}", report["process_start"]);
     let svg = std::fs::read_to_string(out.join("cold-start.svg")).expect("the chart is written");
     assert!(
-        svg.starts_with("<svg") && svg.contains("python") && svg.contains("javascript") && svg.contains("lua"),
+        svg.starts_with("<svg") && svg.contains("python") && svg.contains("javascript") && svg.contains("lua") && svg.contains("python-sci"),
         "{}",
         &svg[..svg.len().min(200)]
     );

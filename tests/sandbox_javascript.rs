@@ -112,8 +112,12 @@ async fn infinite_recursion_is_a_catchable_error() {
     let code = "function f(n) { return f(n + 1) + 1; }\ntry { f(0) } catch (e) { console.log('caught', e.name) }\n\
                 const deep = []; let o = deep; for (let i = 0; i < 50000; i++) { const n = []; o.push(n); o = n; }\n\
                 try { JSON.stringify(deep) } catch (e) { console.log('caught', e.name) }\nf(0)";
-    let mut ran = run(JS, &[("main.js", code)]).await;
-    assert_eq!(ran.stdout, "caught RangeError\ncaught RangeError\n", "{}", ran.stderr);
+    // QuickJS checks a deep structure for cycles level by level: the
+    // stringify alone takes ~5 s of guest time. The test is about the
+    // error, not the time; a loaded machine gets room.
+    let limits = Limits::default().with_wall_clock(std::time::Duration::from_secs(60));
+    let mut ran = run_with(JS, program(&[("main.js", code)]), limits).await;
+    assert_eq!(ran.stdout, "caught RangeError\ncaught RangeError\n", "{:?}: {}", ran.outcome, ran.stderr);
     assert_eq!((ran.outcome.exit_code, ran.outcome.reason), (1, EndReason::Error));
     assert!(ran.stderr.contains("RangeError"), "{}", ran.stderr);
     let (out, _, _) = ran.eval("console.log('still alive')").await;

@@ -1,5 +1,5 @@
-//! The cold-start chart: per language, sandlot's paths next to spawning the
-//! native interpreter, median milliseconds on a log scale.
+//! The cold-start chart: per language (python-sci too), sandlot's paths next
+//! to spawning the native interpreter, median milliseconds on a log scale.
 
 use std::path::Path;
 
@@ -7,25 +7,29 @@ use plotters::prelude::*;
 
 use super::{BenchResult, Report};
 
-const SERIES: [(&str, RGBColor); 4] = [
-    ("sandlot library", RGBColor(31, 119, 180)),
-    ("sandlot WebSocket EXEC", RGBColor(44, 160, 44)),
-    ("sandlot POST /v1/exec", RGBColor(255, 127, 14)),
+const SERIES: [(&str, RGBColor); 5] = [
+    ("sandlot library (warm instance)", RGBColor(31, 119, 180)),
+    ("sandlot WebSocket EXEC (warm instance)", RGBColor(44, 160, 44)),
+    ("sandlot WebSocket EXEC (none ready: cold)", RGBColor(152, 223, 138)),
+    ("sandlot POST /v1/exec (warm instance)", RGBColor(255, 127, 14)),
     ("native interpreter spawn", RGBColor(214, 39, 40)),
 ];
+const BAR: f64 = 0.8 / SERIES.len() as f64;
 
 pub(super) fn cold_start(report: &Report, path: &Path) -> BenchResult<()> {
-    let groups: Vec<(String, [f64; 4])> = report
+    let mut groups: Vec<(String, [f64; 5])> = report
         .languages
         .iter()
         .map(|l| {
             let baseline = l.baseline.as_ref().map_or(f64::NAN, |b| b.spawn.median_ms);
-            (
-                l.language.clone(),
-                [l.cold_start.total.median_ms, l.websocket_exec.median_ms, l.rest_exec.median_ms, baseline],
-            )
+            let paths =
+                [&l.warm_start.total, &l.websocket_exec, &l.websocket_exec_cold, &l.rest_exec].map(|s| s.median_ms);
+            (l.language.clone(), [paths[0], paths[1], paths[2], paths[3], baseline])
         })
         .collect();
+    // python-sci: EXEC → first output with pandas and scikit-learn imported.
+    let sci = [report.python_sci_first_output.median_ms, report.python_sci_first_output_cold.median_ms];
+    groups.push(("python-sci (first output)".into(), [f64::NAN, sci[0], sci[1], f64::NAN, f64::NAN]));
     let finite = groups.iter().flat_map(|(_, v)| v.iter().copied()).filter(|v| v.is_finite() && *v > 0.0);
     let (low, high) = finite.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (low, high) = if low <= high { (low / 2.0, high * 2.0) } else { (0.01, 1000.0) };
@@ -33,7 +37,7 @@ pub(super) fn cold_start(report: &Report, path: &Path) -> BenchResult<()> {
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let title =
-        format!("Cold start, hello world: median ms (log scale), {} CPUs, {}", report.machine.cpus, report.date);
+        format!("A session's hello world: median ms (log scale), {} CPUs, {}", report.machine.cpus, report.date);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(20)
@@ -53,8 +57,8 @@ pub(super) fn cold_start(report: &Report, path: &Path) -> BenchResult<()> {
         .draw()?;
     for (series, (label, color)) in SERIES.iter().enumerate() {
         let bars = groups.iter().enumerate().filter(|(_, (_, v))| v[series].is_finite()).map(|(g, (_, v))| {
-            let x0 = g as f64 + 0.1 + series as f64 * 0.2;
-            Rectangle::new([(x0, low), (x0 + 0.18, v[series])], color.filled())
+            let x0 = g as f64 + 0.1 + series as f64 * BAR;
+            Rectangle::new([(x0, low), (x0 + BAR * 0.9, v[series])], color.filled())
         });
         chart
             .draw_series(bars)?

@@ -41,6 +41,11 @@ pub struct Settings {
     pub kill_background: usize,
     /// Whether to compile each guest afresh (Python takes 10–25 s).
     pub compile: bool,
+    /// The `sandlot` binary, to time a server process from its start to its
+    /// first answered run; not measured when `None`.
+    pub server_binary: Option<PathBuf>,
+    /// Server processes started for that measurement.
+    pub process_starts: usize,
 }
 
 impl Settings {
@@ -50,10 +55,12 @@ impl Settings {
             baseline_runs: 40,
             clients: vec![1, 8, 64, 256],
             level_seconds: 3.0,
-            density_sessions: 1000,
+            density_sessions: 5000,
             kill_samples: 50,
             kill_background: 100,
             compile: true,
+            server_binary: None,
+            process_starts: 10,
         }
     }
 
@@ -68,6 +75,8 @@ impl Settings {
             kill_samples: 3,
             kill_background: 4,
             compile: false,
+            server_binary: None,
+            process_starts: 1,
         }
     }
 }
@@ -95,6 +104,8 @@ fn summarize(samples: &[Duration]) -> Summary {
     }
 }
 
+/// A session through the library: getting an instance, running hello in
+/// it, dropping it.
 #[derive(Debug, Serialize)]
 pub struct ColdStart {
     pub instantiate: Summary,
@@ -106,6 +117,15 @@ pub struct ColdStart {
 pub struct Baseline {
     pub command: String,
     pub spawn: Summary,
+}
+
+/// Sessions per second through the library alone, one worker per core,
+/// each making sessions back to back: what the server's throughput is
+/// measured against.
+#[derive(Debug, Serialize)]
+pub struct LibraryThroughput {
+    pub workers: usize,
+    pub sessions_per_second: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -148,20 +168,35 @@ pub struct Compile {
 /// Baseline median over ours: how many times faster sandlot is.
 #[derive(Debug, Serialize)]
 pub struct Ratios {
+    /// A session from a warm instance.
     pub library: Option<f64>,
     pub websocket: Option<f64>,
     pub rest: Option<f64>,
+    /// A true cold start (no warm instance ready).
+    pub library_cold: Option<f64>,
+    pub websocket_cold: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct LanguageReport {
     pub language: String,
+    /// Through the library, every session in an instance ready before it
+    /// was asked for (`Runtime::warm_instances`), the shelf refilled between runs.
+    pub warm_start: ColdStart,
+    /// Through the library with no instance ready: a true cold start.
     pub cold_start: ColdStart,
+    /// EXEC → STOP, from a warm instance.
     pub websocket_exec: Summary,
+    /// EXEC → STOP with no instance ready.
+    pub websocket_exec_cold: Summary,
+    /// `POST /v1/exec`, from a warm instance.
     pub rest_exec: Summary,
     pub baseline: Option<Baseline>,
     pub faster_than_baseline: Ratios,
     pub throughput: Vec<Throughput>,
+    pub library_throughput: LibraryThroughput,
+    /// The best server throughput over the library's.
+    pub server_share: f64,
     pub direct_io: DirectIo,
     pub density: Density,
     pub kill_latency: Summary,
@@ -184,8 +219,13 @@ pub struct Report {
     pub settings: Settings,
     pub languages: Vec<LanguageReport>,
     /// python-sci through the WebSocket: EXEC → first output of a program
-    /// that imports pandas and scikit-learn (already imported in its image).
+    /// that imports pandas and scikit-learn (already imported in its image),
+    /// from a warm instance and with none ready.
     pub python_sci_first_output: Summary,
+    pub python_sci_first_output_cold: Summary,
+    /// `sandlot serve` started as a process → its first `POST /v1/exec`
+    /// (Python hello) answered, compiled guests already cached.
+    pub process_start: Option<Summary>,
 }
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -226,14 +266,30 @@ pub async fn run(runtime: Runtime, settings: Settings, out_dir: PathBuf) -> Benc
     }
     eprintln!("bench: python-sci: EXEC to first output with pandas and scikit-learn");
     let mut ws = WsClient::connect(address, "/v1/ws").await?;
+    let code = "import pandas, sklearn.ensemble\nprint('ready')";
     let mut first_output = Vec::with_capacity(settings.runs);
     for _ in 0..settings.runs {
-        let code = "import pandas, sklearn.ensemble\nprint('ready')";
+        shelf_full(&runtime, Language::PythonSci).await;
         first_output.push(ws.first_output(Language::PythonSci, code, "ready").await?);
     }
     let python_sci_first_output = summarize(&first_output);
+    let mut first_output = Vec::with_capacity(settings.runs);
+    let warm_instances = runtime.warm_instances();
+    runtime.set_warm_instances(0);
+    for _ in 0..settings.runs {
+        first_output.push(ws.first_output(Language::PythonSci, code, "ready").await?);
+    }
+    runtime.set_warm_instances(warm_instances);
+    let python_sci_first_output_cold = summarize(&first_output);
     let _ = stop_server.send(());
     server.await??;
+    let process_start = match &settings.server_binary {
+        Some(binary) => {
+            eprintln!("bench: a server process from its start to its first answered run");
+            Some(process_start(binary, &runtime.cache_dir(), settings.process_starts).await?)
+        }
+        None => None,
+    };
 
     let report = Report {
         date: crate::utc_date(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs()),
@@ -243,6 +299,8 @@ pub async fn run(runtime: Runtime, settings: Settings, out_dir: PathBuf) -> Benc
         settings,
         languages,
         python_sci_first_output,
+        python_sci_first_output_cold,
+        process_start,
     };
     std::fs::create_dir_all(&out_dir)?;
     std::fs::write(out_dir.join("bench.json"), serde_json::to_string_pretty(&report)?)?;
@@ -258,13 +316,18 @@ async fn measure_language(
 ) -> BenchResult<LanguageReport> {
     let hello = hello(language);
     let step = |what: &str| eprintln!("bench: {language}: {what}");
-    step("cold start through the library");
-    let cold_start = cold_start(runtime, language, settings.runs).await?;
+    let warm_instances = runtime.warm_instances();
+    step("a session through the library, from a warm instance and from none");
+    let warm_start = library_session(runtime, language, settings.runs, true).await?;
+    runtime.set_warm_instances(0);
+    let cold_start = library_session(runtime, language, settings.runs, false).await?;
+    runtime.set_warm_instances(warm_instances);
     step("round trips through the server");
 
     let mut ws = WsClient::connect(address, "/v1/ws").await?;
     let mut websocket = Vec::with_capacity(settings.runs);
     for _ in 0..settings.runs {
+        shelf_full(runtime, language).await;
         let started = Instant::now();
         let stdout = ws.exec(language, hello).await?;
         websocket.push(started.elapsed());
@@ -273,25 +336,45 @@ async fn measure_language(
     let mut rest = RestClient::connect(address).await?;
     let mut rest_times = Vec::with_capacity(settings.runs);
     for _ in 0..settings.runs {
+        shelf_full(runtime, language).await;
         let started = Instant::now();
         let stdout = rest.exec(language, hello).await?;
         rest_times.push(started.elapsed());
         check_hello(&stdout)?;
     }
+    runtime.set_warm_instances(0);
+    let mut websocket_cold = Vec::with_capacity(settings.runs);
+    for _ in 0..settings.runs {
+        let started = Instant::now();
+        let stdout = ws.exec(language, hello).await?;
+        websocket_cold.push(started.elapsed());
+        check_hello(&stdout)?;
+    }
+    runtime.set_warm_instances(warm_instances);
     let websocket_exec = summarize(&websocket);
+    let websocket_exec_cold = summarize(&websocket_cold);
     let rest_exec = summarize(&rest_times);
     step("native interpreter baseline");
     let baseline = baseline(language, settings.baseline_runs);
     let ratio = |ours: &Summary| baseline.as_ref().map(|b| b.spawn.median_ms / ours.median_ms);
-    let faster_than_baseline =
-        Ratios { library: ratio(&cold_start.total), websocket: ratio(&websocket_exec), rest: ratio(&rest_exec) };
+    let faster_than_baseline = Ratios {
+        library: ratio(&warm_start.total),
+        websocket: ratio(&websocket_exec),
+        rest: ratio(&rest_exec),
+        library_cold: ratio(&cold_start.total),
+        websocket_cold: ratio(&websocket_exec_cold),
+    };
 
+    let level = Duration::from_secs_f64(settings.level_seconds);
     let mut throughput = Vec::new();
     for &clients in &settings.clients {
         step(&format!("throughput with {clients} clients"));
-        throughput
-            .push(throughput_level(address, language, clients, Duration::from_secs_f64(settings.level_seconds)).await?);
+        throughput.push(throughput_level(address, language, clients, level).await?);
     }
+    step("throughput of the library alone");
+    let library_throughput = library_throughput(runtime, language, level).await?;
+    let best = throughput.iter().map(|t| t.sessions_per_second).fold(0.0, f64::max);
+    let server_share = best / library_throughput.sessions_per_second;
     step("direct IO: predictions over ClusterIO_Message frames");
     let direct_io =
         direct_io(address, language, settings.runs * 5, Duration::from_secs_f64(settings.level_seconds)).await?;
@@ -313,12 +396,16 @@ async fn measure_language(
     };
     Ok(LanguageReport {
         language: language.name().into(),
+        warm_start,
         cold_start,
         websocket_exec,
+        websocket_exec_cold,
         rest_exec,
         baseline,
         faster_than_baseline,
         throughput,
+        library_throughput,
+        server_share,
         direct_io,
         density,
         kill_latency,
@@ -334,11 +421,24 @@ fn check_hello(stdout: &str) -> BenchResult<()> {
     if stdout == "hello\n" { Ok(()) } else { Err(format!("expected hello, got {stdout:?}").into()) }
 }
 
-/// A fresh instance → "hello" printed → instance dropped, through the library.
-async fn cold_start(runtime: &Runtime, language: Language, runs: usize) -> BenchResult<ColdStart> {
+/// Waits (a second at most) until the language's warm instances are all
+/// ready again, so that the next session is served from them.
+async fn shelf_full(runtime: &Runtime, language: Language) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while runtime.warm_ready(language) < runtime.warm_instances() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_micros(250)).await;
+    }
+}
+
+/// A session → "hello" printed → session dropped, through the library; each
+/// from a warm instance (the shelf refilled before it) or as it comes.
+async fn library_session(runtime: &Runtime, language: Language, runs: usize, warm: bool) -> BenchResult<ColdStart> {
     let program = Program::single(language.main_file(), hello(language));
     let (mut instantiate, mut run, mut total) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
+        if warm {
+            shelf_full(runtime, language).await;
+        }
         let started = Instant::now();
         let (mut session, mut events) = runtime.session(language, SessionOptions::default()).await?;
         let instantiated = started.elapsed();
@@ -411,6 +511,74 @@ async fn throughput_level(
     }
     let elapsed = started.elapsed().as_secs_f64();
     Ok(Throughput { clients, completed, errors, sessions_per_second: completed as f64 / elapsed })
+}
+
+/// Sessions per second the library alone makes (session → hello → drop),
+/// with one worker per core for `duration`.
+async fn library_throughput(
+    runtime: &Runtime,
+    language: Language,
+    duration: Duration,
+) -> BenchResult<LibraryThroughput> {
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let program = Program::single(language.main_file(), hello(language));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (runtime, program) = (runtime.clone(), program.clone());
+            tokio::spawn(async move {
+                let mut done = 0usize;
+                while Instant::now() < deadline {
+                    let (mut session, _events) = runtime.session(language, SessionOptions::default()).await?;
+                    session.run(program.clone()).await?;
+                    done += 1;
+                }
+                Ok::<_, crate::Error>(done)
+            })
+        })
+        .collect();
+    let mut completed = 0;
+    for task in tasks {
+        completed += task.await??;
+    }
+    Ok(LibraryThroughput { workers, sessions_per_second: completed as f64 / started.elapsed().as_secs_f64() })
+}
+
+/// `sandlot serve` as a new process (its compiled guests cached in
+/// `cache_dir`) → the first `POST /v1/exec` it answers, `runs` times.
+async fn process_start(binary: &std::path::Path, cache_dir: &std::path::Path, runs: usize) -> BenchResult<Summary> {
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let data = std::env::temp_dir().join(format!("sandlot-bench-{}-{i}", std::process::id()));
+        let started = Instant::now();
+        let mut child = Command::new(binary)
+            .arg("--cache-dir")
+            .arg(cache_dir)
+            .args(["serve", "--listen", &address.to_string(), "--landlock", "false", "--data-dir"])
+            .arg(&data)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let answered = async {
+            loop {
+                match RestClient::connect(address).await {
+                    Ok(mut rest) => return rest.exec(Language::Python, hello(Language::Python)).await,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            }
+        };
+        let stdout = tokio::time::timeout(Duration::from_secs(60), answered).await;
+        let elapsed = started.elapsed();
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&data);
+        check_hello(&stdout.map_err(|_| "the server process did not answer within 60 s")??)?;
+        times.push(elapsed);
+    }
+    Ok(summarize(&times))
 }
 
 /// Direct IO against a session whose model echoes its input: `round_trips`
@@ -578,23 +746,40 @@ pub fn markdown(report: &Report) -> String {
         out.push_str(&format!("| {label} | {} |\n", cells.join(" | ")));
     };
     let spread = |s: &Summary| format!("{} ms (p90 {}, p99 {})", ms(s.median_ms), ms(s.p90_ms), ms(s.p99_ms));
-    row("cold start, library: instantiate", &|l| spread(&l.cold_start.instantiate));
-    row("cold start, library: run hello", &|l| spread(&l.cold_start.run));
-    row("cold start, library: total", &|l| spread(&l.cold_start.total));
-    row("WebSocket EXEC → STOP", &|l| spread(&l.websocket_exec));
-    row("POST /v1/exec", &|l| spread(&l.rest_exec));
+    row("library, warm instance: get instance", &|l| spread(&l.warm_start.instantiate));
+    row("library, warm instance: run hello", &|l| spread(&l.warm_start.run));
+    row("library, warm instance: total", &|l| spread(&l.warm_start.total));
+    row("library, cold (none ready): instantiate", &|l| spread(&l.cold_start.instantiate));
+    row("library, cold: run hello", &|l| spread(&l.cold_start.run));
+    row("library, cold: total", &|l| spread(&l.cold_start.total));
+    row("WebSocket EXEC → STOP, warm instance", &|l| spread(&l.websocket_exec));
+    row("WebSocket EXEC → STOP, cold", &|l| spread(&l.websocket_exec_cold));
+    row("POST /v1/exec, warm instance", &|l| spread(&l.rest_exec));
     row("baseline: spawn native interpreter", &|l| {
         l.baseline.as_ref().map_or("not installed".into(), |b| format!("{} (`{}`)", spread(&b.spawn), b.command))
     });
-    row("faster than baseline: library / WS / REST", &|l| {
+    row("faster than baseline, warm: library / WS / REST", &|l| {
         let r = &l.faster_than_baseline;
         format!("{} / {} / {}", times(r.library), times(r.websocket), times(r.rest))
+    });
+    row("faster than baseline, cold: library / WS", &|l| {
+        let r = &l.faster_than_baseline;
+        format!("{} / {}", times(r.library_cold), times(r.websocket_cold))
     });
     for (i, clients) in report.settings.clients.iter().enumerate() {
         row(&format!("throughput, {clients} clients"), &|l| {
             l.throughput.get(i).map_or("–".into(), |t| format!("{:.0} sessions/s", t.sessions_per_second))
         });
     }
+    row("throughput, library alone", &|l| {
+        let t = &l.library_throughput;
+        format!(
+            "{:.0} sessions/s ({} workers); server {:.0}% of it",
+            t.sessions_per_second,
+            t.workers,
+            l.server_share * 100.0
+        )
+    });
     row("direct IO: prediction round trip", &|l| spread(&l.direct_io.round_trip));
     row("direct IO: predictions on one socket", &|l| {
         format!("{:.0}/s ({} in flight)", l.direct_io.predictions_per_second, l.direct_io.in_flight)
@@ -615,12 +800,16 @@ pub fn markdown(report: &Report) -> String {
             format!("{:.1} s / {:.1} MiB / {} ms", c.compile_seconds, c.native_bytes as f64 / 1048576.0, ms(c.load_ms))
         })
     });
-    let sci = &report.python_sci_first_output;
     out.push_str(&format!(
-        "\npython-sci (pandas + scikit-learn imported), WebSocket EXEC → first output: {} ms (p90 {}, p99 {})\n",
-        ms(sci.median_ms),
-        ms(sci.p90_ms),
-        ms(sci.p99_ms)
+        "\npython-sci (pandas + scikit-learn imported), WebSocket EXEC → first output: {} warm instance, {} cold\n",
+        spread(&report.python_sci_first_output),
+        spread(&report.python_sci_first_output_cold),
     ));
+    if let Some(start) = &report.process_start {
+        out.push_str(&format!(
+            "\n`sandlot serve` process start → first run answered (POST /v1/exec, Python hello, compiled guests cached): {}\n",
+            spread(start)
+        ));
+    }
     out
 }

@@ -101,6 +101,9 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// The user to become once the port is bound (the server started as root).
     pub run_as: Option<crate::harden::RunAs>,
+    /// Instances kept ready per language (see `Runtime::set_warm_instances`);
+    /// `None` leaves the runtime's setting.
+    pub warm_instances: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -125,6 +128,7 @@ impl Default for ServerConfig {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             run_as: None,
+            warm_instances: None,
         }
     }
 }
@@ -210,9 +214,11 @@ pub async fn serve(
         None if crate::harden::is_root() => tracing::warn!("{}", crate::harden::root_warning()),
         None => {}
     }
-    println!("listening on http://{address}");
-    tracing::info!(%address, "listening");
-    serve_on(runtime, config, listener, shutdown).await
+    let ready = move || {
+        println!("listening on http://{address}");
+        tracing::info!(%address, "listening");
+    };
+    serve_ready(runtime, config, listener, shutdown, ready).await
 }
 
 /// Serves on a bound listener (the caller prepares guests and reports the
@@ -223,6 +229,22 @@ pub async fn serve_on(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_ready(runtime, config, listener, shutdown, || {}).await
+}
+
+/// How long a starting server waits for its first warm instances.
+const WARM_AT_START: Duration = Duration::from_secs(10);
+
+/// `serve_on`, calling `ready` once the store, the datasets and the first
+/// warm instances are in place, just before the first connection is taken.
+async fn serve_ready(
+    runtime: Runtime,
+    config: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(),
+) -> std::io::Result<()> {
+    let warm = runtime.clone();
     let (registry, datasets) = match &config.data_dir {
         Some(dir) => {
             let folder = Arc::new(DataFolder::open(dir).map_err(std::io::Error::other)?);
@@ -243,6 +265,23 @@ pub async fn serve_on(
         config.connection_cap(listener::raise_file_limit()),
         config.max_connections_per_address,
     );
+    // Sessions start in instances made ahead (`warm.rs`), from the first.
+    if let Some(count) = config.warm_instances {
+        warm.set_warm_instances(count);
+    }
+    let data = datasets.as_ref().map(|d| d.mount_dir().to_path_buf());
+    for language in Language::ALL {
+        warm.keep_warm(language, data.as_deref(), &config.limits);
+    }
+    let stocked = || Language::ALL.iter().all(|&l| warm.warm_ready(l) >= warm.warm_instances());
+    let waited = tokio::time::timeout(WARM_AT_START, async {
+        while !stocked() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    if waited.await.is_err() {
+        tracing::warn!("the first warm instances took over {WARM_AT_START:?}; serving without waiting for them");
+    }
     let app = App {
         registry: registry.clone(),
         tokens: Arc::new(Tokens::new(&config.tokens)),
@@ -251,6 +290,7 @@ pub async fn serve_on(
         datasets,
         closing: closing.clone(),
     };
+    ready();
     let accepting = tokio::spawn(listener::accept(
         listener,
         router(app.clone()),
