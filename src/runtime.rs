@@ -26,6 +26,7 @@ use crate::host::{self, EngineBridge, HostState, MemoryLimiter, NoEngine, Placeh
 use crate::language::Language;
 use crate::limits::Limits;
 use crate::output::{OutputBudget, OutputSink, SinkBinding, SinkTarget};
+use crate::program::Program;
 use crate::report::SessionEvents;
 use crate::report::{EventQueue, Reporter};
 use crate::run::{SessionEvent, StopSignal};
@@ -238,15 +239,19 @@ impl Runtime {
         Ok(Fresh { store, guest, sinks })
     }
 
-    /// A fresh instance whose interpreter has started: it has run an empty
-    /// eval (its output, if any, dropped) under the default fuel and time.
+    /// A fresh instance whose interpreter has started: it has run the
+    /// language's hello program (its output dropped) under the default fuel
+    /// and time, so the pages a run touches are its own already. The
+    /// session's first run starts afresh all the same (a run resets the
+    /// interpreter's globals, arguments and environment).
     async fn warmed(&self, language: Language, kind: &WarmKind) -> Result<Fresh, Error> {
         let guest = self.prepared(language).await?;
         let limits = &self.inner.default_limits;
         let mut fresh = self.fresh(language, guest, kind).await?;
         let failed = |message: String| Error::Instantiate { language, message };
         fresh.store.set_fuel(limits.fuel).map_err(|e| failed(e.to_string()))?;
-        let warm_up = fresh.guest.call(&mut fresh.store, Call::Eval(String::new()));
+        let hello = Program::single(language.main_file(), language.spec().hello).validated()?;
+        let warm_up = fresh.guest.call(&mut fresh.store, Call::Run(hello));
         match tokio::time::timeout(limits.wall_clock, warm_up).await {
             Ok(Ok(Returned::Status(0))) => Ok(fresh),
             Ok(Ok(_)) => Err(failed("its interpreter did not start".into())),

@@ -50,7 +50,11 @@ fn the_quick_bench_runs_and_writes_its_results() {
     assert_eq!(report["process_start"]["n"], 1, "one server process timed: {}", report["process_start"]);
     let svg = std::fs::read_to_string(out.join("cold-start.svg")).expect("the chart is written");
     assert!(
-        svg.starts_with("<svg") && svg.contains("python") && svg.contains("javascript") && svg.contains("lua") && svg.contains("python-sci"),
+        svg.starts_with("<svg")
+            && svg.contains("python")
+            && svg.contains("javascript")
+            && svg.contains("lua")
+            && svg.contains("python-sci"),
         "{}",
         &svg[..svg.len().min(200)]
     );
