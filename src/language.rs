@@ -58,12 +58,25 @@ pub struct LanguageSpec {
     /// A program that prints `hello` and a newline.
     pub hello: &'static str,
     /// The native interpreter spawned for the same hello, as process-based
-    /// runners do (the bench's baseline): program and arguments.
-    pub baseline: Option<(&'static str, &'static [&'static str])>,
+    /// runners do (the bench's baseline).
+    pub baseline: Option<NativeBaseline>,
     /// A program that never ends (the bench's kill measurement).
     pub endless: &'static str,
     /// A program that saves a model named `echo` answering its input.
     pub echo_model: &'static str,
+}
+
+/// A native interpreter, as the bench spawns it.
+#[derive(Clone, Copy, Debug)]
+pub struct NativeBaseline {
+    /// The interpreter's name on `PATH`.
+    pub program: &'static str,
+    /// Arguments that make it print `hello` and a newline.
+    pub hello: &'static [&'static str],
+    /// Arguments that make it print the path of its own executable. A `PATH`
+    /// entry may be a wrapper (pyenv's shims are shell scripts that take
+    /// ~200 ms); a runner starts the interpreter itself, and so does the bench.
+    pub own_path: Option<&'static [&'static str]>,
 }
 
 /// CPython, and the spelling python-sci shares with it.
@@ -78,7 +91,11 @@ const PYTHON: LanguageSpec = LanguageSpec {
         template: "$${IMPORTS}\nprint($${CODE})",
     },
     hello: "print('hello')",
-    baseline: Some(("python3", &["-c", "print('hello')"])),
+    baseline: Some(NativeBaseline {
+        program: "python3",
+        hello: &["-c", "print('hello')"],
+        own_path: Some(&["-c", "import sys; print(sys.executable)"]),
+    }),
     endless: "while True:\n    pass",
     echo_model: "import sandlot\nsandlot.save_model('echo', lambda v: v)",
 };
@@ -98,7 +115,11 @@ static TABLE: [LanguageSpec; 4] = [
             template: "$${IMPORTS}\nconsole.log($${CODE})",
         },
         hello: "console.log('hello')",
-        baseline: Some(("node", &["-e", "console.log('hello')"])),
+        baseline: Some(NativeBaseline {
+            program: "node",
+            hello: &["-e", "console.log('hello')"],
+            own_path: Some(&["-e", "console.log(process.execPath)"]),
+        }),
         endless: "for (;;) {}",
         echo_model: "sandlot.saveModel('echo', (v) => v)",
     },
@@ -122,7 +143,7 @@ static TABLE: [LanguageSpec; 4] = [
             template: "$${IMPORTS}\nprint($${CODE})",
         },
         hello: "print('hello')",
-        baseline: Some(("lua5.4", &["-e", "print('hello')"])),
+        baseline: Some(NativeBaseline { program: "lua5.4", hello: &["-e", "print('hello')"], own_path: None }),
         endless: "while true do end",
         echo_model: "sandlot.save_model('echo', function(v) return v end)",
     },

@@ -37,7 +37,7 @@ pub use datasets::DatasetLimits;
 pub use date::utc_date;
 pub use error::Error;
 pub use host::{EngineAnswer, EngineBridge, PlaceholderMemory, Placeholders};
-pub use language::{Language, UnknownLanguage};
+pub use language::{Language, LanguageSpec, NativeBaseline, UnknownLanguage};
 pub use limits::Limits;
 pub use program::{Program, SourceFile};
 pub use registry::{Client, Entry, Keep, Registry, RegistryConfig, RunEvents, RunStatus, SavedPlaceholders, Started};

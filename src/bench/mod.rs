@@ -459,19 +459,50 @@ async fn library_session(runtime: &Runtime, language: Language, runs: usize, war
     Ok(ColdStart { instantiate: summarize(&instantiate), run: summarize(&run), total: summarize(&total) })
 }
 
-/// Spawning the native interpreter per run, as process-based runners do.
+/// Spawning the native interpreter per run, as process-based runners do:
+/// the interpreter's own executable, not a wrapper `PATH` may put first,
+/// and of the interpreters `PATH` holds under that name the fastest to start
+/// (the ratios are against the best a process-based runner could do here).
 fn baseline(language: Language, runs: usize) -> Option<Baseline> {
-    let (program, args) = language.spec().baseline?;
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
+    let native = language.spec().baseline?;
+    let spawn = |program: &str| {
         let started = Instant::now();
-        let output = Command::new(program).args(args).output().ok()?;
-        times.push(started.elapsed());
-        if output.stdout != b"hello\n" {
-            return None;
+        let output = Command::new(program).args(native.hello).output().ok()?;
+        (output.stdout == b"hello\n").then(|| started.elapsed())
+    };
+    let mut candidates: Vec<String> = Vec::new();
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        let found = dir.join(native.program);
+        if !found.is_file() {
+            continue;
+        }
+        let own = native
+            .own_path
+            .and_then(|args| Command::new(&found).args(args).output().ok())
+            .filter(|out| out.status.success())
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .map(|path| path.trim().to_string())
+            .filter(|path| !path.is_empty())
+            .unwrap_or_else(|| found.display().to_string());
+        if !candidates.contains(&own) {
+            candidates.push(own);
         }
     }
-    Some(Baseline { command: format!("{program} {} \"{}\"", args[0], args[1]), spawn: summarize(&times) })
+    // Three spawns each (the first also brings its files into the page cache).
+    let program = candidates
+        .into_iter()
+        .filter_map(|c| {
+            let best = (0..3).filter_map(|_| spawn(&c)).min()?;
+            Some((best, c))
+        })
+        .min()?
+        .1;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        times.push(spawn(&program)?);
+    }
+    let [flag, code] = native.hello else { return None };
+    Some(Baseline { command: format!("{program} {flag} \"{code}\""), spawn: summarize(&times) })
 }
 
 /// Hello-world sessions completed per second by `clients` WebSocket clients, each
