@@ -88,9 +88,11 @@ pub(crate) struct SinkTarget {
 pub(crate) struct SinkBinding(Arc<OnceLock<SinkTarget>>);
 
 impl SinkBinding {
-    /// Sends all later output to `target`; false if already bound.
-    pub(crate) fn bind(&self, target: SinkTarget) -> bool {
-        self.0.set(target).is_ok()
+    /// Sends all later output to `target`. An instance is bound once, to
+    /// its one session.
+    pub(crate) fn bind(&self, target: SinkTarget) {
+        let first = self.0.set(target).is_ok();
+        debug_assert!(first, "an instance's output was bound twice");
     }
 }
 

@@ -309,6 +309,19 @@ impl Runtime {
         self.inner.warm.served()
     }
 
+    /// Waits until every instance of `language` the runtime keeps is ready,
+    /// `within` at most; whether they all were.
+    pub async fn wait_warm(&self, language: Language, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.warm_ready(language) < self.warm_instances() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_micros(250)).await;
+        }
+        true
+    }
+
     /// Instances of `language` ready now.
     pub fn warm_ready(&self, language: Language) -> usize {
         self.inner.warm.ready(language)

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{drain, program};
 use sandlot::{EndReason, Language, Limits, Runtime, RuntimeConfig, SessionOptions};
@@ -15,13 +15,13 @@ fn runtime(warm: usize) -> Runtime {
     Runtime::new(RuntimeConfig { warm_instances: Some(warm), ..RuntimeConfig::default() }).expect("runtime starts")
 }
 
-/// Waits until `count` instances of `language` are ready.
-async fn stocked(runtime: &Runtime, language: Language, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while runtime.warm_ready(language) < count {
-        assert!(Instant::now() < deadline, "{language}: {count} warm instances were not made in a minute");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+/// Waits until all the instances of `language` the runtime keeps are ready.
+async fn stocked(runtime: &Runtime, language: Language) {
+    let count = runtime.warm_instances();
+    assert!(
+        runtime.wait_warm(language, Duration::from_secs(60)).await,
+        "{language}: {count} warm instances were not made in a minute"
+    );
 }
 
 /// Prints `fresh` unless an earlier program left `mark` behind in the
@@ -44,7 +44,7 @@ async fn sessions_start_in_warm_instances_each_used_once() {
     let runtime = runtime(2);
     for language in [Language::Python, Language::JavaScript, Language::Lua] {
         runtime.keep_warm(language, None, &Limits::default());
-        stocked(&runtime, language, 2).await;
+        stocked(&runtime, language).await;
         let served = runtime.warm_served();
         for round in 0..6 {
             let (mut session, mut events) =
@@ -70,7 +70,7 @@ async fn a_session_with_other_limits_gets_an_instance_made_for_them() {
     let runtime = runtime(2);
     let language = Language::JavaScript;
     runtime.keep_warm(language, None, &Limits::default());
-    stocked(&runtime, language, 2).await;
+    stocked(&runtime, language).await;
     let served = runtime.warm_served();
     let small = Limits::default().with_memory_bytes(24 << 20).with_wall_clock(Duration::from_secs(5));
     let options = || SessionOptions { limits: Some(small.clone()), ..SessionOptions::default() };
@@ -83,7 +83,7 @@ async fn a_session_with_other_limits_gets_an_instance_made_for_them() {
     assert!(outcome.peak_memory <= 24 << 20, "the session's own limit held: {outcome:?}");
 
     // The shelf now stocks instances for the smaller limits, which hold them too.
-    stocked(&runtime, language, 2).await;
+    stocked(&runtime, language).await;
     let (mut session, mut events) = runtime.session(language, options()).await.expect("session starts");
     assert_eq!(runtime.warm_served(), served + 1, "an instance made for these limits");
     let outcome = session.run(program(&[("main.js", bomb)])).await.expect("run is accepted");
@@ -96,7 +96,7 @@ async fn a_session_with_other_limits_gets_an_instance_made_for_them() {
 async fn with_no_warm_instances_every_session_starts_cold() {
     let runtime = runtime(3);
     runtime.keep_warm(Language::Lua, None, &Limits::default());
-    stocked(&runtime, Language::Lua, 3).await;
+    stocked(&runtime, Language::Lua).await;
     runtime.set_warm_instances(0);
     assert_eq!(runtime.warm_ready(Language::Lua), 0, "the ready ones are dropped");
     for _ in 0..3 {

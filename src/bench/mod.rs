@@ -274,12 +274,11 @@ pub async fn run(runtime: Runtime, settings: Settings, out_dir: PathBuf) -> Benc
     }
     let python_sci_first_output = summarize(&first_output);
     let mut first_output = Vec::with_capacity(settings.runs);
-    let warm_instances = runtime.warm_instances();
-    runtime.set_warm_instances(0);
+    let cold = Cold::start(&runtime);
     for _ in 0..settings.runs {
         first_output.push(ws.first_output(Language::PythonSci, code, "ready").await?);
     }
-    runtime.set_warm_instances(warm_instances);
+    drop(cold);
     let python_sci_first_output_cold = summarize(&first_output);
     let _ = stop_server.send(());
     server.await??;
@@ -316,12 +315,11 @@ async fn measure_language(
 ) -> BenchResult<LanguageReport> {
     let hello = hello(language);
     let step = |what: &str| eprintln!("bench: {language}: {what}");
-    let warm_instances = runtime.warm_instances();
     step("a session through the library, from a warm instance and from none");
     let warm_start = library_session(runtime, language, settings.runs, true).await?;
-    runtime.set_warm_instances(0);
+    let cold = Cold::start(runtime);
     let cold_start = library_session(runtime, language, settings.runs, false).await?;
-    runtime.set_warm_instances(warm_instances);
+    drop(cold);
     step("round trips through the server");
 
     let mut ws = WsClient::connect(address, "/v1/ws").await?;
@@ -342,7 +340,7 @@ async fn measure_language(
         rest_times.push(started.elapsed());
         check_hello(&stdout)?;
     }
-    runtime.set_warm_instances(0);
+    let cold = Cold::start(runtime);
     let mut websocket_cold = Vec::with_capacity(settings.runs);
     for _ in 0..settings.runs {
         let started = Instant::now();
@@ -350,7 +348,7 @@ async fn measure_language(
         websocket_cold.push(started.elapsed());
         check_hello(&stdout)?;
     }
-    runtime.set_warm_instances(warm_instances);
+    drop(cold);
     let websocket_exec = summarize(&websocket);
     let websocket_exec_cold = summarize(&websocket_cold);
     let rest_exec = summarize(&rest_times);
@@ -424,9 +422,27 @@ fn check_hello(stdout: &str) -> BenchResult<()> {
 /// Waits (a second at most) until the language's warm instances are all
 /// ready again, so that the next session is served from them.
 async fn shelf_full(runtime: &Runtime, language: Language) {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while runtime.warm_ready(language) < runtime.warm_instances() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_micros(250)).await;
+    runtime.wait_warm(language, Duration::from_secs(1)).await;
+}
+
+/// Keeps no warm instances while it lives (every session starts cold), and
+/// restores the runtime's setting when dropped.
+struct Cold<'a> {
+    runtime: &'a Runtime,
+    warm_instances: usize,
+}
+
+impl<'a> Cold<'a> {
+    fn start(runtime: &'a Runtime) -> Self {
+        let warm_instances = runtime.warm_instances();
+        runtime.set_warm_instances(0);
+        Cold { runtime, warm_instances }
+    }
+}
+
+impl Drop for Cold<'_> {
+    fn drop(&mut self) {
+        self.runtime.set_warm_instances(self.warm_instances);
     }
 }
 

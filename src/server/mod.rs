@@ -265,23 +265,6 @@ async fn serve_ready(
         config.connection_cap(listener::raise_file_limit()),
         config.max_connections_per_address,
     );
-    // Sessions start in instances made ahead (`warm.rs`), from the first.
-    if let Some(count) = config.warm_instances {
-        warm.set_warm_instances(count);
-    }
-    let data = datasets.as_ref().map(|d| d.mount_dir().to_path_buf());
-    for language in Language::ALL {
-        warm.keep_warm(language, data.as_deref(), &config.limits);
-    }
-    let stocked = || Language::ALL.iter().all(|&l| warm.warm_ready(l) >= warm.warm_instances());
-    let waited = tokio::time::timeout(WARM_AT_START, async {
-        while !stocked() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    });
-    if waited.await.is_err() {
-        tracing::warn!("the first warm instances took over {WARM_AT_START:?}; serving without waiting for them");
-    }
     let app = App {
         registry: registry.clone(),
         tokens: Arc::new(Tokens::new(&config.tokens)),
@@ -290,6 +273,23 @@ async fn serve_ready(
         datasets,
         closing: closing.clone(),
     };
+    // Sessions start in instances made ahead (`warm.rs`), from the first:
+    // made for exactly what the faces' sessions ask for.
+    if let Some(count) = app.config.warm_instances {
+        warm.set_warm_instances(count);
+    }
+    let options = app.session_options();
+    let limits = options.limits.unwrap_or_default();
+    for language in Language::ALL {
+        warm.keep_warm(language, options.data.as_deref(), &limits);
+    }
+    let started = tokio::time::Instant::now();
+    for language in Language::ALL {
+        if !warm.wait_warm(language, WARM_AT_START.saturating_sub(started.elapsed())).await {
+            tracing::warn!("the first warm instances took over {WARM_AT_START:?}; serving without waiting for them");
+            break;
+        }
+    }
     ready();
     let accepting = tokio::spawn(listener::accept(
         listener,
