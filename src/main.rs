@@ -118,6 +118,11 @@ fn main() -> ExitCode {
         }
     };
     let result = tokio.block_on(async {
+        // Listening for SIGTERM starts before anything slow (the warm-up, the
+        // store): a stop asked for at any moment after start is a graceful
+        // one, which saves what finished runs left, never the default death.
+        // (Only `serve` handles them; elsewhere Ctrl-C keeps its default.)
+        let stopping = matches!(cli.command, Command::Serve { .. }).then(StopSignals::listen);
         // A one-off run has no later sessions to keep instances ready for.
         let warm_instances = matches!(cli.command, Command::Run { .. }).then_some(0);
         let runtime =
@@ -129,14 +134,15 @@ fn main() -> ExitCode {
             }
             Command::Serve { stop_on_stdin_close, .. } => {
                 let config = serving.ok_or("the server's settings were not read")?;
+                let stopping = stopping.ok_or("the stop signals were not listened for")?;
                 let stop = async move {
                     if stop_on_stdin_close {
                         tokio::select! {
-                            _ = shutdown_signal() => {}
+                            _ = stopping.recv() => {}
                             _ = stdin_closed() => {}
                         }
                     } else {
-                        shutdown_signal().await;
+                        stopping.recv().await;
                     }
                 };
                 sandlot::serve(runtime, config, stop).await?;
@@ -227,22 +233,45 @@ fn init_logging() {
         .init();
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Ctrl-C and SIGTERM, listened for from the moment this is made.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            StopSignals { term: signal(SignalKind::terminate()).ok(), interrupt: signal(SignalKind::interrupt()).ok() }
         }
+        #[cfg(not(unix))]
+        StopSignals {}
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+
+    /// Resolves on the first Ctrl-C or SIGTERM.
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = next(&mut self.term) => {}
+                _ = next(&mut self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Resolves when standard input reaches its end.

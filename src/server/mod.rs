@@ -284,10 +284,23 @@ async fn serve_ready(
         warm.keep_warm(language, options.data.as_deref(), &limits);
     }
     let started = tokio::time::Instant::now();
-    for language in Language::ALL {
-        if !warm.wait_warm(language, WARM_AT_START.saturating_sub(started.elapsed())).await {
-            tracing::warn!("the first warm instances took over {WARM_AT_START:?}; serving without waiting for them");
-            break;
+    let warmed = async {
+        for language in Language::ALL {
+            if !warm.wait_warm(language, WARM_AT_START.saturating_sub(started.elapsed())).await {
+                tracing::warn!(
+                    "the first warm instances took over {WARM_AT_START:?}; serving without waiting for them"
+                );
+                break;
+            }
+        }
+    };
+    // A stop asked for while warming up is done at once: nothing has run yet.
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        () = warmed => {}
+        () = &mut shutdown => {
+            tracing::info!("stopped before serving");
+            return Ok(());
         }
     }
     ready();

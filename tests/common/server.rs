@@ -103,6 +103,8 @@ impl Server {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
         let status = self.child.wait().expect("server exits");
+        // A graceful stop exits 0; death by the signal would skip the flush.
+        assert!(status.success(), "the server did not stop gracefully: {status}");
         let data = self._own_data.take();
         std::mem::forget(self);
         drop(data);
