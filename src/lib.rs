@@ -19,6 +19,7 @@ mod guests;
 pub mod harden;
 mod host;
 mod language;
+pub mod latency;
 mod limits;
 mod output;
 mod program;

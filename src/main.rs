@@ -183,6 +183,10 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Blocking work still going is left behind: a compile (written to a
+    // temporary file and renamed, so never half-seen), the wait for stdin
+    // to close. Dropping the runtime would wait for it, for minutes or forever.
+    tokio.shutdown_timeout(Duration::from_secs(2));
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
@@ -205,7 +209,16 @@ fn serve_config(
     };
     let settings = Box::new(settings.clone()).or(from_file);
     let landlock = settings.landlock();
+    let low_latency = settings.low_latency();
     let config = settings.into_config()?;
+    // Opened before Landlock closes the file system, and before `--user`
+    // gives up root: the device is root's.
+    if low_latency {
+        match sandlot::latency::Hold::for_process() {
+            Ok(()) => tracing::info!("low latency: idle CPUs poll instead of halting while the server runs"),
+            Err(e) => tracing::warn!("low latency was asked for but is off: {e}"),
+        }
+    }
     if landlock && let Some(data_dir) = &config.data_dir {
         let status = sandlot::harden::restrict_files(data_dir, cache_dir.as_deref());
         tracing::info!("landlock: {status}");

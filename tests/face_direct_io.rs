@@ -253,3 +253,36 @@ async fn errors_come_back_as_frames_and_modes_are_checked() {
     late.send_text(&format!(r#"{{"token": "{TOKEN}", "target": "cluster", "uuid": "{uuid}"}}"#)).await;
     assert_eq!(late.recv().await["success"], false);
 }
+
+/// The PM QoS target all processes ask for together, as the device reads.
+fn cpu_latency_target() -> Option<i32> {
+    let bytes = std::fs::read(sandlot::latency::DEVICE).ok()?;
+    Some(i32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?))
+}
+
+/// `--low-latency` holds idle CPUs polling for as long as the server runs,
+/// and no longer; where it cannot (not root, no device) the log says why and
+/// the server serves as usual.
+#[tokio::test]
+async fn low_latency_keeps_idle_cpus_polling_while_the_server_runs() {
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("server.log");
+    let before = cpu_latency_target();
+    let env = [("SANDLOT_LOG", "info"), ("SANDLOT_TOKENS", TOKEN)];
+    let server = Server::start_logged(&data.path().join("state"), &["--low-latency"], &env, &log);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let uuid = cluster(&server, "python", "import sandlot\nsandlot.save_model('echo', lambda v: v)").await;
+    let mut socket = switch_to_direct_mode(&server, &uuid).await;
+    assert_eq!(send(&mut socket, "echo", &[2.5], true, REQUEST_TYPE).await.values, [2.5]);
+    if text.contains("low latency: idle CPUs poll") {
+        assert_eq!(cpu_latency_target(), Some(0), "held while the server runs");
+        drop(socket);
+        server.terminate();
+        // Other processes may hold their own; ours is gone with the server.
+        let after = cpu_latency_target().unwrap();
+        assert!(after > 0 || before == Some(0), "still held after the server stopped: {after}");
+    } else {
+        assert!(text.contains("low latency was asked for but is off: cannot open /dev/cpu_dma_latency"), "{text}");
+        eprintln!("note: --low-latency could not be held here (not root, or no PM QoS device)");
+    }
+}

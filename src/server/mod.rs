@@ -201,8 +201,21 @@ pub async fn serve(
             config.listen
         )));
     }
-    for language in Language::ALL {
-        runtime.prepare(language).await.map_err(std::io::Error::other)?;
+    // A stop asked for while the guests are compiled (minutes, the first
+    // time) is done at once: a compile left behind is never half-written.
+    let mut shutdown = std::pin::pin!(shutdown);
+    let prepared = async {
+        for language in Language::ALL {
+            runtime.prepare(language).await?;
+        }
+        Ok::<_, crate::Error>(())
+    };
+    tokio::select! {
+        prepared = prepared => prepared.map_err(std::io::Error::other)?,
+        () = &mut shutdown => {
+            tracing::info!("stopped before serving");
+            return Ok(());
+        }
     }
     let listener = TcpListener::bind(config.listen).await?;
     let address = listener.local_addr()?;
@@ -241,7 +254,7 @@ async fn serve_ready(
     runtime: Runtime,
     config: ServerConfig,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send,
     ready: impl FnOnce(),
 ) -> std::io::Result<()> {
     let warm = runtime.clone();
