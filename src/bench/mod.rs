@@ -145,6 +145,9 @@ const DIRECT_IO_IN_FLIGHT: usize = 64;
 pub struct DirectIo {
     /// One REQUEST frame → its prediction, one at a time.
     pub round_trip: Summary,
+    /// The same with idle CPUs kept polling (`--low-latency`), where this
+    /// process may hold it (root, Linux); `None` otherwise.
+    pub round_trip_low_latency: Option<Summary>,
     /// Frames kept in flight on the socket for `predictions_per_second`.
     pub in_flight: usize,
     /// Small predictions answered per second, replies checked in order.
@@ -649,14 +652,25 @@ async fn direct_io(
     let expect = |i: usize, got: Vec<f32>| {
         if got == [value(i)] { Ok(()) } else { Err(format!("frame {i} was answered {got:?}, not [{}]", value(i))) }
     };
-    let mut times = Vec::with_capacity(round_trips);
-    for i in 0..round_trips {
-        let started = Instant::now();
-        io.send_request("echo", &[value(i)]).await?;
-        let got = io.recv_values().await?;
-        times.push(started.elapsed());
-        expect(i, got)?;
-    }
+    let sequential = async |io: &mut DirectIoClient| -> BenchResult<Summary> {
+        let mut times = Vec::with_capacity(round_trips);
+        for i in 0..round_trips {
+            let started = Instant::now();
+            io.send_request("echo", &[value(i)]).await?;
+            let got = io.recv_values().await?;
+            times.push(started.elapsed());
+            expect(i, got)?;
+        }
+        Ok(summarize(&times))
+    };
+    let round_trip = sequential(&mut io).await?;
+    let round_trip_low_latency = match crate::latency::Hold::new() {
+        Ok(_hold) => Some(sequential(&mut io).await?),
+        Err(why) => {
+            eprintln!("bench: {language}: the round trip is not measured with --low-latency: {why}");
+            None
+        }
+    };
     let started = Instant::now();
     let deadline = started + duration;
     let mut sent = 0;
@@ -675,7 +689,7 @@ async fn direct_io(
     }
     let predictions_per_second = answered as f64 / started.elapsed().as_secs_f64();
     drop(actions);
-    Ok(DirectIo { round_trip: summarize(&times), in_flight: DIRECT_IO_IN_FLIGHT, predictions_per_second })
+    Ok(DirectIo { round_trip, round_trip_low_latency, in_flight: DIRECT_IO_IN_FLIGHT, predictions_per_second })
 }
 
 /// Private (not shared copy-on-write) memory of this process, from smaps_rollup.
@@ -828,6 +842,9 @@ pub fn markdown(report: &Report) -> String {
         )
     });
     row("direct IO: prediction round trip", &|l| spread(&l.direct_io.round_trip));
+    row("direct IO: round trip, `--low-latency`", &|l| {
+        l.direct_io.round_trip_low_latency.as_ref().map_or_else(|| "not measured (needs root)".into(), spread)
+    });
     row("direct IO: predictions on one socket", &|l| {
         format!("{:.0}/s ({} in flight)", l.direct_io.predictions_per_second, l.direct_io.in_flight)
     });
