@@ -205,10 +205,13 @@ impl<'a> Batch<'a> {
     }
 
     async fn answer(mut self, waiting: &mut Waiting, frames: Vec<Incoming>) -> Vec<ClusterIoMessage> {
+        // Frames that arrived together are answered in the session's mode
+        // and with its models as they were when the batch began.
+        let mut session = Bricks { direct: self.app.registry.is_direct(self.uuid), models: None };
         for (at, incoming) in frames.into_iter().enumerate() {
             let step = match incoming {
                 Incoming::Binary(frame) => match ClusterIoMessage::decode(frame) {
-                    Ok(message) => step(self.app, self.uuid, waiting, message).await,
+                    Ok(message) => step(self.app, self.uuid, &mut session, waiting, message).await,
                     Err(_) => Err("a frame is one ClusterIO_Message".to_string()),
                 },
                 Incoming::Text(_) => Err("this socket takes binary ClusterIO_Message frames".to_string()),
@@ -283,9 +286,22 @@ fn error_reply(error: String) -> ClusterIoMessage {
     ClusterIoMessage { brick_name: format!("error: {error}"), is_last: true, ..ClusterIoMessage::default() }
 }
 
+/// What a batch knows of its session: whether it takes direct IO, and its
+/// models' names once a frame needed them.
+struct Bricks {
+    direct: bool,
+    models: Option<Vec<String>>,
+}
+
 /// What one frame asks for.
-async fn step(app: &App, uuid: &str, waiting: &mut Waiting, message: ClusterIoMessage) -> Result<Step, String> {
-    if !app.registry.is_direct(uuid) {
+async fn step(
+    app: &App,
+    uuid: &str,
+    session: &mut Bricks,
+    waiting: &mut Waiting,
+    message: ClusterIoMessage,
+) -> Result<Step, String> {
+    if !session.direct {
         return Err("the session is no longer in DIRECT mode (set_mode TASK, or it expired)".into());
     }
     if message.number_of_values != message.values.len() as u64 {
@@ -302,7 +318,11 @@ async fn step(app: &App, uuid: &str, waiting: &mut Waiting, message: ClusterIoMe
     }
     let values = waiting.finish(&brick, message.values)?;
     let kind = ClusterProcessType::try_from(message.process_type).map_err(|_| "an unknown processType".to_string())?;
-    let model = model_for(app, uuid, &brick).await?;
+    let models = match &mut session.models {
+        Some(models) => models,
+        None => session.models.insert(app.registry.models(uuid).await.map_err(|e| public_message(&e))?),
+    };
+    let model = model_for(models, &brick)?;
     let input = numbers_json(&values)?;
     Ok(match kind {
         ClusterProcessType::RequestType => Step::Predict { brick, model, input },
@@ -311,12 +331,11 @@ async fn step(app: &App, uuid: &str, waiting: &mut Waiting, message: ClusterIoMe
 }
 
 /// The model a brick names, or the session's only model.
-async fn model_for(app: &App, uuid: &str, brick: &str) -> Result<String, String> {
-    let models = app.registry.models(uuid).await.map_err(|e| public_message(&e))?;
+fn model_for(models: &[String], brick: &str) -> Result<String, String> {
     if models.iter().any(|m| m == brick) {
         return Ok(brick.to_string());
     }
-    match models.as_slice() {
+    match models {
         [only] => Ok(only.clone()),
         [] => Err("the session saved no model".into()),
         _ => Err(format!("no model named {brick:?}; the session's models: {}", models.join(", "))),

@@ -141,9 +141,23 @@ impl Connection {
         let (mut sink, reader) = socket.split();
         let (queue, mut pending) = mpsc::channel::<Message>(OUTBOX_CAPACITY);
         let writer = tokio::spawn(async move {
-            while let Some(message) = pending.recv().await {
-                let closing = matches!(message, Message::Close(_));
-                if sink.send(message).await.is_err() || closing {
+            // Whatever is queued when the writer wakes goes out in one flush
+            // (one write to the socket, not one per message): a pipelining
+            // client's replies, a burst of output events.
+            'writing: while let Some(first) = pending.recv().await {
+                let mut next = Some(first);
+                while let Some(message) = next.take() {
+                    let closing = matches!(message, Message::Close(_));
+                    if sink.feed(message).await.is_err() {
+                        break 'writing;
+                    }
+                    if closing {
+                        let _ = sink.flush().await;
+                        break 'writing;
+                    }
+                    next = pending.try_recv().ok();
+                }
+                if sink.flush().await.is_err() {
                     break;
                 }
             }
