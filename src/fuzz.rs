@@ -99,7 +99,7 @@ pub fn door_frame(input: &[u8]) {
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime for the door")
     });
     let mut state = crate::host::HostState::new(
-        crate::host::sandbox_wasi(std::io::empty(), std::io::empty()).build_p1(),
+        crate::host::sandbox_wasi(std::io::empty(), std::io::empty(), std::io::empty()).build_p1(),
         crate::host::MemoryLimiter::new(1 << 20, 1000),
         crate::host::Placeholders::new(1 << 16),
         Arc::new(crate::host::NoEngine),

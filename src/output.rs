@@ -96,6 +96,13 @@ impl SinkBinding {
     }
 }
 
+/// An instance's three standard streams, as its WASI is built with them.
+pub(crate) struct GuestIo {
+    pub(crate) stdout: OutputSink,
+    pub(crate) stderr: OutputSink,
+    pub(crate) stdin: crate::input::InputSource,
+}
+
 /// One of a session's two output streams, as WASI sees it.
 #[derive(Clone)]
 pub(crate) struct OutputSink {

@@ -37,6 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::error::Error;
 use crate::host::{PlaceholderMemory, Placeholders};
+use crate::input::StdinWriter;
 use crate::language::Language;
 use crate::program::Program;
 use crate::report::SessionEvents;
@@ -137,6 +138,7 @@ pub struct Entry {
     language: Language,
     started_at: SystemTime,
     kill: KillHandle,
+    stdin: StdinWriter,
     placeholders: Placeholders,
     outcome: watch::Sender<Option<RunOutcome>>,
     session: tokio::sync::Mutex<Option<Box<Session>>>,
@@ -211,6 +213,11 @@ impl Entry {
         let mut rx = self.outcome.subscribe();
         let outcome = rx.wait_for(Option::is_some).await.map(|o| o.clone());
         outcome.ok().flatten().expect("a run always records its outcome before its sender is dropped")
+    }
+
+    /// Writes to the run's standard input, if it was started with it open.
+    pub fn stdin(&self) -> &StdinWriter {
+        &self.stdin
     }
 
     pub fn placeholders(&self) -> &Placeholders {
@@ -438,6 +445,7 @@ impl Registry {
             language,
             started_at: SystemTime::now(),
             kill: session.kill_handle(),
+            stdin: session.stdin(),
             placeholders: session.placeholders(),
             outcome: watch::channel(None).0,
             session: tokio::sync::Mutex::new(None),

@@ -23,9 +23,10 @@ use crate::cache;
 use crate::error::Error;
 use crate::guest::{Call, Instance, Prepared, Returned, Wasi};
 use crate::host::{self, EngineBridge, HostState, MemoryLimiter, NoEngine, PlaceholderMemory, Placeholders};
+use crate::input::{InputBinding, InputSource, Stdin};
 use crate::language::Language;
 use crate::limits::Limits;
-use crate::output::{OutputBudget, OutputSink, SinkBinding, SinkTarget};
+use crate::output::{GuestIo, OutputBudget, OutputSink, SinkBinding, SinkTarget};
 use crate::program::Program;
 use crate::report::SessionEvents;
 use crate::report::{EventQueue, Reporter};
@@ -66,6 +67,9 @@ pub struct SessionOptions {
     /// Bytes of output held for the listener at most; a guest writing more
     /// waits until the listener reads. `None`: a whole call's output budget.
     pub output_queue_bytes: Option<usize>,
+    /// Its standard input: closed (EOF) unless given, or opened for
+    /// `Session::stdin()` to write to.
+    pub stdin: Stdin,
 }
 
 /// Runs guests. Cheap to clone; all clones share one engine.
@@ -175,7 +179,7 @@ impl Runtime {
         if start_refill {
             self.start_refill(language);
         }
-        let Fresh { mut store, guest, sinks } = match warm {
+        let Fresh { mut store, guest, sinks, input } = match warm {
             Some(fresh) => fresh,
             None => self.fresh(language, guest, &kind).await?,
         };
@@ -187,6 +191,7 @@ impl Runtime {
         let stop = StopSignal::new();
         let budget = OutputBudget::new(limits.output_bytes);
         sinks.bind(SinkTarget { budget: budget.clone(), reporter: reporter.clone(), stop: stop.clone() });
+        let stdin = input.bind(options.stdin);
         let placeholders = match options.placeholders {
             Some(memory) => Placeholders::sharing(limits.placeholder_bytes, memory),
             None => Placeholders::new(limits.placeholder_bytes),
@@ -208,19 +213,21 @@ impl Runtime {
             Ok(UpdateDeadline::Yield(1))
         });
         reporter.send(SessionEvent::Spawned);
-        let session = Session { language, limits, store, guest, reporter, stop, budget, placeholders, ended: None };
+        let session =
+            Session { language, limits, store, guest, reporter, stop, budget, placeholders, stdin, ended: None };
         Ok((session, events_rx))
     }
 
     /// A new instance, not yet any session's: its output goes nowhere until
     /// `sinks` is bound, and it has no placeholders, engine or context.
     ///
-    /// Nothing is inherited: no host environment, no network, no stdin, and
+    /// Nothing is inherited: no host environment, no network, no host stdin, and
     /// no host folder but the read-only `/data`, if given (and python-sci's
     /// own read-only files). Arguments and environment come with each program.
     async fn fresh(&self, language: Language, guest: &Prepared, kind: &WarmKind) -> Result<Fresh, Error> {
         let (stdout, stderr, sinks) = OutputSink::pair();
-        let Wasi { ctx: wasi, image_bytes } = guest.wasi(stdout, stderr, kind.data.as_deref())?;
+        let (stdin, input) = InputSource::new();
+        let Wasi { ctx: wasi, image_bytes } = guest.wasi(GuestIo { stdout, stderr, stdin }, kind.data.as_deref())?;
         let state = HostState::new(
             wasi,
             MemoryLimiter::new(kind.memory_bytes, kind.table_elements).not_counting(image_bytes),
@@ -236,7 +243,7 @@ impl Runtime {
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         let instantiated = |e: wasmtime::Error| Error::Instantiate { language, message: format!("{e:#}") };
         let guest = guest.instantiate(&mut store).await.map_err(instantiated)?;
-        Ok(Fresh { store, guest, sinks })
+        Ok(Fresh { store, guest, sinks, input })
     }
 
     /// A fresh instance whose interpreter has started: it has run the
@@ -333,6 +340,7 @@ struct Fresh {
     store: Store<HostState>,
     guest: Instance,
     sinks: SinkBinding,
+    input: InputBinding,
 }
 
 /// What a warm instance is made for: what it sees at `/data` and its

@@ -16,6 +16,7 @@ use wasmtime::{Engine, Store};
 use crate::error::Error;
 use crate::guest::{Call, Instance, Returned};
 use crate::host::{HostState, Placeholders};
+use crate::input::StdinWriter;
 use crate::language::Language;
 use crate::limits::Limits;
 use crate::output::OutputBudget;
@@ -64,6 +65,8 @@ pub struct Session {
     pub(crate) stop: StopSignal,
     pub(crate) budget: Arc<OutputBudget>,
     pub(crate) placeholders: Placeholders,
+    /// Writes to the guest's standard input (if the session opened it).
+    pub(crate) stdin: StdinWriter,
     /// Set once the instance can take no more calls, with the reason why.
     pub(crate) ended: Option<String>,
 }
@@ -80,6 +83,12 @@ impl Session {
     /// A handle that stops this session from elsewhere.
     pub fn kill_handle(&self) -> KillHandle {
         KillHandle { signal: self.stop.clone(), reporter: self.reporter.clone(), engine: self.store.engine().clone() }
+    }
+
+    /// Writes to the guest's standard input while calls run, when the session
+    /// opened it (`Stdin::Open`); otherwise every write is refused as closed.
+    pub fn stdin(&self) -> StdinWriter {
+        self.stdin.clone()
     }
 
     /// The session's placeholders; readable while a call runs and after the session ends.

@@ -12,7 +12,7 @@ use crate::cache;
 use crate::error::Error;
 use crate::host::{self, HostState, Sandbox, SandboxPre, WitProgram, WitSourceFile};
 use crate::language::Language;
-use crate::output::OutputSink;
+use crate::output::GuestIo;
 
 /// A component compiled for this engine and linked, ready to instantiate.
 pub(crate) struct Prepared {
@@ -42,8 +42,8 @@ impl Prepared {
 impl Kind for Prepared {
     type Instance = Instance;
 
-    fn wasi(&self, stdout: OutputSink, stderr: OutputSink, data: Option<&Path>) -> Result<Wasi, Error> {
-        let mut wasi = host::sandbox_wasi(stdout, stderr);
+    fn wasi(&self, io: GuestIo, data: Option<&Path>) -> Result<Wasi, Error> {
+        let mut wasi = host::sandbox_wasi(io.stdin, io.stdout, io.stderr);
         if let Some(data) = data {
             wasi.preopened_dir(data, "/data", FsPerms::ReadOnly).map_err(|e| {
                 Error::Engine(format!("could not open the datasets folder {} for the guest: {e}", data.display()))

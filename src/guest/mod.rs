@@ -24,7 +24,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use crate::error::Error;
 use crate::host::HostState;
 use crate::language::{GuestKind, Language};
-use crate::output::OutputSink;
+use crate::output::GuestIo;
 use crate::program::Program;
 
 /// A call into a guest, in the host's terms.
@@ -65,7 +65,7 @@ pub(crate) trait Kind {
 
     /// WASI for an instance: stdout and stderr into the session, the
     /// read-only datasets folder at `/data` if given, nothing else of the host.
-    fn wasi(&self, stdout: OutputSink, stderr: OutputSink, data: Option<&Path>) -> Result<Wasi, Error>;
+    fn wasi(&self, io: GuestIo, data: Option<&Path>) -> Result<Wasi, Error>;
 
     fn instantiate(
         &self,
@@ -110,10 +110,10 @@ impl Prepared {
         })
     }
 
-    pub(crate) fn wasi(&self, stdout: OutputSink, stderr: OutputSink, data: Option<&Path>) -> Result<Wasi, Error> {
+    pub(crate) fn wasi(&self, io: GuestIo, data: Option<&Path>) -> Result<Wasi, Error> {
         match self {
-            Prepared::Component(guest) => guest.wasi(stdout, stderr, data),
-            Prepared::Sci(guest) => guest.wasi(stdout, stderr, data),
+            Prepared::Component(guest) => guest.wasi(io, data),
+            Prepared::Sci(guest) => guest.wasi(io, data),
         }
     }
 

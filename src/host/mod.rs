@@ -81,14 +81,17 @@ impl WasiView for HostState {
     }
 }
 
-/// The WASI every guest starts from: its output into `stdout`/`stderr`, and
-/// nothing else: no network, no host environment, no stdin, no folders.
+/// The WASI every guest starts from: its output into the session's sinks,
+/// its input from what the session's client sends, and nothing else: no
+/// network, no host environment, no folders.
 pub(crate) fn sandbox_wasi(
+    stdin: impl wasmtime_wasi::cli::StdinStream + 'static,
     stdout: impl wasmtime_wasi::cli::StdoutStream + 'static,
     stderr: impl wasmtime_wasi::cli::StdoutStream + 'static,
 ) -> wasmtime_wasi::WasiCtxBuilder {
     let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
-    wasi.stdout(stdout).stderr(stderr).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    wasi.stdin(stdin).stdout(stdout).stderr(stderr);
+    wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
     wasi
 }
 

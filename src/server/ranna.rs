@@ -1,6 +1,8 @@
 //! The ranna face (seed 002): ops PING/EXEC/KILL in, events
 //! PONG/ERROR/SPAWN/LOG/STOP out over `GET /v1/ws`, and the REST calls
-//! `POST /v1/exec`, `GET /v1/spec`, `GET /v1/info`.
+//! `POST /v1/exec`, `GET /v1/spec`, `GET /v1/info`. sandlot adds standard
+//! input: EXEC's `stdin` (the whole input) and `interactive` (kept open),
+//! and op 3 STDIN `{runid, data?, eof?}` for an interactive run.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,10 +22,12 @@ use super::socket::{Connection, Incoming, Outbox, Unreadable};
 use super::{App, IdText, Peer, Utf8Chunks, parse_typed_off_thread, public_message};
 
 use crate::error::Error;
+use crate::input::{Stdin, StdinError, StdinWriter};
 use crate::language::Language;
 use crate::program::Program;
 use crate::registry::{Client, Entry, Keep, RunEvents};
 use crate::run::{RunOutcome, SessionEvent};
+use crate::runtime::SessionOptions;
 
 const PONG: u8 = 0;
 const ERROR: u8 = 1;
@@ -45,6 +49,7 @@ pub(crate) enum Op {
     Ping,
     Exec(Box<ExecutionRequest>),
     Kill(String),
+    Stdin(StdinArgs),
 }
 
 /// A nonce, echoed in every event the op causes: a number or a short string.
@@ -61,7 +66,7 @@ pub(crate) fn parse_op(message: &OpMessage) -> (Nonce, Result<Op, String>) {
     };
     let op = match message.op.as_deref().map(|op| serde_json::from_str::<u64>(op.get())) {
         Some(Ok(op)) => op,
-        _ => return (nonce, Err("every message needs a numeric \"op\": 0 PING, 1 EXEC, 2 KILL".into())),
+        _ => return (nonce, Err(format!("every message needs a numeric \"op\": {OPS}"))),
     };
     let args = message.args.as_deref().map_or("null", RawValue::get);
     let op = match op {
@@ -73,14 +78,32 @@ pub(crate) fn parse_op(message: &OpMessage) -> (Nonce, Result<Op, String>) {
             Ok(KillArgs { runid: Some(IdText(runid)) }) => Ok(Op::Kill(runid)),
             _ => Err("KILL needs args.runid, the run id SPAWN gave".into()),
         },
-        other => Err(format!("unknown op {other}; ops are 0 PING, 1 EXEC, 2 KILL")),
+        3 => match serde_json::from_str::<StdinArgs>(args) {
+            Ok(stdin) if stdin.runid.is_some() => Ok(Op::Stdin(stdin)),
+            Ok(_) => Err("STDIN needs args.runid, the run id SPAWN gave".into()),
+            Err(e) => Err(format!("STDIN args {{runid, data?, eof?}}: {e}")),
+        },
+        other => Err(format!("unknown op {other}; ops are {OPS}")),
     };
     (nonce, op)
 }
 
+const OPS: &str = "0 PING, 1 EXEC, 2 KILL, 3 STDIN";
+
 #[derive(Deserialize)]
 struct KillArgs {
     runid: Option<IdText>,
+}
+
+/// sandlot's op 3: bytes for a run's standard input, and/or its end.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StdinArgs {
+    runid: Option<IdText>,
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default)]
+    eof: Option<bool>,
 }
 
 /// ranna's `models.ExecutionRequest`. Its Go client sends `null` for unset
@@ -96,9 +119,27 @@ pub(crate) struct ExecutionRequest {
     environment: Option<HashMap<String, String>>,
     #[serde(default)]
     inline_expression: Option<bool>,
+    /// sandlot's: the run's standard input, whole (then EOF), as Piston and
+    /// Judge0 take it; with `interactive`, what it starts with.
+    #[serde(default)]
+    stdin: Option<String>,
+    /// sandlot's: keep the run's standard input open for STDIN ops until
+    /// one says `eof` (without it a run reads EOF after `stdin`).
+    #[serde(default)]
+    interactive: Option<bool>,
 }
 
 impl ExecutionRequest {
+    /// What the run's standard input is.
+    fn stdin(&self) -> Stdin {
+        let given = Bytes::from(self.stdin.clone().unwrap_or_default());
+        match (self.interactive, self.stdin.is_some()) {
+            (Some(true), _) => Stdin::Open(given),
+            (_, true) => Stdin::Data(given),
+            (_, false) => Stdin::Closed,
+        }
+    }
+
     fn into_program(self) -> Result<(Language, Program), Error> {
         let language: Language = self.language.parse()?;
         let code = if self.inline_expression == Some(true) { inline(language, &self.code) } else { self.code };
@@ -206,6 +247,16 @@ async fn connection(app: App, mut connection: Connection) {
                 Some(entry) => entry.kill(),
                 None => error(&outbox, nonce, &format!("no running run {runid} on this socket")).await,
             },
+            Ok(Op::Stdin(args)) => {
+                let runid = args.runid.map(|id| id.0).unwrap_or_default();
+                let Some(entry) = mine.get(&runid) else {
+                    error(&outbox, nonce, &format!("no running run {runid} on this socket")).await;
+                    continue;
+                };
+                if let Err(why) = send_stdin(entry.stdin(), args.data, args.eof == Some(true)) {
+                    error(&outbox, nonce, &format!("STDIN for run {runid}: {why}")).await;
+                }
+            }
         }
     }
     // The client left or the server is stopping: stop this socket's runs and
@@ -217,9 +268,26 @@ async fn connection(app: App, mut connection: Connection) {
     connection.close().await;
 }
 
+/// Writes a STDIN op's bytes, then its EOF.
+fn send_stdin(stdin: &StdinWriter, data: Option<String>, eof: bool) -> Result<(), String> {
+    if let Some(data) = data {
+        stdin.write(data).map_err(|e| match e {
+            StdinError::Closed if !eof => format!(
+                "{e}. A run takes STDIN only when its EXEC says \"interactive\": true; \"stdin\" alone gives its whole input"
+            ),
+            e => e.to_string(),
+        })?;
+    }
+    if eof {
+        stdin.close();
+    }
+    Ok(())
+}
+
 async fn start(app: &App, client: &Client, request: ExecutionRequest) -> Result<crate::Started, Error> {
+    let stdin = request.stdin();
     let (language, program) = request.into_program()?;
-    let options = app.session_options();
+    let options = SessionOptions { stdin, ..app.session_options() };
     app.registry.start(client, language, program, options, Keep::Nothing).await
 }
 

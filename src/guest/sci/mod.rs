@@ -30,8 +30,9 @@ use crate::cache;
 use crate::error::Error;
 use crate::guests;
 use crate::host::{self, HostState, MemoryLimiter, NoEngine, Placeholders};
+use crate::input::InputSource;
 use crate::language::Language;
-use crate::output::OutputSink;
+use crate::output::GuestIo;
 
 const WARM: &str = include_str!("../../../guest-runtimes/python-sci/warm.py");
 /// Modules the warm-up installs, in order: the door, the user-facing API, the driver.
@@ -131,7 +132,7 @@ impl Files {
         let started = Instant::now();
         tracing::info!("python-sci: importing numpy, pandas, scipy, scikit-learn and matplotlib to bake them in");
         let (out, err) = (MemoryOutputPipe::new(1 << 20), MemoryOutputPipe::new(1 << 20));
-        let wasi = self.wasi_for(out, err.clone(), None, true)?;
+        let wasi = self.wasi_for(InputSource::default(), out, err.clone(), None, true)?;
         let state = HostState::new(
             wasi,
             MemoryLimiter::new(usize::MAX, 1 << 20),
@@ -166,12 +167,13 @@ impl Files {
 
     fn wasi_for(
         &self,
+        stdin: InputSource,
         stdout: impl StdoutStream + 'static,
         stderr: impl StdoutStream + 'static,
         data: Option<&Path>,
         warming: bool,
     ) -> Result<wasmtime_wasi::p1::WasiP1Ctx, Error> {
-        let mut wasi = host::sandbox_wasi(stdout, stderr);
+        let mut wasi = host::sandbox_wasi(stdin, stdout, stderr);
         wasi.args(&["/usr/local/bin/python.wasm"])
             .env("TMPDIR", "/tmp")
             .env("HOME", "/tmp")
@@ -285,9 +287,10 @@ impl Kind for SciGuest {
 
     /// The interpreter's files and `/data` (or an empty folder), read-only and
     /// always in the warm-up's order; no host environment.
-    fn wasi(&self, stdout: OutputSink, stderr: OutputSink, data: Option<&Path>) -> Result<Wasi, Error> {
+    fn wasi(&self, io: GuestIo, data: Option<&Path>) -> Result<Wasi, Error> {
         // The memory limit counts what a session allocates beyond the warmed interpreter.
-        Ok(Wasi { ctx: self.files.wasi_for(stdout, stderr, data, false)?, image_bytes: self.image_bytes })
+        let ctx = self.files.wasi_for(io.stdin, io.stdout, io.stderr, data, false)?;
+        Ok(Wasi { ctx, image_bytes: self.image_bytes })
     }
 
     async fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Exports> {
