@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use sandlot::config::{ServeSettings, limits};
-use sandlot::{Language, Limits, Program, Runtime, RuntimeConfig, SessionEvent, SessionOptions, SourceFile, bench};
+use sandlot::{
+    Language, Limits, Program, Runtime, RuntimeConfig, SessionEvent, SessionOptions, SourceFile, Stdin, StdinError,
+    StdinWriter, bench,
+};
 
 #[derive(Parser)]
 #[command(name = "sandlot", version, about = "Runs untrusted Python, JavaScript and Lua in WebAssembly sandboxes")]
@@ -287,6 +290,36 @@ impl StopSignals {
     }
 }
 
+/// Gives the guest this process's standard input as it comes, on a thread
+/// of its own (left blocked in its read if the guest ends first: the
+/// process exits without waiting for it).
+fn forward_stdin(stdin: StdinWriter) {
+    use std::io::Read;
+    let forward = move || {
+        let mut buffer = vec![0; 64 << 10];
+        let mut input = std::io::stdin().lock();
+        loop {
+            let read = match input.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(read) => read,
+            };
+            let chunk = bytes::Bytes::copy_from_slice(&buffer[..read]);
+            // What the guest has not read yet is bounded: wait for it to read.
+            loop {
+                match stdin.write(chunk.clone()) {
+                    Ok(()) => break,
+                    Err(StdinError::Full { .. }) => std::thread::sleep(Duration::from_millis(5)),
+                    Err(StdinError::Closed) => return,
+                }
+            }
+        }
+        stdin.close();
+    };
+    if let Err(e) = std::thread::Builder::new().name("sandlot-stdin".into()).spawn(forward) {
+        eprintln!("sandlot: standard input is not passed on: {e}");
+    }
+}
+
 /// Resolves when standard input reaches its end.
 async fn stdin_closed() {
     let _ = tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink())).await;
@@ -320,8 +353,9 @@ async fn run(
     }
     let program = Program { files: sources, main_file: program_name(&base, &main), args, env: Vec::new() };
 
-    let (mut session, mut events) =
-        runtime.session(language, SessionOptions { limits: Some(limits), ..SessionOptions::default() }).await?;
+    let options = SessionOptions { limits: Some(limits), stdin: Stdin::Open(Default::default()), ..Default::default() };
+    let (mut session, mut events) = runtime.session(language, options).await?;
+    forward_stdin(session.stdin());
     let printer = tokio::spawn(async move {
         let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
         while let Some(event) = events.recv().await {

@@ -90,3 +90,35 @@ fn explains_what_it_cannot_do() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("cannot read missing.py"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn passes_its_standard_input_to_the_program() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = folder(
+        "stdin",
+        &[
+            ("sum.py", "import sys\nprint(sum(int(l) for l in sys.stdin))"),
+            (
+                "sum.js",
+                "const rl = require('readline').createInterface({ input: process.stdin });\n\
+                 (async () => { let n = 0; for await (const l of rl) n += Number(l); console.log(n); })();",
+            ),
+            ("sum.lua", "local n = 0\nfor l in io.lines() do n = n + tonumber(l) end\nprint(n)"),
+        ],
+    );
+    for file in ["sum.py", "sum.js", "sum.lua"] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sandlot"))
+            .args(["run", file])
+            .current_dir(&dir)
+            .env("SANDLOT_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sandlot starts");
+        child.stdin.take().unwrap().write_all(b"40\n2\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!((text(&out.stdout).as_str(), out.status.code()), ("42\n", Some(0)), "{file}: {}", text(&out.stderr));
+    }
+}

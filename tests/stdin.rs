@@ -58,7 +58,15 @@ fn stdin_op(runid: &str, data: Option<&str>, eof: bool) -> Value {
 }
 
 /// Reads every line of its input and prints their sum, then what a read past the end gives.
-const SUM: [(&str, &str); 3] = [
+const SUM: [(&str, &str); 5] = [
+    (
+        "javascript",
+        "const text = require('fs').readFileSync(0, 'utf8');\nconsole.log(text.split('\\n').filter(Boolean).map(Number).reduce((a, b) => a + b, 0));\nconsole.log(require('fs').readFileSync('/dev/stdin') === '' ? 'eof' : 'more');",
+    ),
+    (
+        "js",
+        "let sum = 0;\nconst rl = require('readline').createInterface({ input: process.stdin });\nrl.on('line', (l) => { sum += Number(l); });\nrl.on('close', () => { console.log(sum); console.log('eof'); });",
+    ),
     (
         "python",
         "import sys\nprint(sum(int(l) for l in sys.stdin))\ntry:\n    input()\nexcept EOFError:\n    print('eof')",
@@ -92,6 +100,10 @@ async fn a_run_sent_nothing_reads_eof_and_a_given_input_is_read_whole() {
 #[tokio::test]
 async fn guess_a_number_over_the_ranna_socket() {
     let programs = [
+        (
+            "javascript",
+            "const rl = require('readline').createInterface({ input: process.stdin, output: process.stdout });\nconst ask = () => rl.question('guess: ', (answer) => {\n  const guess = Number(answer);\n  if (guess === 37) { console.log('right'); rl.close(); return; }\n  console.log(guess < 37 ? 'higher' : 'lower');\n  ask();\n});\nask();",
+        ),
         (
             "python",
             "secret = 37\nwhile True:\n    guess = int(input('guess: '))\n    if guess == secret:\n        print('right')\n        break\n    print('higher' if guess < secret else 'lower')",
@@ -130,7 +142,11 @@ async fn guess_a_number_over_the_ranna_socket() {
 async fn a_run_waiting_on_stdin_is_killed_and_one_past_its_deadline_ends() {
     let server = Server::start(&["--timeout", "1"]);
     let mut client = ws(&server).await;
-    for (language, code) in [("python", "print('waiting')\ninput()"), ("lua", "print('waiting')\nio.read()")] {
+    for (language, code) in [
+        ("python", "print('waiting')\ninput()"),
+        ("lua", "print('waiting')\nio.read()"),
+        ("javascript", "console.log('waiting');\nprocess.stdin.on('data', (d) => console.log(d));"),
+    ] {
         let runid = spawn(&mut client, json!({ "language": language, "code": code, "interactive": true })).await;
         until_output(&mut client, &["waiting\n"]).await;
         let asked = Instant::now();

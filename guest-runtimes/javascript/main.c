@@ -185,6 +185,60 @@ static JSValue js_write(JSContext *c, JSValueConst this_val, int argc, JSValueCo
     return JS_UNDEFINED;
 }
 
+/* Standard input, as text: up to `max` bytes read from fd 0 (waiting until
+ * some arrive), or null at EOF. A UTF-8 sequence cut by the read is held
+ * back for the next one, so no character is split between two strings. */
+static char stdin_carry[4];
+static size_t stdin_carried;
+
+static JSValue js_read_stdin(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+    int32_t max;
+    if (JS_ToInt32(c, &max, argv[0]))
+        return JS_EXCEPTION;
+    if (max < 16)
+        max = 16;
+    if (max > (1 << 20))
+        max = 1 << 20;
+    char *buf = malloc((size_t)max + sizeof stdin_carry);
+    if (!buf)
+        return JS_ThrowOutOfMemory(c);
+    memcpy(buf, stdin_carry, stdin_carried);
+    size_t len = stdin_carried;
+    ssize_t got;
+    do {
+        got = read(0, buf + len, (size_t)max);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) {
+        free(buf);
+        return JS_ThrowInternalError(c, "reading standard input failed: %s", strerror(errno));
+    }
+    len += (size_t)got;
+    stdin_carried = 0;
+    if (got > 0) {
+        /* Hold back an incomplete last sequence (at most 3 bytes). */
+        size_t start = len, back = 0;
+        while (start > 0 && back < 3 && ((unsigned char)buf[start - 1] & 0xC0) == 0x80) {
+            start--;
+            back++;
+        }
+        if (start > 0) {
+            unsigned char lead = (unsigned char)buf[start - 1];
+            size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+            if (need > back + 1) {
+                stdin_carried = back + 1;
+                memcpy(stdin_carry, buf + start - 1, stdin_carried);
+                len -= stdin_carried;
+            }
+        }
+    } else if (len == 0) {
+        free(buf);
+        return JS_NULL;
+    }
+    JSValue text = JS_NewStringLen(c, buf, len);
+    free(buf);
+    return text;
+}
+
 static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -516,6 +570,7 @@ static const JSCFunctionListEntry native_functions[] = {
     JS_CFUNC_DEF("fsList", 1, js_fs_list),
     JS_CFUNC_DEF("fsStat", 1, js_fs_stat),
     JS_CFUNC_DEF("write", 2, js_write),
+    JS_CFUNC_DEF("readStdin", 1, js_read_stdin),
     JS_CFUNC_DEF("now", 0, js_now),
     JS_CFUNC_DEF("sleep", 1, js_sleep),
     JS_CFUNC_DEF("exit", 1, js_exit),

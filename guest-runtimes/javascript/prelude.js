@@ -69,7 +69,7 @@
   native.runNextTimer = function () {
     let next = null;
     for (const t of pending.values()) if (next === null || t.due < next.due || (t.due === next.due && t.seq < next.seq)) next = t;
-    if (next === null) return false;
+    if (next === null) return pumpStdin();
     const wait = next.due - native.now();
     if (wait > 0) native.sleep(wait);
     const id = [...pending].find(([, t]) => t === next)[0];
@@ -90,6 +90,107 @@
     hrtime: { bigint: () => BigInt(Math.round(native.now() * 1e6)) },
   };
   globalThis.performance = { now: () => native.now() };
+
+  // ---- standard input: what the client sends (EOF if it sends nothing) ----
+  // Synchronous reads (fs.readFileSync(0)), and Node's event style
+  // (process.stdin.on('data'|'end'), readline): once no timer is left, the
+  // event loop reads a chunk (waiting for the client) and hands it to the
+  // listeners, until EOF or until they are all removed.
+  let stdinEnded = false;
+  const stdinListeners = { data: [], end: [] };
+  const readChunk = () => {
+    if (stdinEnded) return null;
+    const chunk = native.readStdin(65536);
+    if (chunk === null) stdinEnded = true;
+    return chunk;
+  };
+  const readAllStdin = () => {
+    let all = "";
+    for (let chunk; (chunk = readChunk()) !== null;) all += chunk;
+    return all;
+  };
+  const listening = () => stdinListeners.data.length + stdinListeners.end.length > 0;
+  function pumpStdin() {
+    if (stdinEnded || !listening()) return false;
+    const chunk = readChunk();
+    const [event, args] = chunk === null ? ["end", []] : ["data", [chunk]];
+    for (const fn of [...stdinListeners[event]]) fn(...args);
+    return true;
+  }
+  process.stdin = {
+    fd: 0,
+    isTTY: false,
+    on(event, fn) { (stdinListeners[event] || (stdinListeners[event] = [])).push(fn); return this; },
+    once(event, fn) { const once = (...a) => { this.off(event, once); fn(...a); }; return this.on(event, once); },
+    off(event, fn) { const l = stdinListeners[event] || []; const i = l.indexOf(fn); if (i >= 0) l.splice(i, 1); return this; },
+    removeAllListeners(event) { for (const e of event ? [event] : Object.keys(stdinListeners)) stdinListeners[e] = []; return this; },
+    setEncoding() { return this; },
+    resume() { return this; },
+    pause() { return this; },
+    read() { return readChunk(); },
+    async *[Symbol.asyncIterator]() { for (let chunk; (chunk = readChunk()) !== null;) yield chunk; },
+  };
+  process.stdin.addListener = process.stdin.on;
+  process.stdin.removeListener = process.stdin.off;
+
+  // readline: lines of process.stdin, as Node's interface gives them.
+  function createInterface(options) {
+    const output = options && options.output;
+    const handlers = { line: [], close: [] };
+    const questions = [];
+    const waiting = [];
+    const lines = [];
+    let rest = "", closed = false, prompt = "> ";
+    const emit = (event, ...args) => { for (const fn of [...handlers[event]]) fn(...args); };
+    const take = (line) => {
+      if (questions.length > 0) questions.shift()(line);
+      else if (waiting.length > 0) waiting.shift()({ value: line, done: false });
+      else if (handlers.line.length > 0) emit("line", line);
+      else lines.push(line);
+    };
+    const onData = (chunk) => {
+      rest += chunk;
+      let at;
+      while (!closed && (at = rest.indexOf("\n")) >= 0) {
+        const line = rest.slice(0, at).replace(/\r$/, "");
+        rest = rest.slice(at + 1);
+        take(line);
+      }
+    };
+    const onEnd = () => { if (rest !== "") { const line = rest; rest = ""; take(line); } rl.close(); };
+    process.stdin.on("data", onData).on("end", onEnd);
+    const rl = {
+      on(event, fn) {
+        (handlers[event] || (handlers[event] = [])).push(fn);
+        if (event === "line") while (lines.length > 0 && !closed) emit("line", lines.shift());
+        return this;
+      },
+      question(query, fn) { if (output) output.write(String(query)); questions.push(fn); },
+      setPrompt(p) { prompt = String(p); },
+      prompt() { if (output) output.write(prompt); },
+      write(data) { if (output) output.write(String(data)); },
+      close() {
+        if (closed) return;
+        closed = true;
+        process.stdin.off("data", onData).off("end", onEnd);
+        for (const w of waiting.splice(0)) w({ value: undefined, done: true });
+        emit("close");
+      },
+      [Symbol.asyncIterator]() {
+        return {
+          next: () => lines.length > 0 ? Promise.resolve({ value: lines.shift(), done: false })
+            : closed ? Promise.resolve({ value: undefined, done: true })
+            : new Promise((resolve) => waiting.push(resolve)),
+          return: () => { rl.close(); return Promise.resolve({ value: undefined, done: true }); },
+          [Symbol.asyncIterator]() { return this; },
+        };
+      },
+    };
+    rl.addListener = rl.on;
+    rl.once = (event, fn) => { const once = (...a) => { handlers[event] = handlers[event].filter((f) => f !== once); fn(...a); }; return rl.on(event, once); };
+    return rl;
+  }
+  const readline = { createInterface };
 
   // ---- sandlot: the host's capabilities ----
   const toJson = (value, what) => {
@@ -156,6 +257,8 @@
   };
   const fs = {
     readFileSync: (path, options) => {
+      // Standard input, whole (a string with or without an encoding: there is no Buffer).
+      if (path === 0 || path === "/dev/stdin") return readAllStdin();
       const read = native.fsRead(String(path), text(options));
       return typeof read === "string" ? read : new Uint8Array(read);
     },
@@ -174,7 +277,8 @@
     readdir: async (path) => fs.readdirSync(path),
     stat: async (path) => fs.statSync(path),
   };
-  const builtins = new Map([["fs", fs], ["node:fs", fs], ["fs/promises", fs.promises], ["node:fs/promises", fs.promises]]);
+  const builtins = new Map([["fs", fs], ["node:fs", fs], ["fs/promises", fs.promises], ["node:fs/promises", fs.promises],
+    ["readline", readline], ["node:readline", readline]]);
 
   function makeRequire(from) {
     return function require(name) {
