@@ -205,3 +205,23 @@ async fn bad_stdin_ops_get_errors_and_the_socket_stays_up() {
     client.send(json!({ "op": 0, "nonce": 2 })).await;
     assert_eq!(client.recv().await["code"], 0, "the socket is still up");
 }
+
+#[tokio::test]
+async fn the_actions_face_takes_a_whole_input() {
+    let server = Server::shared();
+    let mut client = Client::connect(&server.ws_url("/")).await;
+    for (language, (_, code)) in [("python", SUM[2]), ("lua", SUM[4]), ("javascript", SUM[0])] {
+        let main = language.parse::<sandlot::Language>().unwrap().main_file();
+        let files = json!([{ "filename": main, "content": code }]);
+        let run = json!({ "action": "run", language: { "files": files, "stdin": "30\n12\n" } });
+        let (_, stdout, finished) = common::server::run_action(&mut client, run).await;
+        assert_eq!(stdout, "42\neof\n", "{language}: {finished}");
+        let (_, stdout, _) =
+            common::server::run_action(&mut client, json!({ "action": "run", language: { "files": files } })).await;
+        assert_eq!(stdout, "0\neof\n", "{language}: sent nothing, it reads EOF");
+    }
+    let files = json!([{ "filename": "main.py", "content": "input()" }]);
+    client.send(json!({ "action": "run", "python": { "files": files, "stdin": 5 } })).await;
+    let reply = client.recv().await;
+    assert!(reply["error"].as_str().unwrap().contains("stdin must be a string"), "{reply}");
+}

@@ -23,10 +23,12 @@ use super::{App, Fields, IdText, Peer, Utf8Chunks, field, parse_fields_off_threa
 
 use crate::error::Error;
 use crate::host::table_stats;
+use crate::input::Stdin;
 use crate::language::Language;
 use crate::program::{Program, SourceFile};
 use crate::registry::{Client, Keep, RunEvents, RunStatus};
 use crate::run::{EndReason, RunOutcome, SessionEvent};
+use crate::runtime::SessionOptions;
 
 pub(crate) async fn websocket(
     State(app): State<App>,
@@ -213,14 +215,15 @@ struct FileSpec {
 }
 
 async fn run(app: &App, client: &Client, request: &Fields) -> Result<(String, RunEvents), Refusal> {
-    let (language, program) = program_of(request)?;
-    let options = app.session_options();
+    let (language, program, stdin) = program_of(request)?;
+    let options = SessionOptions { stdin, ..app.session_options() };
     let started = app.registry.start(client, language, program, options, Keep::Live).await?;
     Ok((started.entry.id().to_string(), started.events))
 }
 
-/// The language and program of a `run` request.
-pub(crate) fn program_of(request: &Fields) -> Result<(Language, Program), Refusal> {
+/// The language, program and standard input (`"stdin"`: the whole input,
+/// else EOF) of a `run` request.
+pub(crate) fn program_of(request: &Fields) -> Result<(Language, Program, Stdin), Refusal> {
     let mut chosen = None;
     for (key, value) in request {
         if key == "action" || key == "token" {
@@ -256,7 +259,10 @@ pub(crate) fn program_of(request: &Fields) -> Result<(Language, Program), Refusa
     let args: Vec<String> = field(&spec, "arguments", "arguments")
         .map_err(|_| refuse("bad_request", "arguments must be a list of strings"))?
         .unwrap_or_default();
-    Ok((language, Program { files: sources, main_file, args, env: Vec::new() }.validated()?))
+    let stdin = field::<String>(&spec, "stdin", "stdin")
+        .map_err(|_| refuse("bad_request", "stdin must be a string: the program's whole standard input"))?
+        .map_or(Stdin::Closed, |text| Stdin::Data(text.into()));
+    Ok((language, Program { files: sources, main_file, args, env: Vec::new() }.validated()?, stdin))
 }
 
 async fn push_output(outbox: &Outbox, id: &str, mut events: RunEvents) {
