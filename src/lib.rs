@@ -47,6 +47,8 @@ pub use registry::{Client, Entry, Keep, Registry, RegistryConfig, RunEvents, Run
 pub use report::SessionEvents;
 pub use run::{EndReason, RunOutcome, SessionEvent};
 pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig, SessionOptions};
+#[cfg(feature = "mcp")]
+pub use server::mcp::McpTools;
 pub use server::{ServerConfig, serve, serve_on};
 pub use session::{KillHandle, Session};
 pub use warm::DEFAULT_WARM_INSTANCES;

@@ -93,6 +93,16 @@ enum Command {
     },
     /// Compiles the guests to native code now, so the first session doesn't wait.
     Prepare,
+    /// Serves the Model Context Protocol over stdin/stdout, for an AI agent's
+    /// MCP client to start (tools: list_languages, run_code). Logs go to stderr.
+    Mcp {
+        /// Wall-clock limit of each run, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = Limits::DEFAULT_WALL_CLOCK.as_secs_f64())]
+        timeout: f64,
+        /// Memory limit of each run, in MiB.
+        #[arg(long, value_name = "MIB", default_value_t = Limits::DEFAULT_MEMORY_BYTES >> 20)]
+        memory: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -176,6 +186,16 @@ fn main() -> ExitCode {
                 std::fs::write(out.join("soak.json"), serde_json::to_string_pretty(&report)?)?;
                 eprintln!("sandlot: wrote {}", out.join("soak.json").display());
                 Ok(if report.flat { 0 } else { 1 })
+            }
+            Command::Mcp { timeout, memory } => {
+                use rmcp::ServiceExt;
+                let limits = limits(timeout, memory)?;
+                let registry = sandlot::Registry::new(runtime, sandlot::RegistryConfig::default());
+                let options = SessionOptions { limits: Some(limits), ..SessionOptions::default() };
+                let tools = sandlot::McpTools::new(registry, options, sandlot::Client::Local);
+                let service = tools.serve(rmcp::transport::stdio()).await.map_err(|e| format!("MCP: {e}"))?;
+                service.waiting().await.map_err(|e| format!("MCP: {e}"))?;
+                Ok(0)
             }
             Command::Prepare => {
                 for language in Language::ALL {

@@ -23,6 +23,8 @@ pub(crate) mod direct_io;
 mod guard;
 pub(crate) mod json;
 mod listener;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub(crate) mod processor;
 pub(crate) mod proto;
 pub(crate) mod ranna;
@@ -47,6 +49,8 @@ use crate::Language;
 use crate::datasets::{DatasetLimits, Datasets};
 use crate::folder::DataFolder;
 use crate::limits::Limits;
+#[cfg(feature = "mcp")]
+use crate::registry::Client;
 use crate::registry::{Registry, RegistryConfig};
 use crate::runtime::{Runtime, SessionOptions};
 use crate::store::Store;
@@ -377,8 +381,15 @@ fn router(app: App) -> Router {
             .route(&format!("{prefix}/cluster/set_mode"), axum::routing::put(direct_io::set_mode));
     }
     let dataset_routes = dataset_routes.layer(DefaultBodyLimit::max(DATASET_BODY_BYTES));
-    let rest = Router::new()
-        .route("/v1/exec", post(ranna::exec))
+    let rest = Router::new().route("/v1/exec", post(ranna::exec));
+    // MCP over streamable HTTP: behind the same tokens (its client is the
+    // token's or the address's, as for REST).
+    #[cfg(feature = "mcp")]
+    let rest = rest.route_service(
+        "/mcp",
+        mcp::http_service(mcp::McpTools::new(app.registry.clone(), app.session_options(), Client::Local)),
+    );
+    let rest = rest
         .route("/v1/spec", get(ranna::spec))
         .route("/v1/info", get(ranna::info))
         .merge(dataset_routes)
