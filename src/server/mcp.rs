@@ -171,7 +171,7 @@ impl ServerHandler for McpTools {
     }
 }
 
-/// The MCP service for `/mcp`: a new handler per session, over `tools`.
+/// The MCP service for `/mcp`, over `tools`, stateless.
 pub(crate) fn http_service(
     tools: McpTools,
 ) -> rmcp::transport::streamable_http_server::StreamableHttpService<
@@ -180,6 +180,12 @@ pub(crate) fn http_service(
 > {
     use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
     // Host and Origin are checked by the server's own guard before this.
-    let config = StreamableHttpServerConfig::default().disable_allowed_hosts().with_max_request_body_bytes(1 << 20);
+    let mut config =
+        StreamableHttpServerConfig::default().disable_allowed_hosts().with_max_request_body_bytes(1 << 20);
+    // Stateless: no MCP session is held per client (a map any client could
+    // fill by initialising again and again); the tools keep no state in the
+    // transport, and each answer is one JSON body.
+    config.legacy_session_mode = false;
+    config.json_response = true;
     StreamableHttpService::new(move || Ok(tools.clone()), Arc::default(), config)
 }
