@@ -180,8 +180,7 @@ pub(crate) fn http_service(
 > {
     use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
     // Host and Origin are checked by the server's own guard before this.
-    let mut config =
-        StreamableHttpServerConfig::default().disable_allowed_hosts().with_max_request_body_bytes(1 << 20);
+    let mut config = StreamableHttpServerConfig::default().disable_allowed_hosts().with_max_request_body_bytes(1 << 20);
     // Stateless: no MCP session is held per client (a map any client could
     // fill by initialising again and again); the tools keep no state in the
     // transport, and each answer is one JSON body.
