@@ -349,7 +349,29 @@ pub struct RunEvents {
     entry: Arc<Entry>,
 }
 
+/// A run read to its end: its whole output and how it ended.
+pub struct Collected {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub outcome: RunOutcome,
+}
+
 impl RunEvents {
+    /// Reads the run to its end (its output is bounded by its output
+    /// limit); `None` if its events stopped without an end.
+    pub async fn collect(mut self) -> Option<Collected> {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        while let Some(event) = self.recv().await {
+            match event {
+                SessionEvent::Stdout(bytes) => stdout.extend_from_slice(&bytes),
+                SessionEvent::Stderr(bytes) => stderr.extend_from_slice(&bytes),
+                SessionEvent::Spawned => {}
+                SessionEvent::Finished(outcome) => return Some(Collected { stdout, stderr, outcome }),
+            }
+        }
+        None
+    }
+
     pub async fn recv(&mut self) -> Option<SessionEvent> {
         let event = self.events.recv().await?;
         if matches!(event, SessionEvent::Finished(_)) {

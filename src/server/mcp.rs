@@ -22,8 +22,7 @@ use serde_json::json;
 use crate::input::Stdin;
 use crate::language::Language;
 use crate::program::Program;
-use crate::registry::{Client, Keep, Registry};
-use crate::run::SessionEvent;
+use crate::registry::{Client, Collected, Keep, Registry};
 use crate::runtime::SessionOptions;
 
 /// What every tool says about the sandbox, for the model deciding to call it.
@@ -123,39 +122,31 @@ impl McpTools {
             .start(client, language, program, options, Keep::Nothing)
             .await
             .map_err(|e| super::public_message(&e))?;
-        let mut events = started.events;
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        while let Some(event) = events.recv().await {
-            match event {
-                SessionEvent::Stdout(bytes) => stdout.extend_from_slice(&bytes),
-                SessionEvent::Stderr(bytes) => stderr.extend_from_slice(&bytes),
-                SessionEvent::Spawned => {}
-                SessionEvent::Finished(outcome) => {
-                    let (stdout, stderr) = (String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr));
-                    let structured = json!({
-                        "stdout": stdout,
-                        "stderr": stderr,
-                        "exit_code": outcome.exit_code,
-                        "reason": outcome.reason.as_str(),
-                        "message": outcome.message,
-                        "wall_time_ms": outcome.wall_time.as_millis() as u64,
-                    });
-                    let mut text = format!("exit code {} ({})", outcome.exit_code, outcome.reason);
-                    if let Some(message) = &outcome.message {
-                        text.push_str(&format!(": {message}"));
-                    }
-                    for (name, stream) in [("stdout", &stdout), ("stderr", &stderr)] {
-                        if !stream.is_empty() {
-                            text.push_str(&format!("\n--- {name} ---\n{stream}"));
-                        }
-                    }
-                    let mut result = CallToolResult::structured(structured);
-                    result.content = vec![ContentBlock::text(text)];
-                    return Ok(result);
-                }
+        let run = started.events.collect().await;
+        let Some(Collected { stdout, stderr, outcome }) = run else {
+            return Err("the run ended without reporting its end (the server is stopping?)".into());
+        };
+        let (stdout, stderr) = (String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr));
+        let structured = json!({
+            "stdout": stdout,
+            "stderr": stderr,
+            "exit_code": outcome.exit_code,
+            "reason": outcome.reason.as_str(),
+            "message": outcome.message,
+            "wall_time_ms": outcome.wall_time.as_millis() as u64,
+        });
+        let mut text = format!("exit code {} ({})", outcome.exit_code, outcome.reason);
+        if let Some(message) = &outcome.message {
+            text.push_str(&format!(": {message}"));
+        }
+        for (name, stream) in [("stdout", &stdout), ("stderr", &stderr)] {
+            if !stream.is_empty() {
+                text.push_str(&format!("\n--- {name} ---\n{stream}"));
             }
         }
-        Err("the run ended without reporting its end (the server is stopping?)".into())
+        let mut result = CallToolResult::structured(structured);
+        result.content = vec![ContentBlock::text(text)];
+        Ok(result)
     }
 }
 

@@ -393,22 +393,15 @@ pub(crate) async fn exec(
         Ok(started) => started,
         Err(e) => return refused(&e, "exec"),
     };
-    let mut events = started.events;
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    while let Some(ev) = events.recv().await {
-        match ev {
-            SessionEvent::Stdout(b) => stdout.extend_from_slice(&b),
-            SessionEvent::Stderr(b) => stderr.extend_from_slice(&b),
-            SessionEvent::Finished(outcome) => {
-                let mut body = stop_data(started.entry.id(), &outcome);
-                body["stdout"] = json!(String::from_utf8_lossy(&stdout));
-                body["stderr"] = json!(String::from_utf8_lossy(&stderr));
-                return Json(body).into_response();
-            }
-            SessionEvent::Spawned => {}
+    match started.events.collect().await {
+        Some(run) => {
+            let mut body = stop_data(started.entry.id(), &run.outcome);
+            body["stdout"] = json!(String::from_utf8_lossy(&run.stdout));
+            body["stderr"] = json!(String::from_utf8_lossy(&run.stderr));
+            Json(body).into_response()
         }
+        None => rest_error(StatusCode::INTERNAL_SERVER_ERROR, "the run ended without reporting", "exec"),
     }
-    rest_error(StatusCode::INTERNAL_SERVER_ERROR, "the run ended without reporting", "exec")
 }
 
 /// `GET /v1/spec`: languages in ranna's spec shape; aliases `use` their target.
