@@ -175,6 +175,8 @@ impl Entry {
     /// the run's record (outcome and placeholders) to the store.
     fn record(&self, outcome: RunOutcome) {
         self.touch();
+        // The value went to the run's listener; a record is kept small.
+        let outcome = RunOutcome { value: None, ..outcome };
         let mut first = None;
         self.outcome.send_if_modified(|recorded| {
             if recorded.is_some() {
@@ -259,6 +261,26 @@ impl Entry {
             }
         }
         Ok(answers)
+    }
+
+    /// Runs more code in the live instance, in the global scope its earlier
+    /// calls left; the call's output and end go to the run's events, as the
+    /// run's did. A call that ends the instance (a limit, a kill, a crash)
+    /// releases it.
+    async fn eval(&self, code: &str) -> Result<RunOutcome, Error> {
+        self.touch();
+        if self.is_running() {
+            return Err(Error::StillRunning(self.id.clone()));
+        }
+        let mut session = self.session.lock().await;
+        let Some(live) = session.as_mut() else { return Err(released()) };
+        let outcome = live.eval(code).await;
+        if !live.is_live() || live.hit_limit() {
+            *session = None;
+            self.live.store(false, Ordering::SeqCst);
+        }
+        self.touch();
+        outcome
     }
 
     fn touch(&self) {
@@ -649,6 +671,50 @@ impl Registry {
         };
         self.settle(&entry).await;
         result?
+    }
+
+    /// Runs more code in the live session `id` (a notebook's next cell), on
+    /// the guest threads, for `client` (it takes a running permit and a token
+    /// of the client's rate, as a new run does). Its output and end go to the
+    /// run's events; the end is also returned.
+    pub async fn eval(&self, client: &Client, id: &str, code: String) -> Result<RunOutcome, Error> {
+        let entry = match self.find(id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
+            Found::Active(entry) => entry,
+            Found::Record(_) => return Err(released()),
+        };
+        if !entry.is_live() {
+            return Err(if entry.is_running() { Error::StillRunning(id.to_string()) } else { released() });
+        }
+        let permit = self.permit(client, true)?;
+        let call_entry = entry.clone();
+        let result = self
+            .inner
+            .runtime
+            .guest_tasks()
+            .spawn(async move {
+                let _permit = permit;
+                call_entry.eval(&code).await
+            })
+            .await
+            .map_err(|e| Error::SessionEnded(format!("the call crashed: {e}")));
+        self.settle(&entry).await;
+        result?
+    }
+
+    /// Ends a session now: stops its run if one is going, and drops its
+    /// instance; its record and placeholders are kept as any finished run's.
+    pub async fn close(&self, id: &str) -> Result<(), Error> {
+        let entry = match self.find(id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
+            Found::Active(entry) => entry,
+            Found::Record(_) => return Ok(()),
+        };
+        // A call in progress (a run, or a cell) is stopped; so is the instance.
+        entry.kill();
+        let _ = tokio::time::timeout(Duration::from_secs(2), entry.finished()).await;
+        if !entry.is_running() {
+            self.release(&entry).await;
+        }
+        Ok(())
     }
 
     /// Marks a live session as taking direct IO (or not): Hanami's DIRECT

@@ -323,6 +323,7 @@ impl Reporter {
             wall_time: started.elapsed(),
             fuel_used: fuel.saturating_sub(self.fuel_left.load(Ordering::Relaxed)),
             peak_memory: self.peak_memory.load(Ordering::Relaxed),
+            value: None,
         };
         self.events.push_event(SessionEvent::Finished(outcome.clone()));
         *call = CallState::Reported(outcome.clone());

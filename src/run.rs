@@ -93,6 +93,27 @@ pub struct RunOutcome {
     pub fuel_used: u64,
     /// The most linear memory the guest held during the call, in bytes.
     pub peak_memory: usize,
+    /// The value of the code's trailing expression, as the language displays
+    /// it (at most `VALUE_BYTES`), when the call returned one that was not
+    /// None, undefined or nil. Not kept in a run's saved record.
+    pub value: Option<String>,
+}
+
+/// The longest display of a trailing expression's value kept, in bytes;
+/// longer ones are cut (at a character boundary) and end in "…".
+pub const VALUE_BYTES: usize = 64 << 10;
+
+/// `text` cut to `VALUE_BYTES`.
+pub(crate) fn bounded_value(mut text: String) -> String {
+    if text.len() > VALUE_BYTES {
+        let mut end = VALUE_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// The one-shot stop of a session, shared by its kill handles and its output sinks.

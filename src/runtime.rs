@@ -260,7 +260,7 @@ impl Runtime {
         let hello = Program::single(language.main_file(), language.spec().hello).validated()?;
         let warm_up = fresh.guest.call(&mut fresh.store, Call::Run(hello));
         match tokio::time::timeout(limits.wall_clock, warm_up).await {
-            Ok(Ok(Returned::Status(0))) => Ok(fresh),
+            Ok(Ok(Returned::Status(0, _))) => Ok(fresh),
             Ok(Ok(_)) => Err(failed("its interpreter did not start".into())),
             Ok(Err(trap)) => Err(failed(format!("its interpreter did not start: {trap:#}"))),
             Err(_) => Err(failed("its interpreter did not start in time".into())),

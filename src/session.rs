@@ -22,7 +22,7 @@ use crate::limits::Limits;
 use crate::output::OutputBudget;
 use crate::program::Program;
 use crate::report::{Begin, Reporter};
-use crate::run::{EndReason, RunOutcome, StopSignal};
+use crate::run::{EndReason, RunOutcome, StopSignal, bounded_value};
 
 /// Stops a session's current and future calls, from any thread or task.
 #[derive(Clone)]
@@ -193,6 +193,7 @@ impl Session {
             wall_time: Duration::ZERO,
             fuel_used: 0,
             peak_memory: 0,
+            value: None,
         };
         self.reporter.accept(0);
         self.reporter.finish(outcome)
@@ -238,6 +239,7 @@ impl Session {
                 wall_time: Duration::ZERO,
                 fuel_used: 0,
                 peak_memory: 0,
+                value: None,
             };
             return Ok((None, self.reporter.finish(outcome)));
         }
@@ -269,21 +271,21 @@ impl Session {
         let memory_refused = self.store.data().limiter.refused();
         let peak_memory = self.store.data().limiter.peak();
 
-        let (returned, exit_code, mut reason, message) = match finished {
-            CallEnd::Returned(Returned::Status(status)) => {
+        let (returned, exit_code, mut reason, message, value) = match finished {
+            CallEnd::Returned(Returned::Status(status, value)) => {
                 let reason = if status == 0 { EndReason::Exit } else { EndReason::Error };
-                (None, status, reason, None)
+                (None, status, reason, None, value.map(bounded_value))
             }
-            CallEnd::Returned(prediction) => (Some(prediction), 0, EndReason::Exit, None),
+            CallEnd::Returned(prediction) => (Some(prediction), 0, EndReason::Exit, None, None),
             CallEnd::Stopped(reason) => {
                 let message = self.stop_message(reason);
                 self.ended = Some(message.clone());
-                (None, 0, reason, Some(message))
+                (None, 0, reason, Some(message), None)
             }
             CallEnd::Trapped(error) => {
                 let (reason, exit_code, message) = classify_trap(&error);
                 self.ended = Some(message.clone());
-                (None, exit_code, reason, Some(message))
+                (None, exit_code, reason, Some(message), None)
             }
         };
         if reason == EndReason::Error && memory_refused {
@@ -307,6 +309,7 @@ impl Session {
             wall_time,
             fuel_used,
             peak_memory,
+            value,
         };
         Ok((returned, self.reporter.finish(outcome)))
     }

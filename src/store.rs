@@ -257,6 +257,7 @@ impl RunRecord {
             wall_time: Duration::from_micros(self.wall_time_us),
             fuel_used: self.fuel_used,
             peak_memory: self.peak_memory,
+            value: None,
         }
     }
 }

@@ -2,8 +2,9 @@
 //! `guest-runtimes/tools.sh` into `.tools/mcp-client`), as an agent's host
 //! drives it: `sandlot mcp` over stdio, and `/mcp` of a real server with a
 //! token. The client script (`tests/clients/mcp_client.py`) lists the tools,
-//! runs Python, JavaScript and Lua, exceeds limits and sends bad arguments,
-//! and prints what it got.
+//! runs Python, JavaScript and Lua, reads trailing expressions' values and a
+//! plot, keeps state across a notebook session's calls in every language,
+//! exceeds limits, sends bad arguments, and prints what it got.
 
 mod common;
 
@@ -27,9 +28,19 @@ fn drive(args: &[&str]) -> Value {
     serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
-fn check(report: &Value) {
+fn check(report: &Value, over_http: bool) {
     assert_eq!(report["server"], "sandlot");
-    assert_eq!(report["tools"], serde_json::json!(["list_languages", "run_code"]));
+    assert_eq!(
+        report["tools"],
+        serde_json::json!([
+            "list_languages",
+            "run_code",
+            "session_close",
+            "session_exec",
+            "session_get",
+            "session_start"
+        ])
+    );
     let call = |name: &str| &report["calls"][name];
     let ran = |name: &str| &call(name)["structured"];
     assert_eq!((ran("python")["stdout"].as_str(), ran("python")["stderr"].as_str()), (Some("42\n"), Some("oops\n")));
@@ -54,11 +65,89 @@ fn check(report: &Value) {
     assert_eq!(languages, ["python", "javascript", "python-sci", "lua"]);
     assert!(call("languages")["text"].as_str().unwrap().contains("no network"));
     assert_eq!(ran("after_errors")["stdout"], "still up\n");
+    check_values(report);
+    check_sessions(report, over_http);
+}
+
+/// The value of a trailing expression, in every language, as text and structured.
+fn check_values(report: &Value) {
+    let call = |name: &str| &report["calls"][name];
+    for (name, value) in [
+        ("value_python", "42"),
+        ("value_javascript", "[ 3, 6 ]"),
+        ("value_lua", "2\ttwo"),
+        ("value_sci", "np.int32(3)"), // numpy's default integer on wasm32
+    ] {
+        assert_eq!(call(name)["structured"]["value"], value, "{name}: {}", call(name));
+        assert!(call(name)["text"].as_str().unwrap().ends_with(&format!("--- value ---\n{value}")), "{}", call(name));
+    }
+    assert_eq!(call("value_none")["structured"]["value"], Value::Null, "print() returns None: no value");
+    assert_eq!(
+        call("plot_once")["pngs"],
+        serde_json::json!([true]),
+        "a saved figure is a PNG image: {}",
+        call("plot_once")
+    );
+    assert_eq!(call("plot_once")["structured"]["images"], serde_json::json!(["plot"]));
+    assert_eq!(call("files")["structured"]["value"], "'hi from helper'", "files are importable: {}", call("files"));
+    assert_eq!(call("files_escape")["is_error"], true, "{}", call("files_escape"));
+}
+
+/// Notebook sessions: state across calls, placeholders, limits per call, closing, bad ids, the cap.
+fn check_sessions(report: &Value, over_http: bool) {
+    let call = |name: &str| &report["calls"][name];
+    let value = |name: &str| call(name)["structured"]["value"].clone();
+    for name in ["py", "js", "lua_session", "sci", "slow", "big"] {
+        assert_eq!(call(name)["is_error"], false, "{name}: {}", call(name));
+        assert!(call(name)["structured"]["session_id"].as_str().is_some_and(|id| id.len() == 36), "{}", call(name));
+    }
+    assert_eq!(call("py_define")["structured"]["reason"], "exit");
+    assert_eq!(value("py_define"), Value::Null, "a def has no value");
+    assert_eq!(value("py_use"), "12.566", "the function and the import from the call before: {}", call("py_use"));
+    let error = &call("py_error")["structured"];
+    assert_eq!((error["exit_code"].as_i64(), error["alive"].as_bool()), (Some(1), Some(true)), "{error}");
+    assert!(error["stderr"].as_str().unwrap().contains("ZeroDivisionError"), "{error}");
+    assert_eq!(value("py_after_error"), "True", "an error leaves the session as it was");
+    assert_eq!(call("py_get")["structured"]["value"], serde_json::json!({ "n": 42 }));
+    assert_eq!(call("py_get")["text"], "{\"n\": 42}", "the JSON as the code saved it");
+    assert_eq!(call("py_get_missing")["is_error"], true);
+    assert_eq!(value("js_use"), "4", "{}", call("js_use"));
+    assert_eq!(value("lua_use"), "49", "{}", call("lua_use"));
+    assert_eq!(value("sci_use"), "6", "pandas stays imported: {}", call("sci_use"));
+    assert_eq!(call("sci_plot")["pngs"], serde_json::json!([true]), "{}", call("sci_plot"));
+    assert_eq!(call("sci_get_plot")["pngs"], serde_json::json!([true]), "{}", call("sci_get_plot"));
+    let slow = &call("slow_cell")["structured"];
+    assert_eq!((slow["reason"].as_str(), slow["alive"].as_bool()), (Some("timeout"), Some(false)), "{slow}");
+    assert!(slow["wall_time_ms"].as_u64().unwrap() < 5_000, "timeout_s: 1 applies to each call: {slow}");
+    assert_eq!(call("after_timeout")["is_error"], true, "a session a limit ended takes no more calls");
+    let big = &call("big_cell")["structured"];
+    assert_eq!((big["reason"].as_str(), big["alive"].as_bool()), (Some("memory"), Some(false)), "{big}");
+    assert_eq!(call("py_close")["structured"]["closed"], true);
+    for (name, says) in [
+        ("closed_exec", "no session"),
+        ("closed_close", "no session"),
+        ("unknown_session", "no session"),
+        ("missing_session_id", "needs \"session_id\""),
+        ("missing_cell_code", "needs \"code\""),
+        ("start_unknown_language", "unknown language \"cobol\""),
+    ] {
+        assert_eq!(call(name)["is_error"], true, "{name}: a tool error, {}", call(name));
+        assert!(call(name)["text"].as_str().unwrap().contains(says), "{name}: {}", call(name));
+    }
+    // js, lua and sci are open when the cap calls start: five more fit a client's eight.
+    let refused: Vec<usize> = (1..10).filter(|i| call(&format!("cap_{i}"))["is_error"] == true).collect();
+    if over_http {
+        assert_eq!(refused, [6, 7, 8, 9], "{}", call("cap_6"));
+        assert!(call("cap_6")["text"].as_str().unwrap().contains("the most one client may"), "{}", call("cap_6"));
+    } else {
+        assert!(refused.is_empty(), "the stdio user has no per-client cap: {}", call("cap_1"));
+    }
+    assert_eq!(value("still_up"), "9", "the other sessions are unharmed: {}", call("still_up"));
 }
 
 #[test]
 fn over_stdio() {
-    check(&drive(&["stdio", env!("CARGO_BIN_EXE_sandlot")]));
+    check(&drive(&["stdio", env!("CARGO_BIN_EXE_sandlot")]), false);
 }
 
 #[tokio::test]
@@ -67,7 +156,7 @@ async fn over_http_with_a_token() {
     let server = Server::start_in(data.path(), &[], &[("SANDLOT_TOKENS", "mcp-token")]);
     let url = server.http_url("/mcp");
     let report = tokio::task::spawn_blocking(move || drive(&["http", &url, "mcp-token"])).await.unwrap();
-    check(&report);
+    check(&report, true);
     // Without the token: refused before MCP is reached.
     let (status, _) = http_with(&server, "POST", "/mcp", Some("{}"), &[("content-type", "application/json")]).await;
     assert_eq!(status, 401);

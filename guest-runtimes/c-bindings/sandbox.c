@@ -33,7 +33,35 @@ extern void __wasm_import_sandlot_guest_input_context(uint8_t *);
 
 // Exported Functions from `sandbox`
 
+__attribute__((__weak__, __export_name__("cabi_post_run")))
+void __wasm_export_exports_sandbox_run_post_return(uint8_t * arg0) {
+  switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + sizeof(void*)))) {
+    case 0: {
+      break;
+    }
+    case 1: {
+      if ((*((size_t*) (arg0 + (3*sizeof(void*))))) > 0) {
+        free(*((uint8_t **) (arg0 + (2*sizeof(void*)))));
+      }
+      break;
+    }
+  }
+}
 
+__attribute__((__weak__, __export_name__("cabi_post_eval")))
+void __wasm_export_exports_sandbox_eval_post_return(uint8_t * arg0) {
+  switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + sizeof(void*)))) {
+    case 0: {
+      break;
+    }
+    case 1: {
+      if ((*((size_t*) (arg0 + (3*sizeof(void*))))) > 0) {
+        free(*((uint8_t **) (arg0 + (2*sizeof(void*)))));
+      }
+      break;
+    }
+  }
+}
 
 __attribute__((__weak__, __export_name__("cabi_post_predict")))
 void __wasm_export_exports_sandbox_predict_post_return(uint8_t * arg0) {
@@ -80,7 +108,7 @@ void *cabi_realloc(void *ptr, size_t old_size, size_t align, size_t new_size) {
 }
 
 __attribute__((__aligned__(sizeof(void*))))
-static uint8_t RET_AREA[(3*sizeof(void*))];
+static uint8_t RET_AREA[(4*sizeof(void*))];
 
 // Helper Functions
 
@@ -147,6 +175,10 @@ void sandlot_guest_types_program_free(sandlot_guest_types_program_t *ptr) {
   sandbox_list_tuple2_string_string_free(&ptr->env);
 }
 
+void sandlot_guest_types_outcome_free(sandlot_guest_types_outcome_t *ptr) {
+  sandbox_option_string_free(&ptr->value);
+}
+
 void sandbox_list_f64_free(sandbox_list_f64_t *ptr) {
   size_t list_len = ptr->len;
   if (list_len > 0) {
@@ -174,6 +206,10 @@ void sandlot_guest_engine_result_string_string_free(sandlot_guest_engine_result_
 
 void sandbox_program_free(sandbox_program_t *ptr) {
   sandlot_guest_types_program_free(ptr);
+}
+
+void sandbox_outcome_free(sandbox_outcome_t *ptr) {
+  sandlot_guest_types_outcome_free(ptr);
 }
 
 void sandbox_string_set(sandbox_string_t *ret, const char*s) {
@@ -359,22 +395,44 @@ bool sandlot_guest_input_context(sandbox_string_t *ret) {
 }
 
 __attribute__((__export_name__("run")))
-int32_t __wasm_export_exports_sandbox_run(uint8_t * arg, size_t arg0, uint8_t * arg1, size_t arg2, uint8_t * arg3, size_t arg4, uint8_t * arg5, size_t arg6) {
+uint8_t * __wasm_export_exports_sandbox_run(uint8_t * arg, size_t arg0, uint8_t * arg1, size_t arg2, uint8_t * arg3, size_t arg4, uint8_t * arg5, size_t arg6) {
   sandbox_program_t arg7 = (sandlot_guest_types_program_t) {
     (sandlot_guest_types_list_source_file_t) (sandlot_guest_types_list_source_file_t) { (sandlot_guest_types_source_file_t*)(arg), (arg0) },
     (sandbox_string_t) (sandbox_string_t) { (uint8_t*)(arg1), (arg2) },
     (sandbox_list_string_t) (sandbox_list_string_t) { (sandbox_string_t*)(arg3), (arg4) },
     (sandbox_list_tuple2_string_string_t) (sandbox_list_tuple2_string_string_t) { (sandbox_tuple2_string_string_t*)(arg5), (arg6) },
   };
-  int32_t ret = exports_sandbox_run(&arg7);
-  return ret;
+  sandbox_outcome_t ret;
+  exports_sandbox_run(&arg7, &ret);
+  uint8_t *ptr = (uint8_t *) &RET_AREA;
+  *((int32_t*)(ptr + 0)) = (ret).status;
+  if (((ret).value).is_some) {
+    const sandbox_string_t *payload8 = &((ret).value).val;
+    *((int8_t*)(ptr + sizeof(void*))) = 1;
+    *((size_t*)(ptr + (3*sizeof(void*)))) = (*payload8).len;
+    *((uint8_t **)(ptr + (2*sizeof(void*)))) = (uint8_t *) (*payload8).ptr;
+  } else {
+    *((int8_t*)(ptr + sizeof(void*))) = 0;
+  }
+  return ptr;
 }
 
 __attribute__((__export_name__("eval")))
-int32_t __wasm_export_exports_sandbox_eval(uint8_t * arg, size_t arg0) {
+uint8_t * __wasm_export_exports_sandbox_eval(uint8_t * arg, size_t arg0) {
   sandbox_string_t arg1 = (sandbox_string_t) { (uint8_t*)(arg), (arg0) };
-  int32_t ret = exports_sandbox_eval(&arg1);
-  return ret;
+  sandbox_outcome_t ret;
+  exports_sandbox_eval(&arg1, &ret);
+  uint8_t *ptr = (uint8_t *) &RET_AREA;
+  *((int32_t*)(ptr + 0)) = (ret).status;
+  if (((ret).value).is_some) {
+    const sandbox_string_t *payload2 = &((ret).value).val;
+    *((int8_t*)(ptr + sizeof(void*))) = 1;
+    *((size_t*)(ptr + (3*sizeof(void*)))) = (*payload2).len;
+    *((uint8_t **)(ptr + (2*sizeof(void*)))) = (uint8_t *) (*payload2).ptr;
+  } else {
+    *((int8_t*)(ptr + sizeof(void*))) = 0;
+  }
+  return ptr;
 }
 
 __attribute__((__export_name__("predict")))

@@ -75,6 +75,18 @@ typedef struct sandlot_guest_types_summary_t {
   double   max;
 } sandlot_guest_types_summary_t;
 
+// How a run or an eval ended, when the guest returned.
+typedef struct sandlot_guest_types_outcome_t {
+  // 0 on success, the program's own status when it exits, 1 after an
+  // uncaught error (whose traceback the guest has written to stderr).
+  int32_t   status;
+  // The value of the code's trailing expression, as the language's own
+  // display of it (Python's `repr`, a Node-like inspection in
+  // JavaScript, `tostring` of what a Lua chunk returns); none when there
+  // is no trailing expression, or its value is None / undefined / nil.
+  sandbox_option_string_t   value;
+} sandlot_guest_types_outcome_t;
+
 typedef sandlot_guest_types_summary_t sandlot_guest_stats_summary_t;
 
 typedef struct {
@@ -99,6 +111,8 @@ typedef struct {
 } sandlot_guest_engine_result_string_string_t;
 
 typedef sandlot_guest_types_program_t sandbox_program_t;
+
+typedef sandlot_guest_types_outcome_t sandbox_outcome_t;
 
 // Imported Functions from `sandlot:guest/placeholders@0.1.0`
 // Saves `value` under `name`, replacing any earlier value.
@@ -126,8 +140,8 @@ extern bool sandlot_guest_engine_command(sandbox_string_t *command, sandbox_stri
 extern bool sandlot_guest_input_context(sandbox_string_t *ret);
 
 // Exported Functions from `sandbox`
-int32_t exports_sandbox_run(sandbox_program_t *program);
-int32_t exports_sandbox_eval(sandbox_string_t *code);
+void exports_sandbox_run(sandbox_program_t *program, sandbox_outcome_t *ret);
+void exports_sandbox_eval(sandbox_string_t *code, sandbox_outcome_t *ret);
 bool exports_sandbox_predict(sandbox_string_t *name, sandbox_string_t *input, sandbox_string_t *ret, sandbox_string_t *err);
 bool exports_sandbox_train(sandbox_string_t *name, sandbox_string_t *input, sandbox_string_t *err);
 
@@ -149,6 +163,8 @@ void sandbox_list_tuple2_string_string_free(sandbox_list_tuple2_string_string_t 
 
 void sandlot_guest_types_program_free(sandlot_guest_types_program_t *ptr);
 
+void sandlot_guest_types_outcome_free(sandlot_guest_types_outcome_t *ptr);
+
 void sandbox_list_f64_free(sandbox_list_f64_t *ptr);
 
 void sandlot_guest_stats_result_summary_string_free(sandlot_guest_stats_result_summary_string_t *ptr);
@@ -156,6 +172,8 @@ void sandlot_guest_stats_result_summary_string_free(sandlot_guest_stats_result_s
 void sandlot_guest_engine_result_string_string_free(sandlot_guest_engine_result_string_string_t *ptr);
 
 void sandbox_program_free(sandbox_program_t *ptr);
+
+void sandbox_outcome_free(sandbox_outcome_t *ptr);
 
 // Sets the string `ret` to reference the input string `s` without copying it
 void sandbox_string_set(sandbox_string_t *ret, const char*s);

@@ -735,8 +735,34 @@ static bool module_syntax(const char *src, size_t len) {
     return false;
 }
 
-/* Evaluates code, as a module when it uses import/export, then settles. */
-static int evaluate(const char *src, size_t len, const char *filename, bool allow_module) {
+/* The display of a script's completion value (a fulfilled promise's result),
+ * through prelude.js's `native.display`; false when it has none. */
+static bool display(JSValueConst completion, sandbox_string_t *out) {
+    JSValue value = JS_PromiseState(ctx, completion) == JS_PROMISE_FULFILLED ? JS_PromiseResult(ctx, completion)
+                                                                              : JS_DupValue(ctx, completion);
+    JSValue fn = JS_GetPropertyStr(ctx, native_obj, "display");
+    JSValue shown = JS_Call(ctx, fn, JS_UNDEFINED, 1, (JSValueConst *)&value);
+    JS_FreeValue(ctx, fn);
+    JS_FreeValue(ctx, value);
+    bool ok = false;
+    if (JS_IsString(shown)) {
+        size_t n = 0;
+        const char *text = JS_ToCStringLen(ctx, &n, shown);
+        if (text) {
+            set_string(out, text, n);
+            JS_FreeCString(ctx, text);
+            ok = true;
+        }
+    } else if (JS_IsException(shown)) {
+        JS_FreeValue(ctx, JS_GetException(ctx));
+    }
+    JS_FreeValue(ctx, shown);
+    return ok;
+}
+
+/* Evaluates code, as a module when it uses import/export, then settles.
+ * A script's completion value is displayed into `value` (if given). */
+static int evaluate(const char *src, size_t len, const char *filename, bool allow_module, sandbox_option_string_t *value) {
     exit_requested = -1;
     bool module = allow_module && module_syntax(src, len);
     JSValue result = JS_Eval(ctx, src, len, filename, module ? JS_EVAL_TYPE_MODULE : JS_EVAL_TYPE_GLOBAL);
@@ -761,7 +787,6 @@ static int evaluate(const char *src, size_t len, const char *filename, bool allo
         has_unhandled_rejection = false;
         status = 1;
     }
-    JS_FreeValue(ctx, result);
     if (status == 0) {
         JSValue process = JS_GetPropertyStr(ctx, JS_GetGlobalObject(ctx), "process");
         JSValue code = JS_GetPropertyStr(ctx, process, "exitCode");
@@ -771,13 +796,17 @@ static int evaluate(const char *src, size_t len, const char *filename, bool allo
         JS_FreeValue(ctx, code);
         JS_FreeValue(ctx, process);
     }
+    if (status == 0 && !module && value && !JS_IsUndefined(result))
+        value->is_some = display(result, &value->val);
+    JS_FreeValue(ctx, result);
     return status;
 }
 
 /* ---- exports ---- */
 
-int32_t exports_sandbox_run(sandbox_program_t *program) {
+void exports_sandbox_run(sandbox_program_t *program, sandlot_guest_types_outcome_t *ret) {
     int32_t status = 1;
+    ret->value.is_some = false;
     if (!init()) {
         write_str(2, "sandlot: the JavaScript interpreter could not start\n");
         goto done;
@@ -822,23 +851,24 @@ int32_t exports_sandbox_run(sandbox_program_t *program) {
     if (!main_file) {
         write_str(2, "sandlot: the main file is not among the program's files\n");
     } else {
-        status = evaluate(main_file->content, main_file->len, main_file->name, true);
+        status = evaluate(main_file->content, main_file->len, main_file->name, true, &ret->value);
     }
     free(main_name);
 done:
     sandlot_guest_types_program_free(program);
-    return status;
+    ret->status = status;
 }
 
-int32_t exports_sandbox_eval(sandbox_string_t *code) {
+void exports_sandbox_eval(sandbox_string_t *code, sandlot_guest_types_outcome_t *ret) {
     int32_t status = 1;
+    ret->value.is_some = false;
     if (init()) {
         char *src = dup_string(code);
-        status = evaluate(src, code->len, "<eval>", false);
+        status = evaluate(src, code->len, "<eval>", false, &ret->value);
         free(src);
     }
     sandbox_string_free(code);
-    return status;
+    ret->status = status;
 }
 
 /* Calls prelude.js's `native[method](name, input)` (a model's predict or

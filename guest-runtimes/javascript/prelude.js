@@ -32,6 +32,9 @@
     return `${name}{ ${keys.map((k) => `${key(k)}: ${inner(value[k])}`).join(", ")} }`;
   }
   const format = (args) => args.map((a) => inspect(a, 0, [])).join(" ") + "\n";
+  // A run's completion value as the REPL shows it (strings quoted); none for undefined.
+  native.display = (value) =>
+    value === undefined ? undefined : typeof value === "string" ? JSON.stringify(value) : inspect(value, 0, []);
 
   const counts = new Map();
   const timers = new Map();

@@ -194,22 +194,29 @@ static void entry(const char *name) {
     lua_remove(L, -2);
 }
 
-/* Calls the entry point on the stack with `args` arguments; it returns a status. */
-static int32_t call_status(int args) {
-    int32_t status = 1;
-    if (lua_pcall(L, args, 1, 0) == LUA_OK) {
-        status = (int32_t)lua_tointeger(L, -1);
+/* Calls the entry point on the stack with `args` arguments; it returns a
+ * status and the display of the chunk's value (or nil). */
+static void call_outcome(int args, sandlot_guest_types_outcome_t *ret) {
+    ret->status = 1;
+    if (lua_pcall(L, args, 2, 0) == LUA_OK) {
+        ret->status = (int32_t)lua_tointeger(L, -2);
+        size_t len = 0;
+        const char *value = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+        if (value) {
+            set_string(&ret->value.val, value, len);
+            ret->value.is_some = true;
+        }
     } else {
         fprintf(stderr, "sandlot: %s\n", lua_tostring(L, -1));
     }
     lua_settop(L, 0);
     fflush(stdout);
     fflush(stderr);
-    return status;
 }
 
-int32_t exports_sandbox_run(sandbox_program_t *program) {
-    int32_t status = 1;
+void exports_sandbox_run(sandbox_program_t *program, sandlot_guest_types_outcome_t *ret) {
+    ret->status = 1;
+    ret->value.is_some = false;
     if (!init()) {
         fputs("sandlot: the Lua interpreter could not start\n", stderr);
         goto done;
@@ -233,21 +240,20 @@ int32_t exports_sandbox_run(sandbox_program_t *program) {
         push_host_string(L, &program->env.ptr[i].f1);
         lua_settable(L, -3);
     }
-    status = call_status(4);
+    call_outcome(4, ret);
 done:
     sandlot_guest_types_program_free(program);
-    return status;
 }
 
-int32_t exports_sandbox_eval(sandbox_string_t *code) {
-    int32_t status = 1;
+void exports_sandbox_eval(sandbox_string_t *code, sandlot_guest_types_outcome_t *ret) {
+    ret->status = 1;
+    ret->value.is_some = false;
     if (init()) {
         entry("eval");
         push_host_string(L, code);
-        status = call_status(1);
+        call_outcome(1, ret);
     }
     sandbox_string_free(code);
-    return status;
 }
 
 /* Calls the prelude's `method(name, input)`; true with its string result on

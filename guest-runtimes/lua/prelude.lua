@@ -268,10 +268,28 @@ local function status_of(ok, result)
   return 1
 end
 
+-- What a chunk returned, as the `lua` prompt shows it: each value's
+-- tostring, tab-separated; nil when it returned nothing or only nil.
+local function display(results)
+  if results.n < 2 or (results.n == 2 and results[2] == nil) then return nil end
+  local parts = {}
+  for i = 2, results.n do parts[#parts + 1] = tostring(results[i]) end
+  return table.concat(parts, "\t")
+end
+
+-- Runs a chunk; its status, and its value. As at the `lua` prompt, code that
+-- is an expression is evaluated for its value; other code may `return` one.
 local function run_chunk(source, name)
-  local chunk, err = load(source, name)
+  local chunk = load("return " .. source, name)
+  local err
+  if not chunk then chunk, err = load(source, name) end
   if not chunk then return status_of(false, "lua: " .. err .. "\n") end
-  return status_of(xpcall(chunk, report))
+  local results = table.pack(xpcall(chunk, report))
+  local status = status_of(results[1], results[2])
+  if status ~= 0 or not results[1] then return status end
+  local ok, value = pcall(display, results)
+  if not ok then return status_of(false, "lua: " .. tostring(value) .. "\n") end
+  return status, value
 end
 
 __sandlot = {}

@@ -46,13 +46,17 @@ def _entry_points():
     def run(payload):
         reseed()
         p = _json.loads(payload)
-        status = driver.run(p["files"], p["main_file"], p["args"], p["env"], p["context"])
-        if status:
-            raise SystemExit(status)
+        ended(driver.run(p["files"], p["main_file"], p["args"], p["env"], p["context"]))
 
     def eval_code(code):
         reseed()
-        status = driver.eval_code(code)
+        ended(driver.eval_code(code))
+
+    def ended(status):
+        # The trailing expression's value goes back as the turn's answer.
+        value = driver.last_value()
+        if value is not None:
+            host.call("result", ok=value)
         if status:
             raise SystemExit(status)
 

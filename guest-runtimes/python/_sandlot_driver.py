@@ -6,6 +6,7 @@ Everything here catches BaseException: an exception escaping a guest export
 would trap and kill the instance.
 """
 
+import ast
 import importlib.abc
 import importlib.util
 import io
@@ -79,6 +80,7 @@ def _report(exc):
 
 
 def _guarded(body):
+    _state["value"] = None
     try:
         body()
         return 0
@@ -99,7 +101,7 @@ def _guarded(body):
 
 
 # The live state of the session, at module level.
-_state = {"main": None, "finder": None}
+_state = {"main": None, "finder": None, "value": None}
 
 
 def run(files, main_file, args, env, context):
@@ -118,8 +120,7 @@ def run(files, main_file, args, env, context):
         os.environ.clear()
         os.environ.update(dict(env))
         sandlot.context = None if context is None else json.loads(context)
-        code = compile(files[main_file], main_file, "exec")
-        exec(code, _state["main"].__dict__)
+        _cell(files[main_file], main_file)
 
     return _guarded(body)
 
@@ -130,9 +131,35 @@ def eval_code(code):
         if _state["main"] is None:
             _reset({})
         linecache.cache["<eval>"] = (len(code), None, code.splitlines(True), "<eval>")
-        exec(compile(code, "<eval>", "exec"), _state["main"].__dict__)
+        _cell(code, "<eval>")
 
     return _guarded(body)
+
+
+# The longest display of a trailing expression's value kept, in characters.
+VALUE_CHARS = 64 << 10
+
+
+def last_value():
+    """The display of the last run's or eval's trailing expression, or None."""
+    return _state["value"]
+
+
+def _cell(source, filename):
+    """Runs `source` in `__main__` as a notebook cell: when it ends in an
+    expression, that expression's value (unless None) is kept, as `repr` shows
+    it, for `last_value`."""
+    namespace = _state["main"].__dict__
+    tree = ast.parse(source, filename, "exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    exec(compile(tree, filename, "exec"), namespace)
+    if last is not None:
+        value = eval(compile(last, filename, "eval"), namespace)
+        if value is not None:
+            text = repr(value)
+            _state["value"] = text if len(text) <= VALUE_CHARS else text[:VALUE_CHARS] + "…"
 
 
 def predict(name, input_json):

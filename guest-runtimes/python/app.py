@@ -16,6 +16,7 @@ import _sandlot_driver as driver
 import wit_world
 from componentize_py_types import Err
 from wit_world.imports import input as _input
+from wit_world.imports.types import Outcome
 
 # Modules that cannot work in this sandbox, or are only tests and GUIs.
 _SKIP = {
@@ -55,10 +56,11 @@ class WitWorld(wit_world.WitWorld):
 
     def run(self, program):
         files = {f.name: f.content for f in program.files}
-        return driver.run(files, program.main_file, program.args, program.env, _input.context())
+        status = driver.run(files, program.main_file, program.args, program.env, _input.context())
+        return Outcome(status, driver.last_value())
 
     def eval(self, code):
-        return driver.eval_code(code)
+        return Outcome(driver.eval_code(code), driver.last_value())
 
     def predict(self, name, input):
         try:

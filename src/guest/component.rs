@@ -72,9 +72,9 @@ impl Exports for Instance {
                     args: program.args,
                     env: program.env,
                 };
-                exports.call_run(store, &program).await.map(Returned::Status)
+                exports.call_run(store, &program).await.map(|o| Returned::Status(o.status, o.value))
             }
-            Call::Eval(code) => exports.call_eval(store, &code).await.map(Returned::Status),
+            Call::Eval(code) => exports.call_eval(store, &code).await.map(|o| Returned::Status(o.status, o.value)),
             Call::Predict(name, input) => exports.call_predict(store, &name, &input).await.map(Returned::Prediction),
             Call::Train(name, input) => exports.call_train(store, &name, &input).await.map(Returned::Trained),
         }

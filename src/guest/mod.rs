@@ -45,8 +45,9 @@ impl Call {
 
 /// What a call returned, when it returned.
 pub(crate) enum Returned {
-    /// A run's or an eval's exit status.
-    Status(i32),
+    /// A run's or an eval's exit status, and the display of its trailing
+    /// expression's value (if it had one that was not None/undefined/nil).
+    Status(i32, Option<String>),
     /// A prediction as JSON text, or the model's error.
     Prediction(Result<String, String>),
     Trained(Result<(), String>),

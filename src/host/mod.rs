@@ -43,7 +43,8 @@ pub(crate) struct HostState {
     pub(crate) engine: Arc<dyn EngineBridge>,
     /// The client's context, as JSON text.
     pub(crate) context: Option<Box<serde_json::value::RawValue>>,
-    /// A python-sci prediction's answer, as its door call left it.
+    /// A python-sci call's answer (a prediction, or a run's trailing value),
+    /// as its door call left it.
     pub(crate) prediction: Option<Result<String, String>>,
 }
 

@@ -3,11 +3,16 @@
 //! HTTP at `/mcp` under `sandlot serve` (behind the same tokens, Host and
 //! Origin checks as every REST route).
 //!
-//! Tools so far: `list_languages` and `run_code` (a one-shot run, as ranna's
-//! EXEC: nothing of it is kept). Their descriptions are written for a model
-//! to read. Bad arguments are tool errors (`isError`), never protocol errors,
-//! so the model reads what to change.
+//! Tools: `list_languages`; `run_code` (a one-shot run, as ranna's EXEC:
+//! nothing of it is kept); and notebook sessions (`notebook.rs`):
+//! `session_start`, `session_exec`, `session_get`, `session_close`. Results
+//! carry stdout, stderr, exit code, reason and the trailing expression's value,
+//! as text and as structured content; PNG placeholders (a matplotlib figure
+//! given to `sandlot.set_placeholder`) come back as image content. The
+//! descriptions are written for a model to read. Bad arguments are tool
+//! errors (`isError`), never protocol errors, so the model reads what to change.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +23,14 @@ use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::input::Stdin;
 use crate::language::Language;
-use crate::program::Program;
+use crate::notebook::{NotebookConfig, Notebooks};
+use crate::program::{Program, SourceFile};
 use crate::registry::{Client, Collected, Keep, Registry};
+use crate::run::RunOutcome;
 use crate::runtime::SessionOptions;
 
 /// What every tool says about the sandbox, for the model deciding to call it.
@@ -34,6 +42,7 @@ const SANDBOX: &str = "Code runs in a WebAssembly sandbox: no network, no host f
 #[derive(Clone)]
 pub struct McpTools {
     registry: Registry,
+    notebooks: Notebooks,
     options: SessionOptions,
     /// Who the caller is when the transport does not say (stdio: the local user).
     client: Client,
@@ -44,12 +53,45 @@ pub struct McpTools {
 pub struct RunCode {
     /// python, javascript, lua or python-sci (see list_languages).
     language: Option<String>,
-    /// The program's source: one file, run as the main file.
+    /// The program's source, run as its main file.
     code: Option<String>,
+    /// Other files of the program (modules the code imports or requires), as {"path": "text"}.
+    files: Option<BTreeMap<String, String>>,
     /// The program's whole standard input (it reads EOF after it); none if absent.
     stdin: Option<String>,
     /// Seconds the run may take, at most the server's limit (10 s by default).
     timeout_s: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SessionStart {
+    /// python, javascript, lua or python-sci (see list_languages).
+    language: Option<String>,
+    /// Seconds each session_exec may take, at most the server's limit (10 s by default).
+    timeout_s: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SessionExec {
+    /// The id session_start returned.
+    session_id: Option<String>,
+    /// Code to run next in the session, in the same global scope as earlier calls.
+    code: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SessionGet {
+    /// The id session_start returned.
+    session_id: Option<String>,
+    /// The placeholder's name, as the code saved it with sandlot.set_placeholder (Python) or
+    /// sandlot.setPlaceholder (JavaScript).
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SessionClose {
+    /// The id session_start returned.
+    session_id: Option<String>,
 }
 
 #[tool_router]
@@ -57,7 +99,8 @@ impl McpTools {
     /// Tools over `registry`, whose runs get `options` (the server's
     /// limits and datasets); callers the transport does not name are `client`.
     pub fn new(registry: Registry, options: SessionOptions, client: Client) -> Self {
-        McpTools { registry, options, client, tool_router: Self::tool_router() }
+        let notebooks = Notebooks::new(registry.clone(), NotebookConfig::default());
+        McpTools { registry, notebooks, options, client, tool_router: Self::tool_router() }
     }
 
     #[tool(description = "Lists the languages run_code takes, with what each has installed. \
@@ -76,76 +119,242 @@ impl McpTools {
         result
     }
 
-    #[tool(description = "Runs a program once, in a fresh sandbox, and returns its stdout, stderr, exit code and \
-                          how it ended (reason: exit, error, timeout, memory, fuel, output-limit, killed). Nothing \
-                          is kept after it ends. Print what you want to see. Code runs in a WebAssembly sandbox: no \
-                          network, no host files (only read-only datasets under /data), no host environment, no \
-                          subprocesses, no threads; each run has a wall-clock limit, a memory limit and 1 MiB of \
-                          output.")]
+    #[tool(description = "Runs a program once, in a fresh sandbox, and returns its stdout, stderr, exit code, \
+                          how it ended (reason: exit, error, timeout, memory, fuel, output-limit, killed) and the \
+                          value of its last line when that is an expression (as a notebook cell shows it; in Lua, \
+                          what the chunk returns). Nothing is kept after it ends: for state kept between calls use \
+                          session_start. A matplotlib figure saved with sandlot.set_placeholder(name, fig) comes \
+                          back as an image. Code runs in a WebAssembly sandbox: no network, no host files (only \
+                          read-only datasets under /data), no host environment, no subprocesses, no threads; each \
+                          run has a wall-clock limit, a memory limit and 1 MiB of output.")]
     async fn run_code(
         &self,
         Parameters(request): Parameters<RunCode>,
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        // Over HTTP the request's client (its token, else its address); over stdio ours.
-        let parts = context.extensions.get::<axum::http::request::Parts>();
-        let client = parts.and_then(|p| p.extensions.get::<Client>().cloned()).unwrap_or_else(|| self.client.clone());
-        match self.run(&client, request).await {
-            Ok(result) => result,
-            Err(why) => CallToolResult::error(vec![ContentBlock::text(why)]),
+        let client = caller(&context, &self.client);
+        answer(self.run(&client, request).await)
+    }
+
+    #[tool(description = "Starts a session in a language: a sandbox that keeps its state between session_exec \
+                          calls, as a notebook kernel does (variables, functions, imports; python-sci's pandas \
+                          stays imported). Returns session_id. Each session_exec has the time limit; the session's \
+                          memory limit counts everything it holds. A session unused for 10 minutes is closed; a \
+                          client may hold 8 at once: close them with session_close when done.")]
+    async fn session_start(
+        &self,
+        Parameters(request): Parameters<SessionStart>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        answer(self.start(&caller(&context, &self.client), request).await)
+    }
+
+    #[tool(description = "Runs code in a session (from session_start), in the global scope of its earlier \
+                          calls. Returns stdout, stderr, exit code, reason and the value of the last line when \
+                          that is an expression (as a notebook cell shows it), and images for matplotlib figures \
+                          saved with sandlot.set_placeholder(name, fig). An error in the code leaves the session \
+                          as it was; a time or memory limit ends it (alive: false).")]
+    async fn session_exec(
+        &self,
+        Parameters(request): Parameters<SessionExec>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        answer(self.exec(&caller(&context, &self.client), request).await)
+    }
+
+    #[tool(description = "Reads a placeholder a session's code saved with sandlot.set_placeholder(name, value) \
+                          (JavaScript: sandlot.setPlaceholder): its JSON value, or an image for a saved figure.")]
+    async fn session_get(
+        &self,
+        Parameters(request): Parameters<SessionGet>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        answer(self.get(&caller(&context, &self.client), request))
+    }
+
+    #[tool(description = "Closes a session: stops what it is running and frees its sandbox.")]
+    async fn session_close(
+        &self,
+        Parameters(request): Parameters<SessionClose>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let client = caller(&context, &self.client);
+        answer(self.close(&client, request).await)
+    }
+}
+
+/// Over HTTP the request's client (its token, else its address); over stdio `local`.
+fn caller(context: &RequestContext<RoleServer>, local: &Client) -> Client {
+    let parts = context.extensions.get::<axum::http::request::Parts>();
+    parts.and_then(|p| p.extensions.get::<Client>().cloned()).unwrap_or_else(|| local.clone())
+}
+
+fn answer(result: Result<CallToolResult, String>) -> CallToolResult {
+    result.unwrap_or_else(|why| CallToolResult::error(vec![ContentBlock::text(why)]))
+}
+
+/// Images at most in one result.
+const MAX_IMAGES: usize = 8;
+
+/// A placeholder holding a PNG, as `sandlot.set_placeholder` saves a matplotlib figure.
+#[derive(Deserialize)]
+struct Png {
+    r#type: String,
+    base64: String,
+}
+
+fn png(json: &RawValue) -> Option<String> {
+    // Only values that can be one are parsed.
+    if !json.get().starts_with('{') || !json.get().contains("image/png") {
+        return None;
+    }
+    serde_json::from_str::<Png>(json.get()).ok().filter(|p| p.r#type == "image/png").map(|p| p.base64)
+}
+
+/// A run's or a cell's result: text for the model, the same as structured
+/// content (plus `extra`), and an image per PNG placeholder it saved.
+fn outcome_result(
+    stdout: &[u8],
+    stderr: &[u8],
+    outcome: &RunOutcome,
+    saved: &BTreeMap<String, Arc<RawValue>>,
+    extra: serde_json::Value,
+) -> CallToolResult {
+    let (stdout, stderr) = (String::from_utf8_lossy(stdout), String::from_utf8_lossy(stderr));
+    let images: Vec<(&String, String)> =
+        saved.iter().filter_map(|(name, json)| png(json).map(|data| (name, data))).take(MAX_IMAGES).collect();
+    let mut structured = json!({
+        "stdout": stdout,
+        "stderr": stderr,
+        "exit_code": outcome.exit_code,
+        "reason": outcome.reason.as_str(),
+        "message": outcome.message,
+        "value": outcome.value,
+        "wall_time_ms": outcome.wall_time.as_millis() as u64,
+        "images": images.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
+    });
+    if let (Some(fields), serde_json::Value::Object(more)) = (structured.as_object_mut(), extra) {
+        fields.extend(more);
+    }
+    let mut text = format!("exit code {} ({})", outcome.exit_code, outcome.reason);
+    if let Some(message) = &outcome.message {
+        text.push_str(&format!(": {message}"));
+    }
+    for (name, stream) in [("stdout", &stdout), ("stderr", &stderr)] {
+        if !stream.is_empty() {
+            text.push_str(&format!("\n--- {name} ---\n{stream}"));
         }
+    }
+    if let Some(value) = &outcome.value {
+        text.push_str(&format!("\n--- value ---\n{value}"));
+    }
+    let mut result = CallToolResult::structured(structured);
+    result.content = vec![ContentBlock::text(text)];
+    result.content.extend(images.into_iter().map(|(_, data)| ContentBlock::image(data, "image/png")));
+    result
+}
+
+/// `timeout_s` applied to `options`' limits (it can only lower them).
+fn with_timeout(mut options: SessionOptions, timeout_s: Option<f64>) -> Result<SessionOptions, String> {
+    let mut limits = options.limits.clone().unwrap_or_default();
+    if let Some(seconds) = timeout_s {
+        if !(seconds.is_finite() && seconds > 0.0) {
+            return Err("timeout_s must be a positive number of seconds".into());
+        }
+        limits.wall_clock = limits.wall_clock.min(Duration::from_secs_f64(seconds));
+    }
+    options.limits = Some(limits);
+    Ok(options)
+}
+
+fn language(tool: &str, name: Option<String>) -> Result<Language, String> {
+    let names = || Language::ALL.into_iter().map(Language::name).collect::<Vec<_>>().join(", ");
+    name.ok_or_else(|| format!("{tool} needs \"language\": one of {}", names()))?
+        .parse()
+        .map_err(|e: crate::language::UnknownLanguage| e.to_string())
+}
+
+fn session_id(tool: &str, id: Option<String>) -> Result<String, String> {
+    id.ok_or_else(|| format!("{tool} needs \"session_id\": the id session_start returned"))
+}
+
+/// A session error as the model should read it.
+fn session_error(id: &str, e: &crate::error::Error) -> String {
+    match e {
+        crate::error::Error::UnknownSession(_) => format!(
+            "no session {id}: it was never started, was closed, or ended (idle for 10 minutes, or a limit); \
+             start one with session_start"
+        ),
+        other => super::public_message(other),
     }
 }
 
 impl McpTools {
     async fn run(&self, client: &Client, request: RunCode) -> Result<CallToolResult, String> {
-        let names = || Language::ALL.into_iter().map(Language::name).collect::<Vec<_>>().join(", ");
-        let language: Language = request
-            .language
-            .ok_or_else(|| format!("run_code needs \"language\": one of {}", names()))?
-            .parse()
-            .map_err(|e: crate::language::UnknownLanguage| e.to_string())?;
+        let language = language("run_code", request.language)?;
         let code = request.code.ok_or("run_code needs \"code\": the program's source")?;
-        let mut options = self.options.clone();
-        let mut limits = options.limits.clone().unwrap_or_default();
-        if let Some(seconds) = request.timeout_s {
-            if !(seconds.is_finite() && seconds > 0.0) {
-                return Err("timeout_s must be a positive number of seconds".into());
-            }
-            limits.wall_clock = limits.wall_clock.min(Duration::from_secs_f64(seconds));
-        }
-        options.limits = Some(limits);
+        let mut options = with_timeout(self.options.clone(), request.timeout_s)?;
         options.stdin = request.stdin.map_or(Stdin::Closed, |text| Stdin::Data(text.into()));
-        let program = Program::single(language.main_file(), code);
+        let mut program = Program::single(language.main_file(), code);
+        let files = request.files.unwrap_or_default().into_iter();
+        program.files.extend(files.map(|(name, content)| SourceFile { name, content }));
         let started = self
             .registry
             .start(client, language, program, options, Keep::Nothing)
             .await
             .map_err(|e| super::public_message(&e))?;
+        let placeholders = started.entry.placeholders().clone();
         let run = started.events.collect().await;
         let Some(Collected { stdout, stderr, outcome }) = run else {
             return Err("the run ended without reporting its end (the server is stopping?)".into());
         };
-        let (stdout, stderr) = (String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr));
-        let structured = json!({
-            "stdout": stdout,
-            "stderr": stderr,
-            "exit_code": outcome.exit_code,
-            "reason": outcome.reason.as_str(),
-            "message": outcome.message,
-            "wall_time_ms": outcome.wall_time.as_millis() as u64,
-        });
-        let mut text = format!("exit code {} ({})", outcome.exit_code, outcome.reason);
-        if let Some(message) = &outcome.message {
-            text.push_str(&format!(": {message}"));
+        Ok(outcome_result(&stdout, &stderr, &outcome, &placeholders.snapshot(), json!({})))
+    }
+
+    async fn start(&self, client: &Client, request: SessionStart) -> Result<CallToolResult, String> {
+        let language = language("session_start", request.language)?;
+        let options = with_timeout(self.options.clone(), request.timeout_s)?;
+        let id = self.notebooks.start(client, language, options).await.map_err(|e| super::public_message(&e))?;
+        let mut result = CallToolResult::structured(json!({ "session_id": id, "language": language.name() }));
+        result.content = vec![ContentBlock::text(format!(
+            "session_id: {id} ({language}); run code in it with session_exec, close it with session_close"
+        ))];
+        Ok(result)
+    }
+
+    async fn exec(&self, client: &Client, request: SessionExec) -> Result<CallToolResult, String> {
+        let id = session_id("session_exec", request.session_id)?;
+        let code = request.code.ok_or("session_exec needs \"code\": the code to run next")?;
+        let cell = self.notebooks.exec(client, &id, code).await.map_err(|e| session_error(&id, &e))?;
+        let mut result =
+            outcome_result(&cell.stdout, &cell.stderr, &cell.outcome, &cell.saved, json!({ "alive": cell.alive }));
+        if !cell.alive {
+            result.content.push(ContentBlock::text("The session has ended: start a new one with session_start."));
         }
-        for (name, stream) in [("stdout", &stdout), ("stderr", &stderr)] {
-            if !stream.is_empty() {
-                text.push_str(&format!("\n--- {name} ---\n{stream}"));
-            }
-        }
-        let mut result = CallToolResult::structured(structured);
-        result.content = vec![ContentBlock::text(text)];
+        Ok(result)
+    }
+
+    fn get(&self, client: &Client, request: SessionGet) -> Result<CallToolResult, String> {
+        let id = session_id("session_get", request.session_id)?;
+        let name = request.name.ok_or("session_get needs \"name\": the placeholder's name")?;
+        let value = self.notebooks.placeholder(client, &id, &name).map_err(|e| session_error(&id, &e))?;
+        let Some(json) = value else {
+            return Err(format!("session {id} has no placeholder {name:?}"));
+        };
+        let value: serde_json::Value = serde_json::from_str(json.get()).map_err(|e| e.to_string())?;
+        let mut result = CallToolResult::structured(json!({ "name": name, "value": value }));
+        result.content = match png(&json) {
+            Some(data) => vec![ContentBlock::image(data, "image/png")],
+            None => vec![ContentBlock::text(json.get().to_string())],
+        };
+        Ok(result)
+    }
+
+    async fn close(&self, client: &Client, request: SessionClose) -> Result<CallToolResult, String> {
+        let id = session_id("session_close", request.session_id)?;
+        self.notebooks.close(client, &id).await.map_err(|e| session_error(&id, &e))?;
+        let mut result = CallToolResult::structured(json!({ "session_id": id, "closed": true }));
+        result.content = vec![ContentBlock::text(format!("session {id} closed"))];
         Ok(result)
     }
 }
@@ -157,7 +366,7 @@ impl ServerHandler for McpTools {
             .with_server_info(Implementation::new("sandlot", env!("CARGO_PKG_VERSION")))
             .with_instructions(format!(
                 "sandlot runs untrusted Python, JavaScript and Lua. Call list_languages for what each has, then \
-             run_code. {SANDBOX}"
+             run_code for a one-off run, or session_start and session_exec to keep state between calls. {SANDBOX}"
             ))
     }
 }

@@ -1,9 +1,13 @@
 """Drives sandlot's MCP face with the official MCP client (PyPI `mcp`), as
 an agent's host does: `stdio SANDLOT_BINARY` starts `sandlot mcp`;
 `http URL TOKEN` connects to `/mcp` of a running server. Prints one JSON
-object: the server's name, its tools, and each call's result."""
+object: the server's name, its tools, and each call's result.
+
+An argument "$NAME" is the session_id the call named NAME returned.
+"""
 
 import asyncio
+import base64
 import json
 import os
 import sys
@@ -12,6 +16,8 @@ import httpx2
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
+
+PLOT = "import matplotlib.pyplot as plt\nimport sandlot\nfig, ax = plt.subplots()\nax.plot([1, 3, 2])\nsandlot.set_placeholder('plot', fig)"
 
 CALLS = [
     ("python", "run_code", {"language": "python", "code": "import sys\nprint(6 * 7)\nprint('oops', file=sys.stderr)"}),
@@ -26,6 +32,52 @@ CALLS = [
     ("bad_timeout", "run_code", {"language": "python", "code": "pass", "timeout_s": -1}),
     ("languages", "list_languages", {}),
     ("after_errors", "run_code", {"language": "python", "code": "print('still up')"}),
+    # The value of a trailing expression.
+    ("value_python", "run_code", {"language": "python", "code": "x = 6\nx * 7"}),
+    ("value_javascript", "run_code", {"language": "javascript", "code": "const a = [1, 2];\na.map((x) => x * 3)"}),
+    ("value_lua", "run_code", {"language": "lua", "code": "return 1 + 1, 'two'"}),
+    ("value_sci", "run_code", {"language": "python-sci", "code": "import numpy as np\nnp.arange(3).sum()"}),
+    ("value_none", "run_code", {"language": "python", "code": "print('hi')"}),
+    ("plot_once", "run_code", {"language": "python-sci", "code": PLOT}),
+    ("files", "run_code", {"language": "python", "code": "import helper\nhelper.greet()", "files": {"helper.py": "def greet():\n    return 'hi from helper'"}}),
+    ("files_escape", "run_code", {"language": "python", "code": "pass", "files": {"../outside.py": "x = 1"}}),
+    # Notebook sessions: state kept from one call to the next.
+    ("py", "session_start", {"language": "python"}),
+    ("py_define", "session_exec", {"session_id": "$py", "code": "import math\ndef area(r):\n    return math.pi * r * r"}),
+    ("py_use", "session_exec", {"session_id": "$py", "code": "round(area(2), 3)"}),
+    ("py_error", "session_exec", {"session_id": "$py", "code": "1 / 0"}),
+    ("py_after_error", "session_exec", {"session_id": "$py", "code": "area(1) > 3"}),
+    ("py_save", "session_exec", {"session_id": "$py", "code": "import sandlot\nsandlot.set_placeholder('answer', {'n': 42})"}),
+    ("py_get", "session_get", {"session_id": "$py", "name": "answer"}),
+    ("py_get_missing", "session_get", {"session_id": "$py", "name": "nothing"}),
+    ("js", "session_start", {"language": "javascript"}),
+    ("js_define", "session_exec", {"session_id": "$js", "code": "function twice(x) { return 2 * x }\nlet count = 1"}),
+    ("js_use", "session_exec", {"session_id": "$js", "code": "count += 1; twice(count)"}),
+    ("lua_session", "session_start", {"language": "lua"}),
+    ("lua_define", "session_exec", {"session_id": "$lua_session", "code": "function sq(x) return x * x end"}),
+    ("lua_use", "session_exec", {"session_id": "$lua_session", "code": "sq(7)"}),
+    ("sci", "session_start", {"language": "python-sci"}),
+    ("sci_frame", "session_exec", {"session_id": "$sci", "code": "import pandas as pd\ndf = pd.DataFrame({'a': [1, 2, 3]})"}),
+    ("sci_use", "session_exec", {"session_id": "$sci", "code": "int(df['a'].sum())"}),
+    ("sci_plot", "session_exec", {"session_id": "$sci", "code": PLOT}),
+    ("sci_get_plot", "session_get", {"session_id": "$sci", "name": "plot"}),
+    # Limits apply per call, and a limit ends the session.
+    ("slow", "session_start", {"language": "python", "timeout_s": 1}),
+    ("slow_cell", "session_exec", {"session_id": "$slow", "code": "while True: pass"}),
+    ("after_timeout", "session_exec", {"session_id": "$slow", "code": "1"}),
+    ("big", "session_start", {"language": "python"}),
+    ("big_cell", "session_exec", {"session_id": "$big", "code": "x = bytearray(1 << 30)"}),
+    # Closing, and bad arguments.
+    ("py_close", "session_close", {"session_id": "$py"}),
+    ("closed_exec", "session_exec", {"session_id": "$py", "code": "1"}),
+    ("closed_close", "session_close", {"session_id": "$py"}),
+    ("unknown_session", "session_exec", {"session_id": "no-such-session", "code": "1"}),
+    ("missing_session_id", "session_exec", {"code": "1"}),
+    ("missing_cell_code", "session_exec", {"session_id": "$js"}),
+    ("start_unknown_language", "session_start", {"language": "cobol"}),
+    # One client's sessions are capped (over HTTP; the stdio user is the machine's own).
+    *[(f"cap_{i}", "session_start", {"language": "lua"}) for i in range(1, 10)],
+    ("still_up", "session_exec", {"session_id": "$lua_session", "code": "sq(3)"}),
 ]
 
 
@@ -34,10 +86,17 @@ async def exercise(read, write):
         info = await session.initialize()
         tools = await session.list_tools()
         out = {"server": info.server_info.name, "tools": sorted(t.name for t in tools.tools), "calls": {}}
+        sessions = {}
         for name, tool, args in CALLS:
+            args = {k: sessions.get(v[1:], v) if isinstance(v, str) and v.startswith("$") else v for k, v in args.items()}
             result = await session.call_tool(tool, args)
             text = "".join(c.text for c in result.content if c.type == "text")
-            out["calls"][name] = {"is_error": result.is_error, "text": text, "structured": result.structured_content}
+            images = [c for c in result.content if c.type == "image"]
+            pngs = [c.mime_type == "image/png" and base64.b64decode(c.data).startswith(b"\x89PNG\r\n\x1a\n") for c in images]
+            structured = result.structured_content
+            if tool == "session_start" and structured:
+                sessions[name] = structured["session_id"]
+            out["calls"][name] = {"is_error": result.is_error, "text": text, "structured": structured, "pngs": pngs}
         print(json.dumps(out))
 
 

@@ -302,7 +302,7 @@ impl Kind for SciGuest {
 impl GuestExports for Exports {
     /// Each call is one turn of the interpreter, through the entry points
     /// `guest-runtimes/python-sci/warm.py` installed; a model's answer comes
-    /// back through the door (`HostState::prediction`).
+    /// back through the door (`HostState::prediction`), as does a run's value.
     async fn call(&self, store: &mut Store<HostState>, call: Call) -> wasmtime::Result<Returned> {
         let code = match &call {
             Call::Run(program) => {
@@ -337,7 +337,10 @@ impl GuestExports for Exports {
         Ok(match call {
             Call::Predict(..) => Returned::Prediction(answer()),
             Call::Train(..) => Returned::Trained(answer().map(|_| ())),
-            Call::Run(_) | Call::Eval(_) => Returned::Status(value & 0xFF),
+            // A trailing expression's value comes back as the turn's answer.
+            Call::Run(_) | Call::Eval(_) => {
+                Returned::Status(value & 0xFF, store.data_mut().prediction.take().and_then(Result::ok))
+            }
         })
     }
 }
