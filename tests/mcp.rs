@@ -52,6 +52,7 @@ fn check(report: &Value, over_http: bool) {
     assert_eq!(ran("timeout")["reason"], "timeout", "{}", call("timeout"));
     assert!(ran("timeout")["wall_time_ms"].as_u64().unwrap() < 5_000, "timeout_s: 1 applies: {}", call("timeout"));
     assert_eq!(ran("memory")["reason"], "memory", "{}", call("memory"));
+    assert_eq!(ran("output")["reason"], "output-limit", "{}", call("output"));
     for (name, says) in [
         ("unknown_language", "unknown language \"cobol\""),
         ("missing_code", "needs \"code\""),
@@ -122,6 +123,8 @@ fn check_sessions(report: &Value, over_http: bool) {
     assert_eq!(call("after_timeout")["is_error"], true, "a session a limit ended takes no more calls");
     let big = &call("big_cell")["structured"];
     assert_eq!((big["reason"].as_str(), big["alive"].as_bool()), (Some("memory"), Some(false)), "{big}");
+    let flood = &call("flood_cell")["structured"];
+    assert_eq!((flood["reason"].as_str(), flood["alive"].as_bool()), (Some("output-limit"), Some(false)), "{flood}");
     assert_eq!(call("py_close")["structured"]["closed"], true);
     for (name, says) in [
         ("closed_exec", "no session"),
@@ -143,6 +146,11 @@ fn check_sessions(report: &Value, over_http: bool) {
         assert!(refused.is_empty(), "the stdio user has no per-client cap: {}", call("cap_1"));
     }
     assert_eq!(value("still_up"), "9", "the other sessions are unharmed: {}", call("still_up"));
+    if over_http {
+        let other = call("other_client");
+        assert_eq!(other["is_error"], true, "another client's token cannot use the session: {other}");
+        assert!(other["text"].as_str().unwrap().contains("no session"), "{other}");
+    }
 }
 
 #[test]
@@ -153,9 +161,9 @@ fn over_stdio() {
 #[tokio::test]
 async fn over_http_with_a_token() {
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start_in(data.path(), &[], &[("SANDLOT_TOKENS", "mcp-token")]);
+    let server = Server::start_in(data.path(), &[], &[("SANDLOT_TOKENS", "mcp-token,other-token")]);
     let url = server.http_url("/mcp");
-    let report = tokio::task::spawn_blocking(move || drive(&["http", &url, "mcp-token"])).await.unwrap();
+    let report = tokio::task::spawn_blocking(move || drive(&["http", &url, "mcp-token", "other-token"])).await.unwrap();
     check(&report, true);
     // Without the token: refused before MCP is reached.
     let (status, _) = http_with(&server, "POST", "/mcp", Some("{}"), &[("content-type", "application/json")]).await;

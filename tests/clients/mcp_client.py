@@ -1,6 +1,8 @@
 """Drives sandlot's MCP face with the official MCP client (PyPI `mcp`), as
 an agent's host does: `stdio SANDLOT_BINARY` starts `sandlot mcp`;
-`http URL TOKEN` connects to `/mcp` of a running server. Prints one JSON
+`http URL TOKEN [OTHER_TOKEN]` connects to `/mcp` of a running server (and
+then, as another client with OTHER_TOKEN, tries to use the first one's
+session: call "other_client"). Prints one JSON
 object: the server's name, its tools, and each call's result.
 
 An argument "$NAME" is the session_id the call named NAME returned.
@@ -26,6 +28,7 @@ CALLS = [
     ("stdin", "run_code", {"language": "python", "code": "print(input()[::-1])", "stdin": "olleh\n"}),
     ("exit_code", "run_code", {"language": "python", "code": "raise SystemExit(3)"}),
     ("timeout", "run_code", {"language": "javascript", "code": "for (;;) {}", "timeout_s": 1}),
+    ("output", "run_code", {"language": "python", "code": "while True: print('x' * 1000)"}),
     ("memory", "run_code", {"language": "python", "code": "x = bytearray(1 << 30)"}),
     ("unknown_language", "run_code", {"language": "cobol", "code": "DISPLAY 'HI'."}),
     ("missing_code", "run_code", {"language": "python"}),
@@ -67,6 +70,8 @@ CALLS = [
     ("after_timeout", "session_exec", {"session_id": "$slow", "code": "1"}),
     ("big", "session_start", {"language": "python"}),
     ("big_cell", "session_exec", {"session_id": "$big", "code": "x = bytearray(1 << 30)"}),
+    ("flood", "session_start", {"language": "javascript"}),
+    ("flood_cell", "session_exec", {"session_id": "$flood", "code": "for (;;) console.log('x'.repeat(1000))"}),
     # Closing, and bad arguments.
     ("py_close", "session_close", {"session_id": "$py"}),
     ("closed_exec", "session_exec", {"session_id": "$py", "code": "1"}),
@@ -81,12 +86,13 @@ CALLS = [
 ]
 
 
-async def exercise(read, write):
+async def exercise(read, write, out=None):
     async with ClientSession(read, write) as session:
         info = await session.initialize()
         tools = await session.list_tools()
         out = {"server": info.server_info.name, "tools": sorted(t.name for t in tools.tools), "calls": {}}
         sessions = {}
+        out["sessions"] = sessions
         for name, tool, args in CALLS:
             args = {k: sessions.get(v[1:], v) if isinstance(v, str) and v.startswith("$") else v for k, v in args.items()}
             result = await session.call_tool(tool, args)
@@ -97,7 +103,16 @@ async def exercise(read, write):
             if tool == "session_start" and structured:
                 sessions[name] = structured["session_id"]
             out["calls"][name] = {"is_error": result.is_error, "text": text, "structured": structured, "pngs": pngs}
-        print(json.dumps(out))
+        return out
+
+
+async def intrude(read, write, out):
+    # Another client names the first one's live session.
+    async with ClientSession(read, write) as session:
+        await session.initialize()
+        result = await session.call_tool("session_exec", {"session_id": out["sessions"]["js"], "code": "count"})
+        text = "".join(c.text for c in result.content if c.type == "text")
+        out["calls"]["other_client"] = {"is_error": result.is_error, "text": text}
 
 
 async def main():
@@ -106,13 +121,18 @@ async def main():
         env = {"SANDLOT_CACHE_DIR": os.environ.get("SANDLOT_CACHE_DIR", ""), "SANDLOT_LOG": "warn"}
         server = StdioServerParameters(command=sys.argv[2], args=["mcp"], env=env)
         async with stdio_client(server) as (read, write):
-            await exercise(read, write)
+            out = await exercise(read, write)
     else:
-        url, token = sys.argv[2], sys.argv[3]
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60.0)) as client:
-            async with streamable_http_client(url, http_client=client) as (read, write):
-                await exercise(read, write)
+        url, tokens = sys.argv[2], sys.argv[3:]
+        for i, token in enumerate(tokens):
+            headers = {"Authorization": f"Bearer {token}"}
+            async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60.0)) as client:
+                async with streamable_http_client(url, http_client=client) as (read, write):
+                    if i == 0:
+                        out = await exercise(read, write)
+                    else:
+                        await intrude(read, write, out)
+    print(json.dumps(out))
 
 
 asyncio.run(main())
