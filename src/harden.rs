@@ -3,7 +3,8 @@
 //!
 //! - `restrict_files`: on Linux with Landlock, the process may from then on
 //!   touch only its data folder (read-write), its cache of compiled guests
-//!   (read-write: compiled once, on first use) and python-sci's files
+//!   (read-write: compiled once, on first use), the guests' scratch folders
+//!   (read-write; in the data folder unless `$SANDLOT_SCRATCH_DIR`) and python-sci's files
 //!   (read-only). It must run before any thread starts: Landlock binds the
 //!   calling thread and the threads it starts later.
 //! - `drop_privileges`: started as root with `--user NAME`, the server gives
@@ -17,9 +18,9 @@ use landlock::{ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, 
 
 /// Restricts this process's file-system access, where the kernel supports
 /// it; returns what it did, for the log.
-pub fn restrict_files(data_dir: &Path, cache_dir: Option<&Path>) -> String {
+pub fn restrict_files(data_dir: &Path, cache_dir: Option<&Path>, scratch: &Path) -> String {
     let cache = cache_dir.map_or_else(crate::cache::default_dir, Path::to_path_buf);
-    let writable: Vec<PathBuf> = vec![data_dir.to_path_buf(), cache];
+    let writable: Vec<PathBuf> = vec![data_dir.to_path_buf(), cache, scratch.to_path_buf()];
     for folder in &writable {
         if let Err(e) = std::fs::create_dir_all(folder) {
             return format!("off (could not create {}: {e})", folder.display());

@@ -29,6 +29,7 @@ mod registry;
 mod report;
 mod run;
 mod runtime;
+mod scratch;
 mod server;
 mod session;
 mod store;
@@ -48,7 +49,8 @@ pub use program::{Program, SourceFile};
 pub use registry::{Client, Entry, Keep, Registry, RegistryConfig, RunEvents, RunStatus, SavedPlaceholders, Started};
 pub use report::SessionEvents;
 pub use run::{EndReason, RunOutcome, SessionEvent, VALUE_BYTES};
-pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig, SessionOptions};
+pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig, SessionOptions, scratch_base};
+pub use scratch::{MAX_ENTRIES as SCRATCH_ENTRIES, ScratchFile};
 #[cfg(feature = "mcp")]
 pub use server::mcp::McpTools;
 pub use server::{ServerConfig, serve, serve_on};

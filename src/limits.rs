@@ -4,7 +4,7 @@
 //! (a `tokio::time::timeout` around a call whose guest yields every epoch tick),
 //! fuel by wasmtime's fuel counter, memory and tables in `host/limiter.rs`,
 //! output in `output.rs`, placeholder sizes in `host/placeholders.rs`, a model's
-//! answer in `session.rs`, and stack
+//! answer in `session.rs`, scratch files in `scratch.rs`, and stack
 //! depth by wasmtime's `max_wasm_stack` plus each interpreter's own recursion check.
 
 use std::time::Duration;
@@ -27,6 +27,8 @@ pub struct Limits {
     pub table_elements: usize,
     /// Largest answer (JSON text) a model's prediction may give.
     pub prediction_bytes: usize,
+    /// Bytes of files a session may keep in its scratch folder (`/tmp`).
+    pub scratch_bytes: u64,
 }
 
 impl Limits {
@@ -37,6 +39,7 @@ impl Limits {
     pub const DEFAULT_PLACEHOLDER_BYTES: usize = 16 << 20;
     pub const DEFAULT_TABLE_ELEMENTS: usize = 100_000;
     pub const DEFAULT_PREDICTION_BYTES: usize = 4 << 20;
+    pub const DEFAULT_SCRATCH_BYTES: u64 = 16 << 20;
 
     pub fn with_wall_clock(mut self, wall_clock: Duration) -> Self {
         self.wall_clock = wall_clock;
@@ -69,6 +72,7 @@ impl Default for Limits {
             placeholder_bytes: Self::DEFAULT_PLACEHOLDER_BYTES,
             table_elements: Self::DEFAULT_TABLE_ELEMENTS,
             prediction_bytes: Self::DEFAULT_PREDICTION_BYTES,
+            scratch_bytes: Self::DEFAULT_SCRATCH_BYTES,
         }
     }
 }

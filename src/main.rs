@@ -138,8 +138,14 @@ fn main() -> ExitCode {
         let stopping = matches!(cli.command, Command::Serve { .. }).then(StopSignals::listen);
         // A one-off run has no later sessions to keep instances ready for.
         let warm_instances = matches!(cli.command, Command::Run { .. }).then_some(0);
-        let runtime =
-            Runtime::new(RuntimeConfig { cache_dir: cli.cache_dir, warm_instances, ..RuntimeConfig::default() })?;
+        let data_dir = serving.as_ref().and_then(|c| c.data_dir.as_deref());
+        let scratch_dir = Some(sandlot::scratch_base(data_dir));
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: cli.cache_dir,
+            warm_instances,
+            scratch_dir,
+            ..RuntimeConfig::default()
+        })?;
         match cli.command {
             Command::Run { lang, main, timeout, memory, fuel, files, args } => {
                 let limits = limits(timeout, memory)?.with_fuel(fuel);
@@ -243,7 +249,8 @@ fn serve_config(
         }
     }
     if landlock && let Some(data_dir) = &config.data_dir {
-        let status = sandlot::harden::restrict_files(data_dir, cache_dir.as_deref());
+        let scratch = sandlot::scratch_base(Some(data_dir));
+        let status = sandlot::harden::restrict_files(data_dir, cache_dir.as_deref(), &scratch);
         tracing::info!("landlock: {status}");
     } else {
         tracing::info!("landlock: off (turned off in the settings)");

@@ -26,6 +26,7 @@ use crate::program::Program;
 use crate::registry::{Client, Collected, Keep, Registry, RunEvents};
 use crate::run::{RunOutcome, SessionEvent};
 use crate::runtime::SessionOptions;
+use crate::scratch::ScratchFile;
 use crate::sync::lock;
 
 /// How many notebooks a server holds, and for how long.
@@ -156,6 +157,18 @@ impl Notebooks {
         self.find(client, id)?;
         let saved = self.inner.registry.placeholders(id).ok_or_else(|| Error::UnknownSession(id.to_string()))?;
         Ok(saved.placeholders.get_json(name))
+    }
+
+    /// The files the notebook's code wrote under `/tmp`.
+    pub fn files(&self, client: &Client, id: &str) -> Result<Vec<ScratchFile>, Error> {
+        self.find(client, id)?;
+        self.inner.registry.scratch_files(id)
+    }
+
+    /// A file the notebook's code wrote under `/tmp`, at most `max_bytes`.
+    pub fn file(&self, client: &Client, id: &str, path: &str, max_bytes: u64) -> Result<Vec<u8>, Error> {
+        self.find(client, id)?;
+        self.inner.registry.scratch_file(id, path, max_bytes)
     }
 
     /// The notebook's language.

@@ -43,6 +43,7 @@ use crate::program::Program;
 use crate::report::SessionEvents;
 use crate::run::{EndReason, RunOutcome, SessionEvent};
 use crate::runtime::{Runtime, SessionOptions};
+use crate::scratch::ScratchFile;
 use crate::session::{KillHandle, Session};
 use crate::store::{RunRecord, RunWriter, Store, millis};
 use crate::sync::lock;
@@ -715,6 +716,31 @@ impl Registry {
             self.release(&entry).await;
         }
         Ok(())
+    }
+
+    /// The files a live session's code wrote under `/tmp`.
+    pub fn scratch_files(&self, id: &str) -> Result<Vec<ScratchFile>, Error> {
+        self.with_instance(id, |session| Ok(session.scratch_files()))
+    }
+
+    /// A file a live session's code wrote under `/tmp`, at most `max_bytes`.
+    pub fn scratch_file(&self, id: &str, path: &str, max_bytes: u64) -> Result<Vec<u8>, Error> {
+        self.with_instance(id, |session| session.scratch_file(path, max_bytes))
+    }
+
+    /// Calls `f` with a live session's instance, if no call is using it.
+    fn with_instance<T>(&self, id: &str, f: impl FnOnce(&Session) -> Result<T, Error>) -> Result<T, Error> {
+        let entry = match self.find(id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
+            Found::Active(entry) => entry,
+            Found::Record(_) => return Err(released()),
+        };
+        entry.touch();
+        let session = entry.session.try_lock().map_err(|_| Error::StillRunning(id.to_string()))?;
+        match session.as_deref() {
+            Some(session) => f(session),
+            None if entry.is_running() => Err(Error::StillRunning(id.to_string())),
+            None => Err(released()),
+        }
     }
 
     /// Marks a live session as taking direct IO (or not): Hanami's DIRECT

@@ -39,10 +39,12 @@ pub enum EndReason {
     Fuel,
     /// stdout and stderr exceeded their byte budget.
     OutputLimit,
+    /// The files written under `/tmp` exceeded their budget.
+    ScratchLimit,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 7] = [
+    pub const ALL: [EndReason; 8] = [
         EndReason::Exit,
         EndReason::Error,
         EndReason::Killed,
@@ -50,6 +52,7 @@ impl EndReason {
         EndReason::Memory,
         EndReason::Fuel,
         EndReason::OutputLimit,
+        EndReason::ScratchLimit,
     ];
 
     /// The name used on the wire and in logs.
@@ -62,6 +65,7 @@ impl EndReason {
             EndReason::Memory => "memory",
             EndReason::Fuel => "fuel",
             EndReason::OutputLimit => "output-limit",
+            EndReason::ScratchLimit => "scratch-limit",
         }
     }
 
@@ -71,7 +75,7 @@ impl EndReason {
         match self {
             EndReason::Exit | EndReason::Error => None,
             EndReason::Timeout | EndReason::Fuel => Some(124),
-            EndReason::Killed | EndReason::Memory | EndReason::OutputLimit => Some(137),
+            EndReason::Killed | EndReason::Memory | EndReason::OutputLimit | EndReason::ScratchLimit => Some(137),
         }
     }
 }

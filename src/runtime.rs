@@ -30,7 +30,8 @@ use crate::output::{GuestIo, OutputBudget, OutputSink, SinkBinding, SinkTarget};
 use crate::program::Program;
 use crate::report::SessionEvents;
 use crate::report::{EventQueue, Reporter};
-use crate::run::{SessionEvent, StopSignal};
+use crate::run::{EndReason, SessionEvent, StopSignal};
+use crate::scratch::{self, Scratch};
 use crate::session::Session;
 use crate::warm::{DEFAULT_WARM_INSTANCES, Shelves};
 
@@ -48,6 +49,10 @@ pub struct RuntimeConfig {
     /// Instances kept ready per language (`warm.rs`); `None` means
     /// `DEFAULT_WARM_INSTANCES`, 0 none.
     pub warm_instances: Option<usize>,
+    /// Where instances' scratch folders (their `/tmp`) are made, in a folder
+    /// of this process's own that is removed when the runtime is dropped;
+    /// `None` means `scratch_base(None)`.
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// Options for one session.
@@ -82,6 +87,8 @@ struct Inner {
     engine: Engine,
     linker: Linker<HostState>,
     cache_dir: PathBuf,
+    /// Where instances' scratch folders are made.
+    scratch_root: PathBuf,
     default_limits: Limits,
     /// Each language's guest, loaded on first use.
     guests: HashMap<Language, OnceCell<Prepared>>,
@@ -98,6 +105,7 @@ impl Drop for Inner {
         if let Some(tasks) = self.guest_tasks.take() {
             tasks.shutdown_background();
         }
+        let _ = std::fs::remove_dir_all(&self.scratch_root);
     }
 }
 
@@ -117,6 +125,7 @@ impl Runtime {
                 engine,
                 linker,
                 cache_dir: config.cache_dir.unwrap_or_else(cache::default_dir),
+                scratch_root: scratch_root(config.scratch_dir),
                 default_limits: config.default_limits,
                 guests: Language::ALL.into_iter().map(|l| (l, OnceCell::new())).collect(),
                 warm: Arc::new(Shelves::new(config.warm_instances.unwrap_or(DEFAULT_WARM_INSTANCES))),
@@ -204,9 +213,17 @@ impl Runtime {
         store.set_epoch_deadline(1);
         // At every tick the guest notes its progress (for a kill reported
         // while it is busy) and yields to tokio, or traps if it was stopped.
+        // Every `scratch::CHECK_TICKS` ticks, its files are measured.
         let (tick_reporter, tick_stop) = (reporter.clone(), stop.clone());
+        let (scratch_bytes, mut ticks) = (limits.scratch_bytes, 0u32);
         store.epoch_deadline_callback(move |store| {
             tick_reporter.progress(store.get_fuel().unwrap_or(0), store.data().limiter.peak());
+            ticks = ticks.wrapping_add(1);
+            if ticks.is_multiple_of(scratch::CHECK_TICKS)
+                && store.data().scratch.as_ref().is_some_and(|s| s.over(scratch_bytes))
+            {
+                tick_stop.stop(EndReason::ScratchLimit);
+            }
             if tick_stop.reason().is_some() {
                 return Ok(UpdateDeadline::Interrupt);
             }
@@ -227,14 +244,19 @@ impl Runtime {
     async fn fresh(&self, language: Language, guest: &Prepared, kind: &WarmKind) -> Result<Fresh, Error> {
         let (stdout, stderr, sinks) = OutputSink::pair();
         let (stdin, input) = InputSource::new();
-        let Wasi { ctx: wasi, image_bytes } = guest.wasi(GuestIo { stdout, stderr, stdin }, kind.data.as_deref())?;
-        let state = HostState::new(
+        let scratch = Scratch::new(&self.inner.scratch_root).map_err(|e| {
+            Error::Engine(format!("could not make a scratch folder in {}: {e}", self.inner.scratch_root.display()))
+        })?;
+        let io = GuestIo { stdout, stderr, stdin };
+        let Wasi { ctx: wasi, image_bytes } = guest.wasi(io, kind.data.as_deref(), scratch.path())?;
+        let mut state = HostState::new(
             wasi,
             MemoryLimiter::new(kind.memory_bytes, kind.table_elements).not_counting(image_bytes),
             Placeholders::new(0),
             Arc::new(NoEngine),
             None,
         );
+        state.scratch = Some(scratch);
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|state| &mut state.limiter);
         // Fuel for the guest's own start (each call sets its own).
@@ -360,6 +382,32 @@ impl WarmKind {
             table_elements: limits.table_elements,
         }
     }
+}
+
+/// Where scratch folders go: `$SANDLOT_SCRATCH_DIR`, else the data folder's
+/// `scratch` (a server's: writable under Landlock, given to `--user`), else
+/// the system's temporary folder.
+pub fn scratch_base(data_dir: Option<&Path>) -> PathBuf {
+    match std::env::var_os("SANDLOT_SCRATCH_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => data_dir.map_or_else(std::env::temp_dir, |d| d.join("scratch")),
+    }
+}
+
+/// This process's scratch root, `sandlot-scratch-PID` in `base` (by default
+/// `scratch_base(None)`); those of processes no longer running are removed first.
+fn scratch_root(base: Option<PathBuf>) -> PathBuf {
+    let base = base.unwrap_or_else(|| scratch_base(None));
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name.strip_prefix("sandlot-scratch-").and_then(|pid| pid.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    base.join(format!("sandlot-scratch-{}", std::process::id()))
 }
 
 fn engine_config() -> Config {

@@ -23,6 +23,7 @@ use crate::output::OutputBudget;
 use crate::program::Program;
 use crate::report::{Begin, Reporter};
 use crate::run::{EndReason, RunOutcome, StopSignal, bounded_value};
+use crate::scratch::{Scratch, ScratchFile};
 
 /// Stops a session's current and future calls, from any thread or task.
 #[derive(Clone)]
@@ -109,6 +110,19 @@ impl Session {
     /// Linear memory the instance holds now (beyond python-sci's warmed image).
     pub fn memory_bytes(&self) -> usize {
         self.store.data().limiter.held()
+    }
+
+    /// The files the guest wrote in its scratch folder (`/tmp`).
+    pub fn scratch_files(&self) -> Vec<ScratchFile> {
+        self.store.data().scratch.as_ref().map(Scratch::files).unwrap_or_default()
+    }
+
+    /// A file of its scratch folder, by its path under `/tmp`; at most
+    /// `max_bytes` are read (a larger file is an error that says so).
+    pub fn scratch_file(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>, Error> {
+        let scratch =
+            self.store.data().scratch.as_ref().ok_or_else(|| Error::InvalidInput("no scratch folder".into()))?;
+        scratch.read(path, max_bytes).map_err(Error::InvalidInput)
     }
 
     /// Whether the last call was refused memory (the instance may have
@@ -295,11 +309,18 @@ impl Session {
             reason = EndReason::OutputLimit;
             self.stop.stop(EndReason::OutputLimit);
         }
+        // Files written past the scratch budget (seen here, or at a tick).
+        let scratch_over = self.store.data().scratch.as_ref().is_some_and(|s| s.over(limits.scratch_bytes));
+        if scratch_over || self.stop.reason() == Some(EndReason::ScratchLimit) {
+            reason = EndReason::ScratchLimit;
+            self.stop.stop(EndReason::ScratchLimit);
+        }
         let message = message.or_else(|| match reason {
             EndReason::Memory => {
                 Some(format!("the memory limit of {} MiB was reached", self.store.data().limiter.limit() >> 20))
             }
             EndReason::OutputLimit => Some(format!("the output limit of {} bytes was reached", limits.output_bytes)),
+            EndReason::ScratchLimit => Some(self.stop_message(EndReason::ScratchLimit)),
             _ => None,
         });
         let outcome = RunOutcome {
@@ -318,6 +339,11 @@ impl Session {
         match reason {
             EndReason::Timeout => format!("the time limit of {:?} was exceeded", self.limits.wall_clock),
             EndReason::OutputLimit => format!("the output limit of {} bytes was reached", self.limits.output_bytes),
+            EndReason::ScratchLimit => format!(
+                "the files under /tmp passed their limit of {} bytes or {} files",
+                self.limits.scratch_bytes,
+                crate::scratch::MAX_ENTRIES
+            ),
             EndReason::Killed => "killed".to_string(),
             other => other.to_string(),
         }

@@ -313,3 +313,59 @@ async fn lua_runs_saves_and_answers_like_the_others() {
     other.send(json!({ "action": "get_stats", "placeholder": { "sessionId": id, "name": "TrainX" } })).await;
     assert_eq!(other.recv().await["stats"]["mean"], json!(2.0));
 }
+
+/// A run's scratch folder: written at `/tmp`, listed and fetched from another
+/// socket, confined, capped.
+#[tokio::test]
+async fn files_a_run_wrote_under_tmp_are_listed_and_fetched() {
+    let mut writer = client().await;
+    let code = "import os\nos.makedirs('/tmp/out', exist_ok=True)\nopen('/tmp/out/data.csv', 'w').write('a,b\\n1,2\\n')\n\
+                open('/tmp/blob.bin', 'wb').write(bytes(range(256)))\n\
+                try:\n    open('/tmp/../../etc/hostname').read()\n    print('escaped')\nexcept OSError as e:\n    print('confined')\n";
+    let request = json!({ "action": "run", "python": { "files": [{ "filename": "main.py", "content": code }] } });
+    let (id, stdout, finished) = run(&mut writer, request).await;
+    assert_eq!((stdout.as_str(), finished["status"].as_str()), ("confined\n", Some("finished")), "{finished}");
+
+    let mut other = client().await;
+    other.send(json!({ "action": "list_files", "sessionId": id })).await;
+    let listed = other.recv().await;
+    assert_eq!(
+        listed["files"],
+        json!([{ "path": "blob.bin", "bytes": 256 }, { "path": "out/data.csv", "bytes": 8 }]),
+        "{listed}"
+    );
+    other.send(json!({ "action": "get_file", "sessionId": id, "path": "/tmp/out/data.csv" })).await;
+    let text = other.recv().await;
+    assert_eq!((text["action"].as_str(), text["text"].as_str()), (Some("get_file"), Some("a,b\n1,2\n")), "{text}");
+    other.send(json!({ "action": "get_file", "sessionId": id, "path": "blob.bin" })).await;
+    let binary = other.recv().await;
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(binary["base64"].as_str().unwrap()).unwrap();
+    assert_eq!(bytes, (0..=255).collect::<Vec<u8>>());
+    for (path, says) in
+        [("../../etc/passwd", "not a file under /tmp"), ("missing.txt", "no file"), ("out", "not a file")]
+    {
+        other.send(json!({ "action": "get_file", "sessionId": id, "path": path })).await;
+        let refused = other.recv().await;
+        assert_eq!(refused["code"], "bad_request", "{path}: {refused}");
+        assert!(refused["error"].as_str().unwrap().contains(says), "{path}: {refused}");
+    }
+    other.send(json!({ "action": "list_files", "sessionId": "no-such-session" })).await;
+    assert_eq!(other.recv().await["code"], "unknown_session");
+
+    // Past 16 MiB the run is stopped, and its instance (and folder) is not kept.
+    let flood = "open('/tmp/big', 'wb').write(b'x' * (20 << 20))\nprint('written')";
+    let request = json!({ "action": "run", "python": { "files": [{ "filename": "main.py", "content": flood }] } });
+    let (flooded, _, finished) = run(&mut writer, request).await;
+    assert_eq!(finished["reason"], "scratch-limit", "{finished}");
+    other.send(json!({ "action": "list_files", "sessionId": flooded })).await;
+    assert_eq!(other.recv().await["code"], "session_ended");
+    // So are more than 256 files, however small.
+    let many = "for (let i = 0; i < 300; i++) require('fs').writeFileSync('/tmp/f' + i, 'x')";
+    let request = json!({ "action": "run", "javascript": { "files": [{ "filename": "main.js", "content": many }] } });
+    let (_, _, finished) = run(&mut writer, request).await;
+    assert_eq!(finished["reason"], "scratch-limit", "{finished}");
+    // The socket and the first session are unharmed.
+    other.send(json!({ "action": "list_files", "sessionId": id })).await;
+    assert_eq!(other.recv().await["files"].as_array().map(Vec::len), Some(2));
+}

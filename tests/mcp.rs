@@ -20,9 +20,15 @@ fn client_python() -> PathBuf {
     python
 }
 
-fn drive(args: &[&str]) -> Value {
+/// Runs the client script; `scratch` is where the stdio server it starts makes scratch folders.
+fn drive(args: &[&str], scratch: Option<&std::path::Path>) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/mcp_client.py");
-    let out = Command::new(client_python()).arg(script).args(args).output().expect("the MCP client starts");
+    let mut client = Command::new(client_python());
+    client.arg(script).args(args);
+    if let Some(scratch) = scratch {
+        client.env("SANDLOT_SCRATCH_DIR", scratch);
+    }
+    let out = client.output().expect("the MCP client starts");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
@@ -37,6 +43,8 @@ fn check(report: &Value, over_http: bool) {
             "run_code",
             "session_close",
             "session_exec",
+            "session_file",
+            "session_files",
             "session_get",
             "session_start"
         ])
@@ -137,6 +145,7 @@ fn check_sessions(report: &Value, over_http: bool) {
         assert_eq!(call(name)["is_error"], true, "{name}: a tool error, {}", call(name));
         assert!(call(name)["text"].as_str().unwrap().contains(says), "{name}: {}", call(name));
     }
+    check_files(report);
     // js, lua and sci are open when the cap calls start: five more fit a client's eight.
     let refused: Vec<usize> = (1..10).filter(|i| call(&format!("cap_{i}"))["is_error"] == true).collect();
     if over_http {
@@ -153,18 +162,75 @@ fn check_sessions(report: &Value, over_http: bool) {
     }
 }
 
+/// Scratch files through the session tools.
+fn check_files(report: &Value) {
+    let call = |name: &str| &report["calls"][name];
+    assert_eq!(call("f_write")["structured"]["reason"], "exit", "{}", call("f_write"));
+    assert_eq!(
+        call("f_list")["structured"]["files"],
+        serde_json::json!([{ "path": "blob.bin", "bytes": 256 }, { "path": "out/data.csv", "bytes": 8 }]),
+        "{}",
+        call("f_list")
+    );
+    assert_eq!(call("f_text")["structured"]["text"], "a,b\n1,2\n");
+    assert_eq!(call("f_text")["text"], "a,b\n1,2\n");
+    use base64::Engine as _;
+    let blob = call("f_binary")["structured"]["base64"].as_str().unwrap_or_default();
+    let blob = base64::engine::general_purpose::STANDARD.decode(blob).unwrap();
+    assert_eq!(blob, (0..=255).collect::<Vec<u8>>(), "binary files come as base64");
+    for (name, says) in [("f_escape", "not a file under /tmp"), ("f_missing", "no file")] {
+        assert_eq!(call(name)["is_error"], true, "{name}: {}", call(name));
+        assert!(call(name)["text"].as_str().unwrap().contains(says), "{name}: {}", call(name));
+    }
+    let escape = &call("f_guest_escape")["structured"];
+    assert_eq!(escape["exit_code"], 1, "{escape}");
+    assert!(escape["stderr"].as_str().unwrap().contains("PermissionError"), "the guest cannot leave /tmp: {escape}");
+    assert_eq!(call("sci_png")["pngs"], serde_json::json!([true]), "plt.savefig to /tmp: {}", call("sci_png"));
+    let full = &call("full_cell")["structured"];
+    assert_eq!((full["reason"].as_str(), full["alive"].as_bool()), (Some("scratch-limit"), Some(false)), "{full}");
+}
+
+/// No file of the closed session `f` is left on the host; while the server
+/// runs, its open sessions' folders are there (`running`), and once it has
+/// stopped nothing is.
+fn check_scratch_gone(scratch: &std::path::Path, running: bool) {
+    let folders = std::fs::read_dir(scratch).unwrap().flatten().flat_map(|root| std::fs::read_dir(root.path())).count();
+    assert_eq!(folders > 0, running, "scratch folders in {} while the server runs, none after", scratch.display());
+    let mut pending = vec![scratch.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            assert_ne!(
+                entry.file_name(),
+                "data.csv",
+                "a closed session's files are removed: {}",
+                entry.path().display()
+            );
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(entry.path());
+            }
+        }
+    }
+}
+
 #[test]
 fn over_stdio() {
-    check(&drive(&["stdio", env!("CARGO_BIN_EXE_sandlot")]), false);
+    let scratch = tempfile::tempdir().unwrap();
+    check(&drive(&["stdio", env!("CARGO_BIN_EXE_sandlot")], Some(scratch.path())), false);
+    check_scratch_gone(scratch.path(), false);
 }
 
 #[tokio::test]
 async fn over_http_with_a_token() {
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start_in(data.path(), &[], &[("SANDLOT_TOKENS", "mcp-token,other-token")]);
+    let scratch = tempfile::tempdir().unwrap();
+    let scratch_dir = scratch.path().to_str().unwrap();
+    let env = [("SANDLOT_TOKENS", "mcp-token,other-token"), ("SANDLOT_SCRATCH_DIR", scratch_dir)];
+    let server = Server::start_in(data.path(), &[], &env);
     let url = server.http_url("/mcp");
-    let report = tokio::task::spawn_blocking(move || drive(&["http", &url, "mcp-token", "other-token"])).await.unwrap();
+    let report =
+        tokio::task::spawn_blocking(move || drive(&["http", &url, "mcp-token", "other-token"], None)).await.unwrap();
     check(&report, true);
+    check_scratch_gone(scratch.path(), true);
     // Without the token: refused before MCP is reached.
     let (status, _) = http_with(&server, "POST", "/mcp", Some("{}"), &[("content-type", "application/json")]).await;
     assert_eq!(status, 401);

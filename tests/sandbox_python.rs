@@ -126,10 +126,13 @@ for path in ['/', '.', '..']:
     except OSError as e:
         print('refused', path, type(e).__name__)
 try:
-    open('/tmp/sandlot-escape', 'w').write('x')
+    open('/sandlot-escape', 'w').write('x')
     print('WROTE')
 except OSError as e:
     print('refused write', type(e).__name__)
+# /tmp is the session's own scratch folder, not the host's /tmp.
+open('/tmp/sandlot-scratch-probe', 'w').write('x')
+print('scratch', os.listdir('/tmp'))
 "#;
     let ran = run(PY, &[("main.py", code)]).await;
     assert_eq!(ran.outcome.exit_code, 0, "{}", ran.stderr);
@@ -138,6 +141,8 @@ except OSError as e:
         "{}",
         ran.stdout
     );
+    assert!(ran.stdout.ends_with("scratch ['sandlot-scratch-probe']\n"), "{}", ran.stdout);
+    assert!(!std::path::Path::new("/tmp/sandlot-scratch-probe").exists(), "the host's /tmp is untouched");
     assert_eq!(ran.stdout.matches("refused").count(), 10, "{}", ran.stdout);
     assert!(!std::path::Path::new("/tmp/sandlot-escape").exists());
 }

@@ -78,7 +78,7 @@ async fn the_host_stays_out_of_reach() {
                 for p in ['/etc/passwd', '/usr/local/lib/python315.zip']:\n    \
                     try:\n        open(p, 'rb').read(1); print('read', p)\n    \
                     except OSError:\n        print('refused', p)\n\
-                for p in ['/usr/local/lib/x', '/tmp/matplotlib/x', '/tmp/x', '/data/x']:\n    \
+                for p in ['/usr/local/lib/x', '/tmp/matplotlib/x', '/data/x', '/x']:\n    \
                     try:\n        open(p, 'w').write('x'); print('WROTE', p)\n    except OSError:\n        pass\n\
                 print('no writes')\n\
                 try:\n    import socket\n    socket.create_connection(('127.0.0.1', 80), timeout=1)\nexcept (OSError, ImportError, AttributeError):\n    print('no network')";

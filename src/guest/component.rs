@@ -42,8 +42,11 @@ impl Prepared {
 impl Kind for Prepared {
     type Instance = Instance;
 
-    fn wasi(&self, io: GuestIo, data: Option<&Path>) -> Result<Wasi, Error> {
+    fn wasi(&self, io: GuestIo, data: Option<&Path>, scratch: &Path) -> Result<Wasi, Error> {
         let mut wasi = host::sandbox_wasi(io.stdin, io.stdout, io.stderr);
+        wasi.preopened_dir(scratch, "/tmp", FsPerms::ReadWrite)
+            .map_err(|e| Error::Engine(format!("could not open the scratch folder {}: {e}", scratch.display())))?;
+        wasi.env("TMPDIR", "/tmp");
         if let Some(data) = data {
             wasi.preopened_dir(data, "/data", FsPerms::ReadOnly).map_err(|e| {
                 Error::Engine(format!("could not open the datasets folder {} for the guest: {e}", data.display()))

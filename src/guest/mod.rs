@@ -65,8 +65,9 @@ pub(crate) trait Kind {
     type Instance: Exports;
 
     /// WASI for an instance: stdout and stderr into the session, the
-    /// read-only datasets folder at `/data` if given, nothing else of the host.
-    fn wasi(&self, io: GuestIo, data: Option<&Path>) -> Result<Wasi, Error>;
+    /// read-only datasets folder at `/data` if given, its scratch folder at
+    /// `/tmp` (the only place it may write), nothing else of the host.
+    fn wasi(&self, io: GuestIo, data: Option<&Path>, scratch: &Path) -> Result<Wasi, Error>;
 
     fn instantiate(
         &self,
@@ -111,10 +112,10 @@ impl Prepared {
         })
     }
 
-    pub(crate) fn wasi(&self, io: GuestIo, data: Option<&Path>) -> Result<Wasi, Error> {
+    pub(crate) fn wasi(&self, io: GuestIo, data: Option<&Path>, scratch: &Path) -> Result<Wasi, Error> {
         match self {
-            Prepared::Component(guest) => guest.wasi(io, data),
-            Prepared::Sci(guest) => guest.wasi(io, data),
+            Prepared::Component(guest) => guest.wasi(io, data, scratch),
+            Prepared::Sci(guest) => guest.wasi(io, data, scratch),
         }
     }
 

@@ -46,6 +46,8 @@ pub(crate) struct HostState {
     /// A python-sci call's answer (a prediction, or a run's trailing value),
     /// as its door call left it.
     pub(crate) prediction: Option<Result<String, String>>,
+    /// The instance's scratch folder (`/tmp`), removed with it.
+    pub(crate) scratch: Option<crate::scratch::Scratch>,
 }
 
 impl HostState {
@@ -64,6 +66,7 @@ impl HostState {
             engine,
             context,
             prediction: None,
+            scratch: None,
         }
     }
 

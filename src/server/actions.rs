@@ -1,5 +1,6 @@
 //! The runtime actions face (seeds 000/001) on `GET /`: run, get_placeholder,
-//! run_model, get_stats, status and stop. Requests are JSON or JavaScript
+//! run_model, get_stats, status and stop; list_files and get_file read what a
+//! live session wrote under `/tmp`. Requests are JSON or JavaScript
 //! object literals; every reply names its action, and errors carry
 //! `"error"` (what went wrong and what to do) and a short `"code"`.
 //!
@@ -146,10 +147,13 @@ async fn connection(app: App, mut connection: Connection) {
             Some("get_stats") => get_stats(&app, &request).await,
             Some("status") => status(&app, &request),
             Some("stop") => stop(&app, &request).await,
+            Some("list_files") => list_files(&app, &request),
+            Some("get_file") => get_file(&app, &request),
             Some(other) => Err(refuse(
                 "unknown_action",
                 format!(
-                    "unknown action {:?}; actions are run, get_placeholder, run_model, get_stats, status, stop",
+                    "unknown action {:?}; actions are run, get_placeholder, run_model, get_stats, status, stop, \
+                     list_files, get_file",
                     other.chars().take(64).collect::<String>()
                 ),
             )),
@@ -455,6 +459,31 @@ fn status_reply(status: &RunStatus) -> Value {
         }
     }
     reply
+}
+
+/// The files a live session's code wrote under `/tmp`.
+fn list_files(app: &App, request: &Fields) -> Result<Reply, Refusal> {
+    let id = session_id(request, "list_files")?;
+    let files = app.registry.scratch_files(&id)?;
+    Ok(Reply::Json(json!({ "sessionId": id, "files": files })))
+}
+
+/// Largest file `get_file` sends (4 MiB: 5.3 MiB as base64, within a message).
+const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// One file a live session's code wrote under `/tmp`: as `text` when it is
+/// UTF-8, else as `base64`.
+fn get_file(app: &App, request: &Fields) -> Result<Reply, Refusal> {
+    use base64::Engine as _;
+    let id = session_id(request, "get_file")?;
+    let path = required::<String>(request, "path", "get_file")?;
+    let bytes = app.registry.scratch_file(&id, &path, MAX_FILE_BYTES)?;
+    let mut reply = json!({ "sessionId": id, "path": path, "bytes": bytes.len() });
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => reply["text"] = json!(text),
+        Err(_) => reply["base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&bytes)),
+    }
+    Ok(Reply::Json(reply))
 }
 
 fn status(app: &App, request: &Fields) -> Result<Reply, Refusal> {

@@ -89,6 +89,20 @@ pub struct SessionGet {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SessionFiles {
+    /// The id session_start returned.
+    session_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SessionFile {
+    /// The id session_start returned.
+    session_id: Option<String>,
+    /// The file's path under /tmp, as the code wrote it (e.g. "/tmp/out.csv" or "out.csv").
+    path: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct SessionClose {
     /// The id session_start returned.
     session_id: Option<String>,
@@ -172,6 +186,26 @@ impl McpTools {
         answer(self.get(&caller(&context, &self.client), request))
     }
 
+    #[tool(description = "Lists the files a session's code wrote under /tmp, its scratch folder (the only place \
+                          code may write: at most 16 MiB and 256 files, private to the session, gone with it).")]
+    async fn session_files(
+        &self,
+        Parameters(request): Parameters<SessionFiles>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        answer(self.files(&caller(&context, &self.client), request))
+    }
+
+    #[tool(description = "Reads a file a session's code wrote under /tmp: as text when it is UTF-8, as base64 \
+                          otherwise, and as an image for a PNG (e.g. plt.savefig('/tmp/plot.png')). At most 4 MiB.")]
+    async fn session_file(
+        &self,
+        Parameters(request): Parameters<SessionFile>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        answer(self.file(&caller(&context, &self.client), request))
+    }
+
     #[tool(description = "Closes a session: stops what it is running and frees its sandbox.")]
     async fn session_close(
         &self,
@@ -192,6 +226,9 @@ fn caller(context: &RequestContext<RoleServer>, local: &Client) -> Client {
 fn answer(result: Result<CallToolResult, String>) -> CallToolResult {
     result.unwrap_or_else(|why| CallToolResult::error(vec![ContentBlock::text(why)]))
 }
+
+/// Largest file `session_file` sends.
+const MAX_FILE_BYTES: u64 = 4 << 20;
 
 /// Images at most in one result.
 const MAX_IMAGES: usize = 8;
@@ -330,6 +367,42 @@ impl McpTools {
             outcome_result(&cell.stdout, &cell.stderr, &cell.outcome, &cell.saved, json!({ "alive": cell.alive }));
         if !cell.alive {
             result.content.push(ContentBlock::text("The session has ended: start a new one with session_start."));
+        }
+        Ok(result)
+    }
+
+    fn files(&self, client: &Client, request: SessionFiles) -> Result<CallToolResult, String> {
+        let id = session_id("session_files", request.session_id)?;
+        let files = self.notebooks.files(client, &id).map_err(|e| session_error(&id, &e))?;
+        let text = match files.is_empty() {
+            true => "no files under /tmp".to_string(),
+            false => {
+                files.iter().map(|f| format!("/tmp/{} ({} bytes)", f.path, f.bytes)).collect::<Vec<_>>().join("\n")
+            }
+        };
+        let mut result = CallToolResult::structured(json!({ "files": files }));
+        result.content = vec![ContentBlock::text(text)];
+        Ok(result)
+    }
+
+    fn file(&self, client: &Client, request: SessionFile) -> Result<CallToolResult, String> {
+        use base64::Engine as _;
+        let id = session_id("session_file", request.session_id)?;
+        let path = request.path.ok_or("session_file needs \"path\": the file's path under /tmp")?;
+        let bytes = self.notebooks.file(client, &id, &path, MAX_FILE_BYTES).map_err(|e| session_error(&id, &e))?;
+        let encoded = || base64::engine::general_purpose::STANDARD.encode(&bytes);
+        let mut result;
+        if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            let data = encoded();
+            result = CallToolResult::structured(json!({ "path": path, "bytes": bytes.len(), "base64": data }));
+            result.content = vec![ContentBlock::image(data, "image/png")];
+        } else if let Ok(text) = std::str::from_utf8(&bytes) {
+            result = CallToolResult::structured(json!({ "path": path, "bytes": bytes.len(), "text": text }));
+            result.content = vec![ContentBlock::text(text)];
+        } else {
+            let data = encoded();
+            result = CallToolResult::structured(json!({ "path": path, "bytes": bytes.len(), "base64": data }));
+            result.content = vec![ContentBlock::text(format!("{} bytes, base64:\n{data}", bytes.len()))];
         }
         Ok(result)
     }

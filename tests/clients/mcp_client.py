@@ -72,6 +72,20 @@ CALLS = [
     ("big_cell", "session_exec", {"session_id": "$big", "code": "x = bytearray(1 << 30)"}),
     ("flood", "session_start", {"language": "javascript"}),
     ("flood_cell", "session_exec", {"session_id": "$flood", "code": "for (;;) console.log('x'.repeat(1000))"}),
+    # Scratch files: written under /tmp, listed, fetched, confined, capped, gone with the session.
+    ("f", "session_start", {"language": "python"}),
+    ("f_write", "session_exec", {"session_id": "$f", "code": "import os\nos.makedirs('/tmp/out', exist_ok=True)\nopen('/tmp/out/data.csv', 'w').write('a,b\\n1,2\\n')\nopen('/tmp/blob.bin', 'wb').write(bytes(range(256)))"}),
+    ("f_list", "session_files", {"session_id": "$f"}),
+    ("f_text", "session_file", {"session_id": "$f", "path": "/tmp/out/data.csv"}),
+    ("f_binary", "session_file", {"session_id": "$f", "path": "blob.bin"}),
+    ("f_escape", "session_file", {"session_id": "$f", "path": "../../etc/passwd"}),
+    ("f_missing", "session_file", {"session_id": "$f", "path": "nope.txt"}),
+    ("f_guest_escape", "session_exec", {"session_id": "$f", "code": "open('/tmp/../../etc/hostname').read()"}),
+    ("f_close", "session_close", {"session_id": "$f"}),
+    ("sci_savefig", "session_exec", {"session_id": "$sci", "code": "plt.savefig('/tmp/plot.png')"}),
+    ("sci_png", "session_file", {"session_id": "$sci", "path": "/tmp/plot.png"}),
+    ("full", "session_start", {"language": "python"}),
+    ("full_cell", "session_exec", {"session_id": "$full", "code": "open('/tmp/big', 'wb').write(b'x' * (20 << 20))"}),
     # Closing, and bad arguments.
     ("py_close", "session_close", {"session_id": "$py"}),
     ("closed_exec", "session_exec", {"session_id": "$py", "code": "1"}),
@@ -119,6 +133,8 @@ async def main():
     mode = sys.argv[1]
     if mode == "stdio":
         env = {"SANDLOT_CACHE_DIR": os.environ.get("SANDLOT_CACHE_DIR", ""), "SANDLOT_LOG": "warn"}
+        if "SANDLOT_SCRATCH_DIR" in os.environ:
+            env["SANDLOT_SCRATCH_DIR"] = os.environ["SANDLOT_SCRATCH_DIR"]
         server = StdioServerParameters(command=sys.argv[2], args=["mcp"], env=env)
         async with stdio_client(server) as (read, write):
             out = await exercise(read, write)

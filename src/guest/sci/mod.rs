@@ -11,8 +11,8 @@
 //! session then starts from that memory by copy-on-write, in about a millisecond.
 //!
 //! The instance finds its files through preopens whose order is part of the
-//! baked memory (wasi-libc's table of preopens): the same four, in the same
-//! order, for the warm-up and every session. Only the warm-up may write, and
+//! baked memory (wasi-libc's table of preopens): the same five (the last its
+//! scratch folder, `/tmp`), in the same order, for the warm-up and every session. Only the warm-up may write, and
 //! only to matplotlib's configuration folder (its font cache).
 
 pub(crate) mod snapshot;
@@ -132,7 +132,10 @@ impl Files {
         let started = Instant::now();
         tracing::info!("python-sci: importing numpy, pandas, scipy, scikit-learn and matplotlib to bake them in");
         let (out, err) = (MemoryOutputPipe::new(1 << 20), MemoryOutputPipe::new(1 << 20));
-        let wasi = self.wasi_for(InputSource::default(), out, err.clone(), None, true)?;
+        // The warm-up's own scratch folder, so that its preopens are a session's.
+        let scratch = crate::scratch::Scratch::new(&self.empty.with_extension("warm-up"))
+            .map_err(|e| fail(format!("cannot make a scratch folder: {e}")))?;
+        let wasi = self.wasi_for(InputSource::default(), out, err.clone(), None, scratch.path(), true)?;
         let state = HostState::new(
             wasi,
             MemoryLimiter::new(usize::MAX, 1 << 20),
@@ -171,6 +174,7 @@ impl Files {
         stdout: impl StdoutStream + 'static,
         stderr: impl StdoutStream + 'static,
         data: Option<&Path>,
+        scratch: &Path,
         warming: bool,
     ) -> Result<wasmtime_wasi::p1::WasiP1Ctx, Error> {
         let mut wasi = host::sandbox_wasi(stdin, stdout, stderr);
@@ -185,6 +189,7 @@ impl Files {
             (self.dir.join("mpl-data"), "/usr/local/lib/python315.zip/matplotlib/mpl-data", FsPerms::ReadOnly),
             (data.map_or_else(|| self.empty.clone(), Path::to_path_buf), "/data", FsPerms::ReadOnly),
             (self.matplotlib.clone(), "/tmp/matplotlib", if warming { FsPerms::ReadWrite } else { FsPerms::ReadOnly }),
+            (scratch.to_path_buf(), "/tmp", FsPerms::ReadWrite),
         ];
         for (host, guest, perms) in preopens {
             wasi.preopened_dir(&host, guest, perms)
@@ -236,6 +241,8 @@ fn key(engine: &Engine, baked: bool) -> Result<String, Error> {
     let digest = guests::digest(Language::PythonSci)?;
     let mut parts: Vec<&[u8]> = vec![digest.as_bytes()];
     if baked {
+        // The preopens' order is baked into the image (see the module's doc).
+        parts.push(b"preopens: /usr/local/lib, mpl-data, /data, /tmp/matplotlib, /tmp");
         parts.push(WARM.as_bytes());
         for (name, source) in &SOURCES {
             parts.extend([name.as_bytes(), source.as_bytes()]);
@@ -287,9 +294,9 @@ impl Kind for SciGuest {
 
     /// The interpreter's files and `/data` (or an empty folder), read-only and
     /// always in the warm-up's order; no host environment.
-    fn wasi(&self, io: GuestIo, data: Option<&Path>) -> Result<Wasi, Error> {
+    fn wasi(&self, io: GuestIo, data: Option<&Path>, scratch: &Path) -> Result<Wasi, Error> {
         // The memory limit counts what a session allocates beyond the warmed interpreter.
-        let ctx = self.files.wasi_for(io.stdin, io.stdout, io.stderr, data, false)?;
+        let ctx = self.files.wasi_for(io.stdin, io.stdout, io.stderr, data, scratch, false)?;
         Ok(Wasi { ctx, image_bytes: self.image_bytes })
     }
 
