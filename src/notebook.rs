@@ -74,6 +74,8 @@ pub struct Cell {
     pub outcome: RunOutcome,
     /// Placeholders the cell saved or replaced, by name.
     pub saved: BTreeMap<String, Arc<RawValue>>,
+    /// Files under `/tmp` the cell wrote (new, or of another size than before).
+    pub written: Vec<ScratchFile>,
     /// Whether the notebook can take more cells (false once a limit or a
     /// crash ended its instance).
     pub alive: bool,
@@ -135,6 +137,7 @@ impl Notebooks {
         })?;
         let placeholders = self.inner.registry.placeholders(id).map(|saved| saved.placeholders);
         let before = placeholders.as_ref().map(|p| p.snapshot()).unwrap_or_default();
+        let files_before = self.inner.registry.scratch_files(id).unwrap_or_default();
         let (registry, call_client, call_id) = (self.inner.registry.clone(), client.clone(), id.to_string());
         let cell = tokio::spawn(async move { run_cell(&registry, &call_client, &call_id, code, &mut events).await })
             .await
@@ -149,7 +152,12 @@ impl Notebooks {
         if !alive {
             lock(&self.inner.open).remove(id);
         }
-        Ok(Cell { stdout: cell.stdout, stderr: cell.stderr, outcome: cell.outcome, saved, alive })
+        let written = match alive {
+            true => self.inner.registry.scratch_files(id).unwrap_or_default(),
+            false => Vec::new(),
+        };
+        let written = written.into_iter().filter(|file| !files_before.contains(file)).collect();
+        Ok(Cell { stdout: cell.stdout, stderr: cell.stderr, outcome: cell.outcome, saved, written, alive })
     }
 
     /// A placeholder the notebook's cells saved, as JSON text (`None` if unset).

@@ -98,6 +98,9 @@ fn check_values(report: &Value) {
         call("plot_once")
     );
     assert_eq!(call("plot_once")["structured"]["images"], serde_json::json!(["plot"]));
+    let shown = call("plot_show");
+    assert_eq!(shown["pngs"], serde_json::json!([true, true]), "plt.show() hands back each figure: {shown}");
+    assert_eq!(shown["structured"]["images"], serde_json::json!(["figure-1", "figure-2"]), "{shown}");
     assert_eq!(call("files")["structured"]["value"], "'hi from helper'", "files are importable: {}", call("files"));
     assert_eq!(call("files_escape")["is_error"], true, "{}", call("files_escape"));
 }
@@ -186,6 +189,10 @@ fn check_files(report: &Value) {
     assert_eq!(escape["exit_code"], 1, "{escape}");
     assert!(escape["stderr"].as_str().unwrap().contains("PermissionError"), "the guest cannot leave /tmp: {escape}");
     assert_eq!(call("sci_png")["pngs"], serde_json::json!([true]), "plt.savefig to /tmp: {}", call("sci_png"));
+    let saved = call("sci_savefig");
+    assert_eq!(saved["structured"]["files_written"], serde_json::json!(["plot.png"]), "{saved}");
+    assert_eq!(saved["pngs"], serde_json::json!([true]), "a PNG the cell wrote comes back as an image: {saved}");
+    assert_eq!(call("f_write")["structured"]["files_written"], serde_json::json!(["blob.bin", "out/data.csv"]));
     let full = &call("full_cell")["structured"];
     assert_eq!((full["reason"].as_str(), full["alive"].as_bool()), (Some("scratch-limit"), Some(false)), "{full}");
 }

@@ -23,6 +23,19 @@ import statsmodels.api
 import csv, json, math, random, statistics, io, base64
 
 
+def _show(*args, **kwargs):
+    # With no screen, plt.show() hands each open figure to the client: it is
+    # saved as the PNG placeholder "figure-N" (MCP returns it as an image).
+    import sandlot
+    for number in matplotlib.pyplot.get_fignums():
+        sandlot.set_placeholder(f"figure-{number}", matplotlib.pyplot.figure(number))
+    matplotlib.pyplot.close("all")
+
+
+matplotlib.pyplot.show = _show
+del _show
+
+
 def _entry_points():
     # What the host's turns call: `__import__('_sandlot_sci').run(...)` and so
     # on, leaving no names behind in `__main__`. A non-zero status becomes the

@@ -363,8 +363,20 @@ impl McpTools {
         let id = session_id("session_exec", request.session_id)?;
         let code = request.code.ok_or("session_exec needs \"code\": the code to run next")?;
         let cell = self.notebooks.exec(client, &id, code).await.map_err(|e| session_error(&id, &e))?;
-        let mut result =
-            outcome_result(&cell.stdout, &cell.stderr, &cell.outcome, &cell.saved, json!({ "alive": cell.alive }));
+        let written: Vec<&str> = cell.written.iter().map(|f| f.path.as_str()).collect();
+        let extra = json!({ "alive": cell.alive, "files_written": written });
+        let mut result = outcome_result(&cell.stdout, &cell.stderr, &cell.outcome, &cell.saved, extra);
+        // PNG files the cell wrote come back as images, as saved figures do.
+        let pngs = cell.written.iter().filter(|f| f.path.ends_with(".png") && f.bytes <= MAX_FILE_BYTES);
+        for file in pngs.take(MAX_IMAGES) {
+            if let Ok(bytes) = self.notebooks.file(client, &id, &file.path, MAX_FILE_BYTES)
+                && bytes.starts_with(b"\x89PNG\r\n\x1a\n")
+            {
+                use base64::Engine as _;
+                let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
+                result.content.push(ContentBlock::image(data, "image/png"));
+            }
+        }
         if !cell.alive {
             result.content.push(ContentBlock::text("The session has ended: start a new one with session_start."));
         }

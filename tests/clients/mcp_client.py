@@ -42,6 +42,7 @@ CALLS = [
     ("value_sci", "run_code", {"language": "python-sci", "code": "import numpy as np\nnp.arange(3).sum()"}),
     ("value_none", "run_code", {"language": "python", "code": "print('hi')"}),
     ("plot_once", "run_code", {"language": "python-sci", "code": PLOT}),
+    ("plot_show", "run_code", {"language": "python-sci", "code": "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.figure()\nplt.bar([1], [2])\nplt.show()"}),
     ("files", "run_code", {"language": "python", "code": "import helper\nhelper.greet()", "files": {"helper.py": "def greet():\n    return 'hi from helper'"}}),
     ("files_escape", "run_code", {"language": "python", "code": "pass", "files": {"../outside.py": "x = 1"}}),
     # Notebook sessions: state kept from one call to the next.
