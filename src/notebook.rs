@@ -98,7 +98,7 @@ impl Notebooks {
         let id = started.entry.id().to_string();
         let mut events = started.events;
         // The empty program's run: it makes the instance the cells run in.
-        let end = read_cell(&mut events).await;
+        let end = events.next_call().await;
         if !started.entry.status().live {
             let why = end.map_or_else(|| "the session did not start".to_string(), |c| describe(&c.outcome));
             self.inner.registry.close(&id).await.ok();
@@ -225,20 +225,6 @@ impl Notebooks {
         }
         Ok(())
     }
-}
-
-/// Reads events up to a call's end.
-async fn read_cell(events: &mut RunEvents) -> Option<Collected> {
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    while let Some(event) = events.recv().await {
-        match event {
-            SessionEvent::Stdout(bytes) => stdout.extend_from_slice(&bytes),
-            SessionEvent::Stderr(bytes) => stderr.extend_from_slice(&bytes),
-            SessionEvent::Spawned => {}
-            SessionEvent::Finished(outcome) => return Some(Collected { stdout, stderr, outcome }),
-        }
-    }
-    None
 }
 
 /// One cell: the eval, and its output read from the session's events

@@ -383,6 +383,12 @@ impl RunEvents {
     /// Reads the run to its end (its output is bounded by its output
     /// limit); `None` if its events stopped without an end.
     pub async fn collect(mut self) -> Option<Collected> {
+        self.next_call().await
+    }
+
+    /// Reads the events of the session's next call (a run, or an eval) to
+    /// its end; `None` if its events stopped without an end.
+    pub async fn next_call(&mut self) -> Option<Collected> {
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         while let Some(event) = self.recv().await {
             match event {
