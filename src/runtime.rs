@@ -31,7 +31,7 @@ use crate::program::Program;
 use crate::report::SessionEvents;
 use crate::report::{EventQueue, Reporter};
 use crate::run::{EndReason, SessionEvent, StopSignal};
-use crate::scratch::{self, Scratch};
+use crate::scratch::{self, ScratchRoot};
 use crate::session::Session;
 use crate::warm::{DEFAULT_WARM_INSTANCES, Shelves};
 
@@ -88,7 +88,7 @@ struct Inner {
     linker: Linker<HostState>,
     cache_dir: PathBuf,
     /// Where instances' scratch folders are made.
-    scratch_root: PathBuf,
+    scratch_root: Arc<ScratchRoot>,
     default_limits: Limits,
     /// Each language's guest, loaded on first use.
     guests: HashMap<Language, OnceCell<Prepared>>,
@@ -105,7 +105,7 @@ impl Drop for Inner {
         if let Some(tasks) = self.guest_tasks.take() {
             tasks.shutdown_background();
         }
-        let _ = std::fs::remove_dir_all(&self.scratch_root);
+        let _ = std::fs::remove_dir_all(self.scratch_root.path());
     }
 }
 
@@ -125,7 +125,7 @@ impl Runtime {
                 engine,
                 linker,
                 cache_dir: config.cache_dir.unwrap_or_else(cache::default_dir),
-                scratch_root: scratch_root(config.scratch_dir),
+                scratch_root: ScratchRoot::new(scratch_root(config.scratch_dir)),
                 default_limits: config.default_limits,
                 guests: Language::ALL.into_iter().map(|l| (l, OnceCell::new())).collect(),
                 warm: Arc::new(Shelves::new(config.warm_instances.unwrap_or(DEFAULT_WARM_INSTANCES))),
@@ -244,8 +244,9 @@ impl Runtime {
     async fn fresh(&self, language: Language, guest: &Prepared, kind: &WarmKind) -> Result<Fresh, Error> {
         let (stdout, stderr, sinks) = OutputSink::pair();
         let (stdin, input) = InputSource::new();
-        let scratch = Scratch::new(&self.inner.scratch_root).map_err(|e| {
-            Error::Engine(format!("could not make a scratch folder in {}: {e}", self.inner.scratch_root.display()))
+        let scratch = self.inner.scratch_root.folder().map_err(|e| {
+            let root = self.inner.scratch_root.path().display();
+            Error::Engine(format!("could not make a scratch folder in {root}: {e}"))
         })?;
         let io = GuestIo { stdout, stderr, stdin };
         let Wasi { ctx: wasi, image_bytes } = guest.wasi(io, kind.data.as_deref(), scratch.path())?;
