@@ -24,7 +24,7 @@ use crate::error::Error;
 use crate::language::Language;
 use crate::program::Program;
 use crate::registry::{Client, Collected, Keep, Registry, RunEvents};
-use crate::run::{RunOutcome, SessionEvent};
+use crate::run::RunOutcome;
 use crate::runtime::SessionOptions;
 use crate::scratch::ScratchFile;
 use crate::sync::lock;
@@ -60,7 +60,6 @@ struct Inner {
 
 struct Notebook {
     client: Client,
-    language: Language,
     /// The session's events; held by the cell running, if any.
     events: Arc<tokio::sync::Mutex<RunEvents>>,
     last_used: Mutex<Instant>,
@@ -106,7 +105,6 @@ impl Notebooks {
         }
         let notebook = Notebook {
             client: client.clone(),
-            language,
             events: Arc::new(tokio::sync::Mutex::new(events)),
             last_used: Mutex::new(Instant::now()),
         };
@@ -179,11 +177,6 @@ impl Notebooks {
         self.inner.registry.scratch_file(id, path, max_bytes)
     }
 
-    /// The notebook's language.
-    pub fn language(&self, client: &Client, id: &str) -> Result<Language, Error> {
-        Ok(self.find(client, id)?.language)
-    }
-
     /// Closes a notebook: a cell still running is stopped, the instance dropped.
     pub async fn close(&self, client: &Client, id: &str) -> Result<(), Error> {
         self.find(client, id)?;
@@ -229,7 +222,8 @@ impl Notebooks {
 
 /// One cell: the eval, and its output read from the session's events
 /// meanwhile, up to its end. A refused call (busy, rate, released) sends no
-/// events and is the error.
+/// events and is the error; otherwise the end the events report is the
+/// cell's (a kill reports it before the guest returns).
 async fn run_cell(
     registry: &Registry,
     client: &Client,
@@ -237,24 +231,20 @@ async fn run_cell(
     code: String,
     events: &mut RunEvents,
 ) -> Result<Collected, Error> {
-    let mut call = std::pin::pin!(registry.eval(client, id, code));
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let (mut returned, mut ended) = (None, None);
-    while returned.is_none() || ended.is_none() {
-        tokio::select! {
-            result = &mut call, if returned.is_none() => returned = Some(result?),
-            event = events.recv(), if ended.is_none() => match event {
-                Some(SessionEvent::Stdout(bytes)) => stdout.extend_from_slice(&bytes),
-                Some(SessionEvent::Stderr(bytes)) => stderr.extend_from_slice(&bytes),
-                Some(SessionEvent::Spawned) => {}
-                Some(SessionEvent::Finished(outcome)) => ended = Some(outcome),
-                None => return Err(Error::SessionEnded("the session's events stopped".into())),
-            },
+    let call = registry.eval(client, id, code);
+    let read = events.next_call();
+    tokio::pin!(call, read);
+    let collected = tokio::select! {
+        returned = &mut call => {
+            returned?;
+            read.await
         }
-    }
-    // The reported end is the cell's (a kill reports it before the guest returns).
-    let outcome = ended.or(returned).expect("both were awaited");
-    Ok(Collected { stdout, stderr, outcome })
+        collected = &mut read => {
+            call.await?;
+            collected
+        }
+    };
+    collected.ok_or_else(|| Error::SessionEnded("the session's events stopped".into()))
 }
 
 fn describe(outcome: &RunOutcome) -> String {

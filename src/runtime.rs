@@ -230,8 +230,20 @@ impl Runtime {
             Ok(UpdateDeadline::Yield(1))
         });
         reporter.send(SessionEvent::Spawned);
-        let session =
-            Session { language, limits, store, guest, reporter, stop, budget, placeholders, stdin, ended: None };
+        let scratch_checked = std::time::Instant::now();
+        let session = Session {
+            language,
+            limits,
+            store,
+            guest,
+            reporter,
+            stop,
+            budget,
+            placeholders,
+            stdin,
+            ended: None,
+            scratch_checked,
+        };
         Ok((session, events_rx))
     }
 

@@ -6,7 +6,7 @@
 //! writes). WASI confines the guest to it (a preopen: no `..` or symlink leads
 //! out). Its size is bounded by `Limits::scratch_bytes` and `MAX_ENTRIES`:
 //! checked every `CHECK_TICKS` epoch ticks while a call runs and at the call's
-//! end; past either the call is stopped (reason `scratch-limit`), so a guest
+//! end (a model call's end at most every `CHECK_INTERVAL`); past either the call is stopped (reason `scratch-limit`), so a guest
 //! can overshoot by what it writes in one check interval, never more.
 //! Reading for clients goes through cap-std too, so a symlink the guest made
 //! cannot point a client's fetch outside the folder.
@@ -33,8 +33,15 @@ use cap_std::fs::Dir;
 pub const MAX_ENTRIES: usize = 256;
 /// Deepest folder nesting looked into.
 const MAX_DEPTH: usize = 16;
+/// Largest file a client is sent from a scratch folder (4 MiB: 5.3 MiB as
+/// base64, within a WebSocket message).
+pub const MAX_FETCH_BYTES: u64 = 4 << 20;
 /// Epoch ticks between size checks while a call runs (5 ms each).
 pub(crate) const CHECK_TICKS: u32 = 10;
+/// The same interval in time: a run's or an eval's end is always checked, a
+/// model call's (the direct-IO hot path) only once this long has passed
+/// since the last check, which keeps the same bound on what can overshoot.
+pub(crate) const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Empty folders kept for new instances at most.
 const SPARE_FOLDERS: usize = 1024;

@@ -8,7 +8,7 @@
 //! call ends the instance; placeholders stay readable after that.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use wasmtime::{Engine, Store};
@@ -23,7 +23,7 @@ use crate::output::OutputBudget;
 use crate::program::Program;
 use crate::report::{Begin, Reporter};
 use crate::run::{EndReason, RunOutcome, StopSignal, bounded_value};
-use crate::scratch::{Scratch, ScratchFile};
+use crate::scratch::{self, Scratch, ScratchFile};
 
 /// Stops a session's current and future calls, from any thread or task.
 #[derive(Clone)]
@@ -70,6 +70,8 @@ pub struct Session {
     pub(crate) stdin: StdinWriter,
     /// Set once the instance can take no more calls, with the reason why.
     pub(crate) ended: Option<String>,
+    /// When its scratch folder was last measured at a call's end.
+    pub(crate) scratch_checked: Instant,
 }
 
 /// Fuel a model call burns between yields: 0.1–0.3 ms of guest work, five
@@ -310,7 +312,12 @@ impl Session {
             self.stop.stop(EndReason::OutputLimit);
         }
         // Files written past the scratch budget (seen here, or at a tick).
-        let scratch_over = self.store.data().scratch.as_ref().is_some_and(|s| s.over(limits.scratch_bytes));
+        let scratch_due = reports || self.scratch_checked.elapsed() >= scratch::CHECK_INTERVAL;
+        if scratch_due {
+            self.scratch_checked = Instant::now();
+        }
+        let scratch = self.store.data().scratch.as_ref();
+        let scratch_over = scratch_due && scratch.is_some_and(|s| s.over(limits.scratch_bytes));
         if scratch_over || self.stop.reason() == Some(EndReason::ScratchLimit) {
             reason = EndReason::ScratchLimit;
             self.stop.stop(EndReason::ScratchLimit);

@@ -468,16 +468,13 @@ fn list_files(app: &App, request: &Fields) -> Result<Reply, Refusal> {
     Ok(Reply::Json(json!({ "sessionId": id, "files": files })))
 }
 
-/// Largest file `get_file` sends (4 MiB: 5.3 MiB as base64, within a message).
-const MAX_FILE_BYTES: u64 = 4 << 20;
-
 /// One file a live session's code wrote under `/tmp`: as `text` when it is
 /// UTF-8, else as `base64`.
 fn get_file(app: &App, request: &Fields) -> Result<Reply, Refusal> {
     use base64::Engine as _;
     let id = session_id(request, "get_file")?;
     let path = required::<String>(request, "path", "get_file")?;
-    let bytes = app.registry.scratch_file(&id, &path, MAX_FILE_BYTES)?;
+    let bytes = app.registry.scratch_file(&id, &path, crate::scratch::MAX_FETCH_BYTES)?;
     let mut reply = json!({ "sessionId": id, "path": path, "bytes": bytes.len() });
     match std::str::from_utf8(&bytes) {
         Ok(text) => reply["text"] = json!(text),

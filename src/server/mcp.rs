@@ -32,6 +32,7 @@ use crate::program::{Program, SourceFile};
 use crate::registry::{Client, Collected, Keep, Registry};
 use crate::run::RunOutcome;
 use crate::runtime::SessionOptions;
+use crate::scratch::MAX_FETCH_BYTES;
 
 /// What every tool says about the sandbox, for the model deciding to call it.
 const SANDBOX: &str = "Code runs in a WebAssembly sandbox: no network, no host files (only read-only datasets under \
@@ -227,9 +228,6 @@ fn answer(result: Result<CallToolResult, String>) -> CallToolResult {
     result.unwrap_or_else(|why| CallToolResult::error(vec![ContentBlock::text(why)]))
 }
 
-/// Largest file `session_file` sends.
-const MAX_FILE_BYTES: u64 = 4 << 20;
-
 /// Images at most in one result.
 const MAX_IMAGES: usize = 8;
 
@@ -238,6 +236,16 @@ const MAX_IMAGES: usize = 8;
 struct Png {
     r#type: String,
     base64: String,
+}
+
+/// Whether a file's bytes are a PNG.
+fn is_png(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\x89PNG\r\n\x1a\n")
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn png(json: &RawValue) -> Option<String> {
@@ -367,14 +375,12 @@ impl McpTools {
         let extra = json!({ "alive": cell.alive, "files_written": written });
         let mut result = outcome_result(&cell.stdout, &cell.stderr, &cell.outcome, &cell.saved, extra);
         // PNG files the cell wrote come back as images, as saved figures do.
-        let pngs = cell.written.iter().filter(|f| f.path.ends_with(".png") && f.bytes <= MAX_FILE_BYTES);
+        let pngs = cell.written.iter().filter(|f| f.path.ends_with(".png") && f.bytes <= MAX_FETCH_BYTES);
         for file in pngs.take(MAX_IMAGES) {
-            if let Ok(bytes) = self.notebooks.file(client, &id, &file.path, MAX_FILE_BYTES)
-                && bytes.starts_with(b"\x89PNG\r\n\x1a\n")
+            if let Ok(bytes) = self.notebooks.file(client, &id, &file.path, MAX_FETCH_BYTES)
+                && is_png(&bytes)
             {
-                use base64::Engine as _;
-                let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
-                result.content.push(ContentBlock::image(data, "image/png"));
+                result.content.push(ContentBlock::image(base64(&bytes), "image/png"));
             }
         }
         if !cell.alive {
@@ -398,24 +404,24 @@ impl McpTools {
     }
 
     fn file(&self, client: &Client, request: SessionFile) -> Result<CallToolResult, String> {
-        use base64::Engine as _;
         let id = session_id("session_file", request.session_id)?;
         let path = request.path.ok_or("session_file needs \"path\": the file's path under /tmp")?;
-        let bytes = self.notebooks.file(client, &id, &path, MAX_FILE_BYTES).map_err(|e| session_error(&id, &e))?;
-        let encoded = || base64::engine::general_purpose::STANDARD.encode(&bytes);
-        let mut result;
-        if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-            let data = encoded();
-            result = CallToolResult::structured(json!({ "path": path, "bytes": bytes.len(), "base64": data }));
-            result.content = vec![ContentBlock::image(data, "image/png")];
-        } else if let Ok(text) = std::str::from_utf8(&bytes) {
-            result = CallToolResult::structured(json!({ "path": path, "bytes": bytes.len(), "text": text }));
-            result.content = vec![ContentBlock::text(text)];
-        } else {
-            let data = encoded();
-            result = CallToolResult::structured(json!({ "path": path, "bytes": bytes.len(), "base64": data }));
-            result.content = vec![ContentBlock::text(format!("{} bytes, base64:\n{data}", bytes.len()))];
-        }
+        let bytes = self.notebooks.file(client, &id, &path, MAX_FETCH_BYTES).map_err(|e| session_error(&id, &e))?;
+        let (structured, content) = match std::str::from_utf8(&bytes) {
+            Ok(text) if !is_png(&bytes) => {
+                (json!({ "path": path, "bytes": bytes.len(), "text": text }), ContentBlock::text(text))
+            }
+            _ => {
+                let data = base64(&bytes);
+                let content = match is_png(&bytes) {
+                    true => ContentBlock::image(data.clone(), "image/png"),
+                    false => ContentBlock::text(format!("{} bytes, base64:\n{data}", bytes.len())),
+                };
+                (json!({ "path": path, "bytes": bytes.len(), "base64": data }), content)
+            }
+        };
+        let mut result = CallToolResult::structured(structured);
+        result.content = vec![content];
         Ok(result)
     }
 
