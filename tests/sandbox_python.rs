@@ -205,6 +205,51 @@ async fn saved_models_predict_after_the_run() {
     assert_eq!(ran.predict("neg", json!(1)).await.unwrap(), Ok(json!(-1)));
 }
 
+/// A model's answer is encoded once per call by an encoder the guest keeps
+/// (json.dumps builds one per call): its answers must read as json.dumps's,
+/// an encode cut short must not poison the next one, and an encode started
+/// from inside another (a `tolist` that saves a placeholder) must still work.
+#[tokio::test]
+async fn model_answers_encode_as_json_dumps_would() {
+    let code = r#"import sandlot
+box = [[1, float('nan')]]
+class Vector:
+    def tolist(self):
+        sandlot.set_placeholder('inner', {'saved': (1, 2)})
+        return [7, 8]
+class Model:
+    def predict(self, x):
+        if x == 'nan':
+            return box
+        if x == 'again':
+            box[0] = [1, 2]
+            return box
+        if x == 'nested':
+            return {'v': Vector(), 's': {3}, 't': (True, None), 'u': 'é"\u2028'}
+        if x == 'cycle':
+            loop = [1]
+            loop.append(loop)
+            return loop
+        return x
+sandlot.save_model('m', Model())"#;
+    let mut ran = run(PY, &[("main.py", code)]).await;
+    assert_eq!(ran.outcome.exit_code, 0, "{}", ran.stderr);
+    let nan = ran.predict("m", json!("nan")).await.unwrap().unwrap_err();
+    assert!(nan.contains("ValueError") && nan.contains("not JSON compliant"), "{nan}");
+    // The same object, encoded again after the failed encode left it marked.
+    assert_eq!(ran.predict("m", json!("again")).await.unwrap(), Ok(json!([[1, 2]])));
+    let nested = ran.predict("m", json!("nested")).await.unwrap();
+    assert_eq!(nested, Ok(json!({"v": [7, 8], "s": [3], "t": [true, null], "u": "é\"\u{2028}"})));
+    let cycle = ran.predict("m", json!("cycle")).await.unwrap().unwrap_err();
+    assert!(cycle.contains("Circular reference"), "{cycle}");
+    // Input with whitespace, nesting and every JSON type is read as json.loads reads it.
+    let input = json!({"a": [1, 2.5, -0.0, 1e300], "b": {"c": null, "d": false}, "e": "x y"});
+    assert_eq!(ran.predict("m", input.clone()).await.unwrap(), Ok(input.clone()));
+    let spaced = serde_json::value::RawValue::from_string(format!(" {input:#} \n")).unwrap();
+    let answer = ran.session.predict("m", &spaced).await.unwrap().unwrap();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(answer.get()).unwrap(), input);
+}
+
 #[tokio::test]
 async fn eval_sees_the_runs_globals() {
     let mut ran = run(PY, &[("main.py", "import helper\ntotal = helper.base + 1"), ("helper.py", "base = 41")]).await;
