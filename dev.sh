@@ -42,8 +42,9 @@ check() {
     cargo fmt --check
     step "tools"
     guest-runtimes/tools.sh
+    tests/clients/install.sh
     step "shell scripts"
-    shellcheck -x dev.sh .ci/run guest-runtimes/*.sh guest-runtimes/*/build.sh
+    shellcheck -x dev.sh .ci/run guest-runtimes/*.sh guest-runtimes/*/build.sh tests/clients/*.sh
     step "clippy"
     cargo clippy --release --locked --all-targets -- -D warnings
     # The library as an embedder builds it: without the binary's crates.

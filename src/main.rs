@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use sandlot::config::{ServeSettings, limits};
+use sandlot::progress::{LogWriter, Preparing};
 use sandlot::{
     Language, Limits, Program, Runtime, RuntimeConfig, SessionEvent, SessionOptions, SourceFile, Stdin, StdinError,
     StdinWriter, bench,
@@ -19,6 +20,10 @@ struct Cli {
     /// Folder for compiled guests (default: $SANDLOT_CACHE_DIR, else ~/.cache/sandlot).
     #[arg(long, global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// How log lines (stderr) are written: `human` for a terminal, `json` for
+    /// a log collector, one object a line (default: $SANDLOT_LOG_FORMAT, else human).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -107,7 +112,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let log_format = match cli.log_format.map(Ok).or_else(|| {
+        let asked = std::env::var("SANDLOT_LOG_FORMAT").ok()?;
+        Some(LogFormat::from_str(&asked, true).map_err(|_| asked))
+    }) {
+        Some(Ok(format)) => format,
+        None => LogFormat::Human,
+        Some(Err(asked)) => {
+            eprintln!("error: SANDLOT_LOG_FORMAT is {asked:?}; it can be human or json");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(log_format);
     // `serve` resolves its settings and restricts the process before any
     // thread starts (Landlock binds only threads started after it).
     let serving = match &cli.command {
@@ -204,9 +220,10 @@ fn main() -> ExitCode {
                 Ok(0)
             }
             Command::Prepare => {
-                for language in Language::ALL {
+                for language in Language::preparation_order() {
+                    let preparing = Preparing::start(language);
                     runtime.prepare(language).await?;
-                    eprintln!("sandlot: {language} guest ready");
+                    eprintln!("sandlot: {language} guest ready ({:.1} s)", preparing.done().as_secs_f64());
                 }
                 Ok(0)
             }
@@ -258,22 +275,30 @@ fn serve_config(
     Ok(config)
 }
 
-/// Logs to stderr, filtered by `$SANDLOT_LOG` (default `sandlot=info`).
-/// Other crates log only at INFO and above whatever is asked: at DEBUG and
-/// TRACE, HTTP and WebSocket libraries log whole headers and messages, and
-/// with them clients' tokens and code.
-fn init_logging() {
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Logs to stderr, filtered by `$SANDLOT_LOG` (default `sandlot=info`), as
+/// text or as one JSON object a line (with the run's span: its id, face and
+/// language). Other crates log only at INFO and above whatever is asked: at
+/// DEBUG and TRACE, HTTP and WebSocket libraries log whole headers and
+/// messages, and with them clients' tokens and code.
+fn init_logging(format: LogFormat) {
     use tracing_subscriber::prelude::*;
     let asked = tracing_subscriber::EnvFilter::try_from_env("SANDLOT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sandlot=info"));
     let ours_or_quiet = tracing_subscriber::filter::filter_fn(|meta| {
         meta.target().starts_with("sandlot") || *meta.level() <= tracing::Level::INFO
     });
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(asked).with_filter(ours_or_quiet),
-        )
-        .init();
+    let layer = tracing_subscriber::fmt::layer().with_writer(|| LogWriter);
+    let layer = match format {
+        LogFormat::Human => layer.boxed(),
+        LogFormat::Json => layer.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed(),
+    };
+    tracing_subscriber::registry().with(layer.with_filter(asked).with_filter(ours_or_quiet)).init();
 }
 
 /// Ctrl-C and SIGTERM, listened for from the moment this is made.
@@ -381,6 +406,11 @@ async fn run(
     let program = Program { files: sources, main_file: program_name(&base, &main), args, env: Vec::new() };
 
     let options = SessionOptions { limits: Some(limits), stdin: Stdin::Open(Default::default()), ..Default::default() };
+    if !runtime.is_prepared(language) {
+        // Cleared before the program writes anything.
+        let _preparing = Preparing::start(language);
+        runtime.prepare(language).await?;
+    }
     let (mut session, mut events) = runtime.session(language, options).await?;
     forward_stdin(session.stdin());
     let printer = tokio::spawn(async move {

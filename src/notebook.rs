@@ -22,6 +22,7 @@ use serde_json::value::RawValue;
 
 use crate::error::Error;
 use crate::language::Language;
+use crate::metrics::Face;
 use crate::program::Program;
 use crate::registry::{Client, Collected, Keep, Registry, RunEvents};
 use crate::run::RunOutcome;
@@ -93,7 +94,7 @@ impl Notebooks {
     pub async fn start(&self, client: &Client, language: Language, options: SessionOptions) -> Result<String, Error> {
         self.check_room(client)?;
         let program = Program::single(language.main_file(), "");
-        let started = self.inner.registry.start(client, language, program, options, Keep::Live).await?;
+        let started = self.inner.registry.start(client, Face::Mcp, language, program, options, Keep::Live).await?;
         let id = started.entry.id().to_string();
         let mut events = started.events;
         // The empty program's run: it makes the instance the cells run in.

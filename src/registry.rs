@@ -34,11 +34,13 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tracing::Instrument;
 
 use crate::error::Error;
 use crate::host::{PlaceholderMemory, Placeholders};
 use crate::input::StdinWriter;
 use crate::language::Language;
+use crate::metrics::{Face, Metrics, Refusal};
 use crate::program::Program;
 use crate::report::SessionEvents;
 use crate::run::{EndReason, RunOutcome, SessionEvent};
@@ -99,6 +101,9 @@ impl RegistryConfig {
     }
 }
 
+/// How long a new run waits for its language to be prepared before it is refused.
+const PREPARING_WAIT: Duration = Duration::from_secs(10);
+
 /// What is kept of a run once it has ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Keep {
@@ -151,6 +156,8 @@ pub struct Entry {
     last_used: Mutex<Instant>,
     /// Where the record of the run is saved when it ends, if anywhere.
     saver: Option<RunWriter>,
+    face: Face,
+    metrics: Arc<Metrics>,
 }
 
 impl Entry {
@@ -167,6 +174,7 @@ impl Entry {
     /// now); its guest is torn down at its next epoch check.
     pub fn kill(&self) {
         if let Some(outcome) = self.kill.kill() {
+            self.metrics.killed();
             self.live.store(false, Ordering::SeqCst);
             self.record(outcome);
         }
@@ -187,8 +195,10 @@ impl Entry {
             *recorded = Some(outcome);
             true
         });
-        // Saved once, by whoever recorded first (a kill, or the run's end).
-        if let (Some(outcome), Some(saver)) = (first, &self.saver) {
+        // Counted and saved once, by whoever recorded first (a kill, or the run's end).
+        let Some(outcome) = first else { return };
+        self.metrics.run_ended(self.language, self.face, outcome.reason, outcome.wall_time);
+        if let Some(saver) = &self.saver {
             saver.save(RunRecord::new(
                 &self.id,
                 self.language,
@@ -429,6 +439,7 @@ struct Inner {
     closing: AtomicBool,
     /// Where finished runs are saved and found again after a restart.
     store: Option<(Arc<Store>, RunWriter)>,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
@@ -469,28 +480,44 @@ impl Registry {
             maps: Mutex::new(Maps::default()),
             closing: AtomicBool::new(false),
             store,
+            metrics: Arc::new(Metrics::new()),
         });
         tokio::spawn(expire(Arc::downgrade(&inner)));
         Registry { inner }
     }
 
-    /// Starts running `program` in a new session for `client`, or refuses at
-    /// once when the server, or the client's share or rate, is used up.
+    /// The runtime its sessions run in.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    /// The server's metrics (`GET /metrics`), moved by every run this registry starts.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Starts running `program` in a new session for `client` of `face`, or
+    /// refuses at once when the server, or the client's share or rate, is used up.
     pub async fn start(
         &self,
         client: &Client,
+        face: Face,
         language: Language,
         program: Program,
         options: SessionOptions,
         keep: Keep,
     ) -> Result<Started, Error> {
         if self.inner.closing.load(Ordering::SeqCst) {
+            self.inner.metrics.refused(Refusal::ShuttingDown);
             return Err(Error::ShuttingDown);
         }
         let program = program.validated()?;
+        self.wait_prepared(language).await?;
         let permit = self.permit(client, true)?;
         let options = SessionOptions { placeholders: Some(self.inner.placeholder_memory.clone()), ..options };
+        let cold = Instant::now();
         let (mut session, events) = self.inner.runtime.session(language, options).await?;
+        self.inner.metrics.cold_start(language, face, cold.elapsed());
         let entry = Arc::new(Entry {
             id: uuid::Uuid::new_v4().to_string(),
             language,
@@ -508,13 +535,19 @@ impl Registry {
                 Keep::Nothing => None,
                 Keep::Record | Keep::Live => self.inner.store.as_ref().map(|(_, writer)| writer.clone()),
             },
+            face,
+            metrics: self.inner.metrics.clone(),
         });
         if keep != Keep::Nothing {
             self.maps().active.insert(entry.id.clone(), entry.clone());
         }
         let (registry, task_entry) = (self.clone(), entry.clone());
         session.accept_run();
-        self.inner.runtime.guest_tasks().spawn(async move {
+        // Every line logged about the run carries its id, face and language
+        // (never its code, its output or the client's token).
+        let span = tracing::info_span!("run", id = %entry.id, face = face.as_str(), language = language.name());
+        tracing::debug!(parent: &span, files = program.files.len(), "run started");
+        let run = async move {
             // Whatever happens to the run, its end is reported: faces wait for
             // the Finished event to send their STOP.
             let outcome = match AssertUnwindSafe(session.run(program)).catch_unwind().await {
@@ -546,11 +579,18 @@ impl Registry {
                 task_entry.live.store(false, Ordering::SeqCst);
                 drop(session);
             }
+            tracing::debug!(
+                reason = outcome.reason.as_str(),
+                exit_code = outcome.exit_code,
+                wall_ms = outcome.wall_time.as_millis() as u64,
+                "run ended"
+            );
             task_entry.record(outcome);
             if keep != Keep::Nothing {
                 registry.settle(&task_entry).await;
             }
-        });
+        };
+        self.inner.runtime.guest_tasks().spawn(run.instrument(span));
         Ok(Started { events: RunEvents { events, entry: entry.clone() }, entry })
     }
 
@@ -704,6 +744,9 @@ impl Registry {
             })
             .await
             .map_err(|e| Error::SessionEnded(format!("the call crashed: {e}")));
+        if let Ok(Ok(outcome)) = &result {
+            self.inner.metrics.run_ended(entry.language, entry.face, outcome.reason, outcome.wall_time);
+        }
         self.settle(&entry).await;
         result?
     }
@@ -784,11 +827,13 @@ impl Registry {
         self.inner.live_memory.load(Ordering::SeqCst)
     }
 
-    /// How many runs are going, live sessions held and records kept in memory.
+    /// How many runs are going, live sessions held between calls (their
+    /// instance kept) and records kept in memory.
     pub fn counts(&self) -> (usize, usize, usize) {
         let maps = self.maps();
         let running = maps.active.values().filter(|e| e.is_running()).count();
-        (running, maps.active.len() - running, maps.records.len())
+        let live = maps.active.values().filter(|e| !e.is_running() && e.is_live()).count();
+        (running, live, maps.records.len())
     }
 
     /// Refuses new runs, stops the running ones and waits (up to `grace`) for them to end.
@@ -805,9 +850,27 @@ impl Registry {
         }
     }
 
+    /// Waits, `PREPARING_WAIT` at most, for `language` if a server is still
+    /// preparing it (python-sci's first preparation takes minutes), before
+    /// any permit is taken; then refuses, saying when to come back.
+    async fn wait_prepared(&self, language: Language) -> Result<(), Error> {
+        self.inner.runtime.wait_prepared(language, PREPARING_WAIT).await.map_err(|so_far| {
+            self.inner.metrics.refused(Refusal::Preparing);
+            Error::Preparing { language, so_far }
+        })
+    }
+
     /// Permits for one guest call: the server's, and the client's share (and
     /// for a new run, its rate).
     fn permit(&self, client: &Client, new_run: bool) -> Result<RunPermit, Error> {
+        let permit = self.take_permit(client, new_run);
+        if let Some(refusal) = permit.as_ref().err().and_then(Refusal::of) {
+            self.inner.metrics.refused(refusal);
+        }
+        permit
+    }
+
+    fn take_permit(&self, client: &Client, new_run: bool) -> Result<RunPermit, Error> {
         let slot = self.inner.clients.take(client, new_run)?;
         let global = self.inner.running.clone().try_acquire_owned().map_err(|_| {
             if let Some(slot) = &slot {

@@ -10,9 +10,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
@@ -33,6 +33,7 @@ use crate::report::{EventQueue, Reporter};
 use crate::run::{EndReason, SessionEvent, StopSignal};
 use crate::scratch::{self, ScratchRoot};
 use crate::session::Session;
+use crate::sync::lock;
 use crate::warm::{DEFAULT_WARM_INSTANCES, Shelves};
 
 /// How often the epoch advances: the granularity of time limits and kills.
@@ -92,6 +93,11 @@ struct Inner {
     default_limits: Limits,
     /// Each language's guest, loaded on first use.
     guests: HashMap<Language, OnceCell<Prepared>>,
+    /// Languages a background preparation (`prepare_in_background`) has not
+    /// finished, and since when each has waited for it.
+    pending: Mutex<HashMap<Language, Instant>>,
+    /// Told whenever a language leaves `pending`.
+    prepared: tokio::sync::Notify,
     /// Instances made ahead of their sessions.
     warm: Arc<Shelves<WarmKind, Fresh>>,
     ticker_stop: Arc<AtomicBool>,
@@ -128,6 +134,8 @@ impl Runtime {
                 scratch_root: ScratchRoot::new(scratch_root(config.scratch_dir)),
                 default_limits: config.default_limits,
                 guests: Language::ALL.into_iter().map(|l| (l, OnceCell::new())).collect(),
+                pending: Mutex::new(HashMap::new()),
+                prepared: tokio::sync::Notify::new(),
                 warm: Arc::new(Shelves::new(config.warm_instances.unwrap_or(DEFAULT_WARM_INSTANCES))),
                 ticker_stop,
                 guest_tasks: Some(guest_tasks),
@@ -140,6 +148,61 @@ impl Runtime {
     /// python-sci's first load on a machine takes minutes (its warm-up).
     pub async fn prepare(&self, language: Language) -> Result<(), Error> {
         self.prepared(language).await.map(|_| ())
+    }
+
+    /// Prepares `languages` one after the other (python-sci's minutes last),
+    /// calling `ready` after each, in the background: until a language's turn
+    /// has come and gone, `preparing` says how long it has waited. A language
+    /// that fails is logged and left to fail again, with its error, when a
+    /// session asks for it.
+    pub fn prepare_in_background(
+        &self,
+        languages: Vec<Language>,
+        mut ready: impl FnMut(Language) + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let now = Instant::now();
+        lock(&self.inner.pending).extend(languages.iter().map(|&l| (l, now)));
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            for language in languages {
+                let began = Instant::now();
+                match runtime.prepare(language).await {
+                    Ok(()) => tracing::info!(%language, took = ?began.elapsed(), "{language} is prepared"),
+                    Err(e) => tracing::error!(%language, "could not prepare {language}: {e}"),
+                }
+                lock(&runtime.inner.pending).remove(&language);
+                runtime.inner.prepared.notify_waiters();
+                ready(language);
+            }
+        })
+    }
+
+    /// How long `language` has waited for its background preparation, if that
+    /// has not finished.
+    pub fn preparing(&self, language: Language) -> Option<Duration> {
+        lock(&self.inner.pending).get(&language).map(Instant::elapsed)
+    }
+
+    /// Waits, `within` at most, until `language`'s background preparation
+    /// (if one is going) has finished; else how long it has gone on.
+    pub async fn wait_prepared(&self, language: Language, within: Duration) -> Result<(), Duration> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let told = self.inner.prepared.notified();
+            let mut told = std::pin::pin!(told);
+            told.as_mut().enable();
+            if self.preparing(language).is_none() {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, told).await.is_err() {
+                return self.preparing(language).map_or(Ok(()), Err);
+            }
+        }
+    }
+
+    /// Whether `language`'s guest is loaded.
+    pub fn is_prepared(&self, language: Language) -> bool {
+        self.inner.guests.get(&language).is_some_and(OnceCell::initialized)
     }
 
     async fn prepared(&self, language: Language) -> Result<&Prepared, Error> {
@@ -230,7 +293,7 @@ impl Runtime {
             Ok(UpdateDeadline::Yield(1))
         });
         reporter.send(SessionEvent::Spawned);
-        let scratch_checked = std::time::Instant::now();
+        let scratch_checked = Instant::now();
         let session = Session {
             language,
             limits,

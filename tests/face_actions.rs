@@ -200,44 +200,6 @@ async fn shutdown_reports_the_end_of_running_sessions() {
     assert!(stopping.join().unwrap().success());
 }
 
-/// SIGTERM stops a server at any moment, gracefully: here while it is still
-/// compiling its guests (an empty cache: tens of seconds), before it
-/// listens, with its standard input held open as a supervisor's pipe would.
-#[test]
-fn sigterm_stops_a_server_that_is_still_starting() {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    let (cache, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sandlot"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--stop-on-stdin-close", "--data-dir"])
-        .arg(data.path())
-        .env("SANDLOT_CACHE_DIR", cache.path())
-        .env("SANDLOT_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sandlot serve starts");
-    let _held_open = child.stdin.take();
-    std::thread::sleep(Duration::from_secs(1));
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
-    let asked = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if asked.elapsed() > Duration::from_secs(15) {
-            let _ = child.kill();
-            panic!("still running 15 s after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "a stop is graceful, not the signal's default: {status}");
-    let mut stdout = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    assert!(!stdout.contains("listening on"), "it had not listened yet: {stdout}");
-}
-
 #[tokio::test]
 async fn idle_sessions_lose_their_instance_and_records_expire_with_retention() {
     let data = tempfile::tempdir().unwrap();

@@ -1,5 +1,5 @@
 //! The MCP face with the official MCP client (PyPI `mcp`, installed by
-//! `guest-runtimes/tools.sh` into `.tools/mcp-client`), as an agent's host
+//! `guest-runtimes/tools.sh` into `.tools/test-clients`), as an agent's host
 //! drives it: `sandlot mcp` over stdio, and `/mcp` of a real server with a
 //! token. The client script (`tests/clients/mcp_client.py`) lists the tools,
 //! runs Python, JavaScript and Lua, reads trailing expressions' values and a
@@ -15,7 +15,7 @@ use common::server::{Server, http_with};
 use serde_json::Value;
 
 fn client_python() -> PathBuf {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/mcp-client/bin/python");
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/test-clients/bin/python");
     assert!(python.exists(), "no MCP client at {}: run guest-runtimes/tools.sh", python.display());
     python
 }

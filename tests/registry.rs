@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use sandlot::{Client, Keep, Language, Program, Registry, RegistryConfig, SessionOptions};
+use sandlot::{Client, Face, Keep, Language, Program, Registry, RegistryConfig, SessionOptions};
 
 #[tokio::test]
 async fn finished_records_past_the_cap_are_dropped_least_recently_used_first() {
@@ -13,7 +13,14 @@ async fn finished_records_past_the_cap_are_dropped_least_recently_used_first() {
     for i in 0..6 {
         let program = Program::single("main.js", format!("console.log({i})"));
         let started = registry
-            .start(&Client::Local, Language::JavaScript, program, SessionOptions::default(), Keep::Record)
+            .start(
+                &Client::Local,
+                Face::Library,
+                Language::JavaScript,
+                program,
+                SessionOptions::default(),
+                Keep::Record,
+            )
             .await
             .unwrap();
         started.entry.finished().await;

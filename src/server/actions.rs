@@ -26,18 +26,31 @@ use crate::error::Error;
 use crate::host::table_stats;
 use crate::input::Stdin;
 use crate::language::Language;
+use crate::metrics::Face;
 use crate::program::{Program, SourceFile};
 use crate::registry::{Client, Keep, RunEvents, RunStatus};
 use crate::run::{EndReason, RunOutcome, SessionEvent};
 use crate::runtime::SessionOptions;
 
+/// The runtime server's actions: run, get_placeholder, run_model, get_stats, status, stop, list_files, get_file; a first message with \"target\" \"file_upload\" or \"cluster\" makes it an upload or a direct-IO socket.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "actions",
+    operation_id = "actions_websocket",
+    responses(
+        (status = 101, description = "the WebSocket is open; a token, when the server has tokens, goes in the first \
+                                      message or an Authorization: Bearer header on the upgrade"),
+        (status = 400, description = "not a WebSocket upgrade"),
+    )
+)]
 pub(crate) async fn websocket(
     State(app): State<App>,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    super::socket::accept(app, peer, headers, upgrade, unauthorized_reply, connection)
+    super::socket::accept(app, peer, headers, upgrade, (Face::Actions, unauthorized_reply), connection)
 }
 
 /// The reply to a socket whose first message has no accepted token.
@@ -62,6 +75,7 @@ impl From<Error> for Refusal {
             Error::ClientBusy { .. } => "client_busy",
             Error::RateLimited { .. } => "rate_limited",
             Error::ShuttingDown => "shutting_down",
+            Error::Preparing { .. } => "preparing",
             Error::UnknownLanguage(_) => "unknown_language",
             Error::InvalidProgram(_) | Error::InvalidInput(_) => "bad_request",
             Error::UnknownModel { .. } => "unknown_model",
@@ -221,7 +235,7 @@ struct FileSpec {
 async fn run(app: &App, client: &Client, request: &Fields) -> Result<(String, RunEvents), Refusal> {
     let (language, program, stdin) = program_of(request)?;
     let options = SessionOptions { stdin, ..app.session_options() };
-    let started = app.registry.start(client, language, program, options, Keep::Live).await?;
+    let started = app.registry.start(client, Face::Actions, language, program, options, Keep::Live).await?;
     Ok((started.entry.id().to_string(), started.events))
 }
 

@@ -93,6 +93,7 @@ pub(crate) async fn require_token(
     } else {
         "this server needs a token: an Authorization: Bearer <token> or an X-Auth-Token: <token> header"
     };
+    app.registry.metrics().refused(crate::metrics::Refusal::Token);
     tracing::warn!(path = %request.uri().path(), "refused a request: {why}");
     let body = json!({ "code": 401, "error": why, "context": "ask the server's operator for a token" });
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], axum::Json(body)).into_response()

@@ -21,6 +21,7 @@ use prost::Message;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::openapi::{DatasetErrorBody, ErrorBody};
 use super::proto::{FileUploadMessage, FileUploadResponse};
 use super::socket::{Connection, Incoming};
 use super::{App, Fields, field, parse_fields_off_thread, public_message};
@@ -28,6 +29,7 @@ use super::{App, Fields, field, parse_fields_off_thread, public_message};
 use crate::datasets::{
     ChunkAck, DatasetError, Datasets, FileProgress, Listed, MAX_CHUNK, Progress, kind_name, role_name, state_name,
 };
+use crate::metrics::Face;
 use crate::store::DatasetKind;
 
 /// A refused REST request: `{code, error, context}` as the other REST routes,
@@ -118,6 +120,41 @@ async fn blocking<T: Send + 'static>(
 /// A REST reply: the JSON body, or why not.
 type Reply = Result<Json<Value>, Refused>;
 
+/// `POST csv/dataset`'s body (read field by field: these are its fields).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct CreateCsv {
+    name: String,
+    /// The file's size in bytes.
+    input_data_size: u64,
+}
+
+/// `POST mnist/dataset`'s body.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct CreateMnist {
+    name: String,
+    input_data_size: u64,
+    label_data_size: u64,
+}
+
+/// `PUT csv/dataset`'s body.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct FinaliseCsv {
+    uuid: String,
+    uuid_input_file: String,
+}
+
+/// `PUT mnist/dataset`'s body.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct FinaliseMnist {
+    uuid: String,
+    uuid_input_file: String,
+    uuid_label_file: String,
+}
+
 async fn create(app: App, kind: DatasetKind, body: Bytes) -> Reply {
     let datasets = datasets(&app)?;
     let body = body_object(body).await?;
@@ -147,18 +184,82 @@ async fn finalise(app: App, kind: DatasetKind, body: Bytes) -> Reply {
     Ok(Json(listed_json(&listed)))
 }
 
+/// Creates a CSV dataset to upload: its uuid and its file's.
+#[utoipa::path(
+    post,
+    path = "/v1/csv/dataset",
+    tag = "datasets",
+    request_body(content = CreateCsv, content_type = "application/json"),
+    responses(
+        (status = 200, description = "{uuid, name, uuid_input_file}", body = Object),
+        (status = 400, description = "a malformed request", body = DatasetErrorBody),
+        (status = 401, description = "no accepted token", body = ErrorBody),
+        (status = 507, description = "over a quota: count, total size, free disk", body = DatasetErrorBody),
+        (status = 413, description = "a file larger than the limit", body = DatasetErrorBody),
+        (status = 503, description = "the server keeps no datasets (no data folder)", body = DatasetErrorBody),
+    ),
+    security(("bearer" = []), ("x-auth-token" = []))
+)]
 pub(crate) async fn create_csv(State(app): State<App>, body: Bytes) -> Reply {
     create(app, DatasetKind::Csv, body).await
 }
 
+/// Creates an MNIST dataset (images and labels) to upload: its uuid and its files'.
+#[utoipa::path(
+    post,
+    path = "/v1/mnist/dataset",
+    tag = "datasets",
+    request_body(content = CreateMnist, content_type = "application/json"),
+    responses(
+        (status = 200, description = "{uuid, name, uuid_input_file, uuid_label_file}", body = Object),
+        (status = 400, description = "a malformed request", body = DatasetErrorBody),
+        (status = 401, description = "no accepted token", body = ErrorBody),
+        (status = 507, description = "over a quota: count, total size, free disk", body = DatasetErrorBody),
+        (status = 413, description = "a file larger than the limit", body = DatasetErrorBody),
+        (status = 503, description = "the server keeps no datasets (no data folder)", body = DatasetErrorBody),
+    ),
+    security(("bearer" = []), ("x-auth-token" = []))
+)]
 pub(crate) async fn create_mnist(State(app): State<App>, body: Bytes) -> Reply {
     create(app, DatasetKind::Mnist, body).await
 }
 
+/// Finalises an uploaded CSV dataset: every byte present, it is mounted at /data.
+#[utoipa::path(
+    put,
+    path = "/v1/csv/dataset",
+    tag = "datasets",
+    request_body(content = FinaliseCsv, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the dataset: {uuid, name, kind, state, size, createdAt, paths, files}", body = Object),
+        (status = 400, description = "a malformed request", body = DatasetErrorBody),
+        (status = 401, description = "no accepted token", body = ErrorBody),
+        (status = 404, description = "no such dataset or file", body = DatasetErrorBody),
+        (status = 409, description = "not every byte has arrived, or the dataset is not in that state", body = DatasetErrorBody),
+        (status = 503, description = "the server keeps no datasets (no data folder)", body = DatasetErrorBody),
+    ),
+    security(("bearer" = []), ("x-auth-token" = []))
+)]
 pub(crate) async fn finalise_csv(State(app): State<App>, body: Bytes) -> Reply {
     finalise(app, DatasetKind::Csv, body).await
 }
 
+/// Finalises an uploaded MNIST dataset.
+#[utoipa::path(
+    put,
+    path = "/v1/mnist/dataset",
+    tag = "datasets",
+    request_body(content = FinaliseMnist, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the dataset: {uuid, name, kind, state, size, createdAt, paths, files}", body = Object),
+        (status = 400, description = "a malformed request", body = DatasetErrorBody),
+        (status = 401, description = "no accepted token", body = ErrorBody),
+        (status = 404, description = "no such dataset or file", body = DatasetErrorBody),
+        (status = 409, description = "not every byte has arrived, or the dataset is not in that state", body = DatasetErrorBody),
+        (status = 503, description = "the server keeps no datasets (no data folder)", body = DatasetErrorBody),
+    ),
+    security(("bearer" = []), ("x-auth-token" = []))
+)]
 pub(crate) async fn finalise_mnist(State(app): State<App>, body: Bytes) -> Reply {
     finalise(app, DatasetKind::Mnist, body).await
 }
@@ -172,6 +273,21 @@ fn uuid_param(query: ByUuid) -> Result<String, DatasetError> {
     query.uuid.filter(|u| !u.is_empty()).ok_or_else(|| bad("add ?uuid=<dataset uuid> to the path"))
 }
 
+/// How much of each file of an upload has arrived.
+#[utoipa::path(
+    get,
+    path = "/v1/dataset/progress",
+    tag = "datasets",
+    params(("uuid" = String, Query, description = "the dataset's uuid")),
+    responses(
+        (status = 200, description = "{uuid, name, kind, state, complete, files}", body = Object),
+        (status = 400, description = "a malformed request", body = DatasetErrorBody),
+        (status = 401, description = "no accepted token", body = ErrorBody),
+        (status = 404, description = "no such dataset", body = DatasetErrorBody),
+        (status = 503, description = "the server keeps no datasets (no data folder)", body = DatasetErrorBody),
+    ),
+    security(("bearer" = []), ("x-auth-token" = []))
+)]
 pub(crate) async fn progress(State(app): State<App>, Query(query): Query<ByUuid>) -> Reply {
     let datasets = datasets(&app)?;
     let uuid = uuid_param(query)?;
@@ -179,11 +295,38 @@ pub(crate) async fn progress(State(app): State<App>, Query(query): Query<ByUuid>
     Ok(Json(progress_json(&progress)))
 }
 
+/// Every dataset.
+#[utoipa::path(
+    get,
+    path = "/v1/dataset/all",
+    tag = "datasets",
+    responses(
+        (status = 200, description = "{datasets: [...]}", body = Object),
+        (status = 400, description = "a malformed request", body = DatasetErrorBody),
+        (status = 401, description = "no accepted token", body = ErrorBody),
+        (status = 503, description = "the server keeps no datasets (no data folder)", body = DatasetErrorBody),
+    ),
+    security(("bearer" = []), ("x-auth-token" = []))
+)]
 pub(crate) async fn list(State(app): State<App>) -> Reply {
     Ok(Json(json!({ "datasets": datasets(&app)?.list().iter().map(listed_json).collect::<Vec<_>>() })))
 }
 
 /// `GET dataset?uuid=`: one dataset; without a uuid, all of them.
+#[utoipa::path(
+    get,
+    path = "/v1/dataset",
+    tag = "datasets",
+    params(("uuid" = Option<String>, Query, description = "the dataset's uuid")),
+    responses(
+        (status = 200, description = "the dataset, or {datasets: [...]} without a uuid", body = Object),
+        (status = 400, description = "a malformed request", body = DatasetErrorBody),
+        (status = 401, description = "no accepted token", body = ErrorBody),
+        (status = 404, description = "no such dataset", body = DatasetErrorBody),
+        (status = 503, description = "the server keeps no datasets (no data folder)", body = DatasetErrorBody),
+    ),
+    security(("bearer" = []), ("x-auth-token" = []))
+)]
 pub(crate) async fn get(State(app): State<App>, Query(query): Query<ByUuid>) -> Reply {
     let datasets = datasets(&app)?;
     match query.uuid.filter(|u| !u.is_empty()) {
@@ -192,6 +335,21 @@ pub(crate) async fn get(State(app): State<App>, Query(query): Query<ByUuid>) -> 
     }
 }
 
+/// Deletes a dataset (and its files) or an unfinished upload.
+#[utoipa::path(
+    delete,
+    path = "/v1/dataset",
+    tag = "datasets",
+    params(("uuid" = String, Query, description = "the dataset's uuid")),
+    responses(
+        (status = 200, description = "{deleted: the dataset}", body = Object),
+        (status = 400, description = "a malformed request", body = DatasetErrorBody),
+        (status = 401, description = "no accepted token", body = ErrorBody),
+        (status = 404, description = "no such dataset", body = DatasetErrorBody),
+        (status = 503, description = "the server keeps no datasets (no data folder)", body = DatasetErrorBody),
+    ),
+    security(("bearer" = []), ("x-auth-token" = []))
+)]
 pub(crate) async fn delete(State(app): State<App>, Query(query): Query<ByUuid>) -> Reply {
     let datasets = datasets(&app)?;
     let uuid = uuid_param(query)?;
@@ -201,6 +359,7 @@ pub(crate) async fn delete(State(app): State<App>, Query(query): Query<ByUuid>) 
 
 /// One file's upload socket, from its accepted first message to its close.
 pub(crate) async fn upload(app: App, mut connection: Connection, first: Fields) {
+    connection.set_face(Face::Datasets);
     let outbox = connection.outbox.clone();
     let fail = |error: String, code: &str| json!({ "success": false, "error": error, "code": code });
     let opened = async {
@@ -244,9 +403,16 @@ pub(crate) async fn upload(app: App, mut connection: Connection, first: Fields) 
     }
     outbox.json(hello).await;
     connection.accept_binary();
+    let metrics = app.registry.metrics().clone();
     let write = |position: u64, data: Bytes| {
-        let (d, f) = (datasets.clone(), file.clone());
-        blocking(move || d.write_chunk(&f, position, &data))
+        let (d, f, metrics) = (datasets.clone(), file.clone(), metrics.clone());
+        blocking(move || {
+            let written = d.write_chunk(&f, position, &data);
+            if written.is_ok() {
+                metrics.uploaded(data.len() as u64);
+            }
+            written
+        })
     };
     while let Some(incoming) = connection.next().await {
         let sent = match framing {

@@ -29,10 +29,12 @@ use serde::{Deserialize, de::DeserializeSeed};
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use super::openapi::ErrorBody;
 use super::proto::{ClusterIoMessage, ClusterProcessType};
 use super::socket::{Connection, Incoming};
 use super::{App, Fields, IdText, field, parse_typed_off_thread, public_message};
 use crate::error::Error;
+use crate::metrics::Face;
 use crate::registry::Client;
 
 /// Bricks with values waiting for their last frame, per socket.
@@ -46,13 +48,31 @@ const MAX_WAITING_VALUES: usize = 1 << 22;
 const MAX_BATCH: usize = 64;
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
-#[derive(Deserialize)]
-struct SetMode {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct SetMode {
+    /// The session's id.
+    #[schema(value_type = String)]
     uuid: Option<IdText>,
+    /// "DIRECT" or "TASK".
     new_state: Option<String>,
 }
 
-/// `PUT /control/v1/cluster/set_mode`.
+/// `PUT /control/v1/cluster/set_mode`: a live session's mode, DIRECT (it
+/// takes direct-IO sockets) or TASK.
+#[utoipa::path(
+    put,
+    path = "/v1/cluster/set_mode",
+    tag = "datasets",
+    request_body(content = SetMode, content_type = "application/json"),
+    responses(
+        (status = 200, description = "{uuid, new_state}", body = Object),
+        (status = 400, description = "a malformed request", body = ErrorBody),
+        (status = 401, description = "no accepted token", body = ErrorBody),
+        (status = 404, description = "no such session", body = ErrorBody),
+        (status = 409, description = "the session cannot take it (ended, not live)", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("x-auth-token" = []))
+)]
 pub(crate) async fn set_mode(State(app): State<App>, body: Bytes) -> Response {
     let refused = |status: StatusCode, error: String| {
         let body = json!({ "code": status.as_u16(), "error": error, "context": "cluster/set_mode" });
@@ -82,6 +102,7 @@ pub(crate) async fn set_mode(State(app): State<App>, body: Bytes) -> Response {
 
 /// One direct-IO socket, from its accepted first message to its close.
 pub(crate) async fn connection(app: App, mut connection: Connection, first: Fields) {
+    connection.set_face(Face::DirectIo);
     let outbox = connection.outbox.clone();
     let uuid = field::<IdText>(&first, "uuid", "uuid").ok().flatten().map(|id| id.0);
     let Some(uuid) = uuid.filter(|id| app.registry.is_direct(id)) else {

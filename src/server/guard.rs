@@ -93,6 +93,7 @@ pub(crate) async fn check(State(app): State<App>, request: Request, next: Next) 
     match app.allowed.check(request.method(), request.headers()) {
         Ok(()) => next.run(request).await,
         Err((status, why)) => {
+            app.registry.metrics().refused(crate::metrics::Refusal::HostOrigin);
             tracing::warn!(path = %request.uri().path(), "refused a request: {why}");
             let body = json!({ "code": status.as_u16(), "error": why, "context": "browser safety checks" });
             (status, axum::Json(body)).into_response()

@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+use crate::metrics::{Metrics, Refusal};
 use crate::sync::lock;
 
 /// What every request of a connection carries (a request extension).
@@ -239,6 +240,7 @@ pub(crate) async fn accept(
     admission: Arc<Admission>,
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -259,6 +261,7 @@ pub(crate) async fn accept(
         let slot = match admission.admit(address.ip()) {
             Ok(slot) => slot,
             Err(why) => {
+                metrics.refused(Refusal::Connections);
                 tracing::debug!(client = %address, "refused a connection: {why}");
                 continue;
             }

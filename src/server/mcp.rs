@@ -27,6 +27,7 @@ use serde_json::value::RawValue;
 
 use crate::input::Stdin;
 use crate::language::Language;
+use crate::metrics::Face;
 use crate::notebook::{NotebookConfig, Notebooks};
 use crate::program::{Program, SourceFile};
 use crate::registry::{Client, Collected, Keep, Registry};
@@ -345,7 +346,7 @@ impl McpTools {
         program.files.extend(files.map(|(name, content)| SourceFile { name, content }));
         let started = self
             .registry
-            .start(client, language, program, options, Keep::Nothing)
+            .start(client, Face::Mcp, language, program, options, Keep::Nothing)
             .await
             .map_err(|e| super::public_message(&e))?;
         let placeholders = started.entry.placeholders().clone();

@@ -11,6 +11,9 @@
 //! | `GET /`         | runtime actions                        | `actions.rs`  |
 //! | `GET /processor`| processor lifecycle                    | `processor.rs`|
 //! | `POST`/`PUT /v1/{csv,mnist}/dataset`, `GET /v1/dataset`, `GET /v1/dataset/progress`, `DELETE /v1/dataset`, and `GET /` with `"target":"file_upload"` | datasets | `datasets.rs` |
+//! | `GET /healthz`, `GET /readyz`, `GET /metrics` | operators | `operators.rs` |
+//! | `GET /v1/openapi.json` | the OpenAPI document of all of these | `openapi.rs` |
+//! | `GET /playground` | a page for people, over the ranna face | `playground.rs` |
 //!
 //! Tokens (`auth.rs`) guard every REST route and every socket's first message.
 //! With a data folder, finished runs and datasets are kept in it (`store.rs`)
@@ -25,6 +28,9 @@ pub(crate) mod json;
 mod listener;
 #[cfg(feature = "mcp")]
 pub mod mcp;
+mod openapi;
+mod operators;
+mod playground;
 pub(crate) mod processor;
 pub(crate) mod proto;
 pub(crate) mod ranna;
@@ -40,10 +46,12 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::Language;
 use crate::datasets::{DatasetLimits, Datasets};
@@ -175,6 +183,9 @@ pub(crate) struct App {
     /// Becomes true when the server starts to stop.
     pub(crate) closing: watch::Receiver<bool>,
     pub(crate) allowed: Arc<guard::Allowed>,
+    pub(crate) readiness: Arc<operators::Readiness>,
+    /// `GET /v1/openapi.json`'s document.
+    pub(crate) openapi: openapi::Document,
 }
 
 impl App {
@@ -190,9 +201,12 @@ impl App {
     }
 }
 
-/// Prepares the guests, binds, prints `listening on http://ADDR`, and serves
-/// until `shutdown` resolves; then stops running guests, reports their end to
-/// their clients, and returns.
+/// Binds, prints `listening on http://ADDR` and serves at once, preparing
+/// the guests behind it (`GET /readyz` says how far), until `shutdown`
+/// resolves; then stops running guests, reports their end to their clients,
+/// and returns. With `run_as`, everything is prepared before the user is
+/// changed (that user may not be able to write the compile cache), so
+/// before it listens.
 pub async fn serve(
     runtime: Runtime,
     config: ServerConfig,
@@ -205,26 +219,26 @@ pub async fn serve(
             config.listen
         )));
     }
-    // A stop asked for while the guests are compiled (minutes, the first
-    // time) is done at once: a compile left behind is never half-written.
     let mut shutdown = std::pin::pin!(shutdown);
-    let prepared = async {
-        for language in Language::ALL {
-            runtime.prepare(language).await?;
-        }
-        Ok::<_, crate::Error>(())
-    };
-    tokio::select! {
-        prepared = prepared => prepared.map_err(std::io::Error::other)?,
-        () = &mut shutdown => {
-            tracing::info!("stopped before serving");
-            return Ok(());
-        }
-    }
     let listener = TcpListener::bind(config.listen).await?;
     let address = listener.local_addr()?;
     match &config.run_as {
         Some(user) => {
+            // A stop asked for while the guests are compiled (minutes, the
+            // first time) is done at once: a compile left behind is never half-written.
+            let prepared = async {
+                for language in Language::preparation_order() {
+                    runtime.prepare(language).await?;
+                }
+                Ok::<_, crate::Error>(())
+            };
+            tokio::select! {
+                prepared = prepared => prepared.map_err(std::io::Error::other)?,
+                () = &mut shutdown => {
+                    tracing::info!("stopped before serving");
+                    return Ok(());
+                }
+            }
             user.become_user(config.data_dir.as_deref()).map_err(std::io::Error::other)?;
             tracing::info!(user = %user.name, "the port is bound; running as {} from now on", user.name);
         }
@@ -249,11 +263,9 @@ pub async fn serve_on(
     serve_ready(runtime, config, listener, shutdown, || {}).await
 }
 
-/// How long a starting server waits for its first warm instances.
-const WARM_AT_START: Duration = Duration::from_secs(10);
-
-/// `serve_on`, calling `ready` once the store, the datasets and the first
-/// warm instances are in place, just before the first connection is taken.
+/// `serve_on`, calling `ready` once the store and the datasets are open,
+/// just before the first connection is taken; the guests are prepared and
+/// their first warm instances made behind it.
 async fn serve_ready(
     runtime: Runtime,
     config: ServerConfig,
@@ -289,37 +301,15 @@ async fn serve_ready(
         config: Arc::new(config),
         datasets,
         closing: closing.clone(),
+        readiness: Arc::default(),
+        openapi: Arc::default(),
     };
     // Sessions start in instances made ahead (`warm.rs`), from the first:
     // made for exactly what the faces' sessions ask for.
     if let Some(count) = app.config.warm_instances {
         warm.set_warm_instances(count);
     }
-    let options = app.session_options();
-    let limits = options.limits.unwrap_or_default();
-    for language in Language::ALL {
-        warm.keep_warm(language, options.data.as_deref(), &limits);
-    }
-    let started = tokio::time::Instant::now();
-    let warmed = async {
-        for language in Language::ALL {
-            if !warm.wait_warm(language, WARM_AT_START.saturating_sub(started.elapsed())).await {
-                tracing::warn!(
-                    "the first warm instances took over {WARM_AT_START:?}; serving without waiting for them"
-                );
-                break;
-            }
-        }
-    };
-    // A stop asked for while warming up is done at once: nothing has run yet.
-    let mut shutdown = std::pin::pin!(shutdown);
-    tokio::select! {
-        () = warmed => {}
-        () = &mut shutdown => {
-            tracing::info!("stopped before serving");
-            return Ok(());
-        }
-    }
+    let preparing = prepare_and_warm(&warm, &app);
     ready();
     let accepting = tokio::spawn(listener::accept(
         listener,
@@ -327,8 +317,10 @@ async fn serve_ready(
         admission.clone(),
         app.config.header_timeout,
         closing,
+        app.registry.metrics().clone(),
     ));
     shutdown.await;
+    preparing.abort();
     tracing::info!("shutting down: stopping running guests");
     let _ = closing_tx.send(true);
     registry.shutdown(app.config.shutdown_grace).await;
@@ -337,6 +329,51 @@ async fn serve_ready(
     admission.drained(Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Prepares every language in the background, quick ones first, and stocks
+/// each one's warm instances once it is prepared; a language is ready when
+/// its first warm instances are made (`WARM_AT_START` at most). Says every
+/// 10 s what it is still preparing.
+fn prepare_and_warm(runtime: &Runtime, app: &App) -> tokio::task::JoinHandle<()> {
+    let options = app.session_options();
+    let limits = options.limits.unwrap_or_default();
+    let (warm, readiness) = (runtime.clone(), app.readiness.clone());
+    let order = Language::preparation_order();
+    let preparing = runtime.prepare_in_background(order.clone(), move |language| {
+        if !warm.is_prepared(language) {
+            return;
+        }
+        warm.keep_warm(language, options.data.as_deref(), &limits);
+        let (warm, readiness) = (warm.clone(), readiness.clone());
+        tokio::spawn(async move {
+            if !warm.wait_warm(language, operators::WARM_AT_START).await {
+                tracing::warn!("{language}'s first warm instances took over {:?}", operators::WARM_AT_START);
+            }
+            readiness.mark(language);
+        });
+    });
+    let runtime = runtime.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(10));
+        every.tick().await;
+        let mut preparing = preparing;
+        loop {
+            tokio::select! {
+                _ = &mut preparing => return,
+                _ = every.tick() => {}
+            }
+            for &language in &order {
+                if let Some(so_far) = runtime.preparing(language) {
+                    tracing::info!(
+                        "still preparing {language} ({} s so far; its first preparation on a machine takes ~{} s)",
+                        so_far.as_secs(),
+                        language.first_preparation().as_secs()
+                    );
+                }
+            }
+        }
+    })
 }
 
 /// Forgets finished runs and unfinished uploads past their retention: hourly
@@ -367,21 +404,25 @@ const DATASET_BODY_BYTES: usize = 64 << 10;
 
 fn router(app: App) -> Router {
     let body_limit = app.config.max_message_bytes;
-    // Sockets check their token in their first message (`socket.rs`).
+    // Every route is made from its handler's `#[utoipa::path]` (so it is in
+    // the OpenAPI document), but /mcp, the MCP SDK's service (documented in
+    // `openapi.rs`). Sockets check their token in their first message
+    // (`socket.rs`); the REST routes through `auth::require_token`.
     // Hanami's SDK uses /control/v1, the seed /v1: both. Dataset requests
     // are a few fields: their bodies get a small limit.
-    let mut dataset_routes = Router::new();
-    for prefix in ["/v1", "/control/v1"] {
-        dataset_routes = dataset_routes
-            .route(&format!("{prefix}/csv/dataset"), post(datasets::create_csv).put(datasets::finalise_csv))
-            .route(&format!("{prefix}/mnist/dataset"), post(datasets::create_mnist).put(datasets::finalise_mnist))
-            .route(&format!("{prefix}/dataset"), get(datasets::get).delete(datasets::delete))
-            .route(&format!("{prefix}/dataset/all"), get(datasets::list))
-            .route(&format!("{prefix}/dataset/progress"), get(datasets::progress))
-            .route(&format!("{prefix}/cluster/set_mode"), axum::routing::put(direct_io::set_mode));
-    }
-    let dataset_routes = dataset_routes.layer(DefaultBodyLimit::max(DATASET_BODY_BYTES));
-    let rest = Router::new().route("/v1/exec", post(ranna::exec));
+    let datasets = OpenApiRouter::new()
+        .routes(routes!(datasets::create_csv, datasets::finalise_csv))
+        .routes(routes!(datasets::create_mnist, datasets::finalise_mnist))
+        .routes(routes!(datasets::get, datasets::delete))
+        .routes(routes!(datasets::list))
+        .routes(routes!(datasets::progress))
+        .routes(routes!(direct_io::set_mode))
+        .layer(DefaultBodyLimit::max(DATASET_BODY_BYTES));
+    let rest = OpenApiRouter::new()
+        .routes(routes!(ranna::exec))
+        .routes(routes!(ranna::spec))
+        .routes(routes!(ranna::info))
+        .routes(routes!(operators::metrics));
     // MCP over streamable HTTP: behind the same tokens (its client is the
     // token's or the address's, as for REST).
     #[cfg(feature = "mcp")]
@@ -390,19 +431,32 @@ fn router(app: App) -> Router {
         mcp::http_service(mcp::McpTools::new(app.registry.clone(), app.session_options(), Client::Local)),
     );
     let rest = rest
-        .route("/v1/spec", get(ranna::spec))
-        .route("/v1/info", get(ranna::info))
-        .merge(dataset_routes)
+        .merge(datasets.clone())
+        .nest("/control", datasets)
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), auth::require_token));
-    Router::new()
-        .route("/", get(actions::websocket))
-        .route("/v1/ws", get(ranna::websocket))
-        .route("/processor", get(processor::websocket))
+    let (router, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(actions::websocket))
+        .routes(routes!(ranna::websocket))
+        .routes(routes!(processor::websocket))
+        .routes(routes!(operators::healthz))
+        .routes(routes!(operators::readyz))
+        .routes(routes!(openapi::document))
+        .routes(routes!(playground::page))
+        .routes(routes!(playground::chart))
         .merge(rest)
+        .split_for_parts();
+    openapi::distinct_operation_ids(&mut document);
+    #[cfg(not(feature = "mcp"))]
+    document.paths.paths.remove("/mcp");
+    let _ = app.openapi.set(document.to_json().expect("the OpenAPI document is JSON"));
+    router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard::check))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Refusals (401, 429, 503: busy, or /readyz while preparing) are
+        // answers, not failures: logged as errors they would let any client
+        // fill the log. Failures inside the server log their own detail.
+        .layer(tower_http::trace::TraceLayer::new_for_http().on_failure(()))
         .with_state(app)
 }
 
@@ -412,7 +466,8 @@ async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
         axum::Json(json!({
             "code": 404,
             "error": format!("no such endpoint: {}", uri.path()),
-            "context": "see GET /v1/spec, POST /v1/exec, the /v1/dataset routes, WebSockets at /, /v1/ws and /processor",
+            "context": "see GET /v1/spec, POST /v1/exec, the /v1/dataset routes, WebSockets at /, /v1/ws and \
+                        /processor; GET /v1/openapi.json lists every route",
         })),
     )
 }

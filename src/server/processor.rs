@@ -23,6 +23,7 @@ use super::{App, Peer, Utf8Chunks, now_ms, parse_typed_off_thread, public_messag
 
 use crate::host::{EngineAnswer, EngineBridge};
 use crate::language::Language;
+use crate::metrics::Face;
 use crate::program::Program;
 use crate::registry::{Client, Entry, Keep, RunEvents};
 use crate::run::{EndReason, RunOutcome, SessionEvent};
@@ -32,13 +33,25 @@ use crate::sync::lock;
 /// Most stderr kept to explain an interpreter error.
 const ERROR_TAIL_BYTES: usize = 8 * 1024;
 
+/// The processor lifecycle: a script runs, its engine commands go to the client and its answers back.
+#[utoipa::path(
+    get,
+    path = "/processor",
+    tag = "processor",
+    operation_id = "processor_websocket",
+    responses(
+        (status = 101, description = "the WebSocket is open; a token, when the server has tokens, goes in the first \
+                                      message or an Authorization: Bearer header on the upgrade"),
+        (status = 400, description = "not a WebSocket upgrade"),
+    )
+)]
 pub(crate) async fn websocket(
     State(app): State<App>,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    super::socket::accept(app, peer, headers, upgrade, unauthorized_message, connection)
+    super::socket::accept(app, peer, headers, upgrade, (Face::Processor, unauthorized_message), connection)
 }
 
 /// The error for a socket whose first message has no accepted token.
@@ -215,8 +228,11 @@ async fn start(
 ) -> Result<(Arc<Entry>, RunEvents), String> {
     let program = Program::single(language.main_file(), code);
     let options = SessionOptions { context, engine: Some(engine), ..app.session_options() };
-    let started =
-        app.registry.start(client, language, program, options, Keep::Nothing).await.map_err(|e| public_message(&e))?;
+    let started = app
+        .registry
+        .start(client, Face::Processor, language, program, options, Keep::Nothing)
+        .await
+        .map_err(|e| public_message(&e))?;
     Ok((started.entry, started.events))
 }
 

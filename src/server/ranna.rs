@@ -4,7 +4,7 @@
 //! input: EXEC's `stdin` (the whole input) and `interactive` (kept open),
 //! and op 3 STDIN `{runid, data?, eof?}` for an interactive run.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::Json;
@@ -13,17 +13,20 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
+use super::openapi::ErrorBody;
 use super::socket::{Connection, Incoming, Outbox, Unreadable};
 use super::{App, IdText, Peer, Utf8Chunks, parse_typed_off_thread, public_message};
 
 use crate::error::Error;
+use crate::host::Placeholders;
 use crate::input::{Stdin, StdinError, StdinWriter};
 use crate::language::Language;
+use crate::metrics::Face;
 use crate::program::Program;
 use crate::registry::{Client, Entry, Keep, RunEvents};
 use crate::run::{RunOutcome, SessionEvent};
@@ -108,7 +111,7 @@ pub(crate) struct StdinArgs {
 
 /// ranna's `models.ExecutionRequest`. Its Go client sends `null` for unset
 /// slices and maps: null means absent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ExecutionRequest {
     language: String,
@@ -168,13 +171,25 @@ fn inline(language: Language, expression: &str) -> String {
     language.spec().inline.template.replace("$${IMPORTS}", &imports.join("\n")).replace("$${CODE}", code.trim())
 }
 
+/// ranna's ops and events: 0 PING, 1 EXEC, 2 KILL, 3 STDIN; events PONG, ERROR, SPAWN, LOG, STOP.
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    tag = "ranna",
+    operation_id = "ranna_websocket",
+    responses(
+        (status = 101, description = "the WebSocket is open; a token, when the server has tokens, goes in the first \
+                                      message or an Authorization: Bearer header on the upgrade"),
+        (status = 400, description = "not a WebSocket upgrade"),
+    )
+)]
 pub(crate) async fn websocket(
     State(app): State<App>,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    super::socket::accept(app, peer, headers, upgrade, unauthorized_event, connection)
+    super::socket::accept(app, peer, headers, upgrade, (Face::Ranna, unauthorized_event), connection)
 }
 
 /// The ERROR event for a socket whose first op has no accepted token.
@@ -236,8 +251,9 @@ async fn connection(app: App, mut connection: Connection) {
                     mine.insert(runid.clone(), started.entry.clone());
                     event(&outbox, SPAWN, nonce.clone(), json!({ "runid": runid })).await;
                     let outbox = outbox.clone();
+                    let saved = started.entry.placeholders().clone();
                     runs.spawn(async move {
-                        forward(&outbox, nonce, &runid, started.events).await;
+                        forward(&outbox, nonce, &runid, started.events, saved).await;
                         runid
                     });
                 }
@@ -288,11 +304,12 @@ async fn start(app: &App, client: &Client, request: ExecutionRequest) -> Result<
     let stdin = request.stdin();
     let (language, program) = request.into_program()?;
     let options = SessionOptions { stdin, ..app.session_options() };
-    app.registry.start(client, language, program, options, Keep::Nothing).await
+    app.registry.start(client, Face::Ranna, language, program, options, Keep::Nothing).await
 }
 
-/// Sends a run's output as LOG events and its end as STOP.
-async fn forward(outbox: &Outbox, nonce: Nonce, runid: &str, mut events: RunEvents) {
+/// Sends a run's output as LOG events and its end as STOP (with, as
+/// sandlot's extension, the placeholders the run saved, when it saved any).
+async fn forward(outbox: &Outbox, nonce: Nonce, runid: &str, mut events: RunEvents, saved: Placeholders) {
     let (mut stdout, mut stderr) = (Utf8Chunks::default(), Utf8Chunks::default());
     while let Some(ev) = events.recv().await {
         let (key, text) = match ev {
@@ -304,7 +321,18 @@ async fn forward(outbox: &Outbox, nonce: Nonce, runid: &str, mut events: RunEven
                         event(outbox, LOG, nonce.clone(), json!({ "runid": runid, key: rest })).await;
                     }
                 }
-                event(outbox, STOP, nonce.clone(), stop_data(runid, &outcome)).await;
+                let placeholders = saved.snapshot();
+                if placeholders.is_empty() {
+                    event(outbox, STOP, nonce.clone(), stop_data(runid, &outcome)).await;
+                } else {
+                    // Their JSON text as saved, never parsed into a tree here.
+                    let stop = StopWithPlaceholders {
+                        code: STOP,
+                        nonce: nonce.as_ref(),
+                        data: StopData { outcome: stop_data(runid, &outcome), placeholders },
+                    };
+                    outbox.text(serde_json::to_string(&stop).expect("a STOP is JSON")).await;
+                }
                 return;
             }
             SessionEvent::Spawned => continue,
@@ -313,6 +341,21 @@ async fn forward(outbox: &Outbox, nonce: Nonce, runid: &str, mut events: RunEven
             event(outbox, LOG, nonce.clone(), json!({ "runid": runid, key: text })).await;
         }
     }
+}
+
+#[derive(Serialize)]
+struct StopWithPlaceholders<'a> {
+    code: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a Value>,
+    data: StopData,
+}
+
+#[derive(Serialize)]
+struct StopData {
+    #[serde(flatten)]
+    outcome: Value,
+    placeholders: BTreeMap<String, Arc<RawValue>>,
 }
 
 fn stop_data(runid: &str, outcome: &RunOutcome) -> Value {
@@ -346,11 +389,12 @@ fn rest_error(status: StatusCode, error: &str, context: &str) -> Response {
     (status, Json(json!({ "code": status.as_u16(), "error": error, "context": context }))).into_response()
 }
 
-/// The REST answer to a refused run: 503 when the server is busy, 429 with
-/// `Retry-After` when the client is over its share or rate.
+/// The REST answer to a refused run: 503 when the server is busy or still
+/// preparing the language, 429 when the client is over its share or rate,
+/// each with `Retry-After`.
 fn refused(error: &Error, context: &str) -> Response {
     let status = match error {
-        Error::Busy { .. } | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Busy { .. } | Error::ShuttingDown | Error::Preparing { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::ClientBusy { .. } | Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::GuestLoad { .. } | Error::Instantiate { .. } | Error::Engine(_) | Error::Storage(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -358,11 +402,7 @@ fn refused(error: &Error, context: &str) -> Response {
         _ => StatusCode::BAD_REQUEST,
     };
     let mut response = rest_error(status, &public_message(error), context);
-    let retry = match error {
-        Error::RateLimited { retry_after } => Some(retry_after.as_secs().max(1)),
-        Error::ClientBusy { .. } | Error::Busy { .. } => Some(1),
-        _ => None,
-    };
+    let retry = error.retry_after().map(|after| after.as_secs().max(1));
     if let Some(seconds) = retry
         && let Ok(value) = seconds.to_string().parse()
     {
@@ -372,6 +412,23 @@ fn refused(error: &Error, context: &str) -> Response {
 }
 
 /// `POST /v1/exec`: runs to the end and answers with the whole output.
+#[utoipa::path(
+    post,
+    path = "/v1/exec",
+    tag = "ranna",
+    request_body = ExecutionRequest,
+    responses(
+        (status = 200, description = "the run ended: {runid, stdout, stderr, exectimems, exitcode, reason, message?}",
+         body = Object),
+        (status = 400, description = "a malformed request or program", body = ErrorBody),
+        (status = 401, description = "no accepted token", body = ErrorBody),
+        (status = 429, description = "over the client's share or rate", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "seconds"))),
+        (status = 503, description = "busy, stopping, or the language still being prepared", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "seconds"))),
+    ),
+    security(("bearer" = []), ("x-auth-token" = []))
+)]
 pub(crate) async fn exec(
     State(app): State<App>,
     Extension(client): Extension<Client>,
@@ -405,6 +462,17 @@ pub(crate) async fn exec(
 }
 
 /// `GET /v1/spec`: languages in ranna's spec shape; aliases `use` their target.
+#[utoipa::path(
+    get,
+    path = "/v1/spec",
+    tag = "ranna",
+    responses(
+        (status = 200, description = "{name: {language, filename, example, inline: {import_regex, template}, cmd, \
+                                      entrypoint, image} or {use: name}}", body = Object),
+        (status = 401, description = "no accepted token", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("x-auth-token" = []))
+)]
 pub(crate) async fn spec() -> Json<Value> {
     let mut specs = serde_json::Map::new();
     for language in Language::ALL {
@@ -431,6 +499,16 @@ pub(crate) async fn spec() -> Json<Value> {
 }
 
 /// `GET /v1/info`: version and sandbox.
+#[utoipa::path(
+    get,
+    path = "/v1/info",
+    tag = "ranna",
+    responses(
+        (status = 200, description = "{version, builddate, sandbox: {type, version}}", body = Object),
+        (status = 401, description = "no accepted token", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("x-auth-token" = []))
+)]
 pub(crate) async fn info() -> Json<Value> {
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),

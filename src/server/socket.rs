@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{App, Peer, parse_lenient};
+use crate::metrics::{ConnectionGauge, Face, Refusal};
 use crate::registry::Client;
 
 /// Messages queued for a client at most; a writer past it waits.
@@ -83,21 +84,22 @@ impl std::fmt::Display for Unreadable {
 
 /// Upgrades a request to a WebSocket of the face `connection`, with the
 /// server's hard size cap and `refusal` as the face's reply to a refused token.
-pub(crate) fn accept<Face, Served>(
+pub(crate) fn accept<Handler, Served>(
     app: App,
     peer: Peer,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
-    refusal: fn(&str) -> Value,
-    connection: Face,
+    (face, refusal): (Face, fn(&str) -> Value),
+    connection: Handler,
 ) -> Response
 where
-    Face: FnOnce(App, Connection) -> Served + Send + 'static,
+    Handler: FnOnce(App, Connection) -> Served + Send + 'static,
     Served: Future<Output = ()> + Send + 'static,
 {
     let hard = app.config.hard_message_limit();
     upgrade.max_message_size(hard).max_frame_size(hard).on_upgrade(move |socket| {
-        let socket = Connection::new(socket, app.clone(), &headers, &peer, refusal);
+        let mut socket = Connection::new(socket, app.clone(), &headers, &peer, refusal);
+        socket.set_face(face);
         connection(app, socket)
     })
 }
@@ -124,6 +126,8 @@ pub(crate) struct Connection {
     peer: Peer,
     /// Who the client is, once admitted.
     client: Client,
+    /// Counts the socket in `sandlot_connections{face}` while it is open.
+    counted: Option<ConnectionGauge>,
 }
 
 impl Connection {
@@ -183,6 +187,7 @@ impl Connection {
             admit_by,
             peer: peer.clone(),
             client,
+            counted: None,
         }
     }
 
@@ -229,7 +234,14 @@ impl Connection {
         }
     }
 
+    /// Counts the socket as one of `face` (a socket of the actions face
+    /// becomes an upload or a direct-IO socket by its first message).
+    pub(crate) fn set_face(&mut self, face: Face) {
+        self.counted = Some(self.app.registry.metrics().connection(face));
+    }
+
     async fn refuse(&mut self, why: &'static str) {
+        self.app.registry.metrics().refused(Refusal::Token);
         tracing::warn!("refused a socket: {why}");
         self.outbox.json((self.refusal)(why)).await;
         self.outbox.close(close_code::POLICY, why).await;
@@ -270,9 +282,11 @@ impl Connection {
             };
             match message? {
                 Ok(Message::Text(text)) if text.len() > limit => {
+                    self.app.registry.metrics().refused(Refusal::TooLarge);
                     return Some(Incoming::Refused(Unreadable::TooLarge { size: text.len(), limit }));
                 }
                 Ok(Message::Binary(bytes)) if bytes.len() > limit => {
+                    self.app.registry.metrics().refused(Refusal::TooLarge);
                     return Some(Incoming::Refused(Unreadable::TooLarge { size: bytes.len(), limit }));
                 }
                 Ok(Message::Text(text)) if !self.admitted => {
@@ -294,6 +308,7 @@ impl Connection {
                 Err(e) => {
                     let error = e.into_inner();
                     if let Some(tokio_tungstenite::tungstenite::Error::Capacity(why)) = error.downcast_ref() {
+                        self.app.registry.metrics().refused(Refusal::TooLarge);
                         tracing::warn!(%why, "closing a socket whose message is past the hard size limit");
                         self.broken = Some((close_code::SIZE, "message too large"));
                     } else {

@@ -27,7 +27,9 @@ pub struct Server {
 
 impl Server {
     /// Starts `sandlot serve` on a free loopback port, with a fresh data
-    /// folder and extra flags, and waits for its `listening on` line.
+    /// folder and extra flags, and waits for its `listening on` line and
+    /// then for `/readyz` (every guest prepared and warm): a test measures
+    /// the server, not its start.
     pub fn start(extra: &[&str]) -> Server {
         let data = tempfile::Builder::new().prefix("sandlot-test-").tempdir().expect("a temporary folder");
         let mut server = Server::start_in(data.path(), extra, &[]);
@@ -38,12 +40,42 @@ impl Server {
     /// Starts `sandlot serve` on `data_dir` (kept when the server stops),
     /// with extra flags and environment.
     pub fn start_in(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        Server::launch(data_dir, extra, env, Stdio::inherit())
+        Server::launch(data_dir, extra, env, Stdio::inherit()).ready()
     }
 
     /// As `start_in`, with the server's log (stderr) written to `log`.
     pub fn start_logged(data_dir: &Path, extra: &[&str], env: &[(&str, &str)], log: &Path) -> Server {
-        Server::launch(data_dir, extra, env, std::fs::File::create(log).expect("a log file").into())
+        Server::launch(data_dir, extra, env, std::fs::File::create(log).expect("a log file").into()).ready()
+    }
+
+    /// As `start_in`, returning as soon as the server listens, while it may
+    /// still be preparing its guests.
+    pub fn start_unready(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::launch(data_dir, extra, env, Stdio::inherit())
+    }
+
+    /// Waits (5 minutes at most) until `GET /readyz` answers 200.
+    fn ready(mut self) -> Server {
+        let began = std::time::Instant::now();
+        loop {
+            if self.readyz_status() == Some(200) {
+                return self;
+            }
+            assert!(self.is_running(), "the server exited before it was ready");
+            assert!(began.elapsed() < Duration::from_secs(300), "the server was not ready within 5 minutes");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The status `GET /readyz` answers with, asked over a plain blocking socket.
+    pub fn readyz_status(&self) -> Option<u16> {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(&self.address).ok()?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(tcp, "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+        let mut head = [0u8; 12];
+        tcp.read_exact(&mut head).ok()?;
+        std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
     }
 
     fn launch(data_dir: &Path, extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Server {

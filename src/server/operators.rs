@@ -1,0 +1,111 @@
+//! What operators ask of a running server (CONTRACT face 7): `GET /healthz`
+//! (the process answers), `GET /readyz` (each language's guest prepared and
+//! its first warm instances made; the store open) and `GET /metrics`
+//! (Prometheus text, `metrics.rs`). The first two need no token: a load
+//! balancer or an orchestrator asks them; `/metrics` is behind the REST token.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::App;
+use crate::language::Language;
+use crate::runtime::Runtime;
+use crate::sync::lock;
+
+/// How long a starting server waits for a language's first warm instances
+/// before it counts the language as ready without them.
+pub(crate) const WARM_AT_START: Duration = Duration::from_secs(10);
+
+/// Which languages have been ready since the server started (a language
+/// stays ready once it was: its warm shelf running empty under load is not
+/// a reason to take the node out of a load balancer).
+#[derive(Default)]
+pub(crate) struct Readiness {
+    ready: Mutex<Vec<Language>>,
+}
+
+impl Readiness {
+    pub(crate) fn mark(&self, language: Language) {
+        let mut ready = lock(&self.ready);
+        if !ready.contains(&language) {
+            ready.push(language);
+        }
+    }
+
+    fn is_ready(&self, language: Language) -> bool {
+        lock(&self.ready).contains(&language)
+    }
+
+    /// Each language's state, and whether none is still on its way.
+    fn report(&self, runtime: &Runtime) -> (bool, Vec<Value>) {
+        let mut all = true;
+        let states = Language::ALL.map(|language| {
+            let name = language.name();
+            if self.is_ready(language) {
+                return json!({ "language": name, "state": "ready" });
+            }
+            if let Some(so_far) = runtime.preparing(language) {
+                all = false;
+                return json!({ "language": name, "state": "preparing", "seconds": so_far.as_secs(),
+                               "expected_seconds": language.first_preparation().as_secs() });
+            }
+            if runtime.is_prepared(language) {
+                all = false;
+                return json!({ "language": name, "state": "warming" });
+            }
+            // Its preparation failed (the log says why); it does not hold
+            // back the languages that work.
+            json!({ "language": name, "state": "unavailable" })
+        });
+        (all, states.into())
+    }
+}
+
+/// `GET /healthz`: the process is up and its I/O threads answer.
+#[utoipa::path(get, path = "/healthz", tag = "operators", responses((status = 200, description = "{status: ok}", body = Object)))]
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 once every language is ready (or known to be
+/// unavailable), 503 while one is being prepared or warmed; the body says
+/// which, and how long the preparation has gone on.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operators",
+    responses(
+        (status = 200, description = "ready: {ready, store, languages: [{language, state}]}", body = Object),
+        (status = 503, description = "a language is still being prepared or warmed: the same body, \
+                                      with seconds and expected_seconds of each one preparing", body = Object),
+    )
+)]
+pub(crate) async fn readyz(State(app): State<App>) -> Response {
+    let (ready, languages) = app.readiness.report(app.registry.runtime());
+    let store = if app.datasets.is_some() { "open" } else { "none" };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "ready": ready, "store": store, "languages": languages }))).into_response()
+}
+
+/// `GET /metrics`: every series in Prometheus's text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operators",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 401, description = "no accepted token", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("x-auth-token" = []))
+)]
+pub(crate) async fn metrics(State(app): State<App>) -> Response {
+    let (running, live, _) = app.registry.counts();
+    let text = app.registry.metrics().encode(running, live);
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+}
