@@ -52,6 +52,10 @@ pub struct LanguageSpec {
     /// the language is never guessed from a file name.
     pub extensions: &'static [&'static str],
     pub guest: GuestKind,
+    /// About how long its first preparation on a machine takes, in seconds
+    /// (compiled with an empty cache, on 2 cores): what clients are told
+    /// while it goes. Later starts load the compiled guest in a second or two.
+    pub first_preparation_secs: u64,
     /// An expression printed by the language's own print (ranna's inline
     /// expressions).
     pub inline: InlineTemplate,
@@ -86,6 +90,7 @@ const PYTHON: LanguageSpec = LanguageSpec {
     aliases: &["python3", "py"],
     extensions: &["py"],
     guest: GuestKind::Component { file: "python.wasm" },
+    first_preparation_secs: 15,
     inline: InlineTemplate {
         import_regex: r"(?m)^[ \t]*(?:import [\w., \t]+|from [\w.]+ import [\w., \t*()]+)[ \t]*$",
         template: "$${IMPORTS}\nprint($${CODE})",
@@ -110,6 +115,7 @@ static TABLE: [LanguageSpec; 4] = [
         aliases: &["js", "node"],
         extensions: &["js", "mjs", "cjs"],
         guest: GuestKind::Component { file: "javascript.wasm" },
+        first_preparation_secs: 3,
         inline: InlineTemplate {
             import_regex: r#"(?m)^[ \t]*(?:import [^;\n]+ from ['"][^'"\n]+['"]|(?:const|let|var) [\w{}, \t]+ = require\(['"][^'"\n]+['"]\));?[ \t]*$"#,
             template: "$${IMPORTS}\nconsole.log($${CODE})",
@@ -130,6 +136,7 @@ static TABLE: [LanguageSpec; 4] = [
         // A `.py` file is plain Python unless asked otherwise.
         extensions: &[],
         guest: GuestKind::SciCore,
+        first_preparation_secs: 220,
         ..PYTHON
     },
     LanguageSpec {
@@ -138,6 +145,7 @@ static TABLE: [LanguageSpec; 4] = [
         aliases: &["lua5.4", "lua54"],
         extensions: &["lua"],
         guest: GuestKind::Component { file: "lua.wasm" },
+        first_preparation_secs: 2,
         inline: InlineTemplate {
             import_regex: r#"(?m)^[ \t]*local [\w, \t]+ = require[ \t]*\(?[ \t]*['"][^'"\n]+['"][ \t]*\)?[ \t]*;?[ \t]*$"#,
             template: "$${IMPORTS}\nprint($${CODE})",
@@ -172,15 +180,10 @@ impl Language {
     }
 
     /// About how long this language's first preparation on a machine takes
-    /// (compiled with an empty cache, on 2 cores: Python's component 11 s,
-    /// the others 1-2 s; python-sci two compiles of ~105 s around an 8 s
-    /// warm-up): the estimate clients are told while it goes. Later starts
-    /// load the compiled guest in a second or two.
+    /// (measured on 2 cores: Python's component 11 s, JavaScript's 1.4 s,
+    /// Lua's 0.6 s, python-sci two compiles of ~105 s around an 8 s warm-up).
     pub fn first_preparation(self) -> std::time::Duration {
-        std::time::Duration::from_secs(match self.spec().guest {
-            GuestKind::Component { .. } => 15,
-            _ => 220,
-        })
+        std::time::Duration::from_secs(self.spec().first_preparation_secs)
     }
 
     /// The canonical name clients use.

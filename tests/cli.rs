@@ -122,3 +122,34 @@ fn passes_its_standard_input_to_the_program() {
         assert_eq!((text(&out.stdout).as_str(), out.status.code()), ("42\n", Some(0)), "{file}: {}", text(&out.stderr));
     }
 }
+
+/// On a terminal, a run whose language is not prepared yet shows what is
+/// being prepared (a spinner, cleared before the program writes); piped, it
+/// prints nothing but the program's own output.
+#[test]
+fn a_terminal_sees_what_is_being_prepared_and_a_pipe_does_not() {
+    let dir = folder("progress", &[("hello.lua", "print('hello from lua')")]);
+    let binary = env!("CARGO_BIN_EXE_sandlot");
+    // `script` runs the command with a pseudo-terminal as its stdout and stderr.
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new("script")
+        .args(["-qec", &format!("{binary} run hello.lua"), "/dev/null"])
+        .current_dir(&dir)
+        .env("SANDLOT_CACHE_DIR", cache.path())
+        .env("SANDLOT_LOG", "warn")
+        .output()
+        .expect("script runs");
+    let shown = text(&out.stdout);
+    let spinner = shown.find("preparing lua (its first preparation on a machine takes ~2 s)");
+    let hello = shown.find("hello from lua");
+    assert!(spinner.is_some() && hello.is_some() && spinner < hello, "{shown:?}");
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(binary)
+        .args(["run", "hello.lua"])
+        .current_dir(&dir)
+        .env("SANDLOT_CACHE_DIR", cache.path())
+        .env("SANDLOT_LOG", "warn")
+        .output()
+        .expect("sandlot starts");
+    assert_eq!((text(&out.stdout).as_str(), text(&out.stderr).as_str()), ("hello from lua\n", ""));
+}
