@@ -153,3 +153,24 @@ fn a_terminal_sees_what_is_being_prepared_and_a_pipe_does_not() {
         .expect("sandlot starts");
     assert_eq!((text(&out.stdout).as_str(), text(&out.stderr).as_str()), ("hello from lua\n", ""));
 }
+
+/// A log format the binary does not know is refused with what it can be.
+#[test]
+fn an_unknown_log_format_is_refused_clearly() {
+    let dir = folder("log-format", &[("hello.lua", "print('hi')")]);
+    let out = Command::new(env!("CARGO_BIN_EXE_sandlot"))
+        .args(["run", "hello.lua"])
+        .current_dir(&dir)
+        .env("SANDLOT_LOG_FORMAT", "xml")
+        .output()
+        .expect("sandlot starts");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("SANDLOT_LOG_FORMAT is \"xml\"; it can be human or json"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = sandlot(&["--log-format", "xml", "run", "hello.lua"], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("possible values: human, json"), "{}", text(&out.stderr));
+}
