@@ -186,27 +186,27 @@ impl Entry {
         self.touch();
         // The value went to the run's listener; a record is kept small.
         let outcome = RunOutcome { value: None, ..outcome };
-        let mut first = None;
         self.outcome.send_if_modified(|recorded| {
             if recorded.is_some() {
                 return false;
             }
-            first = Some(outcome.clone());
+            // Counted and saved once, by whoever records first (a kill, or
+            // the run's end), and before anyone can see that the run ended:
+            // a stopping server waits for its runs' ends, then flushes what
+            // was saved (saved after, a record could miss that flush).
+            self.metrics.run_ended(self.language, self.face, outcome.reason, outcome.wall_time);
+            if let Some(saver) = &self.saver {
+                saver.save(RunRecord::new(
+                    &self.id,
+                    self.language,
+                    self.started_at,
+                    &outcome,
+                    self.placeholders.snapshot(),
+                ));
+            }
             *recorded = Some(outcome);
             true
         });
-        // Counted and saved once, by whoever recorded first (a kill, or the run's end).
-        let Some(outcome) = first else { return };
-        self.metrics.run_ended(self.language, self.face, outcome.reason, outcome.wall_time);
-        if let Some(saver) = &self.saver {
-            saver.save(RunRecord::new(
-                &self.id,
-                self.language,
-                self.started_at,
-                &outcome,
-                self.placeholders.snapshot(),
-            ));
-        }
     }
 
     pub fn status(&self) -> RunStatus {

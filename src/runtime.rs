@@ -186,6 +186,9 @@ impl Runtime {
     /// Waits, `within` at most, until `language`'s background preparation
     /// (if one is going) has finished; else how long it has gone on.
     pub async fn wait_prepared(&self, language: Language, within: Duration) -> Result<(), Duration> {
+        if self.preparing(language).is_none() {
+            return Ok(());
+        }
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let told = self.inner.prepared.notified();

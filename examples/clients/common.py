@@ -17,3 +17,13 @@ def rest(method, path, body=None):
                                      headers={"Content-Type": "application/json", **HEADERS})
     with urllib.request.urlopen(request) as response:
         return json.load(response)
+
+
+def varint(n):
+    """A protobuf varint: the few messages the examples send are encoded by hand."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)

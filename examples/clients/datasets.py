@@ -6,19 +6,10 @@ import json
 
 from websockets.sync.client import connect
 
-from common import HEADERS, WS_URL, rest
+from common import HEADERS, WS_URL, rest, varint
 
 CSV = b"x,y\n" + b"".join(b"%d,%d\n" % (i, 2 * i) for i in range(1000))
 CHUNK = 4096
-
-
-def varint(n):
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
 
 
 def file_upload_message(position, data):

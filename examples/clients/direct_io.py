@@ -7,7 +7,7 @@ import struct
 
 from websockets.sync.client import connect
 
-from common import HEADERS, WS_URL, rest
+from common import HEADERS, WS_URL, rest, varint
 
 CODE = """import sandlot
 class Scale:
@@ -19,15 +19,6 @@ class Scale:
         self.factor = xs[0]
 sandlot.save_model('scale', Scale())
 """
-
-
-def varint(n):
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
 
 
 def cluster_io(brick, values, train=False):
