@@ -494,3 +494,21 @@ mod go_client {
         assert_eq!(status, 401, "{reply}");
     }
 }
+
+/// sandlot's extension: STOP carries the placeholders a run saved, but only
+/// up to 64 KiB of them (a STOP waits in the socket's outbox like any event
+/// for a client that does not read); past that it says how many it left out.
+#[tokio::test]
+async fn stop_carries_small_placeholders_and_counts_large_ones() {
+    let mut client = ws().await;
+    let small = "import sandlot\nsandlot.set_placeholder('rows', [{'a': 1}])\nsandlot.set_placeholder('n', 3)";
+    let (_, _, _, stop) = exec(&mut client, 1, json!({ "language": "python", "code": small })).await;
+    assert_eq!(stop["placeholders"], json!({ "n": 3, "rows": [{ "a": 1 }] }), "{stop}");
+    assert!(stop.get("placeholders_omitted").is_none(), "{stop}");
+    let large = "import sandlot\nsandlot.set_placeholder('big', 'x' * 100_000)\nsandlot.set_placeholder('n', 3)";
+    let (_, _, _, stop) = exec(&mut client, 2, json!({ "language": "python", "code": large })).await;
+    assert_eq!((stop["placeholders_omitted"].clone(), stop["exitcode"].clone()), (json!(2), json!(0)), "{stop}");
+    assert!(stop.get("placeholders").is_none());
+    let (_, _, _, stop) = exec(&mut client, 3, json!({ "language": "python", "code": "print(1)" })).await;
+    assert!(stop.get("placeholders").is_none() && stop.get("placeholders_omitted").is_none(), "{stop}");
+}

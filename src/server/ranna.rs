@@ -307,8 +307,13 @@ async fn start(app: &App, client: &Client, request: ExecutionRequest) -> Result<
     app.registry.start(client, Face::Ranna, language, program, options, Keep::Nothing).await
 }
 
+/// The most placeholder text a STOP carries; past it, STOP says how many
+/// placeholders it left out (the output a run holds for its client is 64 KiB).
+const STOP_PLACEHOLDER_BYTES: usize = 64 << 10;
+
 /// Sends a run's output as LOG events and its end as STOP (with, as
-/// sandlot's extension, the placeholders the run saved, when it saved any).
+/// sandlot's extension, the placeholders the run saved, when it saved any
+/// and they take at most `STOP_PLACEHOLDER_BYTES`).
 async fn forward(outbox: &Outbox, nonce: Nonce, runid: &str, mut events: RunEvents, saved: Placeholders) {
     let (mut stdout, mut stderr) = (Utf8Chunks::default(), Utf8Chunks::default());
     while let Some(ev) = events.recv().await {
@@ -322,8 +327,15 @@ async fn forward(outbox: &Outbox, nonce: Nonce, runid: &str, mut events: RunEven
                     }
                 }
                 let placeholders = saved.snapshot();
+                let bytes: usize = placeholders.iter().map(|(name, json)| name.len() + json.get().len()).sum();
                 if placeholders.is_empty() {
                     event(outbox, STOP, nonce.clone(), stop_data(runid, &outcome)).await;
+                } else if bytes > STOP_PLACEHOLDER_BYTES {
+                    // A STOP is held like any event for a client that does not
+                    // read: it stays about as small as the output a run holds.
+                    let mut data = stop_data(runid, &outcome);
+                    data["placeholders_omitted"] = json!(placeholders.len());
+                    event(outbox, STOP, nonce.clone(), data).await;
                 } else {
                     // Their JSON text as saved, never parsed into a tree here.
                     let stop = StopWithPlaceholders {
