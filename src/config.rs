@@ -94,8 +94,9 @@ pub struct ServeSettings {
     /// Restrict the server's own file access with Landlock where the kernel has it [default: true].
     #[arg(long, value_name = "BOOL")]
     landlock: Option<bool>,
-    /// Keep idle CPUs polling while the server runs (Linux PM QoS, needs root): small model calls
-    /// answer 2-3x sooner on virtual machines, at the cost of spinning idle CPUs [default: false].
+    /// Trade CPU for round-trip time: a socket polls 250 us for its client's next message before
+    /// it waits, and idle CPUs poll instead of halting (Linux PM QoS: root and a cpuidle driver).
+    /// Small model calls answer 1.3-3x sooner, at the cost of spinning CPUs [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     low_latency: Option<bool>,
 }
@@ -126,7 +127,7 @@ impl ServeSettings {
         self.landlock.unwrap_or(true)
     }
 
-    /// Whether to keep idle CPUs polling (`latency.rs`).
+    /// Whether to trade CPU for round-trip time (`latency.rs`).
     pub fn low_latency(&self) -> bool {
         self.low_latency.unwrap_or(false)
     }

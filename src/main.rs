@@ -260,9 +260,11 @@ fn serve_config(
     // Opened before Landlock closes the file system, and before `--user`
     // gives up root: the device is root's.
     if low_latency {
-        match sandlot::latency::Hold::for_process() {
-            Ok(()) => tracing::info!("low latency: idle CPUs poll instead of halting while the server runs"),
-            Err(e) => tracing::warn!("low latency was asked for but is off: {e}"),
+        match sandlot::latency::Hold::for_process().idle_cpus() {
+            Ok(()) => tracing::info!(
+                "low latency: idle CPUs poll instead of halting, and sockets poll for their next message"
+            ),
+            Err(e) => tracing::warn!("low latency: sockets poll for their next message, but idle CPUs still halt: {e}"),
         }
     }
     if landlock && let Some(data_dir) = &config.data_dir {
@@ -290,9 +292,14 @@ fn init_logging(format: LogFormat) {
     use tracing_subscriber::prelude::*;
     let asked = tracing_subscriber::EnvFilter::try_from_env("SANDLOT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sandlot=info"));
+    // The hint lets records below what was asked be dropped where they are
+    // made: without it, every `log` record of the WebSocket library (one
+    // per frame at TRACE) went through the subscriber to be refused.
+    let most = asked.max_level_hint().unwrap_or(tracing::level_filters::LevelFilter::TRACE);
     let ours_or_quiet = tracing_subscriber::filter::filter_fn(|meta| {
         meta.target().starts_with("sandlot") || *meta.level() <= tracing::Level::INFO
-    });
+    })
+    .with_max_level_hint(most);
     let layer = tracing_subscriber::fmt::layer().with_writer(|| LogWriter);
     let layer = match format {
         LogFormat::Human => layer.boxed(),

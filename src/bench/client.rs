@@ -28,8 +28,11 @@ pub(super) struct WsClient {
 
 impl WsClient {
     pub(super) async fn connect(address: SocketAddr, path: &str) -> BenchResult<Self> {
+        // As the server's sockets: tungstenite zeroes its whole read buffer before each read.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(crate::server::READ_BUFFER_BYTES);
         let (socket, _) =
-            tokio_tungstenite::connect_async_with_config(format!("ws://{address}{path}"), None, true).await?;
+            tokio_tungstenite::connect_async_with_config(format!("ws://{address}{path}"), Some(config), true).await?;
         Ok(WsClient { socket, nonce: 0 })
     }
 

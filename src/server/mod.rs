@@ -65,6 +65,8 @@ use crate::store::Store;
 use auth::Tokens;
 pub(crate) use json::{Fields, IdText, field, parse_fields_off_thread, parse_lenient, parse_typed_off_thread};
 pub(crate) use listener::Peer;
+#[cfg(feature = "cli")]
+pub(crate) use socket::READ_BUFFER_BYTES;
 
 /// Settings of the server.
 #[derive(Clone, Debug)]
