@@ -68,6 +68,9 @@ pub struct LanguageSpec {
     pub endless: &'static str,
     /// A program that saves a model named `echo` answering its input.
     pub echo_model: &'static str,
+    /// A game script that sends the engine command `tick` COUNT times (the
+    /// bench writes the number in for COUNT).
+    pub engine_loop: &'static str,
 }
 
 /// A native interpreter, as the bench spawns it.
@@ -103,6 +106,7 @@ const PYTHON: LanguageSpec = LanguageSpec {
     }),
     endless: "while True:\n    pass",
     echo_model: "import sandlot\nsandlot.save_model('echo', lambda v: v)",
+    engine_loop: "import sandlot\nfor i in range(COUNT):\n    sandlot.engine('tick', {'i': i})",
 };
 
 /// The language table. Adding a language is one entry here (and a variant
@@ -128,6 +132,7 @@ static TABLE: [LanguageSpec; 4] = [
         }),
         endless: "for (;;) {}",
         echo_model: "sandlot.saveModel('echo', (v) => v)",
+        engine_loop: "for (let i = 0; i < COUNT; i++) sandlot.engine('tick', {i});",
     },
     LanguageSpec {
         language: Language::PythonSci,
@@ -154,6 +159,7 @@ static TABLE: [LanguageSpec; 4] = [
         baseline: Some(NativeBaseline { program: "lua5.4", hello: &["-e", "print('hello')"], own_path: None }),
         endless: "while true do end",
         echo_model: "sandlot.save_model('echo', function(v) return v end)",
+        engine_loop: "for i = 1, COUNT do sandlot.engine('tick', {i = i}) end",
     },
 ];
 

@@ -29,6 +29,10 @@ fn the_quick_bench_runs_and_writes_its_results() {
         "direct IO: prediction round trip",
         "direct IO: round trip, `--low-latency`",
         "direct IO: predictions on one socket",
+        "game-engine command round trip (processor)",
+        "game-engine command, `--low-latency`",
+        "`run_model` round trip (actions)",
+        "`run_model`, `--low-latency`",
         "python-sci",
         "process start → first run answered",
     ] {
@@ -48,8 +52,13 @@ fn the_quick_bench_runs_and_writes_its_results() {
         assert_eq!(language["throughput"].as_array().unwrap().len(), 2);
         assert!(language["density"]["private_bytes_per_session"].as_f64().unwrap() > 0.0, "{language}");
         // Measured with and without low latency, wherever the bench runs.
-        for round_trip in ["round_trip", "round_trip_low_latency"] {
-            assert!(language["direct_io"][round_trip]["median_ms"].as_f64().unwrap() > 0.0, "{language}");
+        for measure in ["direct_io", "engine_commands", "run_model"] {
+            for round_trip in ["round_trip", "round_trip_low_latency"] {
+                assert!(language[measure][round_trip]["median_ms"].as_f64().unwrap() > 0.0, "{language}");
+            }
+        }
+        for per_second in ["commands_per_second", "commands_per_second_low_latency"] {
+            assert!(language["engine_commands"][per_second].as_f64().unwrap() > 0.0, "{language}");
         }
     }
     assert_eq!(report["process_start"]["n"], 1, "one server process timed: {}", report["process_start"]);

@@ -1,6 +1,7 @@
 //! The bench's own clients: a ranna and runtime-actions WebSocket client, a
-//! direct-IO client speaking Hanami's `ClusterIO_Message` frames, and a
-//! keep-alive HTTP/1.1 client, all on loopback.
+//! game client on the processor face, a direct-IO client speaking Hanami's
+//! `ClusterIO_Message` frames, and a keep-alive HTTP/1.1 client, all on
+//! loopback.
 
 use std::net::SocketAddr;
 
@@ -161,6 +162,59 @@ impl WsClient {
             }
         }
         Ok(())
+    }
+}
+
+/// A game client on the processor face (`/processor`), answering its
+/// script's engine commands.
+pub(super) struct ProcessorClient {
+    ws: WsClient,
+}
+
+impl ProcessorClient {
+    /// A socket past its first `ready`.
+    pub(super) async fn connect(address: SocketAddr) -> BenchResult<Self> {
+        let mut ws = WsClient::connect(address, "/processor").await?;
+        let ready = ws.recv().await?;
+        if ready["type"] != "ready" {
+            return Err(format!("the processor socket opened with {ready}").into());
+        }
+        Ok(ProcessorClient { ws })
+    }
+
+    /// Runs a script (its context first), answering each of its engine
+    /// commands at once with `null`; returns when each command arrived. The
+    /// socket is ready for the next script after.
+    pub(super) async fn run_answering(
+        &mut self,
+        language: Language,
+        code: &str,
+    ) -> BenchResult<Vec<std::time::Instant>> {
+        let context = json!({ "type": "context", "language": language.name(), "context": {} });
+        let ready = self.ws.request(context).await?;
+        if ready["type"] != "ready" {
+            return Err(format!("the processor socket answered the context with {ready}").into());
+        }
+        self.ws.socket.send(Message::text(code)).await?;
+        let mut arrivals = Vec::new();
+        loop {
+            let message = self.ws.recv().await?;
+            match message["type"].as_str() {
+                Some("command") => {
+                    arrivals.push(std::time::Instant::now());
+                    let id = &message["id"];
+                    self.ws.send(json!({ "type": "command_result", "id": id, "ok": true, "result": null })).await?;
+                }
+                Some("end") if message["exitCode"] == 0 => break,
+                Some("end" | "error") => return Err(format!("the script failed: {message}").into()),
+                _ => {}
+            }
+        }
+        let ready = self.ws.recv().await?;
+        if ready["type"] != "ready" {
+            return Err(format!("after the script's end came {ready}, not ready").into());
+        }
+        Ok(arrivals)
     }
 }
 

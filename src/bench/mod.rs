@@ -20,7 +20,7 @@ use crate::{Language, Limits, Program, RegistryConfig, Runtime, ServerConfig, Se
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use client::{DirectIoClient, RestClient, WsClient};
+use client::{DirectIoClient, ProcessorClient, RestClient, WsClient};
 
 /// How much to measure.
 #[derive(Clone, Debug, Serialize)]
@@ -155,6 +155,27 @@ pub struct DirectIo {
     pub predictions_per_second: f64,
 }
 
+/// A game script's engine commands on the processor face, each answered
+/// at once by the bench's own client, one socket.
+#[derive(Debug, Serialize)]
+pub struct EngineCommands {
+    /// One command's round trip, script → client → script: from one
+    /// command's arrival at the client to the next one's.
+    pub round_trip: Summary,
+    pub commands_per_second: f64,
+    /// The same with low latency held (`--low-latency`).
+    pub round_trip_low_latency: Summary,
+    pub commands_per_second_low_latency: f64,
+}
+
+/// `run_model` on the runtime-actions face, one request at a time.
+#[derive(Debug, Serialize)]
+pub struct RunModel {
+    pub round_trip: Summary,
+    /// The same with low latency held (`--low-latency`).
+    pub round_trip_low_latency: Summary,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Density {
     pub sessions: usize,
@@ -202,6 +223,8 @@ pub struct LanguageReport {
     /// The best server throughput over the library's.
     pub server_share: f64,
     pub direct_io: DirectIo,
+    pub engine_commands: EngineCommands,
+    pub run_model: RunModel,
     pub density: Density,
     pub kill_latency: Summary,
     pub compile: Option<Compile>,
@@ -380,6 +403,10 @@ async fn measure_language(
     step("direct IO: predictions over ClusterIO_Message frames");
     let direct_io =
         direct_io(address, language, settings.runs * 5, Duration::from_secs_f64(settings.level_seconds)).await?;
+    step("game-engine commands over the processor face");
+    let engine_commands = engine_commands(address, language, settings.runs * 5).await?;
+    step("run_model over the runtime actions");
+    let run_model = run_model(address, language, settings.runs * 5).await?;
     step("memory per idle session");
     let density = density(runtime, language, settings.density_sessions).await?;
     step("kill latency under load");
@@ -409,6 +436,8 @@ async fn measure_language(
         library_throughput,
         server_share,
         direct_io,
+        engine_commands,
+        run_model,
         density,
         kill_latency,
         compile,
@@ -690,6 +719,61 @@ async fn direct_io(
     Ok(DirectIo { round_trip, round_trip_low_latency, in_flight: DIRECT_IO_IN_FLIGHT, predictions_per_second })
 }
 
+/// A game script sending `count` engine commands, each answered at once,
+/// with and without low latency held.
+async fn engine_commands(
+    address: std::net::SocketAddr,
+    language: Language,
+    count: usize,
+) -> BenchResult<EngineCommands> {
+    let code = language.spec().engine_loop.replace("COUNT", &count.to_string());
+    let mut client = ProcessorClient::connect(address).await?;
+    let measure = async |client: &mut ProcessorClient| -> BenchResult<(Summary, f64)> {
+        let arrivals = client.run_answering(language, &code).await?;
+        let (Some(first), Some(last)) = (arrivals.first(), arrivals.last()) else {
+            return Err("the script sent no engine command".into());
+        };
+        if arrivals.len() != count {
+            return Err(format!("the script sent {} engine commands, not {count}", arrivals.len()).into());
+        }
+        let gaps: Vec<Duration> = arrivals.windows(2).map(|pair| pair[1] - pair[0]).collect();
+        let per_second = gaps.len() as f64 / (*last - *first).as_secs_f64();
+        Ok((summarize(&gaps), per_second))
+    };
+    let (round_trip, commands_per_second) = measure(&mut client).await?;
+    let (round_trip_low_latency, commands_per_second_low_latency) = {
+        let _hold = crate::latency::Hold::start();
+        measure(&mut client).await?
+    };
+    Ok(EngineCommands { round_trip, commands_per_second, round_trip_low_latency, commands_per_second_low_latency })
+}
+
+/// `run_model` of a model that echoes its input, `round_trips` requests one
+/// at a time, with and without low latency held.
+async fn run_model(address: std::net::SocketAddr, language: Language, round_trips: usize) -> BenchResult<RunModel> {
+    let mut actions = WsClient::connect(address, "/").await?;
+    let session = actions.run_action(language, language.spec().echo_model).await?;
+    let sequential = async |actions: &mut WsClient| -> BenchResult<Summary> {
+        let mut times = Vec::with_capacity(round_trips);
+        for i in 0..round_trips {
+            let model = serde_json::json!({ "sessionId": session, "name": "echo", "is_data": true, "data": [i] });
+            let started = Instant::now();
+            let reply = actions.request(serde_json::json!({ "action": "run_model", "model": model })).await?;
+            times.push(started.elapsed());
+            if reply["prediction"] != serde_json::json!([i]) {
+                return Err(format!("run_model {i} was answered {reply}").into());
+            }
+        }
+        Ok(summarize(&times))
+    };
+    let round_trip = sequential(&mut actions).await?;
+    let round_trip_low_latency = {
+        let _hold = crate::latency::Hold::start();
+        sequential(&mut actions).await?
+    };
+    Ok(RunModel { round_trip, round_trip_low_latency })
+}
+
 /// Private (not shared copy-on-write) memory of this process, from smaps_rollup.
 fn private_bytes() -> BenchResult<u64> {
     let rollup = std::fs::read_to_string("/proc/self/smaps_rollup")?;
@@ -844,6 +928,15 @@ pub fn markdown(report: &Report) -> String {
     row("direct IO: predictions on one socket", &|l| {
         format!("{:.0}/s ({} in flight)", l.direct_io.predictions_per_second, l.direct_io.in_flight)
     });
+    row("game-engine command round trip (processor)", &|l| {
+        format!("{} = {:.0}/s", spread(&l.engine_commands.round_trip), l.engine_commands.commands_per_second)
+    });
+    row("game-engine command, `--low-latency`", &|l| {
+        let e = &l.engine_commands;
+        format!("{} = {:.0}/s", spread(&e.round_trip_low_latency), e.commands_per_second_low_latency)
+    });
+    row("`run_model` round trip (actions)", &|l| spread(&l.run_model.round_trip));
+    row("`run_model`, `--low-latency`", &|l| spread(&l.run_model.round_trip_low_latency));
     row("private memory per idle live session", &|l| {
         format!("{:.2} MiB ({} held)", l.density.private_bytes_per_session / 1048576.0, l.density.sessions)
     });
