@@ -66,16 +66,26 @@ pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })
 }
 
-/// The cache file name of a language's guest for this engine.
-pub(crate) fn key(engine: &Engine, language: Language) -> Result<String, Error> {
-    let hex = engine_digest(engine, &[guests::digest(language)?.as_bytes()]);
+/// The file name of a language's compiled guest: the engine, the guest's
+/// SHA-256 and `variant` (what the caller makes of the guest before it is
+/// compiled) decide it.
+pub(crate) fn key(engine: &Engine, language: Language, variant: &str) -> Result<String, Error> {
+    let hex = engine_digest(engine, &[guests::digest(language)?.as_bytes(), variant.as_bytes()]);
     Ok(format!("{}-{}-{hex}.cwasm", language.name(), env!("CARGO_PKG_VERSION")))
 }
 
-/// Loads a language's compiled guest from `dir`, compiling and saving it first if needed.
-pub(crate) fn load_or_compile(engine: &Engine, dir: &Path, language: Language) -> Result<Component, Error> {
+/// Loads a language's compiled guest from `dir`; if it is not there yet,
+/// compiles `make(the shipped component)` (`variant` names what `make`
+/// does, for the file name) and saves it first.
+pub(crate) fn load_or_compile(
+    engine: &Engine,
+    dir: &Path,
+    language: Language,
+    variant: &str,
+    make: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
+) -> Result<Component, Error> {
     let fail = |message: String| Error::GuestLoad { language, message };
-    let path = dir.join(key(engine, language)?);
+    let path = dir.join(key(engine, language, variant)?);
     if path.exists() {
         // SAFETY: the file was written by this function for this exact engine
         // configuration (its name says so), renamed into place only once complete.
@@ -86,8 +96,10 @@ pub(crate) fn load_or_compile(engine: &Engine, dir: &Path, language: Language) -
     }
     let started = std::time::Instant::now();
     tracing::info!(%language, "compiling the guest to native code (once per machine)");
+    let shipped = guests::bytes(language)?;
+    let made = make(shipped);
     let bytes = engine
-        .precompile_component(guests::bytes(language)?)
+        .precompile_component(made.as_deref().unwrap_or(shipped))
         .map_err(|e| fail(format!("compilation failed: {e:#}")))?;
     tracing::info!(%language, elapsed = ?started.elapsed(), size = bytes.len(), "guest compiled");
     write_whole(&path, &bytes).map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;

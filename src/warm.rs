@@ -1,8 +1,9 @@
 //! Instances made before they are asked for.
 //!
 //! A cold start is an instantiation plus the interpreter's own start (Python's
-//! first touch of its snapshotted image, QuickJS building a context and
-//! evaluating the prelude). The runtime keeps a few instances per language
+//! first touch of its snapshotted image; for QuickJS and Lua, whose
+//! interpreters are built into their image at compile time, the first touch
+//! of that). The runtime keeps a few instances per language
 //! that have done both, made in the background on the guest threads, and a
 //! new session takes one if there is one. Each instance is given to exactly
 //! one session and never comes back: a session still starts in an instance no

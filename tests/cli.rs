@@ -154,6 +154,45 @@ fn a_terminal_sees_what_is_being_prepared_and_a_pipe_does_not() {
     assert_eq!((text(&out.stdout).as_str(), text(&out.stderr).as_str()), ("hello from lua\n", ""));
 }
 
+/// JavaScript's and Lua's interpreters are started once, when their guests
+/// are compiled, and baked into them (`src/guest/prebake.rs`): the log says
+/// so, and each run from that one image has its own files and its own
+/// random numbers.
+#[test]
+fn javascript_and_lua_are_compiled_with_their_interpreters_started() {
+    let programs = [
+        (
+            "main.js",
+            "const fs = require('fs'); fs.writeFileSync('/tmp/x', 'kept'); console.log(fs.readFileSync('/tmp/x', 'utf8'), Math.random())",
+        ),
+        (
+            "main.lua",
+            "local f = io.open('/tmp/x', 'w'); f:write('kept'); f:close(); print(io.open('/tmp/x'):read('a'), math.random())",
+        ),
+    ];
+    let dir = folder("prebake", &programs);
+    let cache = tempfile::tempdir().unwrap();
+    for (file, _) in programs {
+        let mut outputs = Vec::new();
+        for _ in 0..2 {
+            let out = Command::new(env!("CARGO_BIN_EXE_sandlot"))
+                .args(["run", file])
+                .current_dir(&dir)
+                .env("SANDLOT_CACHE_DIR", cache.path())
+                .env("SANDLOT_LOG", "info")
+                .output()
+                .expect("sandlot starts");
+            let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+            assert!(out.status.success() && stdout.starts_with("kept"), "{file}: {stdout}{stderr}");
+            outputs.push(stdout);
+            if outputs.len() == 1 {
+                assert!(stderr.contains("interpreter started and baked in"), "{file}: {stderr}");
+            }
+        }
+        assert_ne!(outputs[0], outputs[1], "{file}: two runs drew the same random numbers");
+    }
+}
+
 /// A log format the binary does not know is refused with what it can be.
 #[test]
 fn an_unknown_log_format_is_refused_clearly() {

@@ -37,6 +37,10 @@ src = src.replace(old, "", 1)
 old = "#if defined(__clang__) || defined(__GNUC__)\n    return (uintptr_t)__builtin_frame_address(0);"
 assert old in src, "quickjs.c changed: review the stack-pointer patch in build.sh"
 src = src.replace(old, "#if (defined(__clang__) || defined(__GNUC__)) && !defined(__wasi__)\n    return (uintptr_t)__builtin_frame_address(0);", 1)
+# Math.random's state is seeded from the clock when a context is made; a
+# context baked into the module (src/guest/prebake.rs) would give every
+# session the same numbers, so main.c seeds each instance afresh.
+src += "\nvoid sandlot_seed_random(JSContext *ctx, uint64_t seed) { ctx->random_state = seed ? seed : 1; }\n"
 open(path, "w").write(src)
 PY
 embed_c_array "$HERE/prelude.js" "$WORK/prelude.h" prelude_js

@@ -660,7 +660,10 @@ static void track_rejection(JSContext *c, JSValueConst promise, JSValueConst rea
     }
 }
 
-static bool init(void) {
+/* Builds the runtime, its context and the prelude, once. sandlot calls it
+ * before the component is compiled (sandlot-init) and bakes the memory it
+ * leaves into the module, so an instance usually finds it done. */
+static bool start(void) {
     if (ctx)
         return true;
     rt = JS_NewRuntime();
@@ -687,6 +690,25 @@ static bool init(void) {
         return false;
     }
     JS_FreeValue(ctx, r);
+    return true;
+}
+
+/* Added to quickjs.c by build.sh. */
+void sandlot_seed_random(JSContext *c, uint64_t seed);
+
+/* Whether this instance has seeded Math.random: false in the baked image, so
+ * each instance seeds its own, from the host's randomness, on its first call. */
+static bool seeded;
+
+static bool init(void) {
+    if (!start())
+        return false;
+    if (!seeded) {
+        uint64_t seed;
+        if (getentropy(&seed, sizeof seed) == 0)
+            sandlot_seed_random(ctx, seed);
+        seeded = true;
+    }
     return true;
 }
 
@@ -957,4 +979,9 @@ done:
     sandbox_string_free(name);
     sandbox_string_free(input);
     return ok;
+}
+
+/* Starts the interpreter ahead of any run (src/guest/prebake.rs): 0 once started. */
+__attribute__((export_name("sandlot-init"))) int32_t sandlot_init(void) {
+    return start() ? 0 : 1;
 }

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lauxlib.h"
 #include "lua.h"
@@ -166,7 +167,10 @@ static const luaL_Reg natives[] = {
 
 /* ---- the state and the prelude's entry points ---- */
 
-static bool init(void) {
+/* Makes the state, its libraries and the prelude, once. sandlot calls it
+ * before the component is compiled (sandlot-init) and bakes the memory it
+ * leaves into the module, so an instance usually finds it done. */
+static bool start(void) {
     if (L)
         return true;
     L = luaL_newstate();
@@ -183,6 +187,30 @@ static bool init(void) {
         lua_close(L);
         L = NULL;
         return false;
+    }
+    return true;
+}
+
+/* Whether this instance has seeded math.random: false in the baked image
+ * (whose seed every instance would share), so each instance seeds its own,
+ * from the host's randomness, on its first call. */
+static bool seeded;
+
+static bool init(void) {
+    if (!start())
+        return false;
+    if (!seeded) {
+        uint64_t seed[2];
+        if (getentropy(seed, sizeof seed) == 0) {
+            lua_getglobal(L, "math");
+            lua_getfield(L, -1, "randomseed");
+            lua_pushinteger(L, (lua_Integer)seed[0]);
+            lua_pushinteger(L, (lua_Integer)seed[1]);
+            if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+                lua_pop(L, 1);
+            lua_pop(L, 1);
+        }
+        seeded = true;
     }
     return true;
 }
@@ -307,4 +335,9 @@ bool exports_sandbox_train(sandbox_string_t *name, sandbox_string_t *input, sand
     sandbox_string_free(name);
     sandbox_string_free(input);
     return ok;
+}
+
+/* Starts the interpreter ahead of any run (src/guest/prebake.rs): 0 once started. */
+__attribute__((export_name("sandlot-init"))) int32_t sandlot_init(void) {
+    return start() ? 0 : 1;
 }

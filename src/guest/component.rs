@@ -7,12 +7,16 @@ use wasmtime::Store;
 use wasmtime::component::Linker;
 use wasmtime_wasi::FsPerms;
 
-use super::{Call, Exports, Kind, Returned, Wasi};
+use super::{Call, Exports, Kind, Returned, Wasi, prebake};
 use crate::cache;
 use crate::error::Error;
 use crate::host::{self, HostState, Sandbox, SandboxPre, WitProgram, WitSourceFile};
 use crate::language::Language;
 use crate::output::GuestIo;
+
+/// The environment variables of every component session (a program's own
+/// come through its `run` call).
+pub(crate) const ENVIRONMENT: &[(&str, &str)] = &[("TMPDIR", "/tmp")];
 
 /// A component compiled for this engine and linked, ready to instantiate.
 pub(crate) struct Prepared {
@@ -30,7 +34,20 @@ impl Prepared {
         cache_dir: &Path,
         language: Language,
     ) -> Result<Self, Error> {
-        let component = cache::load_or_compile(engine, cache_dir, language)?;
+        let component = cache::load_or_compile(engine, cache_dir, language, prebake::VERSION, |shipped| {
+            let started = std::time::Instant::now();
+            match prebake::prebake(engine, shipped) {
+                Ok(Some(baked)) => {
+                    tracing::info!(%language, elapsed = ?started.elapsed(), "interpreter started and baked in");
+                    Some(baked)
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(%language, "the interpreter could not be started ahead (each instance starts it): {e}");
+                    None
+                }
+            }
+        })?;
         let pre = linker
             .instantiate_pre(&component)
             .and_then(SandboxPre::new)
@@ -46,7 +63,9 @@ impl Kind for Prepared {
         let mut wasi = host::sandbox_wasi(io.stdin, io.stdout, io.stderr);
         wasi.preopened_dir(scratch, "/tmp", FsPerms::ReadWrite)
             .map_err(|e| Error::Engine(format!("could not open the scratch folder {}: {e}", scratch.display())))?;
-        wasi.env("TMPDIR", "/tmp");
+        for (name, value) in ENVIRONMENT {
+            wasi.env(name, value);
+        }
         if let Some(data) = data {
             wasi.preopened_dir(data, "/data", FsPerms::ReadOnly).map_err(|e| {
                 Error::Engine(format!("could not open the datasets folder {} for the guest: {e}", data.display()))

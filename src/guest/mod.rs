@@ -3,6 +3,8 @@
 //!
 //! - `component`: a WASI preview 2 component built into the binary, whose
 //!   exports and imports are `wit/sandlot.wit` (python, javascript, lua);
+//!   one whose interpreter can start before any run is started and baked
+//!   when it is compiled (`prebake.rs`: javascript, lua);
 //! - `sci`: a WASI preview 1 core module with one import, a JSON door onto the
 //!   same host code, warmed and baked at `prepare` (python-sci).
 //!
@@ -11,7 +13,9 @@
 //! its calls under limits without knowing its kind.
 
 pub(crate) mod component;
+pub(crate) mod prebake;
 pub(crate) mod sci;
+pub(crate) mod snapshot;
 
 use std::future::Future;
 use std::path::Path;

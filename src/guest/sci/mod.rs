@@ -7,15 +7,13 @@
 //!
 //! Importing pandas and scikit-learn takes seconds, so it is done once: at
 //! `prepare`, a fresh instance runs `warm.py`, its memory is baked into the
-//! module (`snapshot.rs`), and the baked module is compiled and cached. Every
+//! module (`guest/snapshot.rs`), and the baked module is compiled and cached. Every
 //! session then starts from that memory by copy-on-write, in about a millisecond.
 //!
 //! The instance finds its files through preopens whose order is part of the
 //! baked memory (wasi-libc's table of preopens): the same five (the last its
 //! scratch folder, `/tmp`), in the same order, for the warm-up and every session. Only the warm-up may write, and
 //! only to matplotlib's configuration folder (its font cache).
-
-pub(crate) mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -25,7 +23,7 @@ use wasmtime_wasi::FsPerms;
 use wasmtime_wasi::cli::StdoutStream;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-use super::{Call, Exports as GuestExports, Kind, Returned, Wasi};
+use super::{Call, Exports as GuestExports, Kind, Returned, Wasi, snapshot};
 use crate::cache;
 use crate::error::Error;
 use crate::guests;
