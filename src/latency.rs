@@ -1,7 +1,8 @@
 //! Low latency on request (`sandlot serve --low-latency`): while it is held,
-//! a direct-IO socket polls for its client's next frame for a moment before
-//! it waits, and idle CPUs poll instead of halting (Linux's PM QoS
-//! interface), where the machine lets them.
+//! a socket polls for its client's next message for a moment before it
+//! waits, and idle CPUs poll
+//! instead of halting (Linux's PM QoS interface), where the machine lets
+//! them.
 //!
 //! A small model call (a direct-IO prediction) is answered in tens of
 //! microseconds, but between two of a client's frames the server's thread
@@ -16,8 +17,8 @@
 //! The PM QoS request works only through a cpuidle driver. A machine without
 //! one (`/sys/devices/system/cpu/cpuidle/current_driver` is `none`, as on
 //! the AMD VM of the later bench runs) halts its idle CPUs whatever is
-//! asked; there only the sockets' polling helps: the thread that answered a
-//! frame keeps polling for the next one (`SOCKET_POLL`), so the CPU never
+//! asked; there only the polling helps (`Poller`): the thread that answered
+//! a frame keeps polling for the next one (`SOCKET_POLL`), so the CPU never
 //! idles between a client's frames that come that quickly.
 //!
 //! The price is power: idle CPUs spin, and a socket's thread spins after
@@ -26,10 +27,13 @@
 //! The PM QoS device is root's alone; without it the sockets still poll.
 
 use std::fs::File;
+use std::future::Future;
 use std::io::Write;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
 
 /// The PM QoS device: while a process holds it open with a value written,
 /// no CPU enters an idle state slower to leave than that many microseconds.
@@ -38,11 +42,59 @@ pub const DEVICE: &str = "/dev/cpu_dma_latency";
 /// Where Linux names the cpuidle driver (`none` when there is none).
 const CPUIDLE_DRIVER: &str = "/sys/devices/system/cpu/cpuidle/current_driver";
 
-/// How long a direct-IO socket polls for its next frame after answering,
-/// while low latency is held: longer than a client takes to read an answer
-/// and send its next frame, much shorter than a client that thinks between
-/// frames waits anyway.
+/// How long a socket polls for its next message while low latency is
+/// held: longer than a quick
+/// client takes to read an answer and send its next message, much shorter
+/// than a client that thinks between messages waits anyway.
 pub(crate) const SOCKET_POLL: Duration = Duration::from_micros(250);
+
+/// A waiter that polls before it waits while low latency is held, and stops
+/// polling where it does not pay (one per socket).
+///
+/// Polling pays only when the answer comes within `SOCKET_POLL` and this
+/// thread keeps its CPU meanwhile: on a machine whose CPUs are busy with
+/// other work, a polling thread loses its CPU and sees the answer late
+/// (measured: a direct-IO round trip 3.5× slower beside one CPU-bound
+/// process), and a client that thinks between messages is never caught.
+/// After two polls that missed, it waits instead, and tries polling again
+/// once in `PROBE_EVERY` waits.
+#[derive(Default)]
+pub(crate) struct Poller {
+    missed: AtomicU8,
+    since_poll: AtomicU32,
+}
+
+const PROBE_EVERY: u32 = 64;
+
+impl Poller {
+    /// `future`'s output; while low latency is held (and polling has not
+    /// missed lately) it is polled first, yielding between polls, for up to
+    /// `SOCKET_POLL`, so an answer that soon finds this thread running.
+    pub(crate) async fn wait<F: Future>(&self, future: F) -> F::Output {
+        if !held() {
+            return future.await;
+        }
+        let since = self.since_poll.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.missed.load(Ordering::Relaxed) >= 2 && since < PROBE_EVERY {
+            return future.await;
+        }
+        self.since_poll.store(0, Ordering::Relaxed);
+        let until = Instant::now() + SOCKET_POLL;
+        let mut future = std::pin::pin!(future);
+        let (output, caught) = loop {
+            if let Some(output) = future.as_mut().now_or_never() {
+                break (output, Instant::now() <= until);
+            }
+            if Instant::now() >= until {
+                break (future.await, false);
+            }
+            tokio::task::yield_now().await;
+        };
+        let missed = if caught { 0 } else { self.missed.load(Ordering::Relaxed).saturating_add(1) };
+        self.missed.store(missed, Ordering::Relaxed);
+        output
+    }
+}
 
 /// Holds alive, in this process.
 static HOLDS: AtomicUsize = AtomicUsize::new(0);

@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::stream::SplitStream;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -134,6 +134,8 @@ pub(crate) struct Connection {
     client: Client,
     /// Counts the socket in `sandlot_connections{face}` while it is open.
     counted: Option<ConnectionGauge>,
+    /// Low latency's polling for the next message.
+    poller: std::sync::Arc<crate::latency::Poller>,
 }
 
 impl Connection {
@@ -194,6 +196,7 @@ impl Connection {
             peer: peer.clone(),
             client,
             counted: None,
+            poller: Default::default(),
         }
     }
 
@@ -260,17 +263,8 @@ impl Connection {
         if !crate::latency::held() {
             return self.wait().await;
         }
-        let until = std::time::Instant::now() + crate::latency::SOCKET_POLL;
-        let mut wait = std::pin::pin!(self.wait());
-        loop {
-            if let Some(incoming) = wait.as_mut().now_or_never() {
-                return incoming;
-            }
-            if std::time::Instant::now() >= until {
-                return wait.await;
-            }
-            tokio::task::yield_now().await;
-        }
+        let poller = self.poller.clone();
+        poller.wait(self.wait()).await
     }
 
     async fn wait(&mut self) -> Option<Incoming> {
