@@ -1,8 +1,7 @@
 //! Low latency on request (`sandlot serve --low-latency`): while it is held,
 //! a socket polls for its client's next message for a moment before it
-//! waits, and idle CPUs poll
-//! instead of halting (Linux's PM QoS interface), where the machine lets
-//! them.
+//! waits, and idle CPUs poll instead of halting (Linux's PM QoS interface),
+//! where the machine lets them.
 //!
 //! A small model call (a direct-IO prediction) is answered in tens of
 //! microseconds, but between two of a client's frames the server's thread
@@ -42,10 +41,10 @@ pub const DEVICE: &str = "/dev/cpu_dma_latency";
 /// Where Linux names the cpuidle driver (`none` when there is none).
 const CPUIDLE_DRIVER: &str = "/sys/devices/system/cpu/cpuidle/current_driver";
 
-/// How long a socket polls for its next message while low latency is
-/// held: longer than a quick
-/// client takes to read an answer and send its next message, much shorter
-/// than a client that thinks between messages waits anyway.
+/// How long a socket polls for its next message while low latency is held:
+/// longer than a quick client takes to read an answer and send its next
+/// message, much shorter than a client that thinks between messages waits
+/// anyway.
 pub(crate) const SOCKET_POLL: Duration = Duration::from_micros(250);
 
 /// A waiter that polls before it waits while low latency is held, and stops
@@ -69,7 +68,8 @@ const PROBE_EVERY: u32 = 64;
 impl Poller {
     /// `future`'s output; while low latency is held (and polling has not
     /// missed lately) it is polled first, yielding between polls, for up to
-    /// `SOCKET_POLL`, so an answer that soon finds this thread running.
+    /// `SOCKET_POLL`, so an answer that comes that soon finds this thread
+    /// running.
     pub(crate) async fn wait<F: Future>(&self, future: F) -> F::Output {
         if !held() {
             return future.await;
