@@ -125,22 +125,18 @@ fn start(engine: &Engine, module: &[u8]) -> Result<Vec<u8>, String> {
     };
     // The environment every component session has, as wasi-libc lays it
     // out: a pointer per variable, then the "NAME=value\0" strings.
-    let environment: Vec<u8> = super::component::ENVIRONMENT
-        .iter()
-        .flat_map(|(name, value)| format!("{name}={value}\0").into_bytes())
-        .collect();
-    let count = super::component::ENVIRONMENT.len();
+    let mut strings = Vec::new();
+    let mut offsets = Vec::new();
+    for (name, value) in super::component::ENVIRONMENT {
+        offsets.push(strings.len() as u32);
+        strings.extend_from_slice(format!("{name}={value}\0").as_bytes());
+    }
+    let (count, bytes) = ((offsets.len() as u32).to_le_bytes(), (strings.len() as u32).to_le_bytes());
     let sizes = move |mut caller: Caller<'_, ()>, count_at: i32, bytes_at: i32| -> i32 {
-        let (count, bytes) = ((count as u32).to_le_bytes(), (environment.len() as u32).to_le_bytes());
         write(&mut caller, &[(count_at, &count[..]), (bytes_at, &bytes[..])])
     };
     let environ = move |mut caller: Caller<'_, ()>, pointers_at: i32, strings_at: i32| -> i32 {
-        let mut pointers = Vec::new();
-        let mut strings = Vec::new();
-        for (name, value) in super::component::ENVIRONMENT {
-            pointers.extend_from_slice(&(strings_at as u32 + strings.len() as u32).to_le_bytes());
-            strings.extend_from_slice(format!("{name}={value}\0").as_bytes());
-        }
+        let pointers: Vec<u8> = offsets.iter().flat_map(|offset| (strings_at as u32 + offset).to_le_bytes()).collect();
         write(&mut caller, &[(pointers_at, &pointers[..]), (strings_at, &strings[..])])
     };
     let setup = |linker: &mut Linker<()>| -> wasmtime::Result<()> {
