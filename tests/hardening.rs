@@ -1,5 +1,6 @@
 //! The server process's own defences: an owner-only data folder, dropping
-//! root for `--user`, saying so when it runs as root, and Landlock.
+//! root for `--user`, saying so when it runs as root, Landlock, and guests
+//! running below the threads that serve sockets and kills.
 
 mod common;
 
@@ -94,4 +95,53 @@ async fn it_says_whether_it_runs_as_root_and_whether_landlock_is_on() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("landlock: on") || text.contains("landlock: off ("), "{text}");
     assert_eq!(text.contains("running as root"), is_root(), "{text}");
+}
+
+/// Each thread of the server: its name, nice value and CPU ticks used.
+fn threads(pid: u32) -> Vec<(String, i32, u64)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else { continue };
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_string();
+        // After the name: state is field 3, utime 14, nice 19.
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        threads.push((name, fields[16].parse().unwrap(), fields[11].parse().unwrap()));
+    }
+    threads
+}
+
+#[tokio::test]
+async fn guests_run_below_the_server_s_own_threads() {
+    let server = Server::start(&[]);
+    let mut client = Client::connect(&server.ws_url("/v1/ws")).await;
+    client.send(json!({ "op": 1, "args": { "language": "python", "code": "while True:\n    pass" } })).await;
+    let runid = loop {
+        let event = client.recv_within(Duration::from_secs(30)).await;
+        if event["code"] == 2 {
+            break event["data"]["runid"].as_str().unwrap().to_string();
+        }
+    };
+    let before = threads(server.pid());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = threads(server.pid());
+    for (name, nice, _) in &after {
+        let expected = if name == "sandlot-guest" { 10 } else { 0 };
+        assert_eq!(*nice, expected, "thread {name}: {after:?}");
+    }
+    // The busy guest's ticks went to a guest thread.
+    let used = |name: &str| -> u64 {
+        let total = |list: &[(String, i32, u64)]| list.iter().filter(|t| t.0 == name).map(|t| t.2).sum::<u64>();
+        total(&after) - total(&before)
+    };
+    assert!(used("sandlot-guest") > used("tokio-rt-worker"), "before {before:?}, after {after:?}");
+    // And it is killed as ever.
+    client.send(json!({ "op": 2, "args": { "runid": runid } })).await;
+    loop {
+        let event = client.recv_within(Duration::from_secs(10)).await;
+        if event["code"] == 4 {
+            assert_eq!(event["data"]["runid"], runid.as_str());
+            break;
+        }
+    }
 }
