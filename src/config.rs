@@ -99,6 +99,17 @@ pub struct ServeSettings {
     /// Small model calls answer 1.3-3x sooner, at the cost of spinning CPUs [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     low_latency: Option<bool>,
+    /// Join a cluster through its NATS servers (nats://host:4222, comma-separated; JetStream on):
+    /// one-shot runs go to whichever node has room. Every node needs the same tokens and limits.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// This node's name in the cluster: letters, digits, '-' and '_' [default: the host's name and the port].
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
+    /// Cluster mode: seconds a one-shot run may wait for a node with room before it ends as
+    /// timeout [default: the run's time limit].
+    #[arg(long, value_name = "SECONDS")]
+    queue_wait: Option<f64>,
 }
 
 /// `a.or(b)` for each named field.
@@ -119,7 +130,7 @@ impl ServeSettings {
         either!(self, other; listen, data_dir, tokens, timeout, memory, max_running, max_running_per_client,
             runs_per_second, idle_expiry, live_memory, placeholder_memory, stored_placeholder_mib, retention_hours, max_connections,
             max_connections_per_address, header_timeout, first_message_timeout, idle_timeout, allowed_hosts,
-            allowed_origins, max_dataset_file_mib, max_datasets, max_datasets_mib, min_free_disk_mib, user, landlock, warm_instances, low_latency)
+            allowed_origins, max_dataset_file_mib, max_datasets, max_datasets_mib, min_free_disk_mib, user, landlock, warm_instances, low_latency, cluster, node_name, queue_wait)
     }
 
     /// Whether to restrict the process with Landlock.
@@ -133,6 +144,10 @@ impl ServeSettings {
     }
 
     pub fn into_config(self) -> Result<ServerConfig, String> {
+        #[cfg(not(feature = "cluster"))]
+        if self.cluster.is_some() {
+            return Err("this sandlot was built without cluster mode (the `cluster` feature)".into());
+        }
         let mut tokens = self.tokens.unwrap_or_default();
         if let Some(env) = std::env::var_os("SANDLOT_TOKENS") {
             let env = env.into_string().map_err(|_| "SANDLOT_TOKENS is not valid UTF-8")?;
@@ -186,6 +201,21 @@ impl ServeSettings {
             },
             run_as: self.user.as_deref().map(crate::harden::RunAs::lookup).transpose()?,
             warm_instances: self.warm_instances,
+            #[cfg(feature = "cluster")]
+            cluster: match self.cluster {
+                Some(url) => {
+                    if let Some(node) = &self.node_name {
+                        crate::cluster::valid_node_name(node).map_err(|e| format!("--node-name: {e}"))?;
+                    }
+                    let queue_wait = self.queue_wait.map(Duration::try_from_secs_f64).transpose();
+                    let queue_wait = queue_wait.map_err(|e| format!("--queue-wait: {e}"))?;
+                    Some(crate::cluster::ClusterConfig { url, node: self.node_name, queue_wait })
+                }
+                None if self.node_name.is_some() || self.queue_wait.is_some() => {
+                    return Err("--node-name and --queue-wait need --cluster".into());
+                }
+                None => None,
+            },
             ..defaults
         })
     }

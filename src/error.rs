@@ -44,6 +44,9 @@ pub enum Error {
     Engine(String),
     #[error("the server's data store failed: {0}")]
     Storage(String),
+    /// Cluster mode: joining, or the cluster's queue or buckets.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// About how long a preparation that has gone on for `so_far` still takes.

@@ -7,6 +7,8 @@
 #[cfg(feature = "cli")]
 pub mod bench;
 mod cache;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 #[cfg(feature = "cli")]
 pub mod config;
 mod datasets;

@@ -215,6 +215,9 @@ pub struct Metrics {
     refusals: Vec<Counter>,
     sessions_running: Gauge,
     sessions_live: Gauge,
+    cluster_nodes: Gauge,
+    cluster_queued: Gauge,
+    cluster_free_slots: Gauge,
 }
 
 impl Default for Metrics {
@@ -263,6 +266,8 @@ impl Metrics {
         let sessions_running = session_family.get_or_create_owned(&vec![("state", "running")]);
         let sessions_live = session_family.get_or_create_owned(&vec![("state", "live")]);
         let (kills, upload_bytes) = (Counter::default(), Counter::default());
+        let (cluster_nodes, cluster_queued, cluster_free_slots) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
 
         registry.register("runs", "Runs ended, by language, face and how they ended", runs_family);
         registry.register(
@@ -275,12 +280,27 @@ impl Metrics {
             "Time to have an instance ready for a new session (a warm one taken, or one made), by language and face",
             cold_family,
         );
-        registry.register("sessions", "Sessions running a call now, and live ones held between calls", session_family);
+        registry.register(
+            "sessions",
+            "Sessions running a call now (runs of every face and model calls), and live ones held between calls",
+            session_family,
+        );
         registry.register("kills", "Runs stopped by a client, a disconnect or the server's stop", kills.clone());
         registry.register("limit_hits", "Runs ended by a limit, by limit", limit_family);
         registry.register("upload_bytes", "Dataset bytes received and acknowledged", upload_bytes.clone());
         registry.register("connections", "WebSockets open now, by face", connection_family);
         registry.register("refusals", "Requests and connections turned away, by cause", refusal_family);
+        registry.register("cluster_nodes", "Cluster mode: nodes seen alive, this one included", cluster_nodes.clone());
+        registry.register(
+            "cluster_queued_runs",
+            "Cluster mode: runs waiting in the cluster's queue",
+            cluster_queued.clone(),
+        );
+        registry.register(
+            "cluster_free_slots",
+            "Cluster mode: running slots free across the nodes seen",
+            cluster_free_slots.clone(),
+        );
         Metrics {
             registry,
             runs,
@@ -293,7 +313,17 @@ impl Metrics {
             refusals,
             sessions_running,
             sessions_live,
+            cluster_nodes,
+            cluster_queued,
+            cluster_free_slots,
         }
+    }
+
+    /// Cluster mode: what this node sees of the cluster.
+    pub fn set_cluster(&self, nodes: usize, queued: u64, free_slots: usize) {
+        self.cluster_nodes.set(nodes as i64);
+        self.cluster_queued.set(queued as i64);
+        self.cluster_free_slots.set(free_slots as i64);
     }
 
     /// A run (or a notebook cell) ended.

@@ -158,6 +158,8 @@ pub struct Entry {
     saver: Option<RunWriter>,
     face: Face,
     metrics: Arc<Metrics>,
+    /// Cluster mode: another node runs it and counts it in its metrics.
+    remote: bool,
 }
 
 impl Entry {
@@ -182,7 +184,7 @@ impl Entry {
 
     /// Records the run's outcome, unless one was recorded already, and saves
     /// the run's record (outcome and placeholders) to the store.
-    fn record(&self, outcome: RunOutcome) {
+    pub(crate) fn record(&self, outcome: RunOutcome) {
         self.touch();
         // The value went to the run's listener; a record is kept small.
         let outcome = RunOutcome { value: None, ..outcome };
@@ -194,7 +196,9 @@ impl Entry {
             // the run's end), and before anyone can see that the run ended:
             // a stopping server waits for its runs' ends, then flushes what
             // was saved (saved after, a record could miss that flush).
-            self.metrics.run_ended(self.language, self.face, outcome.reason, outcome.wall_time);
+            if !self.remote {
+                self.metrics.run_ended(self.language, self.face, outcome.reason, outcome.wall_time);
+            }
             if let Some(saver) = &self.saver {
                 saver.save(RunRecord::new(
                     &self.id,
@@ -514,6 +518,38 @@ impl Registry {
         let program = program.validated()?;
         self.wait_prepared(language).await?;
         let permit = self.permit(client, true)?;
+        self.start_permitted(permit, face, language, program, options, keep).await
+    }
+
+    /// Starts a one-shot run in a running slot taken by `reserve` (cluster
+    /// mode: a run another node queued, whose client that node admitted).
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn start_reserved(
+        &self,
+        slot: Reserved,
+        face: Face,
+        language: Language,
+        program: Program,
+        options: SessionOptions,
+    ) -> Result<Started, Error> {
+        if self.inner.closing.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
+        let program = program.validated()?;
+        self.wait_prepared(language).await?;
+        let permit = RunPermit { _global: slot.0, _client: None };
+        self.start_permitted(permit, face, language, program, options, Keep::Nothing).await
+    }
+
+    async fn start_permitted(
+        &self,
+        permit: RunPermit,
+        face: Face,
+        language: Language,
+        program: Program,
+        options: SessionOptions,
+        keep: Keep,
+    ) -> Result<Started, Error> {
         let options = SessionOptions { placeholders: Some(self.inner.placeholder_memory.clone()), ..options };
         let cold = Instant::now();
         let (mut session, events) = self.inner.runtime.session(language, options).await?;
@@ -537,6 +573,7 @@ impl Registry {
             },
             face,
             metrics: self.inner.metrics.clone(),
+            remote: false,
         });
         if keep != Keep::Nothing {
             self.maps().active.insert(entry.id.clone(), entry.clone());
@@ -592,6 +629,76 @@ impl Registry {
         };
         self.inner.runtime.guest_tasks().spawn(run.instrument(span));
         Ok(Started { events: RunEvents { events, entry: entry.clone() }, entry })
+    }
+
+    /// Admits `client`'s new run that another node will run (cluster mode):
+    /// its share and rate are checked here, where the client is; the slot
+    /// is held until the run ends.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn admit(&self, client: &Client) -> Result<Admission, Error> {
+        if self.inner.closing.load(Ordering::SeqCst) {
+            self.inner.metrics.refused(Refusal::ShuttingDown);
+            return Err(Error::ShuttingDown);
+        }
+        let slot = self.inner.clients.take(client, true);
+        if let Some(refusal) = slot.as_ref().err().and_then(Refusal::of) {
+            self.inner.metrics.refused(refusal);
+        }
+        Ok(Admission(slot?))
+    }
+
+    /// A free running slot, if there is one now (cluster mode: a node takes
+    /// a queued run only into a slot of its own).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn try_reserve(&self) -> Option<Reserved> {
+        self.inner.running.clone().try_acquire_owned().ok().map(Reserved)
+    }
+
+    /// The entry and events of a run another node runs (cluster mode); the
+    /// returned `RemoteRun` feeds them with what that node reports.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn remote(&self, face: Face, language: Language, options: &SessionOptions) -> (Started, RemoteRun) {
+        use crate::input::{InputBinding, Stdin};
+        use crate::report::{EventQueue, Reporter};
+        use crate::run::StopSignal;
+        let limits = options.limits.clone().unwrap_or_else(|| self.inner.runtime.default_limits());
+        let (queue, events) = EventQueue::new(options.output_queue_bytes.unwrap_or(limits.output_bytes));
+        let reporter = Arc::new(Reporter::new(queue));
+        reporter.accept(limits.fuel);
+        let stop = StopSignal::new();
+        let placeholders = Placeholders::sharing(limits.placeholder_bytes, self.inner.placeholder_memory.clone());
+        let entry = Arc::new(Entry {
+            id: uuid::Uuid::new_v4().to_string(),
+            language,
+            started_at: SystemTime::now(),
+            kill: KillHandle::new(stop.clone(), reporter.clone(), self.inner.runtime.engine().clone()),
+            stdin: InputBinding::default().bind(Stdin::Closed),
+            placeholders: placeholders.clone(),
+            outcome: watch::channel(None).0,
+            session: tokio::sync::Mutex::new(None),
+            live: AtomicBool::new(false),
+            memory: AtomicUsize::new(0),
+            direct: AtomicBool::new(false),
+            last_used: Mutex::new(Instant::now()),
+            saver: None,
+            face,
+            metrics: self.inner.metrics.clone(),
+            remote: true,
+        });
+        let started = Started { events: RunEvents { events, entry: entry.clone() }, entry: entry.clone() };
+        (started, RemoteRun { entry, reporter, stop, placeholders, limits })
+    }
+
+    /// Whether the registry has started to stop.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn is_closing(&self) -> bool {
+        self.inner.closing.load(Ordering::SeqCst)
+    }
+
+    /// Running slots free now, and in all.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn running_slots(&self) -> (usize, usize) {
+        (self.inner.running.available_permits(), self.inner.config.max_running)
     }
 
     /// A run's status, if it has not expired.
@@ -827,11 +934,12 @@ impl Registry {
         self.inner.live_memory.load(Ordering::SeqCst)
     }
 
-    /// How many runs are going, live sessions held between calls (their
-    /// instance kept) and records kept in memory.
+    /// How many guests are running a call (runs of every face, one-shot ones
+    /// included, and model calls: the running slots in use), live sessions
+    /// held between calls (their instance kept) and records kept in memory.
     pub fn counts(&self) -> (usize, usize, usize) {
+        let running = self.inner.config.max_running - self.inner.running.available_permits();
         let maps = self.maps();
-        let running = maps.active.values().filter(|e| e.is_running()).count();
         let live = maps.active.values().filter(|e| !e.is_running() && e.is_live()).count();
         (running, live, maps.records.len())
     }
@@ -991,6 +1099,25 @@ impl Registry {
 }
 
 /// A guest call's permits, given back when dropped.
+/// A client's admitted run in cluster mode: its share, held until dropped.
+#[cfg(feature = "cluster")]
+pub(crate) struct Admission(#[allow(dead_code)] Option<ClientSlot>);
+
+/// A running slot taken for a queued run (cluster mode).
+#[cfg(feature = "cluster")]
+pub(crate) struct Reserved(OwnedSemaphorePermit);
+
+/// What feeds a run's entry and events when another node runs it.
+#[cfg(feature = "cluster")]
+pub(crate) struct RemoteRun {
+    pub(crate) entry: Arc<Entry>,
+    pub(crate) reporter: Arc<crate::report::Reporter>,
+    /// Set by a kill of the entry (`Entry::kill`).
+    pub(crate) stop: crate::run::StopSignal,
+    pub(crate) placeholders: Placeholders,
+    pub(crate) limits: crate::limits::Limits,
+}
+
 struct RunPermit {
     _global: OwnedSemaphorePermit,
     _client: Option<ClientSlot>,

@@ -41,10 +41,13 @@ pub enum EndReason {
     OutputLimit,
     /// The files written under `/tmp` exceeded their budget.
     ScratchLimit,
+    /// Cluster mode: the node running it stopped answering (it died, or
+    /// lost its connection) before it reported the end.
+    NodeLost,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 8] = [
+    pub const ALL: [EndReason; 9] = [
         EndReason::Exit,
         EndReason::Error,
         EndReason::Killed,
@@ -53,6 +56,7 @@ impl EndReason {
         EndReason::Fuel,
         EndReason::OutputLimit,
         EndReason::ScratchLimit,
+        EndReason::NodeLost,
     ];
 
     /// The name used on the wire and in logs.
@@ -66,6 +70,7 @@ impl EndReason {
             EndReason::Fuel => "fuel",
             EndReason::OutputLimit => "output-limit",
             EndReason::ScratchLimit => "scratch-limit",
+            EndReason::NodeLost => "node-lost",
         }
     }
 
@@ -75,7 +80,11 @@ impl EndReason {
         match self {
             EndReason::Exit | EndReason::Error => None,
             EndReason::Timeout | EndReason::Fuel => Some(124),
-            EndReason::Killed | EndReason::Memory | EndReason::OutputLimit | EndReason::ScratchLimit => Some(137),
+            EndReason::Killed
+            | EndReason::Memory
+            | EndReason::OutputLimit
+            | EndReason::ScratchLimit
+            | EndReason::NodeLost => Some(137),
         }
     }
 }

@@ -244,6 +244,17 @@ impl Runtime {
         self.inner.guest_tasks.as_ref().expect("present until the runtime is dropped").handle()
     }
 
+    /// Limits of sessions that name none.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn default_limits(&self) -> Limits {
+        self.inner.default_limits.clone()
+    }
+
+    #[cfg(feature = "cluster")]
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
     /// Compiles a language's guest afresh and loads it once, timing both
     /// (for benchmarks; the cache is left alone).
     pub fn compile_report(&self, language: Language) -> Result<cache::CompileReport, Error> {

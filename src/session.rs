@@ -34,6 +34,11 @@ pub struct KillHandle {
 }
 
 impl KillHandle {
+    #[cfg(feature = "cluster")]
+    pub(crate) fn new(signal: StopSignal, reporter: Arc<Reporter>, engine: Engine) -> Self {
+        KillHandle { signal, reporter, engine }
+    }
+
     /// Stops the running call and ends the session. A running `run` or `eval`
     /// is reported ended (`SessionEvent::Finished`) right here, without
     /// waiting for its task to be polled; the outcome reported is returned.

@@ -83,6 +83,7 @@ impl From<Error> for Refusal {
             Error::SessionEnded(_) => "session_ended",
             Error::StillRunning(_) => "still_running",
             Error::PredictionTooLarge { .. } => "too_large",
+            Error::Cluster(_) => "cluster_unavailable",
             Error::GuestLoad { .. } | Error::Instantiate { .. } | Error::Engine(_) | Error::Storage(_) => {
                 "server_error"
             }

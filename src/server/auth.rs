@@ -32,6 +32,17 @@ impl Tokens {
         Tokens { digests: tokens.iter().map(|t| Sha256::digest(t.as_bytes()).into()).collect() }
     }
 
+    /// One digest of all the accepted tokens, whatever their order (what
+    /// the nodes of a cluster compare).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn digest(&self) -> String {
+        let mut digests = self.digests.clone();
+        digests.sort();
+        let all = Sha256::digest(digests.concat());
+        let hex: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{} tokens, sha256 {}", digests.len(), &hex[..16])
+    }
+
     /// Whether requests need a token at all.
     pub(crate) fn required(&self) -> bool {
         !self.digests.is_empty()

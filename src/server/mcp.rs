@@ -30,7 +30,7 @@ use crate::language::Language;
 use crate::metrics::Face;
 use crate::notebook::{NotebookConfig, Notebooks};
 use crate::program::{Program, SourceFile};
-use crate::registry::{Client, Collected, Keep, Registry};
+use crate::registry::{Client, Collected, Registry};
 use crate::run::RunOutcome;
 use crate::runtime::SessionOptions;
 use crate::scratch::MAX_FETCH_BYTES;
@@ -48,6 +48,9 @@ pub struct McpTools {
     options: SessionOptions,
     /// Who the caller is when the transport does not say (stdio: the local user).
     client: Client,
+    /// The cluster `run_code` runs go through, in cluster mode.
+    #[cfg(feature = "cluster")]
+    cluster: Option<crate::cluster::Cluster>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -116,7 +119,22 @@ impl McpTools {
     /// limits and datasets); callers the transport does not name are `client`.
     pub fn new(registry: Registry, options: SessionOptions, client: Client) -> Self {
         let notebooks = Notebooks::new(registry.clone(), NotebookConfig::default());
-        McpTools { registry, notebooks, options, client, tool_router: Self::tool_router() }
+        McpTools {
+            registry,
+            notebooks,
+            options,
+            client,
+            #[cfg(feature = "cluster")]
+            cluster: None,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    /// The same tools, their `run_code` runs going through `cluster`.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn with_cluster(mut self, cluster: Option<crate::cluster::Cluster>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     #[tool(description = "Lists the languages run_code takes, with what each has installed. \
@@ -344,9 +362,11 @@ impl McpTools {
         let mut program = Program::single(language.main_file(), code);
         let files = request.files.unwrap_or_default().into_iter();
         program.files.extend(files.map(|(name, content)| SourceFile { name, content }));
-        let started = self
-            .registry
-            .start(client, Face::Mcp, language, program, options, Keep::Nothing)
+        #[cfg(feature = "cluster")]
+        let cluster = self.cluster.as_ref();
+        #[cfg(not(feature = "cluster"))]
+        let cluster = None;
+        let started = super::one_shot(&self.registry, cluster, client, Face::Mcp, language, program, options)
             .await
             .map_err(|e| super::public_message(&e))?;
         let placeholders = started.entry.placeholders().clone();

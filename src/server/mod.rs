@@ -57,9 +57,9 @@ use crate::Language;
 use crate::datasets::{DatasetLimits, Datasets};
 use crate::folder::DataFolder;
 use crate::limits::Limits;
-#[cfg(feature = "mcp")]
-use crate::registry::Client;
-use crate::registry::{Registry, RegistryConfig};
+use crate::metrics::Face;
+use crate::program::Program;
+use crate::registry::{Client, Keep, Registry, RegistryConfig, Started};
 use crate::runtime::{Runtime, SessionOptions};
 use crate::store::Store;
 use auth::Tokens;
@@ -118,6 +118,9 @@ pub struct ServerConfig {
     /// Instances kept ready per language (see `Runtime::set_warm_instances`);
     /// `None` leaves the runtime's setting.
     pub warm_instances: Option<usize>,
+    /// The cluster to join; `None`: this node alone.
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -143,6 +146,8 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             run_as: None,
             warm_instances: None,
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
     }
 }
@@ -188,6 +193,9 @@ pub(crate) struct App {
     pub(crate) readiness: Arc<operators::Readiness>,
     /// `GET /v1/openapi.json`'s document.
     pub(crate) openapi: openapi::Document,
+    /// The cluster this node is in, if any.
+    #[cfg(feature = "cluster")]
+    pub(crate) cluster: Option<crate::cluster::Cluster>,
 }
 
 impl App {
@@ -201,6 +209,55 @@ impl App {
             ..SessionOptions::default()
         }
     }
+
+    /// Starts a one-shot run (nothing of it kept once its client has its
+    /// end): in cluster mode on whichever node has room, else here.
+    pub(crate) async fn one_shot(
+        &self,
+        client: &Client,
+        face: Face,
+        language: Language,
+        program: Program,
+        options: SessionOptions,
+    ) -> Result<Started, crate::Error> {
+        #[cfg(feature = "cluster")]
+        let cluster = self.cluster.as_ref();
+        #[cfg(not(feature = "cluster"))]
+        let cluster = None;
+        one_shot(&self.registry, cluster, client, face, language, program, options).await
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+type ClusterRef<'a> = Option<&'a std::convert::Infallible>;
+#[cfg(feature = "cluster")]
+type ClusterRef<'a> = Option<&'a crate::cluster::Cluster>;
+
+/// `App::one_shot`, for faces that hold the registry and cluster themselves.
+pub(crate) async fn one_shot(
+    registry: &Registry,
+    cluster: ClusterRef<'_>,
+    client: &Client,
+    face: Face,
+    language: Language,
+    program: Program,
+    options: SessionOptions,
+) -> Result<Started, crate::Error> {
+    // Runs that talk to this node while they go (a game engine's commands)
+    // run here.
+    #[cfg(feature = "cluster")]
+    let program = match cluster {
+        Some(cluster) if options.engine.is_none() => {
+            match cluster.start(registry, client, face, language, program, &options).await? {
+                Ok(started) => return Ok(started),
+                Err(program) => program,
+            }
+        }
+        _ => program,
+    };
+    #[cfg(not(feature = "cluster"))]
+    let _ = cluster;
+    registry.start(client, face, language, program, options, Keep::Nothing).await
 }
 
 /// Binds, prints `listening on http://ADDR` and serves at once, preparing
@@ -305,7 +362,11 @@ async fn serve_ready(
         closing: closing.clone(),
         readiness: Arc::default(),
         openapi: Arc::default(),
+        #[cfg(feature = "cluster")]
+        cluster: None,
     };
+    #[cfg(feature = "cluster")]
+    let app = join_cluster(app, listener.local_addr()?.port()).await?;
     // Sessions start in instances made ahead (`warm.rs`), from the first:
     // made for exactly what the faces' sessions ask for.
     if let Some(count) = app.config.warm_instances {
@@ -331,6 +392,32 @@ async fn serve_ready(
     admission.drained(Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(feature = "mcp")]
+fn mcp_tools(app: &App) -> mcp::McpTools {
+    let tools = mcp::McpTools::new(app.registry.clone(), app.session_options(), Client::Local);
+    #[cfg(feature = "cluster")]
+    let tools = tools.with_cluster(app.cluster.clone());
+    tools
+}
+
+/// Joins the cluster the config names, if any; a node that cannot join
+/// does not start.
+#[cfg(feature = "cluster")]
+async fn join_cluster(mut app: App, port: u16) -> std::io::Result<App> {
+    let Some(config) = app.config.cluster.clone() else { return Ok(app) };
+    let agreement = crate::cluster::Agreement {
+        version: env!("CARGO_PKG_VERSION").into(),
+        tokens: app.tokens.digest(),
+        limits: format!("{:?}", app.config.limits),
+        runs_per_second: app.config.registry.runs_per_second_per_client.to_string(),
+    };
+    let cluster = crate::cluster::Cluster::join(&config, port, agreement, app.registry.clone(), app.session_options())
+        .await
+        .map_err(std::io::Error::other)?;
+    app.cluster = Some(cluster);
+    Ok(app)
 }
 
 /// Prepares every language in the background, quick ones first, and stocks
@@ -428,10 +515,7 @@ fn router(app: App) -> Router {
     // MCP over streamable HTTP: behind the same tokens (its client is the
     // token's or the address's, as for REST).
     #[cfg(feature = "mcp")]
-    let rest = rest.route_service(
-        "/mcp",
-        mcp::http_service(mcp::McpTools::new(app.registry.clone(), app.session_options(), Client::Local)),
-    );
+    let rest = rest.route_service("/mcp", mcp::http_service(mcp_tools(&app)));
     let rest = rest
         .merge(datasets.clone())
         .nest("/control", datasets)

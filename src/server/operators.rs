@@ -81,7 +81,8 @@ pub(crate) async fn healthz() -> Json<Value> {
     path = "/readyz",
     tag = "operators",
     responses(
-        (status = 200, description = "ready: {ready, store, languages: [{language, state}]}", body = Object),
+        (status = 200, description = "ready: {ready, store, languages: [{language, state}]}, and in cluster \
+                                      mode cluster: {node, connected, nodes, queued_runs, free_slots, slots}", body = Object),
         (status = 503, description = "a language is still being prepared or warmed: the same body, \
                                       with seconds and expected_seconds of each one preparing", body = Object),
     )
@@ -90,7 +91,21 @@ pub(crate) async fn readyz(State(app): State<App>) -> Response {
     let (ready, languages) = app.readiness.report(app.registry.runtime());
     let store = if app.datasets.is_some() { "open" } else { "none" };
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "ready": ready, "store": store, "languages": languages }))).into_response()
+    #[allow(unused_mut)]
+    let mut body = json!({ "ready": ready, "store": store, "languages": languages });
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &app.cluster {
+        let (free, slots) = cluster.slots();
+        body["cluster"] = json!({
+            "node": cluster.node(),
+            "connected": cluster.connected(),
+            "nodes": cluster.nodes_seen(),
+            "queued_runs": cluster.queue_depth(),
+            "free_slots": free,
+            "slots": slots,
+        });
+    }
+    (status, Json(body)).into_response()
 }
 
 /// `GET /metrics`: every series in Prometheus's text format.

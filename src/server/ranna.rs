@@ -28,7 +28,7 @@ use crate::input::{Stdin, StdinError, StdinWriter};
 use crate::language::Language;
 use crate::metrics::Face;
 use crate::program::Program;
-use crate::registry::{Client, Entry, Keep, RunEvents};
+use crate::registry::{Client, Entry, RunEvents};
 use crate::run::{RunOutcome, SessionEvent};
 use crate::runtime::SessionOptions;
 
@@ -304,7 +304,7 @@ async fn start(app: &App, client: &Client, request: ExecutionRequest) -> Result<
     let stdin = request.stdin();
     let (language, program) = request.into_program()?;
     let options = SessionOptions { stdin, ..app.session_options() };
-    app.registry.start(client, Face::Ranna, language, program, options, Keep::Nothing).await
+    app.one_shot(client, Face::Ranna, language, program, options).await
 }
 
 /// The most placeholder text a STOP carries; past it, STOP says how many

@@ -23,10 +23,16 @@ if [ "$have" != "True" ]; then
     "$VENV/bin/pip" install -q --disable-pip-version-check "${PINNED[@]}"
 fi
 
-if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
-    printf '[test clients] installing Debian chromium (for the playground test)\n' >&2
+# Debian's chromium (for the playground test) and nats-server (for the
+# cluster tests, which start their own with JetStream on).
+missing=()
+for package in chromium nats-server; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    printf '[test clients] installing Debian %s\n' "${missing[*]}" >&2
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -11,6 +11,7 @@ use sandlot::{
     SessionOptions, SourceFile,
 };
 
+pub mod nats;
 pub mod server;
 
 pub fn runtime() -> Runtime {

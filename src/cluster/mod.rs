@@ -1,0 +1,392 @@
+//! Cluster mode (`sandlot serve --cluster nats://...`): nodes that share
+//! one-shot runs, and know of each other, through NATS JetStream: an
+//! existing engine, no protocol of our own between nodes.
+//!
+//! - **Runs** (`runs.rs`): a one-shot run (ranna EXEC and `POST /v1/exec`,
+//!   MCP `run_code`) is queued on the work-queue stream `SANDLOT_RUNS`. Every
+//!   node pulls from one durable consumer, one run per pull and only while it
+//!   has a free running slot, and acks a run (waiting for the server's
+//!   confirmation) before it starts it: a run is taken once, never run twice.
+//!   Its output and end go back over core NATS to the node that holds the
+//!   client, which feeds them to the face as if the run were its own.
+//! - **Nodes**: each node puts its entry (`NodeInfo`) in the key-value bucket
+//!   `sandlot_nodes` every `HEARTBEAT`; the bucket forgets entries older than
+//!   `NODE_TTL`. A name is taken with `create`, so two live nodes never share
+//!   one. Every node watches the bucket: the nodes it sees (`/metrics`,
+//!   `/readyz`), and which went quiet (their runs end as `node-lost`).
+//! - **Configuration** that must agree across nodes (version, tokens,
+//!   limits) is in the bucket `sandlot_cluster`. A node whose own differs is
+//!   refused at start, told what differs. Nodes refresh the entry; once every
+//!   node has stopped for `CONFIG_TTL`, the next node to start sets it anew.
+
+mod runs;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::registry::{Client, Registry, Started};
+use crate::runtime::SessionOptions;
+use crate::sync::lock;
+
+/// How often a node puts its entry in `sandlot_nodes`.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A node not seen for this long is lost: its runs end as `node-lost`.
+pub const NODE_LOST_AFTER: Duration = Duration::from_secs(3);
+/// How long the bucket keeps a node's entry after its last heartbeat; its
+/// name is free again after this.
+const NODE_TTL: Duration = Duration::from_secs(5);
+/// How long the cluster's configuration outlives its last node.
+const CONFIG_TTL: Duration = Duration::from_secs(30);
+const NODES_BUCKET: &str = "sandlot_nodes";
+const CONFIG_BUCKET: &str = "sandlot_cluster";
+const CONFIG_KEY: &str = "config";
+
+/// How a node joins a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The NATS servers, comma-separated (`nats://host:4222,nats://other:4222`).
+    pub url: String,
+    /// This node's name: letters, digits, `-` and `_`, at most 64; `None`:
+    /// `default_node_name`.
+    pub node: Option<String>,
+    /// How long a one-shot run may wait in the queue for a node with room
+    /// before it ends as `timeout`; `None` (and at most): its wall clock.
+    pub queue_wait: Option<Duration>,
+}
+
+impl ClusterConfig {
+    /// The default name of a node: the host's name and the port it listens on.
+    pub fn default_node_name(port: u16) -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host: String =
+            host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(48).collect();
+        format!("{}-{port}", if host.is_empty() { "node" } else { &host })
+    }
+}
+
+/// Checks a node name: it is a NATS subject token and a key.
+pub fn valid_node_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("the node name {name:?} is not valid: use 1 to 64 letters, digits, '-' or '_'"));
+    }
+    Ok(())
+}
+
+/// What must agree across a cluster's nodes, as each node states it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Agreement {
+    /// The sandlot version.
+    pub version: String,
+    /// A digest of the accepted tokens (none: an empty list's).
+    pub tokens: String,
+    /// The limits of every run.
+    pub limits: String,
+    /// New runs one client may start per second.
+    pub runs_per_second: String,
+}
+
+impl Agreement {
+    /// The fields in which `self` (this node) differs from `cluster`.
+    fn differences(&self, cluster: &Agreement) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |name: &str, mine: &str, theirs: &str| {
+            if mine != theirs {
+                out.push(format!("{name}: this node has {mine}, the cluster {theirs}"));
+            }
+        };
+        check("version", &self.version, &cluster.version);
+        check("tokens", &self.tokens, &cluster.tokens);
+        check("limits", &self.limits, &cluster.limits);
+        check("runs per second per client", &self.runs_per_second, &cluster.runs_per_second);
+        out
+    }
+}
+
+/// A node's entry in `sandlot_nodes`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct NodeInfo {
+    /// Running slots in all, and free.
+    capacity: usize,
+    free: usize,
+}
+
+/// A node as this one last saw it.
+struct Seen {
+    at: Instant,
+    info: NodeInfo,
+}
+
+/// This node's membership of a cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: async_nats::Client,
+    node: String,
+    /// Every node's last heartbeat seen, this one's included.
+    nodes: Mutex<HashMap<String, Seen>>,
+    /// Runs queued at the last look.
+    queue_depth: AtomicU64,
+    runs: runs::Runs,
+}
+
+impl Cluster {
+    /// Joins the cluster at `config.url` as `config.node` (by default named
+    /// after the host and `port`, the port it listens on): connects, checks
+    /// that this node's `agreement` matches the cluster's and that the name
+    /// is free, then starts taking queued runs into `registry` (with
+    /// `options` as their sessions' options).
+    pub async fn join(
+        config: &ClusterConfig,
+        port: u16,
+        agreement: Agreement,
+        registry: Registry,
+        options: SessionOptions,
+    ) -> Result<Cluster, Error> {
+        let node = config.node.clone().unwrap_or_else(|| ClusterConfig::default_node_name(port));
+        valid_node_name(&node).map_err(Error::Cluster)?;
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("sandlot {node}"))
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None)
+            .connect(config.url.as_str())
+            .await
+            .map_err(|e| {
+                Error::Cluster(format!(
+                    "could not reach the cluster's NATS server at {}: {e}; is nats-server running (with -js)?",
+                    config.url
+                ))
+            })?;
+        let js = jetstream::new(client.clone());
+        let config_bucket = bucket(&js, CONFIG_BUCKET, CONFIG_TTL).await?;
+        let text = serde_json::to_vec(&agreement).expect("an agreement is JSON");
+        check_agreement(&config_bucket, &agreement, &text).await?;
+        let nodes_bucket = bucket(&js, NODES_BUCKET, NODE_TTL).await?;
+        take_name(&nodes_bucket, &node, &registry).await?;
+        let (runs, subscriptions) =
+            runs::Runs::new(&js, &client, &node, registry.clone(), options, config.queue_wait).await?;
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                client,
+                node: node.clone(),
+                nodes: Mutex::new(HashMap::new()),
+                queue_depth: AtomicU64::new(0),
+                runs,
+            }),
+        };
+        runs::Runs::start(&cluster, subscriptions);
+        tokio::spawn(heartbeat(Arc::downgrade(&cluster.inner), nodes_bucket.clone(), config_bucket, text, registry));
+        tokio::spawn(watch_nodes(Arc::downgrade(&cluster.inner), nodes_bucket));
+        tracing::info!(node = %node, url = %config.url, "joined the cluster");
+        Ok(cluster)
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// Nodes seen within `NODE_LOST_AFTER`, this one included.
+    pub fn nodes_seen(&self) -> usize {
+        let nodes = lock(&self.inner.nodes);
+        nodes.values().filter(|seen| seen.at.elapsed() < NODE_LOST_AFTER).count()
+    }
+
+    /// Running slots free and in all across the nodes seen.
+    pub fn slots(&self) -> (usize, usize) {
+        let nodes = lock(&self.inner.nodes);
+        let alive = nodes.values().filter(|seen| seen.at.elapsed() < NODE_LOST_AFTER);
+        alive.fold((0, 0), |(free, all), seen| (free + seen.info.free, all + seen.info.capacity))
+    }
+
+    /// Runs waiting in the queue at the last look (every `HEARTBEAT`).
+    pub fn queue_depth(&self) -> u64 {
+        self.inner.queue_depth.load(Ordering::Relaxed)
+    }
+
+    /// Whether this node reaches the NATS server now.
+    pub fn connected(&self) -> bool {
+        self.inner.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Whether `node` is alive as far as this node can tell: seen within
+    /// `NODE_LOST_AFTER` of this node's own last heartbeat (so a node that
+    /// lost its own connection does not call every other node lost).
+    fn alive(&self, node: &str) -> bool {
+        let nodes = lock(&self.inner.nodes);
+        let Some(seen) = nodes.get(node) else { return false };
+        let own = nodes.get(&self.inner.node).map_or_else(Instant::now, |own| own.at);
+        own.saturating_duration_since(seen.at) < NODE_LOST_AFTER
+    }
+
+    /// Starts a one-shot run on whichever node has room: queued for the
+    /// cluster, its events fed back here. `None` when it cannot go through
+    /// the queue (larger than the NATS server's largest message): the caller
+    /// runs it here.
+    pub(crate) async fn start(
+        &self,
+        registry: &Registry,
+        client: &Client,
+        face: crate::metrics::Face,
+        language: crate::language::Language,
+        program: crate::program::Program,
+        options: &SessionOptions,
+    ) -> Result<Result<Started, crate::program::Program>, Error> {
+        self.inner.runs.submit(self, registry, client, face, language, program, options).await
+    }
+}
+
+/// The key-value bucket `name`, made if missing, whose entries live `ttl`.
+/// Its stream is made here as the client's `create_key_value` would make
+/// it: that call first asks for account fields that Debian's nats-server
+/// (2.9) does not send.
+async fn bucket(js: &jetstream::Context, name: &str, ttl: Duration) -> Result<kv::Store, Error> {
+    let stream = jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age: ttl,
+        storage: jetstream::stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: 1,
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    let unreachable = |e: &dyn std::fmt::Display| {
+        Error::Cluster(format!("could not open the key-value bucket {name}: {e}; is JetStream on (nats-server -js)?"))
+    };
+    js.get_or_create_stream(stream).await.map_err(|e| unreachable(&e))?;
+    js.get_key_value(name).await.map_err(|e| unreachable(&e))
+}
+
+/// Sets the cluster's agreement to this node's if none is set, else checks
+/// that they match.
+async fn check_agreement(bucket: &kv::Store, agreement: &Agreement, text: &[u8]) -> Result<(), Error> {
+    for _ in 0..3 {
+        match bucket.create(CONFIG_KEY, text.to_vec().into()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::Cluster(format!("could not read the cluster's configuration: {e}"))),
+        }
+        let Some(theirs) = bucket
+            .get(CONFIG_KEY)
+            .await
+            .map_err(|e| Error::Cluster(format!("could not read the cluster's configuration: {e}")))?
+        else {
+            continue; // expired in between: set it
+        };
+        let theirs: Agreement = serde_json::from_slice(&theirs).map_err(|e| {
+            Error::Cluster(format!("the cluster's configuration is unreadable ({e}); is it another version's?"))
+        })?;
+        let differences = agreement.differences(&theirs);
+        if differences.is_empty() {
+            return Ok(());
+        }
+        return Err(Error::Cluster(format!(
+            "this node's configuration differs from the cluster's, so it does not join: {}. Start it with the same \
+             tokens and limits as the other nodes (or, to change them for the whole cluster, stop every node; the \
+             cluster forgets its configuration {} s after its last node stops)",
+            differences.join("; "),
+            CONFIG_TTL.as_secs()
+        )));
+    }
+    Err(Error::Cluster("could not settle the cluster's configuration; try again".into()))
+}
+
+/// Takes `node` in the nodes bucket, waiting up to `NODE_TTL` for a dead
+/// node of that name to be forgotten.
+async fn take_name(bucket: &kv::Store, node: &str, registry: &Registry) -> Result<(), Error> {
+    let info = node_info(registry);
+    let deadline = Instant::now() + NODE_TTL + Duration::from_secs(1);
+    loop {
+        match bucket.create(node, info.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                return Err(Error::Cluster(format!(
+                    "a node named {node} is in the cluster already; give this one another name (--node-name)"
+                )));
+            }
+            Err(e) => return Err(Error::Cluster(format!("could not join as {node}: {e}"))),
+        }
+    }
+}
+
+fn node_info(registry: &Registry) -> bytes::Bytes {
+    let (free, capacity) = registry.running_slots();
+    serde_json::to_vec(&NodeInfo { capacity, free }).expect("node info is JSON").into()
+}
+
+/// Puts this node's entry, and the agreement, every `HEARTBEAT`; notes the
+/// queue's depth.
+async fn heartbeat(
+    inner: std::sync::Weak<Inner>,
+    nodes: kv::Store,
+    config: kv::Store,
+    agreement: Vec<u8>,
+    registry: Registry,
+) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(e) = nodes.put(&inner.node, node_info(&registry)).await {
+            tracing::warn!(error = %e, "could not send this node's heartbeat to the cluster");
+        }
+        let _ = config.put(CONFIG_KEY, agreement.clone().into()).await;
+        if let Ok(depth) = inner.runs.queue_depth().await {
+            inner.queue_depth.store(depth, Ordering::Relaxed);
+        }
+        let cluster = Cluster { inner };
+        registry.metrics().set_cluster(cluster.nodes_seen(), cluster.queue_depth(), cluster.slots().0);
+    }
+}
+
+/// Follows the nodes bucket: every heartbeat seen, every node gone.
+async fn watch_nodes(inner: std::sync::Weak<Inner>, bucket: kv::Store) {
+    loop {
+        let mut watch = match bucket.watch_all().await {
+            Ok(watch) => watch,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not watch the cluster's nodes; retrying");
+                tokio::time::sleep(HEARTBEAT).await;
+                continue;
+            }
+        };
+        while let Some(entry) = watch.next().await {
+            let Some(inner) = inner.upgrade() else { return };
+            let Ok(entry) = entry else { break };
+            let mut nodes = lock(&inner.nodes);
+            match entry.operation {
+                kv::Operation::Put => {
+                    let info = serde_json::from_slice(&entry.value).unwrap_or_default();
+                    nodes.insert(entry.key, Seen { at: Instant::now(), info });
+                }
+                kv::Operation::Delete | kv::Operation::Purge => {
+                    nodes.remove(&entry.key);
+                }
+            }
+            // Entries of nodes long gone are dropped, so the map stays as
+            // large as the cluster.
+            nodes.retain(|_, seen| seen.at.elapsed() < NODE_TTL * 4);
+        }
+        if inner.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(HEARTBEAT).await;
+    }
+}

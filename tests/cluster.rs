@@ -1,0 +1,294 @@
+//! Cluster mode against a real `nats-server -js` and real sandlot nodes:
+//! one-shot runs queued at one node run on another with room, whole and in
+//! order; a KILL reaches them there; a node killed mid-run leaves its runs
+//! `node-lost` and the cluster working; a run no node has room for times
+//! out and is not run later; a node whose configuration differs, or whose
+//! name is taken, is refused at start.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::nats::Nats;
+use common::server::{Client, Server, http};
+use serde_json::{Value, json};
+
+/// All of a test's nodes share these (a node whose limits differ is refused).
+const SHARED: [&str; 4] = ["--timeout", "30", "--max-running-per-client", "16"];
+
+fn node(nats: &Nats, name: &str, extra: &[&str]) -> Server {
+    let url = nats.url();
+    let mut args = vec!["--cluster", url.as_str(), "--node-name", name];
+    args.extend(SHARED);
+    args.extend(extra);
+    Server::start(&args)
+}
+
+/// A series of a node's `/metrics`, summed over the label sets that contain `labels`.
+async fn metric(server: &Server, name: &str, labels: &[&str]) -> f64 {
+    let (_, body) = http(server, "GET", "/metrics", None).await;
+    let text = body.as_str().expect("metrics are text").to_string();
+    text.lines()
+        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits up to `within` for `check` to hold.
+async fn eventually<F: std::future::Future<Output = bool>>(within: Duration, mut check: impl FnMut() -> F) -> bool {
+    let began = Instant::now();
+    while began.elapsed() < within {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Waits until every node sees `count` nodes.
+async fn joined(nodes: &[&Server], count: f64) {
+    for node in nodes {
+        let seen =
+            eventually(Duration::from_secs(15), || async { metric(node, "sandlot_cluster_nodes", &[]).await == count });
+        assert!(seen.await, "a node did not see {count} nodes");
+    }
+}
+
+/// Sends a ranna EXEC and returns the run's id.
+async fn exec(client: &mut Client, nonce: u64, args: Value) -> String {
+    client.send(json!({ "op": 1, "nonce": nonce, "args": args })).await;
+    loop {
+        let event = client.recv_within(Duration::from_secs(30)).await;
+        match event["code"].as_u64() {
+            Some(2) if event["nonce"] == nonce => return event["data"]["runid"].as_str().unwrap().to_string(),
+            Some(1) => panic!("refused: {event}"),
+            _ => {}
+        }
+    }
+}
+
+/// Reads a run's LOG events to its STOP: (stdout, stderr, STOP data).
+async fn follow(client: &mut Client, runid: &str, within: Duration) -> (String, String, Value) {
+    follow_all(client, &[runid.to_string()], within).await.remove(runid).unwrap()
+}
+
+/// Reads the LOG events of the runs of one socket to their STOPs, by run.
+async fn follow_all(
+    client: &mut Client,
+    runids: &[String],
+    within: Duration,
+) -> std::collections::HashMap<String, (String, String, Value)> {
+    let mut runs: std::collections::HashMap<String, (String, String, Value)> =
+        runids.iter().map(|id| (id.clone(), (String::new(), String::new(), Value::Null))).collect();
+    let mut open = runids.len();
+    while open > 0 {
+        let event = client.recv_within(within).await;
+        let Some(run) = event["data"]["runid"].as_str().and_then(|id| runs.get_mut(id)) else { continue };
+        match event["code"].as_u64() {
+            Some(3) => {
+                run.0.push_str(event["data"]["stdout"].as_str().unwrap_or(""));
+                run.1.push_str(event["data"]["stderr"].as_str().unwrap_or(""));
+            }
+            Some(4) => {
+                run.2 = event["data"].clone();
+                open -= 1;
+            }
+            _ => {}
+        }
+    }
+    runs
+}
+
+/// Holds `server`'s only running slot with a run that waits for input
+/// (runs with an open standard input run where their client is).
+async fn hold_slot(server: &Server) -> Client {
+    let mut client = Client::connect(&server.ws_url("/v1/ws")).await;
+    exec(&mut client, 1, json!({ "language": "python", "code": "input()", "interactive": true })).await;
+    let held = eventually(Duration::from_secs(10), || async {
+        metric(server, "sandlot_sessions", &["state=\"running\""]).await == 1.0
+    });
+    assert!(held.await, "the interactive run did not start on its own node");
+    client
+}
+
+const PRINTS: &str = "import sys\nfor i in range(3000):\n    print('out', i)\n    if i % 100 == 0:\n        \
+                      print('err', i, file=sys.stderr)\n";
+
+fn expected_output() -> (String, String) {
+    let stdout: String = (0..3000).map(|i| format!("out {i}\n")).collect();
+    let stderr: String = (0..3000).step_by(100).map(|i| format!("err {i}\n")).collect();
+    (stdout, stderr)
+}
+
+#[tokio::test]
+async fn runs_queued_at_a_full_node_run_on_another_whole_and_in_order() {
+    let nats = Nats::start();
+    let a = node(&nats, "a", &["--max-running", "1"]);
+    let b = node(&nats, "b", &[]);
+    joined(&[&a, &b], 2.0).await;
+    let _holder = hold_slot(&a).await;
+
+    let mut client = Client::connect(&a.ws_url("/v1/ws")).await;
+    let mut runs = Vec::new();
+    for nonce in 0..3 {
+        runs.push(exec(&mut client, 10 + nonce, json!({ "language": "python", "code": PRINTS })).await);
+    }
+    let (want_out, want_err) = expected_output();
+    for (stdout, stderr, stop) in follow_all(&mut client, &runs, Duration::from_secs(30)).await.into_values() {
+        assert_eq!(stop["reason"], "exit", "{stop}");
+        assert_eq!(stdout, want_out, "stdout whole and in order");
+        assert_eq!(stderr, want_err, "stderr whole and in order");
+    }
+    // They ran on b: a counts only its own runs.
+    let ran =
+        |server| async move { metric(server, "sandlot_runs_total", &["face=\"ranna\"", "reason=\"exit\""]).await };
+    assert_eq!(ran(&b).await, 3.0);
+    assert_eq!(ran(&a).await, 0.0);
+
+    // The REST face goes through the cluster too.
+    let body = json!({ "language": "python", "code": "print(6 * 7)" }).to_string();
+    let (status, answer) = http(&a, "POST", "/v1/exec", Some(&body)).await;
+    assert_eq!((status, answer["stdout"].as_str()), (200, Some("42\n")), "{answer}");
+    assert_eq!(ran(&b).await, 4.0);
+
+    // /readyz shows the cluster as this node sees it.
+    let (_, ready) = http(&a, "GET", "/readyz", None).await;
+    assert_eq!(ready["cluster"]["node"], "a", "{ready}");
+    assert_eq!(ready["cluster"]["nodes"], 2, "{ready}");
+    assert_eq!(ready["cluster"]["connected"], true, "{ready}");
+}
+
+#[tokio::test]
+async fn a_kill_at_the_client_s_node_stops_the_run_where_it_runs() {
+    let nats = Nats::start();
+    let a = node(&nats, "a", &["--max-running", "1"]);
+    let b = node(&nats, "b", &[]);
+    joined(&[&a, &b], 2.0).await;
+    let _holder = hold_slot(&a).await;
+
+    let mut client = Client::connect(&a.ws_url("/v1/ws")).await;
+    let runid = exec(&mut client, 2, json!({ "language": "python", "code": "while True:\n    pass" })).await;
+    let running = eventually(Duration::from_secs(10), || async {
+        metric(&b, "sandlot_sessions", &["state=\"running\""]).await == 1.0
+    });
+    assert!(running.await, "the run did not start on b");
+    client.send(json!({ "op": 2, "args": { "runid": runid } })).await;
+    let (_, _, stop) = follow(&mut client, &runid, Duration::from_secs(5)).await;
+    assert_eq!((stop["reason"].as_str(), stop["exitcode"].as_i64()), (Some("killed"), Some(137)), "{stop}");
+    let stopped = eventually(Duration::from_secs(5), || async {
+        metric(&b, "sandlot_sessions", &["state=\"running\""]).await == 0.0
+    });
+    assert!(stopped.await, "the kill did not reach b");
+    assert_eq!(metric(&b, "sandlot_kills_total", &[]).await, 1.0);
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_run_leaves_its_runs_node_lost_and_the_cluster_working() {
+    let nats = Nats::start();
+    let a = node(&nats, "a", &["--max-running", "1"]);
+    let b = node(&nats, "b", &[]);
+    let c = node(&nats, "c", &[]);
+    joined(&[&a, &b, &c], 3.0).await;
+    let _holder = hold_slot(&a).await;
+
+    let mut client = Client::connect(&a.ws_url("/v1/ws")).await;
+    let runid = exec(&mut client, 3, json!({ "language": "python", "code": "while True:\n    pass" })).await;
+    let running = |server| async move { metric(server, "sandlot_sessions", &["state=\"running\""]).await };
+    let started = eventually(Duration::from_secs(10), || async { running(&b).await + running(&c).await == 1.0 });
+    assert!(started.await, "the run did not start on b or c");
+    let (lost, kept) = if running(&b).await == 1.0 { (b, c) } else { (c, b) };
+    let killed_at = Instant::now();
+    lost.kill9();
+    let (_, _, stop) = follow(&mut client, &runid, Duration::from_secs(15)).await;
+    assert_eq!(stop["reason"], "node-lost", "{stop}");
+    assert!(stop["message"].as_str().unwrap().contains("stopped answering"), "{stop}");
+    assert!(killed_at.elapsed() < Duration::from_secs(10), "node-lost took {:?}", killed_at.elapsed());
+
+    // The rest of the cluster goes on.
+    let runid = exec(&mut client, 4, json!({ "language": "python", "code": PRINTS })).await;
+    let (stdout, _, stop) = follow(&mut client, &runid, Duration::from_secs(30)).await;
+    assert_eq!((stop["reason"].as_str(), stdout), (Some("exit"), expected_output().0));
+    assert_eq!(metric(&kept, "sandlot_runs_total", &["face=\"ranna\"", "reason=\"exit\""]).await, 1.0);
+}
+
+#[tokio::test]
+async fn a_run_no_node_has_room_for_times_out_and_is_not_run_later() {
+    let nats = Nats::start();
+    let a = node(&nats, "a", &["--max-running", "1", "--queue-wait", "2"]);
+    let b = node(&nats, "b", &["--max-running", "1"]);
+    joined(&[&a, &b], 2.0).await;
+    let _held_a = hold_slot(&a).await;
+    let held_b = hold_slot(&b).await;
+
+    let mut client = Client::connect(&a.ws_url("/v1/ws")).await;
+    let queued_at = Instant::now();
+    let runid = exec(&mut client, 5, json!({ "language": "python", "code": "print('late')" })).await;
+    let (stdout, _, stop) = follow(&mut client, &runid, Duration::from_secs(10)).await;
+    assert_eq!(stop["reason"], "timeout", "{stop}");
+    assert!(
+        stop["message"].as_str().unwrap().contains("no node of the cluster had room to start this run within 2.0 s"),
+        "{stop}"
+    );
+    assert!(stdout.is_empty());
+    assert!(queued_at.elapsed() >= Duration::from_secs(2));
+
+    // b gets room (its client leaves, which kills its run); the expired
+    // run is not started there.
+    drop(held_b);
+    let freed = eventually(Duration::from_secs(10), || async {
+        metric(&b, "sandlot_sessions", &["state=\"running\""]).await == 0.0
+    });
+    assert!(freed.await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(metric(&b, "sandlot_runs_total", &["reason=\"exit\""]).await, 0.0);
+}
+
+/// `sandlot serve` with these flags, expected to refuse to start: its stderr.
+fn refused(args: &[&str]) -> String {
+    refused_with(args, &[])
+}
+
+fn refused_with(args: &[&str], env: &[(&str, &str)]) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sandlot"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .args(args)
+        .env("SANDLOT_LOG", "warn")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the node started: {}", String::from_utf8_lossy(&output.stdout));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn a_node_whose_configuration_differs_or_whose_name_is_taken_is_refused() {
+    let nats = Nats::start();
+    let url = nats.url();
+    let a = node(&nats, "a", &[]);
+    joined(&[&a], 1.0).await;
+
+    let differs =
+        refused(&["--cluster", &url, "--node-name", "b", "--timeout", "20", "--max-running-per-client", "16"]);
+    assert!(differs.contains("differs from the cluster's") && differs.contains("limits"), "{differs}");
+    let same = [&["--cluster", url.as_str(), "--node-name", "b"], &SHARED[..]].concat();
+    let tokens = refused_with(&same, &[("SANDLOT_TOKENS", "a-token-the-others-do-not-take")]);
+    assert!(
+        tokens.contains("differs from the cluster's") && tokens.contains("tokens: this node has 1 tokens"),
+        "{tokens}"
+    );
+    let taken = refused(&[&["--cluster", url.as_str(), "--node-name", "a"], &SHARED[..]].concat());
+    assert!(taken.contains("a node named a is in the cluster already"), "{taken}");
+    let bad_name = refused(&["--cluster", &url, "--node-name", "a.b"]);
+    assert!(bad_name.contains("is not valid"), "{bad_name}");
+    let unreachable = refused(&["--cluster", "nats://127.0.0.1:1"]);
+    assert!(unreachable.contains("could not reach the cluster's NATS server"), "{unreachable}");
+    // The cluster is unharmed.
+    let body = json!({ "language": "python", "code": "print(1)" }).to_string();
+    let (status, answer) = http(&a, "POST", "/v1/exec", Some(&body)).await;
+    assert_eq!((status, answer["stdout"].as_str()), (200, Some("1\n")), "{answer}");
+}
