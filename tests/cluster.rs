@@ -292,3 +292,43 @@ async fn a_node_whose_configuration_differs_or_whose_name_is_taken_is_refused() 
     let (status, answer) = http(&a, "POST", "/v1/exec", Some(&body)).await;
     assert_eq!((status, answer["stdout"].as_str()), (200, Some("1\n")), "{answer}");
 }
+
+#[tokio::test]
+async fn after_nats_restarts_the_nodes_reconnect_and_runs_go_on() {
+    let mut nats = Nats::start();
+    let a = node(&nats, "a", &["--max-running", "1"]);
+    let b = node(&nats, "b", &[]);
+    joined(&[&a, &b], 2.0).await;
+    let _holder = hold_slot(&a).await;
+    let mut client = Client::connect(&a.ws_url("/v1/ws")).await;
+    let run = |nonce| json!({ "language": "python", "code": format!("print('run {nonce}')") });
+    let runid = exec(&mut client, 20, run(20)).await;
+    assert_eq!(follow(&mut client, &runid, Duration::from_secs(30)).await.0, "run 20\n");
+
+    // A run in flight while NATS restarts ends whole, or says what it lost.
+    let ticks = "import time\nfor i in range(20):\n    print('tick', i, flush=True)\n    time.sleep(0.1)\n";
+    let in_flight = exec(&mut client, 30, json!({ "language": "python", "code": ticks })).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nats.restart();
+    let (stdout, _, stop) = follow(&mut client, &in_flight, Duration::from_secs(60)).await;
+    let whole: String = (0..20).map(|i| format!("tick {i}\n")).collect();
+    match stop["reason"].as_str() {
+        Some("exit") => assert_eq!(stdout, whole, "{stop}"),
+        _ => assert!(stop["message"].as_str().is_some_and(|m| !m.is_empty()), "{stop}"),
+    }
+    eprintln!("in flight through the restart: {stop}");
+    // While the nodes reconnect, runs are still answered: through the
+    // cluster once it is back, or here while it is not (a has no room
+    // then, and says so).
+    let back = eventually(Duration::from_secs(30), || async {
+        let (_, ready) = http(&a, "GET", "/readyz", None).await;
+        ready["cluster"]["connected"] == true && metric(&a, "sandlot_cluster_nodes", &[]).await == 2.0
+    });
+    assert!(back.await, "a did not reconnect to the cluster");
+    for nonce in 21..26 {
+        let runid = exec(&mut client, nonce, run(nonce)).await;
+        let (stdout, _, stop) = follow(&mut client, &runid, Duration::from_secs(30)).await;
+        assert_eq!((stdout, stop["reason"].as_str()), (format!("run {nonce}\n"), Some("exit")), "{stop}");
+    }
+    assert_eq!(metric(&b, "sandlot_runs_total", &["face=\"ranna\"", "reason=\"exit\""]).await, 7.0);
+}

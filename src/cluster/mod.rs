@@ -44,6 +44,9 @@ pub const NODE_LOST_AFTER: Duration = Duration::from_secs(3);
 const NODE_TTL: Duration = Duration::from_secs(5);
 /// How long the cluster's configuration outlives its last node.
 const CONFIG_TTL: Duration = Duration::from_secs(30);
+/// Messages a subscription holds for its reader at most (a run's frames
+/// are at most 16 KiB each).
+const SUBSCRIPTION_MESSAGES: usize = 8192;
 const NODES_BUCKET: &str = "sandlot_nodes";
 const CONFIG_BUCKET: &str = "sandlot_cluster";
 const CONFIG_KEY: &str = "config";
@@ -158,6 +161,9 @@ impl Cluster {
             .name(format!("sandlot {node}"))
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
+            // Messages held per subscription for a reader that is behind;
+            // past it NATS drops them (a run's follower then sees the gap).
+            .subscription_capacity(SUBSCRIPTION_MESSAGES)
             .connect(config.url.as_str())
             .await
             .map_err(|e| {
