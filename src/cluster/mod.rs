@@ -5,8 +5,9 @@
 //! - **Runs** (`runs.rs`): a one-shot run (ranna EXEC and `POST /v1/exec`,
 //!   MCP `run_code`) is queued on the work-queue stream `SANDLOT_RUNS`. Every
 //!   node pulls from one durable consumer, one run per pull and only while it
-//!   has a free running slot, and acks a run (waiting for the server's
-//!   confirmation) before it starts it: a run is taken once, never run twice.
+//!   has a free running slot, and acks a run as it starts it; a run whose
+//!   ack is lost is handed out again only past its start deadline, so it is
+//!   taken once, never run twice.
 //!   Its output and end go back over core NATS to the node that holds the
 //!   client, which feeds them to the face as if the run were its own.
 //! - **Nodes**: each node puts its entry (`NodeInfo`) in the key-value bucket
@@ -60,7 +61,8 @@ pub struct ClusterConfig {
     /// `default_node_name`.
     pub node: Option<String>,
     /// How long a one-shot run may wait in the queue for a node with room
-    /// before it ends as `timeout`; `None` (and at most): its wall clock.
+    /// before it ends as `timeout`; `None`: its wall clock. At most that, and
+    /// at most 20 s (`runs::MAX_QUEUE_WAIT`).
     pub queue_wait: Option<Duration>,
 }
 

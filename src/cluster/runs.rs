@@ -3,7 +3,7 @@
 //! The node holding the client (the run's *origin*) admits the run (the
 //! client's share and rate), makes its entry and events (`Registry::remote`)
 //! and queues a `Job` on `SANDLOT_RUNS`. A node with a free running slot
-//! pulls it (`pull`), acks it before it starts it, and sends its events back
+//! pulls it (`pull`), acks it as it starts it, and sends its events back
 //! to `sandlot.to.<origin>.<run id>` as frames: a kind byte, a sequence
 //! number, then the body (`STARTED` with the node's name, output, and
 //! `FINISHED` with the outcome and placeholders). The origin's `follow`
@@ -58,6 +58,13 @@ const END_GRACE: Duration = Duration::from_secs(5);
 const FOLLOW_CHECK: Duration = Duration::from_millis(250);
 /// The longest wall clock a job may ask for.
 const MAX_WALL_CLOCK: Duration = Duration::from_secs(3600);
+/// How long the queue waits for a taken run's ack before it hands the run
+/// out again.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+/// The longest a run may wait in the queue: well under `ACK_WAIT`, so that
+/// a run handed out again (its ack lost) is past its start deadline by then
+/// and no node starts it a second time.
+pub(super) const MAX_QUEUE_WAIT: Duration = Duration::from_secs(20);
 
 const STARTED: u8 = b'S';
 const STDOUT: u8 = b'O';
@@ -184,7 +191,7 @@ impl Runs {
                 jetstream::consumer::pull::Config {
                     durable_name: Some(CONSUMER.into()),
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
+                    ack_wait: ACK_WAIT,
                     max_waiting: 4096,
                     ..Default::default()
                 },
@@ -268,7 +275,7 @@ impl Runs {
         let (started, run) = registry.remote(face, language, options);
         let id = started.entry.id().to_string();
         let wall = limits.wall_clock.min(MAX_WALL_CLOCK);
-        let wait = self.queue_wait.map_or(wall, |wait| wait.min(wall));
+        let wait = self.queue_wait.map_or(wall, |wait| wait.min(wall)).min(MAX_QUEUE_WAIT);
         let job = Job {
             id: id.clone(),
             origin: self.node.clone(),
@@ -497,8 +504,11 @@ async fn pull(cluster: Cluster) {
                 let _ = message.ack_with(AckKind::Nak(None)).await;
                 continue;
             };
-            // Taken for good before it starts: never run twice.
-            if let Err(e) = message.double_ack().await {
+            // Taken for good. The ack is not waited for (a round trip before
+            // every run): should it be lost, the queue hands the run out
+            // again only after `ACK_WAIT`, past its start deadline, so no
+            // node starts it twice.
+            if let Err(e) = message.ack().await {
                 tracing::warn!(error = %e, "a queued run could not be taken; another node will");
                 continue;
             }
