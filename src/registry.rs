@@ -101,6 +101,10 @@ impl RegistryConfig {
     }
 }
 
+/// Cluster mode: where finished runs' records go to be shared with every node.
+#[cfg(feature = "cluster")]
+pub(crate) type RecordSink = tokio::sync::mpsc::Sender<RunRecord>;
+
 /// How long a new run waits for its language to be prepared before it is refused.
 const PREPARING_WAIT: Duration = Duration::from_secs(10);
 
@@ -156,6 +160,9 @@ pub struct Entry {
     last_used: Mutex<Instant>,
     /// Where the record of the run is saved when it ends, if anywhere.
     saver: Option<RunWriter>,
+    /// Cluster mode: where its record goes to be shared with every node.
+    #[cfg(feature = "cluster")]
+    shared: Option<RecordSink>,
     face: Face,
     metrics: Arc<Metrics>,
     /// Cluster mode: another node runs it and counts it in its metrics.
@@ -199,14 +206,22 @@ impl Entry {
             if !self.remote {
                 self.metrics.run_ended(self.language, self.face, outcome.reason, outcome.wall_time);
             }
-            if let Some(saver) = &self.saver {
-                saver.save(RunRecord::new(
-                    &self.id,
-                    self.language,
-                    self.started_at,
-                    &outcome,
-                    self.placeholders.snapshot(),
-                ));
+            #[cfg(feature = "cluster")]
+            let shared = self.shared.as_ref();
+            #[cfg(not(feature = "cluster"))]
+            let shared: Option<&()> = None;
+            if self.saver.is_some() || shared.is_some() {
+                let record =
+                    RunRecord::new(&self.id, self.language, self.started_at, &outcome, self.placeholders.snapshot());
+                #[cfg(feature = "cluster")]
+                if let Some(shared) = shared
+                    && shared.try_send(record.clone()).is_err()
+                {
+                    tracing::warn!(run = %self.id, "the cluster's queue of records is full; this run's record stays on this node");
+                }
+                if let Some(saver) = &self.saver {
+                    saver.save(record);
+                }
             }
             *recorded = Some(outcome);
             true
@@ -441,6 +456,12 @@ struct Inner {
     live_memory: AtomicUsize,
     epoch: Instant,
     closing: AtomicBool,
+    /// Cluster mode: the first four bytes of every id made here, naming
+    /// this node (`cluster::tag_of`).
+    id_tag: std::sync::OnceLock<[u8; 4]>,
+    /// Cluster mode: where finished runs' records go to be shared.
+    #[cfg(feature = "cluster")]
+    record_sink: std::sync::OnceLock<RecordSink>,
     /// Where finished runs are saved and found again after a restart.
     store: Option<(Arc<Store>, RunWriter)>,
     metrics: Arc<Metrics>,
@@ -483,6 +504,9 @@ impl Registry {
             config,
             maps: Mutex::new(Maps::default()),
             closing: AtomicBool::new(false),
+            id_tag: std::sync::OnceLock::new(),
+            #[cfg(feature = "cluster")]
+            record_sink: std::sync::OnceLock::new(),
             store,
             metrics: Arc::new(Metrics::new()),
         });
@@ -555,7 +579,7 @@ impl Registry {
         let (mut session, events) = self.inner.runtime.session(language, options).await?;
         self.inner.metrics.cold_start(language, face, cold.elapsed());
         let entry = Arc::new(Entry {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: self.new_id(),
             language,
             started_at: SystemTime::now(),
             kill: session.kill_handle(),
@@ -570,6 +594,11 @@ impl Registry {
             saver: match keep {
                 Keep::Nothing => None,
                 Keep::Record | Keep::Live => self.inner.store.as_ref().map(|(_, writer)| writer.clone()),
+            },
+            #[cfg(feature = "cluster")]
+            shared: match keep {
+                Keep::Nothing => None,
+                Keep::Record | Keep::Live => self.inner.record_sink.get().cloned(),
             },
             face,
             metrics: self.inner.metrics.clone(),
@@ -668,7 +697,7 @@ impl Registry {
         let stop = StopSignal::new();
         let placeholders = Placeholders::sharing(limits.placeholder_bytes, self.inner.placeholder_memory.clone());
         let entry = Arc::new(Entry {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: self.new_id(),
             language,
             started_at: SystemTime::now(),
             kill: KillHandle::new(stop.clone(), reporter.clone(), self.inner.runtime.engine().clone()),
@@ -681,6 +710,7 @@ impl Registry {
             direct: AtomicBool::new(false),
             last_used: Mutex::new(Instant::now()),
             saver: None,
+            shared: None,
             face,
             metrics: self.inner.metrics.clone(),
             remote: true,
@@ -699,6 +729,56 @@ impl Registry {
     #[cfg(feature = "cluster")]
     pub(crate) fn running_slots(&self) -> (usize, usize) {
         (self.inner.running.available_permits(), self.inner.config.max_running)
+    }
+
+    /// A new run's id: a random UUID, whose first four bytes name this node
+    /// in cluster mode.
+    fn new_id(&self) -> String {
+        let mut bytes = *uuid::Uuid::new_v4().as_bytes();
+        if let Some(tag) = self.inner.id_tag.get() {
+            bytes[..4].copy_from_slice(tag);
+        }
+        uuid::Uuid::from_bytes(bytes).to_string()
+    }
+
+    /// Cluster mode: ids made from now on start with `tag`.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn set_id_tag(&self, tag: [u8; 4]) {
+        let _ = self.inner.id_tag.set(tag);
+    }
+
+    /// Cluster mode: the records of runs found by id (`Keep::Record` and
+    /// `Keep::Live`) go to `sink` as they end, as they go to the store.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn set_record_sink(&self, sink: RecordSink) {
+        let _ = self.inner.record_sink.set(sink);
+    }
+
+    /// Cluster mode: takes in the record of a run another node made (read
+    /// from the cluster), to be answered for as if it had ended here.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn adopt(&self, saved: RunRecord) {
+        let id = saved.id.clone();
+        let record = self.record_of(saved);
+        self.maps().records.entry(id).or_insert(record);
+    }
+
+    fn record_of(&self, saved: RunRecord) -> Arc<Record> {
+        let placeholders = (!saved.placeholders.is_empty()).then(|| {
+            Placeholders::restored(
+                crate::limits::Limits::DEFAULT_PLACEHOLDER_BYTES,
+                self.inner.placeholder_memory.clone(),
+                saved.placeholders.clone(),
+            )
+        });
+        Arc::new(Record {
+            language: saved.language.parse().unwrap_or(Language::Python),
+            started_at_ms: saved.started_at_ms,
+            outcome: saved.outcome(),
+            placeholders,
+            placeholders_dropped: saved.placeholders_dropped,
+            last_used: AtomicU64::new(self.now_ms()),
+        })
     }
 
     /// A run's status, if it has not expired.
@@ -1008,21 +1088,7 @@ impl Registry {
                 return None;
             }
         };
-        let placeholders = (!saved.placeholders.is_empty()).then(|| {
-            Placeholders::restored(
-                crate::limits::Limits::DEFAULT_PLACEHOLDER_BYTES,
-                self.inner.placeholder_memory.clone(),
-                saved.placeholders.clone(),
-            )
-        });
-        let record = Arc::new(Record {
-            language: saved.language.parse().unwrap_or(Language::Python),
-            started_at_ms: saved.started_at_ms,
-            outcome: saved.outcome(),
-            placeholders,
-            placeholders_dropped: saved.placeholders_dropped,
-            last_used: AtomicU64::new(self.now_ms()),
-        });
+        let record = self.record_of(saved);
         Some(Found::Record(self.maps().records.entry(id.to_string()).or_insert(record).clone()))
     }
 

@@ -2,8 +2,9 @@
 //! one-shot runs queued at one node run on another with room, whole and in
 //! order; a KILL reaches them there; a node killed mid-run leaves its runs
 //! `node-lost` and the cluster working; a run no node has room for times
-//! out and is not run later; a node whose configuration differs, or whose
-//! name is taken, is refused at start.
+//! out and is not run later; a session made through one node is queried,
+//! used and stopped through another; a node whose configuration differs,
+//! or whose name is taken, is refused at start.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::nats::Nats;
-use common::server::{Client, Server, http};
+use common::server::{Client, Server, http, run_action};
 use serde_json::{Value, json};
 
 /// All of a test's nodes share these (a node whose limits differ is refused).
@@ -159,6 +160,108 @@ async fn runs_queued_at_a_full_node_run_on_another_whole_and_in_order() {
     assert_eq!(ready["cluster"]["node"], "a", "{ready}");
     assert_eq!(ready["cluster"]["nodes"], 2, "{ready}");
     assert_eq!(ready["cluster"]["connected"], true, "{ready}");
+}
+
+const SESSION: &str = "import sandlot\nsandlot.set_placeholder('word', 'abc')\n\
+                       sandlot.set_placeholder('xs', [1, 2, 3, 4])\n\
+                       sandlot.save_model('double', lambda xs: [2 * x for x in xs])\n\
+                       open('/tmp/note.txt', 'w').write('written on a')\nprint('trained')\n";
+
+#[tokio::test]
+async fn a_session_made_through_one_node_is_used_and_stopped_through_another() {
+    let nats = Nats::start();
+    let (a, b, c) = (node(&nats, "a", &[]), node(&nats, "b", &[]), node(&nats, "c", &[]));
+    joined(&[&a, &b, &c], 3.0).await;
+
+    let mut at_a = Client::connect(&a.ws_url("/")).await;
+    let program =
+        |code: &str| json!({ "action": "run", "python": { "files": [{ "filename": "m.py", "content": code }] } });
+    let (id, stdout, finished) = run_action(&mut at_a, program(SESSION)).await;
+    assert_eq!((stdout.as_str(), &finished["status"]), ("trained\n", &json!("finished")), "{finished}");
+
+    // Every session action sent to c is answered by a, which holds the session.
+    let mut at_c = Client::connect(&c.ws_url("/")).await;
+    let mut ask = async |request: Value| {
+        at_c.send(request).await;
+        at_c.recv_within(Duration::from_secs(30)).await
+    };
+    let status = ask(json!({ "action": "status", "sessionId": id })).await;
+    assert_eq!(
+        (&status["status"], &status["live"], &status["exitCode"]),
+        (&json!("finished"), &json!(true), &json!(0))
+    );
+    let word = ask(json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "word" } })).await;
+    assert_eq!((&word["action"], &word["value"]), (&json!("get_placeholder"), &json!("abc")), "{word}");
+    let model = json!({ "action": "run_model", "model": { "sessionId": id, "name": "double", "data": [1, 2.5] } });
+    let predicted = ask(model).await;
+    assert_eq!(predicted["prediction"], json!([2, 5.0]), "{predicted}");
+    let stats = ask(json!({ "action": "get_stats", "placeholder": { "sessionId": id, "name": "xs" } })).await;
+    assert_eq!(stats["stats"]["mean"], json!(2.5), "{stats}");
+    let files = ask(json!({ "action": "list_files", "sessionId": id })).await;
+    assert!(files["files"].to_string().contains("note.txt"), "{files}");
+    let file = ask(json!({ "action": "get_file", "sessionId": id, "path": "note.txt" })).await;
+    assert_eq!(file["text"], "written on a", "{file}");
+    // Errors come back as a would give them.
+    let missing = ask(json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "nope" } })).await;
+    assert_eq!(missing["code"], "unknown_placeholder", "{missing}");
+    assert!(missing["error"].as_str().unwrap().contains("saved: word, xs"), "{missing}");
+    let unknown = ask(json!({ "action": "status", "sessionId": uuid_on(&id, 'f') })).await;
+    assert_eq!(unknown["code"], "unknown_session", "{unknown}");
+
+    // A run still going on a is stopped through b; a's client sees it end.
+    let (looping, _) = start_action(&mut at_a, program("import time\nwhile True:\n    time.sleep(0.01)\n")).await;
+    let mut at_b = Client::connect(&b.ws_url("/")).await;
+    at_b.send(json!({ "action": "stop", "sessionId": looping })).await;
+    let stopped = at_b.recv_within(Duration::from_secs(30)).await;
+    assert_eq!((&stopped["action"], &stopped["status"]), (&json!("stop"), &json!("stopped")), "{stopped}");
+    let mut skipped = Vec::new();
+    let end = at_a.recv_until(|m| m["action"] == "finished" && m["sessionId"] == looping.as_str(), &mut skipped).await;
+    assert_eq!(end["status"], "stopped", "{end}");
+
+    // Nothing ran anywhere but a.
+    for other in [&b, &c] {
+        assert_eq!(metric(other, "sandlot_runs_total", &[]).await, 0.0);
+    }
+    assert_eq!(metric(&a, "sandlot_runs_total", &["face=\"actions\""]).await, 2.0);
+
+    // With a gone, its runs' records and placeholders are still answered,
+    // from the cluster's records; its models went with it.
+    drop(at_a);
+    a.kill9();
+    joined(&[&b, &c], 2.0).await;
+    let mut ask = async |request: Value| {
+        at_c.send(request).await;
+        at_c.recv_within(Duration::from_secs(30)).await
+    };
+    let status = ask(json!({ "action": "status", "sessionId": id })).await;
+    assert_eq!(
+        (&status["status"], &status["live"], &status["exitCode"]),
+        (&json!("finished"), &json!(false), &json!(0))
+    );
+    let word = ask(json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "word" } })).await;
+    assert_eq!(word["value"], "abc", "{word}");
+    let stats = ask(json!({ "action": "get_stats", "placeholder": { "sessionId": id, "name": "xs" } })).await;
+    assert_eq!(stats["stats"]["mean"], json!(2.5), "{stats}");
+    let stopped = ask(json!({ "action": "status", "sessionId": looping })).await;
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    let model = json!({ "action": "run_model", "model": { "sessionId": id, "name": "double", "data": [1] } });
+    let gone = ask(model).await;
+    assert_eq!(gone["code"], "session_ended", "{gone}");
+}
+
+/// `id` with its last hex digit set to `digit`: the same node's tag, no session.
+fn uuid_on(id: &str, digit: char) -> String {
+    let mut other = id[..id.len() - 1].to_string();
+    other.push(if id.ends_with(digit) { '0' } else { digit });
+    other
+}
+
+/// Sends an actions `run` and returns its session id once it is accepted.
+async fn start_action(client: &mut Client, request: Value) -> (String, Value) {
+    client.send(request).await;
+    let reply = client.recv_within(Duration::from_secs(30)).await;
+    let id = reply["sessionId"].as_str().unwrap_or_else(|| panic!("not started: {reply}")).to_string();
+    (id, reply)
 }
 
 #[tokio::test]

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::registry::{Client, Registry, Started};
 use crate::runtime::SessionOptions;
+use crate::store::RunRecord;
 use crate::sync::lock;
 
 /// How often a node puts its entry in `sandlot_nodes`.
@@ -49,6 +50,17 @@ const CONFIG_TTL: Duration = Duration::from_secs(30);
 /// are at most 16 KiB each).
 const SUBSCRIPTION_MESSAGES: usize = 8192;
 const NODES_BUCKET: &str = "sandlot_nodes";
+/// Finished runs' records (`store::RunRecord` JSON, placeholders included)
+/// by run id, so any node answers for a run whose node is gone.
+const RECORDS_BUCKET: &str = "sandlot_records";
+/// Bytes the records bucket holds at most; past it the oldest go.
+const RECORDS_BYTES: i64 = 1 << 30;
+/// Records waiting to go to the bucket at most; past it a record stays on
+/// its node only (and a warning says so).
+const RECORDS_QUEUED: usize = 4096;
+/// How long a record waits for the NATS server to come back before it is
+/// given up (with a warning).
+const RECORD_PATIENCE: Duration = Duration::from_secs(60);
 const CONFIG_BUCKET: &str = "sandlot_cluster";
 const CONFIG_KEY: &str = "config";
 
@@ -83,6 +95,55 @@ pub fn valid_node_name(name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The four bytes that start the ids of the runs and sessions made on
+/// `node` (a digest of its name), so any node can tell where one lives.
+pub fn tag_of(node: &str) -> [u8; 4] {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(node.as_bytes());
+    [digest[0], digest[1], digest[2], digest[3]]
+}
+
+/// How a forwarded request names the client it came from (`client_of`
+/// reads it back): its share and rate apply on the node that answers.
+pub(crate) fn client_text(client: &Client) -> String {
+    use base64::Engine as _;
+    match client {
+        Client::Local => "local".into(),
+        Client::Token(digest) => format!("token:{}", base64::engine::general_purpose::STANDARD.encode(digest)),
+        Client::Address(ip) => format!("address:{ip}"),
+    }
+}
+
+/// The client `client_text` named; `None` for anything else.
+pub(crate) fn client_of(text: &str) -> Option<Client> {
+    use base64::Engine as _;
+    match text.split_once(':') {
+        None if text == "local" => Some(Client::Local),
+        Some(("token", digest)) => {
+            let digest = base64::engine::general_purpose::STANDARD.decode(digest).ok()?;
+            Some(Client::Token(digest.try_into().ok()?))
+        }
+        Some(("address", ip)) => ip.parse().ok().map(Client::Address),
+        _ => None,
+    }
+}
+
+/// Answers requests forwarded from other nodes: the request's bytes and
+/// the client who sent it to the first node (`Cluster::forward`; `None`
+/// when unreadable) in, the reply out.
+pub type Handler = Arc<
+    dyn Fn(bytes::Bytes, Option<Client>) -> std::pin::Pin<Box<dyn std::future::Future<Output = bytes::Bytes> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Forwarded requests a node answers at once at most; past it they wait.
+const FORWARDED_AT_ONCE: usize = 256;
+/// How long a forwarded request may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+/// The header naming the client a forwarded request came from.
+const CLIENT_HEADER: &str = "Sandlot-Client";
 
 /// What must agree across a cluster's nodes, as each node states it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -141,6 +202,7 @@ struct Inner {
     nodes: Mutex<HashMap<String, Seen>>,
     /// Runs queued at the last look.
     queue_depth: AtomicU64,
+    records: kv::Store,
     runs: runs::Runs,
 }
 
@@ -156,6 +218,7 @@ impl Cluster {
         agreement: Agreement,
         registry: Registry,
         options: SessionOptions,
+        records_for: Duration,
     ) -> Result<Cluster, Error> {
         let node = config.node.clone().unwrap_or_else(|| ClusterConfig::default_node_name(port));
         valid_node_name(&node).map_err(Error::Cluster)?;
@@ -180,6 +243,11 @@ impl Cluster {
         check_agreement(&config_bucket, &agreement, &text).await?;
         let nodes_bucket = bucket(&js, NODES_BUCKET, NODE_TTL).await?;
         take_name(&nodes_bucket, &node, &registry).await?;
+        registry.set_id_tag(tag_of(&node));
+        let records = bucket_of(&js, RECORDS_BUCKET, records_for, RECORDS_BYTES).await?;
+        let (sink, queued) = tokio::sync::mpsc::channel(RECORDS_QUEUED);
+        registry.set_record_sink(sink);
+        tokio::spawn(share_records(queued, records.clone(), client.server_info().max_payload));
         let (runs, subscriptions) =
             runs::Runs::new(&js, &client, &node, registry.clone(), options, config.queue_wait).await?;
         let cluster = Cluster {
@@ -188,6 +256,7 @@ impl Cluster {
                 node: node.clone(),
                 nodes: Mutex::new(HashMap::new()),
                 queue_depth: AtomicU64::new(0),
+                records,
                 runs,
             }),
         };
@@ -236,6 +305,96 @@ impl Cluster {
         own.saturating_duration_since(seen.at) < NODE_LOST_AFTER
     }
 
+    /// The node a run or session id names, when it is another live node
+    /// (`None` for this node's own ids, and for nodes gone).
+    pub(crate) fn owner_of(&self, id: &str) -> Option<String> {
+        let id = uuid::Uuid::parse_str(id).ok()?;
+        let tag: [u8; 4] = id.as_bytes()[..4].try_into().ok()?;
+        if tag == tag_of(&self.inner.node) {
+            return None;
+        }
+        let node = lock(&self.inner.nodes).keys().find(|name| tag_of(name) == tag).cloned()?;
+        self.alive(&node).then_some(node)
+    }
+
+    /// The record of a finished run, as its node shared it, if the bucket
+    /// has it.
+    pub(crate) async fn record(&self, id: &str) -> Option<RunRecord> {
+        uuid::Uuid::parse_str(id).ok()?;
+        let found = tokio::time::timeout(Duration::from_secs(5), self.inner.records.get(id)).await;
+        match found {
+            Ok(Ok(Some(json))) => serde_json::from_slice(&json).ok(),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not read a run's record from the cluster");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("the cluster did not give a run's record within 5 s");
+                None
+            }
+        }
+    }
+
+    /// Sends a request of `kind` to `node` and waits for its answer; `client`
+    /// names who asked (its share and rate apply there).
+    pub(crate) async fn forward(
+        &self,
+        node: &str,
+        kind: &str,
+        client: &Client,
+        request: bytes::Bytes,
+    ) -> Result<bytes::Bytes, Error> {
+        let largest = self.inner.client.server_info().max_payload;
+        if request.len() + 1024 > largest {
+            return Err(Error::InvalidInput(format!(
+                "this request is {} KiB, and the session is on node {node}: requests to another node may be {} KiB at \
+                 most (the NATS server's max_payload); send it to {node} itself",
+                request.len() >> 10,
+                largest.saturating_sub(1024) >> 10
+            )));
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(CLIENT_HEADER, client_text(client).as_str());
+        let subject = format!("sandlot.node.{node}.{kind}");
+        let asked = self.inner.client.request_with_headers(subject, headers, request);
+        match tokio::time::timeout(FORWARD_TIMEOUT, asked).await {
+            Ok(Ok(reply)) => Ok(reply.payload),
+            Ok(Err(e)) => Err(Error::Cluster(format!("node {node}, which has it, did not answer: {e}"))),
+            Err(_) => Err(Error::Cluster(format!("node {node}, which has it, did not answer in time"))),
+        }
+    }
+
+    /// Answers the requests of `kind` other nodes forward here with `handler`.
+    pub(crate) async fn serve(&self, kind: &str, handler: Handler) -> Result<(), Error> {
+        let subject = format!("sandlot.node.{}.{kind}", self.inner.node);
+        let mut requests = self
+            .inner
+            .client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| Error::Cluster(format!("could not subscribe to {subject}: {e}")))?;
+        let client = self.inner.client.clone();
+        let at_once = Arc::new(tokio::sync::Semaphore::new(FORWARDED_AT_ONCE));
+        tokio::spawn(async move {
+            while let Some(request) = requests.next().await {
+                let Some(reply) = request.reply else { continue };
+                let Ok(permit) = at_once.clone().acquire_owned().await else { return };
+                let asker =
+                    request.headers.as_ref().and_then(|h| h.get(CLIENT_HEADER)).and_then(|v| client_of(v.as_str()));
+                let (handler, client) = (handler.clone(), client.clone());
+                tokio::spawn(async move {
+                    let answer = handler(request.payload, asker).await;
+                    if let Err(e) = client.publish(reply, answer).await {
+                        tracing::warn!(error = %e, "could not answer a request forwarded from another node");
+                    }
+                    drop(permit);
+                });
+            }
+        });
+        Ok(())
+    }
+
     /// Starts a one-shot run on whichever node has room: queued for the
     /// cluster, its events fed back here. `None` when it cannot go through
     /// the queue (larger than the NATS server's largest message): the caller
@@ -258,17 +417,28 @@ impl Cluster {
 /// it: that call first asks for account fields that Debian's nats-server
 /// (2.9) does not send.
 async fn bucket(js: &jetstream::Context, name: &str, ttl: Duration) -> Result<kv::Store, Error> {
+    bucket_of(js, name, ttl, -1).await
+}
+
+/// `bucket`, holding `max_bytes` at most (-1: no limit); past it the oldest
+/// entries go.
+async fn bucket_of(js: &jetstream::Context, name: &str, ttl: Duration, max_bytes: i64) -> Result<kv::Store, Error> {
     let stream = jetstream::stream::Config {
         name: format!("KV_{name}"),
         subjects: vec![format!("$KV.{name}.>")],
         max_messages_per_subject: 1,
         max_age: ttl,
+        max_bytes,
         storage: jetstream::stream::StorageType::File,
         allow_rollup: true,
         deny_delete: true,
         allow_direct: true,
         num_replicas: 1,
-        discard: jetstream::stream::DiscardPolicy::New,
+        discard: if max_bytes < 0 {
+            jetstream::stream::DiscardPolicy::New
+        } else {
+            jetstream::stream::DiscardPolicy::Old
+        },
         ..Default::default()
     };
     let unreachable = |e: &dyn std::fmt::Display| {
@@ -276,6 +446,36 @@ async fn bucket(js: &jetstream::Context, name: &str, ttl: Duration) -> Result<kv
     };
     js.get_or_create_stream(stream).await.map_err(|e| unreachable(&e))?;
     js.get_key_value(name).await.map_err(|e| unreachable(&e))
+}
+
+/// Puts the records of finished runs in the records bucket, one by one, in
+/// order, each retried while the NATS server is away for up to
+/// `RECORD_PATIENCE`. A record larger than a message goes without its
+/// placeholders (marked so).
+async fn share_records(mut queued: tokio::sync::mpsc::Receiver<RunRecord>, bucket: kv::Store, max_payload: usize) {
+    while let Some(mut record) = queued.recv().await {
+        let mut json = serde_json::to_vec(&record).expect("a record is JSON");
+        if json.len() + 1024 > max_payload {
+            record.placeholders.clear();
+            record.placeholders_dropped = true;
+            json = serde_json::to_vec(&record).expect("a record is JSON");
+        }
+        let json = bytes::Bytes::from(json);
+        let given_up = Instant::now() + RECORD_PATIENCE;
+        loop {
+            match bucket.put(&record.id, json.clone()).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() < given_up => {
+                    tracing::debug!(error = %e, "could not share a run's record yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(run = %record.id, error = %e, "could not share a run's record with the cluster");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Sets the cluster's agreement to this node's if none is set, else checks

@@ -157,13 +157,10 @@ async fn connection(app: App, mut connection: Connection) {
                 }
                 Err(e) => Err(e),
             },
-            Some("get_placeholder") => get_placeholder(&app, &request).map(Reply::Text),
-            Some("run_model") => run_model(&app, &client, &request).await.map(Reply::Text),
-            Some("get_stats") => get_stats(&app, &request).await,
-            Some("status") => status(&app, &request),
-            Some("stop") => stop(&app, &request).await,
-            Some("list_files") => list_files(&app, &request),
-            Some("get_file") => get_file(&app, &request),
+            Some(name) if SESSION_ACTIONS.contains(&name) => {
+                outbox.text(session_action(&app, &client, name, &request).await).await;
+                continue;
+            }
             Some(other) => Err(refuse(
                 "unknown_action",
                 format!(
@@ -174,16 +171,7 @@ async fn connection(app: App, mut connection: Connection) {
             )),
             None => Err(refuse("bad_request", "every request needs an \"action\" string")),
         };
-        match result {
-            Ok(Reply::Json(mut reply)) => {
-                reply["action"] = json!(action);
-                outbox.json(reply).await;
-            }
-            Ok(Reply::Text(text)) => {
-                outbox.text(text).await;
-            }
-            Err(refusal) => reply_error(&outbox, action.as_deref(), refusal).await,
-        }
+        outbox.text(reply_text(action.as_deref(), result)).await;
     }
     if *app.closing.borrow() {
         // The server is stopping its guests: tell this client how they ended.
@@ -204,7 +192,94 @@ enum Reply {
 }
 
 async fn reply_error(outbox: &Outbox, action: Option<&str>, refusal: Refusal) {
-    outbox.json(json!({ "action": action, "error": refusal.message, "code": refusal.code })).await;
+    outbox.text(reply_text(action, Err(refusal))).await;
+}
+
+/// A reply as the text sent: the action's name added to a JSON reply, or
+/// the error with its code.
+fn reply_text(action: Option<&str>, result: Result<Reply, Refusal>) -> String {
+    match result {
+        Ok(Reply::Json(mut reply)) => {
+            reply["action"] = json!(action);
+            reply.to_string()
+        }
+        Ok(Reply::Text(text)) => text,
+        Err(refusal) => json!({ "action": action, "error": refusal.message, "code": refusal.code }).to_string(),
+    }
+}
+
+/// The actions that name a session, answered by the node that holds it.
+const SESSION_ACTIONS: [&str; 7] =
+    ["get_placeholder", "run_model", "get_stats", "status", "stop", "list_files", "get_file"];
+
+/// Answers one of `SESSION_ACTIONS`: here, or, in cluster mode, on the
+/// node whose id the session has (the request forwarded as it came).
+async fn session_action(app: &App, client: &Client, action: &str, request: &Fields) -> String {
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &app.cluster
+        && let Some(id) = target_session(action, request)
+    {
+        if let Some(node) = cluster.owner_of(&id) {
+            let bytes = serde_json::to_vec(request).expect("fields are JSON");
+            return match cluster.forward(&node, "actions", client, bytes.into()).await {
+                Ok(reply) => String::from_utf8(reply.to_vec()).unwrap_or_else(|_| {
+                    reply_text(Some(action), Err(refuse("server_error", "a node answered garbage")))
+                }),
+                Err(e) => reply_text(Some(action), Err(e.into())),
+            };
+        }
+        // Its node is gone (or forgot it): the record it shared, if any.
+        if app.registry.status(&id).is_none()
+            && let Some(record) = cluster.record(&id).await
+        {
+            app.registry.adopt(record);
+        }
+    }
+    reply_text(Some(action), answer_here(app, client, action, request).await)
+}
+
+/// The session a request of `action` names, if it names one readably.
+#[cfg(feature = "cluster")]
+fn target_session(action: &str, request: &Fields) -> Option<String> {
+    match action {
+        "get_placeholder" | "get_stats" => placeholder_request(request).ok().map(|(id, _)| id),
+        "run_model" => {
+            let model: Fields = field(request, "model", "model").ok()??;
+            field::<IdText>(&model, "sessionId", "sessionId").ok()?.map(|id| id.0)
+        }
+        _ => field::<IdText>(request, "sessionId", "sessionId").ok()?.map(|id| id.0),
+    }
+}
+
+async fn answer_here(app: &App, client: &Client, action: &str, request: &Fields) -> Result<Reply, Refusal> {
+    match action {
+        "get_placeholder" => get_placeholder(app, request).map(Reply::Text),
+        "run_model" => run_model(app, client, request).await.map(Reply::Text),
+        "get_stats" => get_stats(app, request).await,
+        "status" => status(app, request),
+        "stop" => stop(app, request).await,
+        "list_files" => list_files(app, request),
+        "get_file" => get_file(app, request),
+        _ => Err(refuse("unknown_action", format!("{action} is not an action on a session"))),
+    }
+}
+
+/// Answers a session action another node forwarded here (`session_action`
+/// there): `request` is its JSON, `client` who asked.
+#[cfg(feature = "cluster")]
+pub(crate) async fn answer_forwarded(app: App, request: bytes::Bytes, client: Option<Client>) -> bytes::Bytes {
+    let Some(client) = client else {
+        return reply_text(None, Err(refuse("bad_request", "a forwarded request must name its client"))).into();
+    };
+    let Ok(text) = String::from_utf8(request.to_vec()) else {
+        return reply_text(None, Err(refuse("bad_request", "a forwarded request is JSON"))).into();
+    };
+    let request = match parse_fields_off_thread(text).await {
+        Ok(request) => request,
+        Err(e) => return reply_text(None, Err(refuse("bad_request", e))).into(),
+    };
+    let action = field::<String>(&request, "action", "action").ok().flatten().unwrap_or_default();
+    reply_text(Some(&action), answer_here(&app, &client, &action, &request).await).into()
 }
 
 /// A required field, as `T`.
@@ -328,7 +403,10 @@ fn saved(app: &App, id: &str, name: &str) -> Result<Arc<RawValue>, Refusal> {
         if saved.dropped {
             return refuse(
                 "unknown_placeholder",
-                format!("session {id}'s placeholders were not kept: the server's room for them was full when it ended"),
+                format!(
+                    "session {id}'s placeholders were not kept: there was no room for them when it ended (the \
+                     server's room for saved placeholders was full, or, in a cluster, they were larger than a message)"
+                ),
             );
         }
         let names = placeholders.names();

@@ -413,10 +413,16 @@ async fn join_cluster(mut app: App, port: u16) -> std::io::Result<App> {
         limits: format!("{:?}", app.config.limits),
         runs_per_second: app.config.registry.runs_per_second_per_client.to_string(),
     };
-    let cluster = crate::cluster::Cluster::join(&config, port, agreement, app.registry.clone(), app.session_options())
+    let (registry, options) = (app.registry.clone(), app.session_options());
+    let cluster = crate::cluster::Cluster::join(&config, port, agreement, registry, options, app.config.retention)
         .await
         .map_err(std::io::Error::other)?;
-    app.cluster = Some(cluster);
+    app.cluster = Some(cluster.clone());
+    let answering = app.clone();
+    let actions: crate::cluster::Handler = std::sync::Arc::new(move |request, client| {
+        Box::pin(actions::answer_forwarded(answering.clone(), request, client))
+    });
+    cluster.serve("actions", actions).await.map_err(std::io::Error::other)?;
     Ok(app)
 }
 
