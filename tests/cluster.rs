@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::nats::Nats;
-use common::server::{Client, Server, http, run_action};
+use common::server::{Client, Server, http, http_with, run_action};
 use serde_json::{Value, json};
 
 /// All of a test's nodes share these (a node whose limits differ is refused).
@@ -247,6 +247,48 @@ async fn a_session_made_through_one_node_is_used_and_stopped_through_another() {
     let model = json!({ "action": "run_model", "model": { "sessionId": id, "name": "double", "data": [1] } });
     let gone = ask(model).await;
     assert_eq!(gone["code"], "session_ended", "{gone}");
+}
+
+/// Calls an MCP tool over `server`'s `/mcp` (stateless JSON-RPC); its result.
+async fn mcp_call(server: &Server, tool: &str, arguments: Value) -> Value {
+    let call = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": { "name": tool, "arguments": arguments } });
+    let headers = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")];
+    let (status, reply) = http_with(server, "POST", "/mcp", Some(&call.to_string()), &headers).await;
+    assert_eq!(status, 200, "{tool}: {reply}");
+    reply["result"].clone()
+}
+
+#[tokio::test]
+async fn an_mcp_session_started_on_one_node_is_used_and_closed_through_another() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats, "a", &[]), node(&nats, "b", &[]));
+    joined(&[&a, &b], 2.0).await;
+    let started = mcp_call(&a, "session_start", json!({ "language": "python" })).await;
+    let id = started["structuredContent"]["session_id"].as_str().unwrap_or_else(|| panic!("{started}")).to_string();
+    let defined = mcp_call(
+        &a,
+        "session_exec",
+        json!({ "session_id": id, "code": "import sandlot\nx = 41\nsandlot.set_placeholder('x', x)" }),
+    )
+    .await;
+    assert_eq!(defined["isError"], false, "{defined}");
+
+    // Through b, the session's state is a's.
+    let cell =
+        mcp_call(&b, "session_exec", json!({ "session_id": id, "code": "open('/tmp/f.txt', 'w').write('hi')\nx + 1" }))
+            .await;
+    assert_eq!(cell["structuredContent"]["value"], "42", "the value as the session shows it: {cell}");
+    let got = mcp_call(&b, "session_get", json!({ "session_id": id, "name": "x" })).await;
+    assert_eq!(got["structuredContent"]["value"], json!(41), "{got}");
+    let file = mcp_call(&b, "session_file", json!({ "session_id": id, "path": "/tmp/f.txt" })).await;
+    assert_eq!(file["structuredContent"]["text"], "hi", "{file}");
+    let closed = mcp_call(&b, "session_close", json!({ "session_id": id })).await;
+    assert_eq!(closed["structuredContent"]["closed"], true, "{closed}");
+    // Closed on a, where it was.
+    let after = mcp_call(&a, "session_exec", json!({ "session_id": id, "code": "x" })).await;
+    assert_eq!(after["isError"], true, "{after}");
+    assert!(after["content"][0]["text"].as_str().unwrap().contains("no session"), "{after}");
+    assert_eq!(metric(&b, "sandlot_runs_total", &[]).await, 0.0, "nothing ran on b");
 }
 
 /// `id` with its last hex digit set to `digit`: the same node's tag, no session.

@@ -21,7 +21,7 @@ use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig as McpServerConfig};
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
@@ -76,7 +76,7 @@ pub struct SessionStart {
     timeout_s: Option<f64>,
 }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct SessionExec {
     /// The id session_start returned.
     session_id: Option<String>,
@@ -84,7 +84,7 @@ pub struct SessionExec {
     code: Option<String>,
 }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct SessionGet {
     /// The id session_start returned.
     session_id: Option<String>,
@@ -93,13 +93,13 @@ pub struct SessionGet {
     name: Option<String>,
 }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct SessionFiles {
     /// The id session_start returned.
     session_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct SessionFile {
     /// The id session_start returned.
     session_id: Option<String>,
@@ -107,7 +107,7 @@ pub struct SessionFile {
     path: Option<String>,
 }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct SessionClose {
     /// The id session_start returned.
     session_id: Option<String>,
@@ -193,7 +193,13 @@ impl McpTools {
         Parameters(request): Parameters<SessionExec>,
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        answer(self.exec(&caller(&context, &self.client), request).await)
+        let client = caller(&context, &self.client);
+        #[cfg(feature = "cluster")]
+        if let Some(elsewhere) = self.elsewhere(&client, "session_exec", request.session_id.as_deref(), &request).await
+        {
+            return answer(elsewhere);
+        }
+        answer(self.exec(&client, request).await)
     }
 
     #[tool(description = "Reads a placeholder a session's code saved with sandlot.set_placeholder(name, value) \
@@ -203,7 +209,12 @@ impl McpTools {
         Parameters(request): Parameters<SessionGet>,
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        answer(self.get(&caller(&context, &self.client), request))
+        let client = caller(&context, &self.client);
+        #[cfg(feature = "cluster")]
+        if let Some(elsewhere) = self.elsewhere(&client, "session_get", request.session_id.as_deref(), &request).await {
+            return answer(elsewhere);
+        }
+        answer(self.get(&client, request))
     }
 
     #[tool(description = "Lists the files a session's code wrote under /tmp, its scratch folder (the only place \
@@ -213,7 +224,13 @@ impl McpTools {
         Parameters(request): Parameters<SessionFiles>,
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        answer(self.files(&caller(&context, &self.client), request))
+        let client = caller(&context, &self.client);
+        #[cfg(feature = "cluster")]
+        if let Some(elsewhere) = self.elsewhere(&client, "session_files", request.session_id.as_deref(), &request).await
+        {
+            return answer(elsewhere);
+        }
+        answer(self.files(&client, request))
     }
 
     #[tool(description = "Reads a file a session's code wrote under /tmp: as text when it is UTF-8, as base64 \
@@ -223,7 +240,13 @@ impl McpTools {
         Parameters(request): Parameters<SessionFile>,
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        answer(self.file(&caller(&context, &self.client), request))
+        let client = caller(&context, &self.client);
+        #[cfg(feature = "cluster")]
+        if let Some(elsewhere) = self.elsewhere(&client, "session_file", request.session_id.as_deref(), &request).await
+        {
+            return answer(elsewhere);
+        }
+        answer(self.file(&client, request))
     }
 
     #[tool(description = "Closes a session: stops what it is running and frees its sandbox.")]
@@ -233,6 +256,11 @@ impl McpTools {
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let client = caller(&context, &self.client);
+        #[cfg(feature = "cluster")]
+        if let Some(elsewhere) = self.elsewhere(&client, "session_close", request.session_id.as_deref(), &request).await
+        {
+            return answer(elsewhere);
+        }
         answer(self.close(&client, request).await)
     }
 }
@@ -350,6 +378,61 @@ fn session_error(id: &str, e: &crate::error::Error) -> String {
              start one with session_start"
         ),
         other => super::public_message(other),
+    }
+}
+
+/// A session tool's call sent to the node that holds the session.
+#[cfg(feature = "cluster")]
+#[derive(Serialize, Deserialize)]
+struct Forwarded {
+    tool: String,
+    arguments: Box<RawValue>,
+}
+
+#[cfg(feature = "cluster")]
+impl McpTools {
+    /// In cluster mode, the answer of the node that holds session `id`,
+    /// when another node does; `None`: it is answered here.
+    async fn elsewhere(
+        &self,
+        client: &Client,
+        tool: &str,
+        id: Option<&str>,
+        arguments: &impl Serialize,
+    ) -> Option<Result<CallToolResult, String>> {
+        let cluster = self.cluster.as_ref()?;
+        let node = cluster.owner_of(id?)?;
+        let arguments = serde_json::value::to_raw_value(arguments).expect("arguments are JSON");
+        let request = serde_json::to_vec(&Forwarded { tool: tool.into(), arguments }).expect("a call is JSON");
+        Some(match cluster.forward(&node, "mcp", client, request.into()).await {
+            Ok(reply) => serde_json::from_slice(&reply).map_err(|e| format!("node {node} answered unreadably: {e}")),
+            Err(e) => Err(super::public_message(&e)),
+        })
+    }
+
+    /// Answers a session tool's call another node forwarded here
+    /// (`elsewhere` there) for `client`: the `CallToolResult`'s JSON.
+    pub(crate) async fn answer_forwarded(self, request: bytes::Bytes, client: Option<Client>) -> bytes::Bytes {
+        let result = match (client, serde_json::from_slice::<Forwarded>(&request)) {
+            (Some(client), Ok(call)) => self.call_here(&client, &call.tool, call.arguments.get()).await,
+            (None, _) => Err("a forwarded call must name its client".into()),
+            (_, Err(e)) => Err(format!("a forwarded call is unreadable: {e}")),
+        };
+        serde_json::to_vec(&answer(result)).expect("a tool result is JSON").into()
+    }
+
+    async fn call_here(&self, client: &Client, tool: &str, arguments: &str) -> Result<CallToolResult, String> {
+        fn read<T: serde::de::DeserializeOwned>(arguments: &str) -> Result<T, String> {
+            serde_json::from_str(arguments).map_err(|e| format!("the arguments are unreadable: {e}"))
+        }
+        match tool {
+            "session_exec" => self.exec(client, read(arguments)?).await,
+            "session_get" => self.get(client, read(arguments)?),
+            "session_files" => self.files(client, read(arguments)?),
+            "session_file" => self.file(client, read(arguments)?),
+            "session_close" => self.close(client, read(arguments)?).await,
+            other => Err(format!("{other} is not a session tool")),
+        }
     }
 }
 

@@ -196,6 +196,9 @@ pub(crate) struct App {
     /// The cluster this node is in, if any.
     #[cfg(feature = "cluster")]
     pub(crate) cluster: Option<crate::cluster::Cluster>,
+    /// The MCP face's tools, made once (their notebooks are the server's).
+    #[cfg(feature = "mcp")]
+    mcp: Arc<std::sync::OnceLock<mcp::McpTools>>,
 }
 
 impl App {
@@ -364,6 +367,8 @@ async fn serve_ready(
         openapi: Arc::default(),
         #[cfg(feature = "cluster")]
         cluster: None,
+        #[cfg(feature = "mcp")]
+        mcp: Arc::default(),
     };
     #[cfg(feature = "cluster")]
     let app = join_cluster(app, listener.local_addr()?.port()).await?;
@@ -396,10 +401,13 @@ async fn serve_ready(
 
 #[cfg(feature = "mcp")]
 fn mcp_tools(app: &App) -> mcp::McpTools {
-    let tools = mcp::McpTools::new(app.registry.clone(), app.session_options(), Client::Local);
-    #[cfg(feature = "cluster")]
-    let tools = tools.with_cluster(app.cluster.clone());
-    tools
+    let made = app.mcp.get_or_init(|| {
+        let tools = mcp::McpTools::new(app.registry.clone(), app.session_options(), Client::Local);
+        #[cfg(feature = "cluster")]
+        let tools = tools.with_cluster(app.cluster.clone());
+        tools
+    });
+    made.clone()
 }
 
 /// Joins the cluster the config names, if any; a node that cannot join
@@ -423,6 +431,13 @@ async fn join_cluster(mut app: App, port: u16) -> std::io::Result<App> {
         Box::pin(actions::answer_forwarded(answering.clone(), request, client))
     });
     cluster.serve("actions", actions).await.map_err(std::io::Error::other)?;
+    #[cfg(feature = "mcp")]
+    {
+        let tools = mcp_tools(&app);
+        let mcp: crate::cluster::Handler =
+            std::sync::Arc::new(move |request, client| Box::pin(tools.clone().answer_forwarded(request, client)));
+        cluster.serve("mcp", mcp).await.map_err(std::io::Error::other)?;
+    }
     Ok(app)
 }
 
