@@ -538,6 +538,83 @@ impl Datasets {
         Ok(self.listed(&record))
     }
 
+    /// Cluster mode: a ready dataset (by its uuid) and its files, opened to
+    /// read, in the record's order, to share them.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn open_ready(&self, uuid: &str) -> Result<(DatasetRecord, Vec<File>), DatasetError> {
+        let record = self.find(uuid)?;
+        if record.state != DatasetState::Ready {
+            return Err(DatasetError::Conflict(format!("dataset {uuid} is not finalised")));
+        }
+        let files = ready_names(&record)
+            .iter()
+            .map(|name| {
+                self.ready
+                    .open(name)
+                    .map(cap_std::fs::File::into_std)
+                    .map_err(|e| io("open", &self.ready_path.join(name), e))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((record, files))
+    }
+
+    /// Cluster mode: makes room for a dataset another node finalised: an
+    /// empty file in `uploads/` for each of its files, to be filled, then
+    /// `adopt_finish`ed. `None` when it is here already.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn adopt_begin(&self, record: &DatasetRecord) -> Result<Option<Vec<File>>, DatasetError> {
+        check_name(&record.name)?;
+        let _changing = lock(&self.changes);
+        {
+            let records = lock(&self.records);
+            if records.contains_key(&record.uuid) {
+                return Ok(None);
+            }
+            if records.values().any(|r| r.name == record.name) {
+                return Err(DatasetError::Conflict(format!("a dataset named {:?} is here already", record.name)));
+            }
+        }
+        self.check_quotas(record.files.iter().map(|f| f.size).sum())?;
+        record
+            .files
+            .iter()
+            .map(|file| {
+                uuid::Uuid::parse_str(&file.uuid)
+                    .map_err(|_| DatasetError::BadRequest("a file uuid is not one".into()))?;
+                let name = part_name(&file.uuid);
+                let part = open_rw(&self.uploads_dir, &name, true)
+                    .map_err(|e| io("create", &self.uploads_path.join(&name), e))?;
+                part.set_len(0).map_err(|e| io("empty", &self.uploads_path.join(&name), e))?;
+                Ok(part.into_std())
+            })
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
+    /// Cluster mode: forgets the files `adopt_begin` made for `record`
+    /// (their fetch failed).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn adopt_abandon(&self, record: &DatasetRecord) {
+        for file in &record.files {
+            let _ = self.uploads_dir.remove_file(part_name(&file.uuid));
+        }
+    }
+
+    /// Cluster mode: makes a dataset another node finalised, whose files
+    /// `adopt_begin` made and the caller filled, visible to sessions.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn adopt_finish(&self, mut record: DatasetRecord) -> Result<(), DatasetError> {
+        let _changing = lock(&self.changes);
+        if lock(&self.records).contains_key(&record.uuid) {
+            return Ok(());
+        }
+        record.state = DatasetState::Finalising;
+        self.store.put_dataset(&record)?;
+        self.move_into_place(&mut record)?;
+        lock(&self.records).insert(record.uuid.clone(), record);
+        Ok(())
+    }
+
     /// Forgets unfinished uploads created before `cutoff`; returns how many.
     pub(crate) fn prune_unfinished(&self, cutoff: SystemTime) -> usize {
         let cutoff = millis(cutoff);

@@ -291,6 +291,63 @@ async fn an_mcp_session_started_on_one_node_is_used_and_closed_through_another()
     assert_eq!(metric(&b, "sandlot_runs_total", &[]).await, 0.0, "nothing ran on b");
 }
 
+/// The datasets `server` lists, as (name, state).
+async fn datasets_on(server: &Server) -> Vec<(String, String)> {
+    let (status, listed) = http(server, "GET", "/v1/dataset", None).await;
+    assert_eq!(status, 200, "{listed}");
+    let all = listed["datasets"].as_array().cloned().unwrap_or_default();
+    all.iter().map(|d| (d["name"].as_str().unwrap().to_string(), d["state"].as_str().unwrap().to_string())).collect()
+}
+
+#[tokio::test]
+async fn a_dataset_uploaded_through_one_node_is_read_on_the_others_and_deleted_everywhere() {
+    use sha2::Digest;
+    let nats = Nats::start();
+    let (a, b) = (node(&nats, "a", &[]), node(&nats, "b", &[]));
+    joined(&[&a, &b], 2.0).await;
+    // 3 MiB: several of the object store's chunks.
+    let content: Vec<u8> = (0..200_000u32).flat_map(|i| format!("{i},{}\n", i * 7 % 1000).into_bytes()).collect();
+    let body = json!({ "name": "shared", "input_data_size": content.len() }).to_string();
+    let (status, created) = http(&a, "POST", "/v1/csv/dataset", Some(&body)).await;
+    assert_eq!(status, 200, "{created}");
+    let (uuid, file) = (created["uuid"].as_str().unwrap(), created["uuid_input_file"].as_str().unwrap());
+    let mut socket = Client::connect(&a.ws_url("/")).await;
+    socket.send(json!({ "token": "", "uuid": file, "target": "file_upload", "framing": "raw" })).await;
+    assert_eq!(socket.recv().await["success"], true);
+    for (n, chunk) in content.chunks(1 << 20).enumerate() {
+        let mut frame = ((n << 20) as u64).to_le_bytes().to_vec();
+        frame.extend_from_slice(chunk);
+        socket.send_binary(frame).await;
+        assert_eq!(socket.recv().await["success"], true);
+    }
+    let finalise = json!({ "uuid": uuid, "uuid_input_file": file }).to_string();
+    let (status, ready) = http(&a, "PUT", "/v1/csv/dataset", Some(&finalise)).await;
+    assert_eq!((status, &ready["state"]), (200, &json!("ready")), "{ready}");
+
+    // b fetches it; c, started after, too. A run there reads it byte-exact.
+    let c = node(&nats, "c", &[]);
+    let want = format!("{} {:x}\n", content.len(), sha2::Sha256::digest(&content));
+    let read = "import hashlib\ndata = open('/data/shared.csv', 'rb').read()\nprint(len(data), hashlib.sha256(data).hexdigest())";
+    for other in [&b, &c] {
+        let fetched = eventually(Duration::from_secs(30), || async {
+            datasets_on(other).await == [("shared".to_string(), "ready".to_string())]
+        });
+        assert!(fetched.await, "a node did not fetch the dataset: {:?}", datasets_on(other).await);
+        let mut client = Client::connect(&other.ws_url("/")).await;
+        let run = json!({ "action": "run", "python": { "files": [{ "filename": "m.py", "content": read }] } });
+        let (_, stdout, finished) = run_action(&mut client, run).await;
+        assert_eq!(stdout, want, "{finished}");
+    }
+
+    // Deleted through b: gone on every node.
+    let (status, deleted) = http(&b, "DELETE", &format!("/v1/dataset?uuid={uuid}"), None).await;
+    assert_eq!(status, 200, "{deleted}");
+    for other in [&a, &c] {
+        let gone = eventually(Duration::from_secs(30), || async { datasets_on(other).await.is_empty() });
+        assert!(gone.await, "a node kept a deleted dataset: {:?}", datasets_on(other).await);
+    }
+}
+
 /// `id` with its last hex digit set to `digit`: the same node's tag, no session.
 fn uuid_on(id: &str, digit: char) -> String {
     let mut other = id[..id.len() - 1].to_string();

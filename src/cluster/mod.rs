@@ -20,7 +20,10 @@
 //!   refused at start, told what differs. Nodes refresh the entry; once every
 //!   node has stopped for `CONFIG_TTL`, the next node to start sets it anew.
 
+mod datasets;
 mod runs;
+
+pub(crate) use datasets::SharedDatasets;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,6 +206,7 @@ struct Inner {
     /// Runs queued at the last look.
     queue_depth: AtomicU64,
     records: kv::Store,
+    datasets: SharedDatasets,
     runs: runs::Runs,
 }
 
@@ -248,6 +252,7 @@ impl Cluster {
         let (sink, queued) = tokio::sync::mpsc::channel(RECORDS_QUEUED);
         registry.set_record_sink(sink);
         tokio::spawn(share_records(queued, records.clone(), client.server_info().max_payload));
+        let datasets = SharedDatasets::open(&js).await?;
         let (runs, subscriptions) =
             runs::Runs::new(&js, &client, &node, registry.clone(), options, config.queue_wait).await?;
         let cluster = Cluster {
@@ -257,6 +262,7 @@ impl Cluster {
                 nodes: Mutex::new(HashMap::new()),
                 queue_depth: AtomicU64::new(0),
                 records,
+                datasets,
                 runs,
             }),
         };
@@ -315,6 +321,11 @@ impl Cluster {
         }
         let node = lock(&self.inner.nodes).keys().find(|name| tag_of(name) == tag).cloned()?;
         self.alive(&node).then_some(node)
+    }
+
+    /// The cluster's datasets.
+    pub(crate) fn datasets(&self) -> &SharedDatasets {
+        &self.inner.datasets
     }
 
     /// The record of a finished run, as its node shared it, if the bucket

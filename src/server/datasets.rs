@@ -180,7 +180,19 @@ async fn finalise(app: App, kind: DatasetKind, body: Bytes) -> Reply {
         DatasetKind::Mnist => Some(text_field(&body, "uuid_label_file")?),
         DatasetKind::Csv => None,
     };
-    let listed = blocking(move || datasets.finalise(kind, &uuid, &input, label.as_deref())).await?;
+    let here = datasets.clone();
+    let listed = blocking(move || here.finalise(kind, &uuid, &input, label.as_deref())).await?;
+    // In a cluster it is ready once every node can fetch it.
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &app.cluster {
+        cluster.datasets().share(&datasets, &listed.uuid).await.map_err(|e| {
+            let why =
+                format!("it is finalised on this node but not shared with the cluster yet ({e}); finalise it again");
+            DatasetError::Unavailable(why)
+        })?;
+    }
+    #[cfg(not(feature = "cluster"))]
+    let _ = datasets;
     Ok(Json(listed_json(&listed)))
 }
 
@@ -354,6 +366,12 @@ pub(crate) async fn delete(State(app): State<App>, Query(query): Query<ByUuid>) 
     let datasets = datasets(&app)?;
     let uuid = uuid_param(query)?;
     let deleted = blocking(move || datasets.delete(&uuid)).await?;
+    // In a cluster, every node deletes its copy.
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &app.cluster {
+        let files: Vec<String> = deleted.files.iter().filter_map(|f| f.uuid.clone()).collect();
+        cluster.datasets().unshare(&deleted.uuid, &files).await?;
+    }
     Ok(Json(json!({ "deleted": listed_json(&deleted) })))
 }
 

@@ -431,6 +431,9 @@ async fn join_cluster(mut app: App, port: u16) -> std::io::Result<App> {
         Box::pin(actions::answer_forwarded(answering.clone(), request, client))
     });
     cluster.serve("actions", actions).await.map_err(std::io::Error::other)?;
+    if let Some(datasets) = &app.datasets {
+        cluster.datasets().follow(datasets.clone());
+    }
     #[cfg(feature = "mcp")]
     {
         let tools = mcp_tools(&app);
