@@ -81,6 +81,11 @@ enum Command {
         /// Where to write bench.json and cold-start.svg.
         #[arg(long, value_name = "DIR", default_value = "bench-results")]
         out: PathBuf,
+        /// Measures cluster mode instead: a node alone against clusters of 1,
+        /// 2 and 3 nodes on a NATS server (Debian's nats-server, on PATH),
+        /// all on this machine; writes cluster.json.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Holds a real server under steady, partly hostile load (idle live
     /// sessions, busy ones, clients that stop reading, one-shot runs) and
@@ -183,7 +188,16 @@ fn main() -> ExitCode {
                 sandlot::serve(runtime, config, stop).await?;
                 Ok(0)
             }
-            Command::Bench { quick, out } => {
+            Command::Bench { quick, out, cluster: true } => {
+                let settings = if quick { bench::ClusterSettings::quick() } else { bench::ClusterSettings::full() };
+                let report = bench::cluster_bench(settings).await.map_err(|e| e as Box<dyn std::error::Error>)?;
+                println!("{}", report.markdown());
+                std::fs::create_dir_all(&out)?;
+                std::fs::write(out.join("cluster.json"), serde_json::to_string_pretty(&report)?)?;
+                eprintln!("sandlot: wrote {}", out.join("cluster.json").display());
+                Ok(0)
+            }
+            Command::Bench { quick, out, cluster: false } => {
                 let mut settings = if quick { bench::Settings::quick() } else { bench::Settings::full() };
                 settings.server_binary = std::env::current_exe().ok();
                 let report =

@@ -77,6 +77,11 @@ impl WsClient {
 
     /// EXEC → SPAWN → LOG… → STOP; returns stdout.
     pub(super) async fn exec(&mut self, language: Language, code: &str) -> BenchResult<String> {
+        Ok(self.exec_to_stop(language, code).await?.0)
+    }
+
+    /// EXEC → SPAWN → LOG… → STOP; returns stdout and the STOP's data.
+    pub(super) async fn exec_to_stop(&mut self, language: Language, code: &str) -> BenchResult<(String, Value)> {
         let runid = self.spawn(language, code).await?;
         let mut stdout = String::new();
         loop {
@@ -86,7 +91,7 @@ impl WsClient {
             }
             match event["code"].as_u64() {
                 Some(3) => stdout.push_str(event["data"]["stdout"].as_str().unwrap_or("")),
-                Some(4) => return Ok(stdout),
+                Some(4) => return Ok((stdout, event["data"].clone())),
                 _ => {}
             }
         }

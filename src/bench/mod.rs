@@ -8,8 +8,10 @@
 
 mod chart;
 mod client;
+mod cluster;
 mod soak;
 
+pub use cluster::{ClusterReport, ClusterRow, ClusterSettings, cluster_bench};
 pub use soak::{Sample, SoakReport, SoakSettings, soak};
 
 use std::path::PathBuf;

@@ -498,6 +498,15 @@ async fn pull(cluster: Cluster) {
         };
         while let Some(message) = batch.next().await {
             let Ok(message) = message else { break };
+            // A node still preparing the run's language leaves it to a
+            // node that has it (a node just started would make it wait).
+            if let Ok(Peek { language }) = serde_json::from_slice::<Peek>(&message.payload)
+                && let Ok(language) = language.parse::<crate::language::Language>()
+                && runs.registry.runtime().preparing(language).is_some()
+            {
+                let _ = message.ack_with(AckKind::Nak(Some(PREPARING_RETRY))).await;
+                continue;
+            }
             // The slot may have gone to a run of this node's own meanwhile:
             // then the run goes back to the queue for another node.
             let Some(slot) = runs.registry.try_reserve() else {
@@ -516,6 +525,16 @@ async fn pull(cluster: Cluster) {
         }
     }
 }
+
+/// The one field of a `Job` a node reads before it takes it.
+#[derive(Deserialize)]
+struct Peek {
+    language: String,
+}
+
+/// How soon a run a node left (its language still preparing there) is
+/// handed out again.
+const PREPARING_RETRY: Duration = Duration::from_millis(100);
 
 /// Where a run's frames go, numbered.
 struct Frames {
