@@ -96,3 +96,32 @@ fn the_quick_soak_runs_and_reports_flat_or_not() {
     assert!(samples.last().unwrap()["runs"].as_u64().unwrap() > 0, "the load ran: {report}");
     assert_eq!(run.status.success(), report["flat"] == true, "the exit status says whether it was flat");
 }
+
+/// `sandlot bench --cluster --quick` starts its own nats-server and nodes,
+/// and reports a node alone and clusters of 1 and 2, for Lua and Python.
+#[test]
+fn the_quick_cluster_bench_runs_and_writes_its_results() {
+    let out = std::env::temp_dir().join(format!("sandlot-bench-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(env!("CARGO_BIN_EXE_sandlot"))
+        .args(["bench", "--cluster", "--quick", "--out"])
+        .arg(&out)
+        .env("SANDLOT_LOG", "warn")
+        .output()
+        .expect("sandlot bench starts");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    for setup in ["| lua | alone |", "| python | 1 nodes |", "| lua | 2 nodes |"] {
+        assert!(stdout.contains(setup), "no {setup:?} row in {stdout}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("cluster.json")).expect("cluster.json written"))
+            .expect("valid JSON");
+    let rows = report["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 6, "alone, 1 and 2 nodes, for two languages: {report}");
+    for row in rows {
+        assert!(row["runs_per_second"].as_f64().unwrap() > 0.0, "{row}");
+        assert_eq!(row["latency"]["n"], 18, "{row}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -168,7 +168,8 @@ async fn latency(address: SocketAddr, language: Language, runs: usize) -> BenchR
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let began = Instant::now();
-        super::check_hello(&client.exec(language, super::hello(language)).await?)?;
+        let (stdout, stop) = client.exec_to_stop(language, super::hello(language)).await?;
+        super::check_hello(&stdout).map_err(|e| format!("{e} ({stop})"))?;
         samples.push(began.elapsed());
     }
     Ok(summarize(&samples[runs / 10..]))

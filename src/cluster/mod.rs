@@ -578,7 +578,9 @@ async fn heartbeat(
 /// Follows the nodes bucket: every heartbeat seen, every node gone.
 async fn watch_nodes(inner: std::sync::Weak<Inner>, bucket: kv::Store) {
     loop {
-        let mut watch = match bucket.watch_all().await {
+        // With history: the nodes up now are known at once (an entry is at
+        // most `NODE_TTL` old).
+        let mut watch = match bucket.watch_with_history(">").await {
             Ok(watch) => watch,
             Err(e) => {
                 tracing::warn!(error = %e, "could not watch the cluster's nodes; retrying");

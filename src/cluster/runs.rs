@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use super::{Cluster, valid_node_name};
+use super::{Cluster, NODE_LOST_AFTER, valid_node_name};
 use crate::error::Error;
 use crate::input::Stdin;
 use crate::language::Language;
@@ -416,7 +416,9 @@ async fn follow(cluster: Cluster, run: RemoteRun, mut frames: mpsc::Receiver<Byt
                         queued,
                     );
                 }
-                Some(name) if !cluster.alive(name) => {
+                // Its STARTED shows it was alive then; past that, its heartbeats
+                // (a node that just joined may not have been seen yet).
+                Some(name) if started.elapsed() > NODE_LOST_AFTER && !cluster.alive(name) => {
                     break ended(EndReason::NodeLost, format!("node {name}, which was running it, stopped answering"), queued);
                 }
                 Some(name) if started.elapsed() > wall + END_GRACE => {
