@@ -2,9 +2,12 @@
 //! one-shot runs queued at one node run on another with room, whole and in
 //! order; a KILL reaches them there; a node killed mid-run leaves its runs
 //! `node-lost` and the cluster working; a run no node has room for times
-//! out and is not run later; a session made through one node is queried,
-//! used and stopped through another; a node whose configuration differs,
-//! or whose name is taken, is refused at start.
+//! out and is not run later; a session made through one node (actions or
+//! MCP) is queried, used and stopped through another, and answered for
+//! from the cluster's records once its node is gone; a dataset uploaded
+//! through one node is read on the others and deleted everywhere; records
+//! and runs go on through a NATS restart; a node whose configuration
+//! differs, or whose name is taken, is refused at start.
 
 mod common;
 
@@ -115,6 +118,16 @@ async fn hold_slot(server: &Server) -> Client {
     client
 }
 
+/// Node a, whose one running slot is held (by the client returned), and
+/// node b, free: runs queued at a run on b.
+async fn full_and_free(nats: &Nats) -> (Server, Server, Client) {
+    let a = node(nats, "a", &["--max-running", "1"]);
+    let b = node(nats, "b", &[]);
+    joined(&[&a, &b], 2.0).await;
+    let holder = hold_slot(&a).await;
+    (a, b, holder)
+}
+
 const PRINTS: &str = "import sys\nfor i in range(3000):\n    print('out', i)\n    if i % 100 == 0:\n        \
                       print('err', i, file=sys.stderr)\n";
 
@@ -127,10 +140,7 @@ fn expected_output() -> (String, String) {
 #[tokio::test]
 async fn runs_queued_at_a_full_node_run_on_another_whole_and_in_order() {
     let nats = Nats::start();
-    let a = node(&nats, "a", &["--max-running", "1"]);
-    let b = node(&nats, "b", &[]);
-    joined(&[&a, &b], 2.0).await;
-    let _holder = hold_slot(&a).await;
+    let (a, b, _holder) = full_and_free(&nats).await;
 
     let mut client = Client::connect(&a.ws_url("/v1/ws")).await;
     let mut runs = Vec::new();
@@ -355,7 +365,8 @@ fn uuid_on(id: &str, digit: char) -> String {
     other
 }
 
-/// Sends an actions `run` and returns its session id once it is accepted.
+/// Sends an actions `run` and returns its session id once it is accepted
+/// (and the reply).
 async fn start_action(client: &mut Client, request: Value) -> (String, Value) {
     client.send(request).await;
     let reply = client.recv_within(Duration::from_secs(30)).await;
@@ -366,10 +377,7 @@ async fn start_action(client: &mut Client, request: Value) -> (String, Value) {
 #[tokio::test]
 async fn a_kill_at_the_client_s_node_stops_the_run_where_it_runs() {
     let nats = Nats::start();
-    let a = node(&nats, "a", &["--max-running", "1"]);
-    let b = node(&nats, "b", &[]);
-    joined(&[&a, &b], 2.0).await;
-    let _holder = hold_slot(&a).await;
+    let (a, b, _holder) = full_and_free(&nats).await;
 
     let mut client = Client::connect(&a.ws_url("/v1/ws")).await;
     let runid = exec(&mut client, 2, json!({ "language": "python", "code": "while True:\n    pass" })).await;
@@ -498,10 +506,7 @@ async fn a_node_whose_configuration_differs_or_whose_name_is_taken_is_refused() 
 #[tokio::test]
 async fn after_nats_restarts_the_nodes_reconnect_and_runs_go_on() {
     let mut nats = Nats::start();
-    let a = node(&nats, "a", &["--max-running", "1"]);
-    let b = node(&nats, "b", &[]);
-    joined(&[&a, &b], 2.0).await;
-    let _holder = hold_slot(&a).await;
+    let (a, b, _holder) = full_and_free(&nats).await;
     let mut client = Client::connect(&a.ws_url("/v1/ws")).await;
     let run = |nonce| json!({ "language": "python", "code": format!("print('run {nonce}')") });
     let runid = exec(&mut client, 20, run(20)).await;
@@ -510,6 +515,12 @@ async fn after_nats_restarts_the_nodes_reconnect_and_runs_go_on() {
     // A run in flight while NATS restarts ends whole, or says what it lost.
     let ticks = "import time\nfor i in range(20):\n    print('tick', i, flush=True)\n    time.sleep(0.1)\n";
     let in_flight = exec(&mut client, 30, json!({ "language": "python", "code": ticks })).await;
+    // A session on b that ends while NATS is away: its record reaches the
+    // cluster once NATS is back.
+    let mut at_b = Client::connect(&b.ws_url("/")).await;
+    let code = "import sandlot, time\ntime.sleep(0.5)\nsandlot.set_placeholder('saved', 'through the restart')\n";
+    let session = json!({ "action": "run", "python": { "files": [{ "filename": "m.py", "content": code }] } });
+    let (session, _) = start_action(&mut at_b, session).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     nats.restart();
     let (stdout, _, stop) = follow(&mut client, &in_flight, Duration::from_secs(60)).await;
@@ -535,4 +546,13 @@ async fn after_nats_restarts_the_nodes_reconnect_and_runs_go_on() {
     let on_b = metric(&b, "sandlot_runs_total", &["face=\"ranna\""]).await;
     let on_a = metric(&a, "sandlot_runs_total", &["face=\"ranna\""]).await;
     assert_eq!((on_b, on_a), (7.0, 0.0), "runs counted on b and a");
+
+    // With b gone, a answers for b's session from the record b shared.
+    drop(at_b);
+    b.kill9();
+    joined(&[&a], 1.0).await;
+    let mut at_a = Client::connect(&a.ws_url("/")).await;
+    at_a.send(json!({ "action": "get_placeholder", "placeholder": { "sessionId": session, "name": "saved" } })).await;
+    let saved = at_a.recv_within(Duration::from_secs(30)).await;
+    assert_eq!(saved["value"], "through the restart", "{saved}");
 }
