@@ -191,31 +191,32 @@ async fn a_session_made_through_one_node_is_used_and_stopped_through_another() {
 
     // Every session action sent to c is answered by a, which holds the session.
     let mut at_c = Client::connect(&c.ws_url("/")).await;
-    let mut ask = async |request: Value| {
-        at_c.send(request).await;
-        at_c.recv_within(Duration::from_secs(30)).await
-    };
-    let status = ask(json!({ "action": "status", "sessionId": id })).await;
+    let status = ask(&mut at_c, json!({ "action": "status", "sessionId": id })).await;
     assert_eq!(
         (&status["status"], &status["live"], &status["exitCode"]),
         (&json!("finished"), &json!(true), &json!(0))
     );
-    let word = ask(json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "word" } })).await;
+    let word =
+        ask(&mut at_c, json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "word" } }))
+            .await;
     assert_eq!((&word["action"], &word["value"]), (&json!("get_placeholder"), &json!("abc")), "{word}");
     let model = json!({ "action": "run_model", "model": { "sessionId": id, "name": "double", "data": [1, 2.5] } });
-    let predicted = ask(model).await;
+    let predicted = ask(&mut at_c, model).await;
     assert_eq!(predicted["prediction"], json!([2, 5.0]), "{predicted}");
-    let stats = ask(json!({ "action": "get_stats", "placeholder": { "sessionId": id, "name": "xs" } })).await;
+    let stats =
+        ask(&mut at_c, json!({ "action": "get_stats", "placeholder": { "sessionId": id, "name": "xs" } })).await;
     assert_eq!(stats["stats"]["mean"], json!(2.5), "{stats}");
-    let files = ask(json!({ "action": "list_files", "sessionId": id })).await;
+    let files = ask(&mut at_c, json!({ "action": "list_files", "sessionId": id })).await;
     assert!(files["files"].to_string().contains("note.txt"), "{files}");
-    let file = ask(json!({ "action": "get_file", "sessionId": id, "path": "note.txt" })).await;
+    let file = ask(&mut at_c, json!({ "action": "get_file", "sessionId": id, "path": "note.txt" })).await;
     assert_eq!(file["text"], "written on a", "{file}");
     // Errors come back as a would give them.
-    let missing = ask(json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "nope" } })).await;
+    let missing =
+        ask(&mut at_c, json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "nope" } }))
+            .await;
     assert_eq!(missing["code"], "unknown_placeholder", "{missing}");
     assert!(missing["error"].as_str().unwrap().contains("saved: word, xs"), "{missing}");
-    let unknown = ask(json!({ "action": "status", "sessionId": uuid_on(&id, 'f') })).await;
+    let unknown = ask(&mut at_c, json!({ "action": "status", "sessionId": uuid_on(&id, 'f') })).await;
     assert_eq!(unknown["code"], "unknown_session", "{unknown}");
 
     // A run still going on a is stopped through b; a's client sees it end.
@@ -239,24 +240,29 @@ async fn a_session_made_through_one_node_is_used_and_stopped_through_another() {
     drop(at_a);
     a.kill9();
     joined(&[&b, &c], 2.0).await;
-    let mut ask = async |request: Value| {
-        at_c.send(request).await;
-        at_c.recv_within(Duration::from_secs(30)).await
-    };
-    let status = ask(json!({ "action": "status", "sessionId": id })).await;
+    let status = ask(&mut at_c, json!({ "action": "status", "sessionId": id })).await;
     assert_eq!(
         (&status["status"], &status["live"], &status["exitCode"]),
         (&json!("finished"), &json!(false), &json!(0))
     );
-    let word = ask(json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "word" } })).await;
+    let word =
+        ask(&mut at_c, json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "word" } }))
+            .await;
     assert_eq!(word["value"], "abc", "{word}");
-    let stats = ask(json!({ "action": "get_stats", "placeholder": { "sessionId": id, "name": "xs" } })).await;
+    let stats =
+        ask(&mut at_c, json!({ "action": "get_stats", "placeholder": { "sessionId": id, "name": "xs" } })).await;
     assert_eq!(stats["stats"]["mean"], json!(2.5), "{stats}");
-    let stopped = ask(json!({ "action": "status", "sessionId": looping })).await;
+    let stopped = ask(&mut at_c, json!({ "action": "status", "sessionId": looping })).await;
     assert_eq!(stopped["status"], "stopped", "{stopped}");
     let model = json!({ "action": "run_model", "model": { "sessionId": id, "name": "double", "data": [1] } });
-    let gone = ask(model).await;
+    let gone = ask(&mut at_c, model).await;
     assert_eq!(gone["code"], "session_ended", "{gone}");
+}
+
+/// Sends an actions request on `client` and reads the reply.
+async fn ask(client: &mut Client, request: Value) -> Value {
+    client.send(request).await;
+    client.recv_within(Duration::from_secs(30)).await
 }
 
 /// Calls an MCP tool over `server`'s `/mcp` (stateless JSON-RPC); its result.
