@@ -110,6 +110,10 @@ pub struct ServeSettings {
     /// timeout [default: the run's time limit].
     #[arg(long, value_name = "SECONDS")]
     queue_wait: Option<f64>,
+    /// Cluster mode: a one-shot run sent to this node runs here, without the queue, while fewer
+    /// than N runs go here and none waits in the queue; 0 sends every one [default: the cores].
+    #[arg(long, value_name = "N")]
+    local_runs: Option<usize>,
 }
 
 /// `a.or(b)` for each named field.
@@ -130,7 +134,7 @@ impl ServeSettings {
         either!(self, other; listen, data_dir, tokens, timeout, memory, max_running, max_running_per_client,
             runs_per_second, idle_expiry, live_memory, placeholder_memory, stored_placeholder_mib, retention_hours, max_connections,
             max_connections_per_address, header_timeout, first_message_timeout, idle_timeout, allowed_hosts,
-            allowed_origins, max_dataset_file_mib, max_datasets, max_datasets_mib, min_free_disk_mib, user, landlock, warm_instances, low_latency, cluster, node_name, queue_wait)
+            allowed_origins, max_dataset_file_mib, max_datasets, max_datasets_mib, min_free_disk_mib, user, landlock, warm_instances, low_latency, cluster, node_name, queue_wait, local_runs)
     }
 
     /// Whether to restrict the process with Landlock.
@@ -209,10 +213,15 @@ impl ServeSettings {
                     }
                     let queue_wait = self.queue_wait.map(Duration::try_from_secs_f64).transpose();
                     let queue_wait = queue_wait.map_err(|e| format!("--queue-wait: {e}"))?;
-                    Some(crate::cluster::ClusterConfig { url, node: self.node_name, queue_wait })
+                    Some(crate::cluster::ClusterConfig {
+                        url,
+                        node: self.node_name,
+                        queue_wait,
+                        local_runs: self.local_runs,
+                    })
                 }
-                None if self.node_name.is_some() || self.queue_wait.is_some() => {
-                    return Err("--node-name and --queue-wait need --cluster".into());
+                None if self.node_name.is_some() || self.queue_wait.is_some() || self.local_runs.is_some() => {
+                    return Err("--node-name, --queue-wait and --local-runs need --cluster".into());
                 }
                 None => None,
             },

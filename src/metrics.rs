@@ -218,6 +218,8 @@ pub struct Metrics {
     cluster_nodes: Gauge,
     cluster_queued: Gauge,
     cluster_free_slots: Gauge,
+    /// Cluster mode: one-shot runs of this node's clients run here, and queued.
+    cluster_routed: [Counter; 2],
 }
 
 impl Default for Metrics {
@@ -268,6 +270,8 @@ impl Metrics {
         let (kills, upload_bytes) = (Counter::default(), Counter::default());
         let (cluster_nodes, cluster_queued, cluster_free_slots) =
             (Gauge::default(), Gauge::default(), Gauge::default());
+        let routed_family = Family::<Labels, Counter>::default();
+        let cluster_routed = ["here", "queue"].map(|to| routed_family.get_or_create_owned(&vec![("to", to)]));
 
         registry.register("runs", "Runs ended, by language, face and how they ended", runs_family);
         registry.register(
@@ -301,6 +305,11 @@ impl Metrics {
             "Cluster mode: running slots free across the nodes seen",
             cluster_free_slots.clone(),
         );
+        registry.register(
+            "cluster_routed",
+            "Cluster mode: one-shot runs of this node's clients, by where they went: run here, or through the queue",
+            routed_family,
+        );
         Metrics {
             registry,
             runs,
@@ -316,7 +325,13 @@ impl Metrics {
             cluster_nodes,
             cluster_queued,
             cluster_free_slots,
+            cluster_routed,
         }
+    }
+
+    /// Cluster mode: a one-shot run of this node's client was run here, or queued.
+    pub fn routed(&self, queued: bool) {
+        self.cluster_routed[usize::from(queued)].inc();
     }
 
     /// Cluster mode: what this node sees of the cluster.

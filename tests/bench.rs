@@ -98,7 +98,8 @@ fn the_quick_soak_runs_and_reports_flat_or_not() {
 }
 
 /// `sandlot bench --cluster --quick` starts its own nats-server and nodes,
-/// and reports a node alone and clusters of 1 and 2, for Lua and Python.
+/// and reports a node alone, clusters of 1 and 2, and a cluster of 1 that
+/// queues every run, for Lua and Python.
 #[test]
 fn the_quick_cluster_bench_runs_and_writes_its_results() {
     let out = std::env::temp_dir().join(format!("sandlot-bench-cluster-{}", std::process::id()));
@@ -111,14 +112,15 @@ fn the_quick_cluster_bench_runs_and_writes_its_results() {
         .expect("sandlot bench starts");
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
-    for setup in ["| lua | alone |", "| python | 1 nodes |", "| lua | 2 nodes |"] {
+    for setup in ["| lua | alone |", "| python | 1 node |", "| lua | 1 node, every run queued |", "| lua | 2 nodes |"] {
         assert!(stdout.contains(setup), "no {setup:?} row in {stdout}");
     }
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("cluster.json")).expect("cluster.json written"))
             .expect("valid JSON");
     let rows = report["rows"].as_array().expect("rows");
-    assert_eq!(rows.len(), 6, "alone, 1 and 2 nodes, for two languages: {report}");
+    assert_eq!(rows.len(), 8, "alone, 1 node, 1 queuing all, 2 nodes, for two languages: {report}");
+    assert_eq!(rows.iter().filter(|row| row["all_queued"] == true).count(), 2, "{report}");
     for row in rows {
         assert!(row["runs_per_second"].as_f64().unwrap() > 0.0, "{row}");
         assert_eq!(row["latency"]["n"], 18, "{row}");

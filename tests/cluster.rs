@@ -1,6 +1,6 @@
 //! Cluster mode against a real `nats-server -js` and real sandlot nodes:
-//! one-shot runs queued at one node run on another with room, whole and in
-//! order; a KILL reaches them there; a node killed mid-run leaves its runs
+//! a node with a core to spare runs its clients' one-shot runs itself;
+//! runs queued at one node run on another with room, whole and in order; a KILL reaches them there; a node killed mid-run leaves its runs
 //! `node-lost` and the cluster working; a run no node has room for times
 //! out and is not run later; a session made through one node (actions or
 //! MCP) is queried, used and stopped through another, and answered for
@@ -172,6 +172,36 @@ async fn runs_queued_at_a_full_node_run_on_another_whole_and_in_order() {
     assert_eq!(ready["cluster"]["connected"], true, "{ready}");
 }
 
+#[tokio::test]
+async fn a_node_with_a_core_to_spare_runs_its_clients_runs_itself_unless_told_to_queue_them() {
+    let nats = Nats::start();
+    let a = node(&nats, "a", &[]);
+    let b = node(&nats, "b", &["--local-runs", "0"]);
+    joined(&[&a, &b], 2.0).await;
+    let routed = |server, to| async move { metric(server, "sandlot_cluster_routed_total", &[to]).await };
+    let ran = |server| async move { metric(server, "sandlot_runs_total", &["reason=\"exit\""]).await };
+
+    // a is idle: its client's runs run on a, without the queue.
+    let mut at_a = Client::connect(&a.ws_url("/v1/ws")).await;
+    for nonce in 0..3 {
+        let runid = exec(&mut at_a, nonce, json!({ "language": "python", "code": PRINTS })).await;
+        let (stdout, _, stop) = follow(&mut at_a, &runid, Duration::from_secs(30)).await;
+        assert_eq!((stop["reason"].as_str(), stdout), (Some("exit"), expected_output().0));
+    }
+    assert_eq!((routed(&a, "to=\"here\"").await, routed(&a, "to=\"queue\"").await), (3.0, 0.0));
+    assert_eq!((ran(&a).await, ran(&b).await), (3.0, 0.0));
+
+    // b queues every run (--local-runs 0): they run on whichever node pulls them.
+    let mut at_b = Client::connect(&b.ws_url("/v1/ws")).await;
+    for nonce in 0..3 {
+        let runid = exec(&mut at_b, nonce, json!({ "language": "python", "code": PRINTS })).await;
+        let (stdout, _, stop) = follow(&mut at_b, &runid, Duration::from_secs(30)).await;
+        assert_eq!((stop["reason"].as_str(), stdout), (Some("exit"), expected_output().0));
+    }
+    assert_eq!((routed(&b, "to=\"here\"").await, routed(&b, "to=\"queue\"").await), (0.0, 3.0));
+    assert_eq!(ran(&a).await + ran(&b).await, 6.0);
+}
+
 const SESSION: &str = "import sandlot\nsandlot.set_placeholder('word', 'abc')\n\
                        sandlot.set_placeholder('xs', [1, 2, 3, 4])\n\
                        sandlot.save_model('double', lambda xs: [2 * x for x in xs])\n\
@@ -257,6 +287,47 @@ async fn a_session_made_through_one_node_is_used_and_stopped_through_another() {
     let model = json!({ "action": "run_model", "model": { "sessionId": id, "name": "double", "data": [1] } });
     let gone = ask(&mut at_c, model).await;
     assert_eq!(gone["code"], "session_ended", "{gone}");
+}
+
+#[tokio::test]
+async fn what_is_larger_than_a_nats_message_is_refused_with_a_way_out_or_shared_without_its_placeholders() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats, "a", &[]), node(&nats, "b", &[]));
+    joined(&[&a, &b], 2.0).await;
+    // A session on a saves a placeholder of 2 MiB: more than the NATS
+    // server's largest message (1 MiB by default).
+    let code = "import sandlot\nsandlot.set_placeholder('big', 'x' * (2 << 20))\n\
+                sandlot.set_placeholder('small', 'y')\nsandlot.save_model('size', lambda d: len(d))\n";
+    let mut at_a = Client::connect(&a.ws_url("/")).await;
+    let program = json!({ "action": "run", "python": { "files": [{ "filename": "m.py", "content": code }] } });
+    let (id, _, finished) = run_action(&mut at_a, program).await;
+    assert_eq!(finished["status"], "finished", "{finished}");
+
+    // A request of 2 MiB sent to b cannot be forwarded to a: b says so, and where to send it.
+    let mut at_b = Client::connect(&b.ws_url("/")).await;
+    let big = "z".repeat(2 << 20);
+    let model =
+        |data: &str| json!({ "action": "run_model", "model": { "sessionId": id, "name": "size", "data": data } });
+    let refused = ask(&mut at_b, model(&big)).await;
+    assert_eq!(refused["code"], "bad_request", "{}", refused.to_string().chars().take(500).collect::<String>());
+    let message = refused["error"].as_str().unwrap();
+    assert!(message.contains("max_payload") && message.contains("send it to a itself"), "{message}");
+    // The same request sent to a itself is answered, and b still forwards small ones.
+    assert_eq!(ask(&mut at_a, model(&big)).await["prediction"], json!(2 << 20));
+    assert_eq!(ask(&mut at_b, model("four")).await["prediction"], json!(4));
+
+    // a's record was larger than a message: it reached the cluster without
+    // its placeholders, and with a gone, b says they were not kept.
+    drop(at_a);
+    a.kill9();
+    joined(&[&b], 1.0).await;
+    let status = ask(&mut at_b, json!({ "action": "status", "sessionId": id })).await;
+    assert_eq!((&status["status"], &status["live"]), (&json!("finished"), &json!(false)), "{status}");
+    let small =
+        ask(&mut at_b, json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "small" } }))
+            .await;
+    assert_eq!(small["code"], "unknown_placeholder", "{small}");
+    assert!(small["error"].as_str().unwrap().contains("larger than a message"), "{small}");
 }
 
 /// Sends an actions request on `client` and reads the reply.

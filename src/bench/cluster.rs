@@ -3,7 +3,10 @@
 //! real `sandlot serve` nodes as child processes, then measures, for Lua and
 //! Python hellos over ranna's WebSocket face:
 //! - a node alone (no `--cluster`): the baseline;
-//! - clusters of 1, 2 and 3 nodes: the same runs, through the queue.
+//! - clusters of 1, 2 and 3 nodes: the same runs. A node runs its own
+//!   clients' runs itself while it has a core to spare, and queues the rest;
+//! - a cluster of 1 whose node queues every run (`--local-runs 0`): what the
+//!   queue costs a run.
 //!
 //! Latency is sequential EXEC → STOP on one socket of the first node (a
 //! cluster of one against the node alone is the per-run overhead).
@@ -57,6 +60,8 @@ pub struct ClusterRow {
     pub language: String,
     /// 0: a node alone, without `--cluster`; else the cluster's size.
     pub nodes: usize,
+    /// Every run went through the queue (`--local-runs 0`).
+    pub all_queued: bool,
     pub latency: Summary,
     pub runs_per_second: f64,
 }
@@ -115,7 +120,7 @@ async fn start_nats(folder: &std::path::Path) -> BenchResult<(Process, String)> 
 
 /// Starts a node: alone when `cluster` is `None`, else in the cluster at
 /// `cluster.0` as `cluster.1`.
-fn start_node(data: &std::path::Path, cluster: Option<(&str, &str)>) -> BenchResult<(Process, SocketAddr)> {
+fn start_node(data: &std::path::Path, cluster: Option<(&str, &str, bool)>) -> BenchResult<(Process, SocketAddr)> {
     let mut command = Command::new(std::env::current_exe()?);
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--stop-on-stdin-close", "--data-dir"])
@@ -125,8 +130,11 @@ fn start_node(data: &std::path::Path, cluster: Option<(&str, &str)>) -> BenchRes
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .env("SANDLOT_LOG", "error");
-    if let Some((url, name)) = cluster {
+    if let Some((url, name, all_queued)) = cluster {
         command.args(["--cluster", url, "--node-name", name]);
+        if all_queued {
+            command.args(["--local-runs", "0"]);
+        }
     }
     let mut child = command.spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
@@ -199,7 +207,12 @@ async fn throughput(nodes: &[SocketAddr], language: Language, duration: Duration
     Ok(done.load(Ordering::Relaxed) as f64 / began.elapsed().as_secs_f64())
 }
 
-async fn measure(nodes: &[SocketAddr], size: usize, settings: &ClusterSettings) -> BenchResult<Vec<ClusterRow>> {
+async fn measure(
+    nodes: &[SocketAddr],
+    size: usize,
+    all_queued: bool,
+    settings: &ClusterSettings,
+) -> BenchResult<Vec<ClusterRow>> {
     let mut rows = Vec::new();
     for &node in nodes {
         ready(node).await?;
@@ -209,10 +222,10 @@ async fn measure(nodes: &[SocketAddr], size: usize, settings: &ClusterSettings) 
         let runs_per_second = throughput(nodes, language, settings.throughput_for).await?;
         eprintln!(
             "sandlot bench --cluster: {language}, {}: {:.2} ms p50, {runs_per_second:.0} runs/s",
-            if size == 0 { "alone".to_string() } else { format!("{size} nodes") },
+            setup_name(size, all_queued),
             latency.median_ms
         );
-        rows.push(ClusterRow { language: language.name().into(), nodes: size, latency, runs_per_second });
+        rows.push(ClusterRow { language: language.name().into(), nodes: size, all_queued, latency, runs_per_second });
     }
     Ok(rows)
 }
@@ -228,18 +241,23 @@ pub async fn cluster_bench(settings: ClusterSettings) -> BenchResult<ClusterRepo
     let mut rows = Vec::new();
     {
         let (_node, address) = start_node(&scratch.0.join("alone"), None)?;
-        rows.extend(measure(&[address], 0, &settings).await?);
+        rows.extend(measure(&[address], 0, false, &settings).await?);
     }
-    for size in 1..=settings.max_nodes {
-        // A fresh NATS server per size: nothing left over from the last.
-        let (_nats, url) = start_nats(&scratch.0.join(format!("nats-{size}"))).await?;
+    let setups = (1..=settings.max_nodes).flat_map(|size| {
+        let all_queued = (size == 1).then_some((1, true));
+        std::iter::once((size, false)).chain(all_queued)
+    });
+    for (size, all_queued) in setups {
+        // A fresh NATS server per setup: nothing left over from the last.
+        let name = format!("{size}{}", if all_queued { "-queued" } else { "" });
+        let (_nats, url) = start_nats(&scratch.0.join(format!("nats-{name}"))).await?;
         let mut nodes = Vec::new();
         for i in 0..size {
-            let data = scratch.0.join(format!("cluster-{size}-node-{i}"));
-            nodes.push(start_node(&data, Some((&url, &format!("bench-{i}"))))?);
+            let data = scratch.0.join(format!("cluster-{name}-node-{i}"));
+            nodes.push(start_node(&data, Some((&url, &format!("bench-{i}"), all_queued)))?);
         }
         let addresses: Vec<SocketAddr> = nodes.iter().map(|(_, address)| *address).collect();
-        rows.extend(measure(&addresses, size, &settings).await?);
+        rows.extend(measure(&addresses, size, all_queued, &settings).await?);
     }
     Ok(ClusterReport { settings, nats_server, rows })
 }
@@ -266,12 +284,21 @@ impl ClusterReport {
                 0 => format!("{:.0}", row.runs_per_second),
                 n => format!("{:.0}", row.runs_per_second / n as f64),
             };
-            let setup = if row.nodes == 0 { "alone".to_string() } else { format!("{} nodes", row.nodes) };
+            let setup = setup_name(row.nodes, row.all_queued);
             out += &format!(
                 "| {} | {setup} | {:.2} ms | {:.2} ms | {added} | {:.0} | {ratio} | {per_node} |\n",
                 row.language, row.latency.median_ms, row.latency.p90_ms, row.runs_per_second
             );
         }
         out
+    }
+}
+
+fn setup_name(nodes: usize, all_queued: bool) -> String {
+    match (nodes, all_queued) {
+        (0, _) => "alone".into(),
+        (1, false) => "1 node".into(),
+        (1, true) => "1 node, every run queued".into(),
+        (n, _) => format!("{n} nodes"),
     }
 }

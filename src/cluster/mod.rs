@@ -79,6 +79,11 @@ pub struct ClusterConfig {
     /// before it ends as `timeout`; `None`: its wall clock. At most that, and
     /// at most 20 s (`runs::MAX_QUEUE_WAIT`).
     pub queue_wait: Option<Duration>,
+    /// A one-shot run a client sends here runs here, without the queue,
+    /// while fewer than this many runs go here and no run waits in the
+    /// queue; `None`: this machine's cores. 0: every one-shot run goes
+    /// through the queue.
+    pub local_runs: Option<usize>,
 }
 
 impl ClusterConfig {
@@ -253,8 +258,7 @@ impl Cluster {
         registry.set_record_sink(sink);
         tokio::spawn(share_records(queued, records.clone(), client.server_info().max_payload));
         let datasets = SharedDatasets::open(&js).await?;
-        let (runs, subscriptions) =
-            runs::Runs::new(&js, &client, &node, registry.clone(), options, config.queue_wait).await?;
+        let (runs, subscriptions) = runs::Runs::new(&js, &client, &node, registry.clone(), options, config).await?;
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 client,
@@ -407,9 +411,10 @@ impl Cluster {
     }
 
     /// Starts a one-shot run on whichever node has room: queued for the
-    /// cluster, its events fed back here. `None` when it cannot go through
-    /// the queue (larger than the NATS server's largest message): the caller
-    /// runs it here.
+    /// cluster, its events fed back here. `Err(program)` when it should run
+    /// here: this node has a core to spare (`ClusterConfig::local_runs`),
+    /// or the run cannot go through the queue (larger than the NATS server's
+    /// largest message, or with an open standard input): the caller runs it.
     pub(crate) async fn start(
         &self,
         registry: &Registry,
@@ -419,7 +424,11 @@ impl Cluster {
         program: crate::program::Program,
         options: &SessionOptions,
     ) -> Result<Result<Started, crate::program::Program>, Error> {
-        self.inner.runs.submit(self, registry, client, face, language, program, options).await
+        let started = self.inner.runs.submit(self, registry, client, face, language, program, options).await;
+        if let Ok(started) = &started {
+            registry.metrics().routed(started.is_ok());
+        }
+        started
     }
 }
 
