@@ -18,7 +18,8 @@
 //! the AMD VM of the later bench runs) halts its idle CPUs whatever is
 //! asked; there only the polling helps (`Poller`): the thread that answered
 //! a frame keeps polling for the next one (`SOCKET_POLL`), so the CPU never
-//! idles between a client's frames that come that quickly.
+//! idles between a client's frames that come that quickly. A game script's
+//! guest thread polls the same way for its engine's answer to a command.
 //!
 //! The price is power: idle CPUs spin, and a socket's thread spins after
 //! each answer (on a virtual machine the host sees them busy). So it is off

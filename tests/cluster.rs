@@ -182,24 +182,24 @@ async fn a_node_with_a_core_to_spare_runs_its_clients_runs_itself_unless_told_to
     let ran = |server| async move { metric(server, "sandlot_runs_total", &["reason=\"exit\""]).await };
 
     // a is idle: its client's runs run on a, without the queue.
-    let mut at_a = Client::connect(&a.ws_url("/v1/ws")).await;
-    for nonce in 0..3 {
-        let runid = exec(&mut at_a, nonce, json!({ "language": "python", "code": PRINTS })).await;
-        let (stdout, _, stop) = follow(&mut at_a, &runid, Duration::from_secs(30)).await;
-        assert_eq!((stop["reason"].as_str(), stdout), (Some("exit"), expected_output().0));
-    }
+    three_runs_whole(&a).await;
     assert_eq!((routed(&a, "to=\"here\"").await, routed(&a, "to=\"queue\"").await), (3.0, 0.0));
     assert_eq!((ran(&a).await, ran(&b).await), (3.0, 0.0));
 
     // b queues every run (--local-runs 0): they run on whichever node pulls them.
-    let mut at_b = Client::connect(&b.ws_url("/v1/ws")).await;
-    for nonce in 0..3 {
-        let runid = exec(&mut at_b, nonce, json!({ "language": "python", "code": PRINTS })).await;
-        let (stdout, _, stop) = follow(&mut at_b, &runid, Duration::from_secs(30)).await;
-        assert_eq!((stop["reason"].as_str(), stdout), (Some("exit"), expected_output().0));
-    }
+    three_runs_whole(&b).await;
     assert_eq!((routed(&b, "to=\"here\"").await, routed(&b, "to=\"queue\"").await), (0.0, 3.0));
     assert_eq!(ran(&a).await + ran(&b).await, 6.0);
+}
+
+/// Three runs of `PRINTS` sent to `server`, one after another, each whole.
+async fn three_runs_whole(server: &Server) {
+    let mut client = Client::connect(&server.ws_url("/v1/ws")).await;
+    for nonce in 0..3 {
+        let runid = exec(&mut client, nonce, json!({ "language": "python", "code": PRINTS })).await;
+        let (stdout, _, stop) = follow(&mut client, &runid, Duration::from_secs(30)).await;
+        assert_eq!((stop["reason"].as_str(), stdout), (Some("exit"), expected_output().0));
+    }
 }
 
 const SESSION: &str = "import sandlot\nsandlot.set_placeholder('word', 'abc')\n\

@@ -214,3 +214,28 @@ async fn shutdown_stops_running_guests_and_reports_their_end() {
     let status = stopping.join().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// With `--low-latency` the script's thread polls for its engine's answer
+/// before it waits: answers still come back in order, and a client that
+/// never answers still meets the deadline.
+#[tokio::test]
+async fn under_low_latency_commands_are_answered_in_order_and_a_silent_client_times_out() {
+    let server = Server::start(&["--low-latency", "--timeout", "2"]);
+    let mut client = ready_client(&server, "python", json!({})).await;
+    client
+        .send_text("import sandlot\ntotal = 0\nfor i in range(300):\n    total += sandlot.engine('add', {'i': i})['n']\nprint(total)")
+        .await;
+    let (stdout, commands, end) = until_end(&mut client, |m| {
+        Some(json!({ "type": "command_result", "id": m["id"], "ok": true, "result": { "n": m["args"]["i"] } }))
+    })
+    .await;
+    assert_eq!((stdout.as_str(), end["exitCode"].clone()), ("44850\n", json!(0)), "{end}");
+    assert_eq!(commands.iter().filter(|m| m["type"] == "command").count(), 300);
+
+    let mut silent = ready_client(&server, "lua", json!({})).await;
+    silent.send_text("sandlot.engine('wait', {})\nprint('never')").await;
+    let started = Instant::now();
+    let (stdout, _, end) = until_end(&mut silent, |_| None).await;
+    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+    assert_eq!((stdout.as_str(), end["reason"].clone()), ("", json!("timeout")));
+}

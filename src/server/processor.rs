@@ -76,6 +76,9 @@ struct ClientEngine {
     outbox: Outbox,
     pending: Pending,
     next_id: AtomicU64,
+    /// With `--low-latency`, the script's thread polls for a quick engine's
+    /// answer before it waits, as sockets poll for their next message.
+    poller: crate::latency::Poller,
 }
 
 impl EngineBridge for ClientEngine {
@@ -94,7 +97,7 @@ impl EngineBridge for ClientEngine {
                 lock(&self.pending).remove(&id);
                 return Err("the client has disconnected".into());
             }
-            answer.await.unwrap_or_else(|_| Err("the client has disconnected".into()))
+            self.poller.wait(answer).await.unwrap_or_else(|_| Err("the client has disconnected".into()))
         })
     }
 }
@@ -108,8 +111,12 @@ enum Stage {
 async fn connection(app: App, mut connection: Connection) {
     let outbox = connection.outbox.clone();
     let pending: Pending = Arc::default();
-    let engine =
-        Arc::new(ClientEngine { outbox: outbox.clone(), pending: pending.clone(), next_id: AtomicU64::new(1) });
+    let engine = Arc::new(ClientEngine {
+        outbox: outbox.clone(),
+        pending: pending.clone(),
+        next_id: AtomicU64::new(1),
+        poller: Default::default(),
+    });
     let mut stage = Stage::AwaitContext;
     ready(&outbox, "send the context: {\"type\":\"context\",\"language\":...,\"context\":{...}}").await;
     loop {
