@@ -332,9 +332,9 @@ impl Runs {
     /// Whether a run this node's client sends should run here, without the
     /// queue: this node has a free slot and a core to spare (fewer than
     /// `local_runs` runs going here), no run waits in the queue (those came
-    /// first), and its language is ready here. The queue costs a run a few tenths of a
-    /// millisecond or so, and the NATS server some work; it pays only once
-    /// this node is busy.
+    /// first), and its language is ready here. The queue costs a run about
+    /// a millisecond on a shared 2-core machine (README, cluster mode), and
+    /// the NATS server some work; it pays only once this node is busy.
     fn runs_here(&self, cluster: &Cluster, registry: &Registry, language: Language) -> bool {
         let (free, all) = registry.running_slots();
         free > 0
