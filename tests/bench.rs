@@ -3,18 +3,27 @@
 
 use std::process::Command;
 
-#[test]
-fn the_quick_bench_runs_and_writes_its_results() {
-    let out = std::env::temp_dir().join(format!("sandlot-bench-{}", std::process::id()));
+/// Runs `sandlot bench --quick` with `args`, writing into a fresh folder
+/// named after `name`; that folder and the printed table, once it succeeded.
+fn quick_bench(name: &str, args: &[&str]) -> (std::path::PathBuf, String) {
+    let out = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let run = Command::new(env!("CARGO_BIN_EXE_sandlot"))
-        .args(["bench", "--quick", "--out"])
+        .arg("bench")
+        .args(args)
+        .args(["--quick", "--out"])
         .arg(&out)
         .env("SANDLOT_LOG", "warn")
         .output()
         .expect("sandlot bench starts");
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    (out, stdout)
+}
+
+#[test]
+fn the_quick_bench_runs_and_writes_its_results() {
+    let (out, stdout) = quick_bench("sandlot-bench", &[]);
     assert!(stdout.contains("| measure | python | javascript | lua |"), "{stdout}");
     for row in [
         "library, warm instance: total",
@@ -102,16 +111,7 @@ fn the_quick_soak_runs_and_reports_flat_or_not() {
 /// queues every run, for Lua and Python.
 #[test]
 fn the_quick_cluster_bench_runs_and_writes_its_results() {
-    let out = std::env::temp_dir().join(format!("sandlot-bench-cluster-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let run = Command::new(env!("CARGO_BIN_EXE_sandlot"))
-        .args(["bench", "--cluster", "--quick", "--out"])
-        .arg(&out)
-        .env("SANDLOT_LOG", "warn")
-        .output()
-        .expect("sandlot bench starts");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let (out, stdout) = quick_bench("sandlot-bench-cluster", &["--cluster"]);
     for setup in ["| lua | alone |", "| python | 1 node |", "| lua | 1 node, every run queued |", "| lua | 2 nodes |"] {
         assert!(stdout.contains(setup), "no {setup:?} row in {stdout}");
     }
