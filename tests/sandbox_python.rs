@@ -314,3 +314,22 @@ async fn sessions_do_not_share_random_state() {
     assert_eq!(a.outcome.exit_code, 0, "{}", a.stderr);
     assert_ne!(a.stdout, b.stdout);
 }
+
+/// The snapshot's objects are made immortal when the guest is compiled
+/// (src/guest/immortal.rs): CPython leaves their counts alone, a run's own
+/// objects are counted as ever, and a session that changes a snapshot object
+/// changes it in its own memory only.
+#[tokio::test]
+async fn the_snapshots_objects_are_immortal_and_still_each_sessions_own() {
+    let code = "import sys, json, collections\n\
+                def mine(): pass\n\
+                print(sys._is_immortal(json.dumps), sys._is_immortal(collections.OrderedDict),\n\
+                      sys._is_immortal(mine), sys._is_immortal(object()))\n\
+                json.dumps = lambda value: 'changed'\n\
+                del json.JSONDecoder, sys.modules['json']\n\
+                print(json.dumps([1]), hasattr(json, 'JSONDecoder'), collections.Counter('aab').most_common(1))";
+    let ran = run(PY, &[("main.py", code)]).await;
+    assert_eq!(ran.stdout, "True True False False\nchanged False [('a', 2)]\n", "stderr: {}", ran.stderr);
+    let next = run(PY, &[("main.py", "import json\nprint(json.dumps([1]))")]).await;
+    assert_eq!(next.stdout, "[1]\n", "stderr: {}", next.stderr);
+}

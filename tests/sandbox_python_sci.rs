@@ -29,6 +29,19 @@ async fn pandas_and_scikit_learn_are_ready_at_once() {
     assert_eq!((ran.outcome.exit_code, ran.outcome.reason), (0, EndReason::Exit));
 }
 
+/// The warmed interpreter's objects are made immortal before it is baked
+/// (src/guest/immortal.rs); a session's changes to them stay its own.
+#[tokio::test]
+async fn the_warmed_objects_are_immortal_and_still_each_sessions_own() {
+    let code = "import sys, pandas\n\
+                print(sys._is_immortal(pandas.DataFrame), sys._is_immortal(pandas.DataFrame({'a': [1]})))\n\
+                pandas.DataFrame = None";
+    let ran = run(SCI, &[("main.py", code)]).await;
+    assert_eq!(ran.stdout, "True False\n", "{}", ran.stderr);
+    let next = run(SCI, &[("main.py", "import pandas\nprint(pandas.DataFrame({'a': [1, 2]}).a.sum())")]).await;
+    assert_eq!(next.stdout, "3\n", "{}", next.stderr);
+}
+
 #[tokio::test]
 async fn errors_show_the_users_traceback_and_exit_1() {
     let ran = run(SCI, &[("main.py", "import helper\nhelper.boom()"), ("helper.py", "def boom():\n    1 / 0")]).await;

@@ -94,3 +94,7 @@ def _entry_points():
 
 _entry_points()
 del _entry_points
+
+# Last: every object made until now is listed, to be made immortal before
+# this memory is baked (see census in _sandlot_driver.py).
+_IMMORTAL = sys.modules["_sandlot_driver"].census()

@@ -208,3 +208,43 @@ def _line_buffered(fd):
     raw = io.FileIO(fd, "w", closefd=False)
     return io.TextIOWrapper(
         io.BufferedWriter(raw), encoding="utf-8", errors="backslashreplace", line_buffering=True)
+
+
+def census():
+    """Every object there is now, kept alive, and their addresses behind a
+    marker, for sandlot to find in the snapshot that follows and make each of
+    those objects immortal there (`src/guest/immortal.rs`). CPython then never
+    writes their reference counts, so an instance does not copy each page of
+    the image whose objects it merely uses. Called last before a snapshot;
+    the collector is frozen after, so that it leaves these objects alone too."""
+    import array
+    import gc
+
+    gc.collect()
+    # Running code: its state still changes after the snapshot.
+    running = {_pytypes.FrameType, _pytypes.GeneratorType, _pytypes.CoroutineType, _pytypes.AsyncGeneratorType}
+    seen, kept = set(), []
+    todo = gc.get_objects()
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        kind = type(obj)
+        if kind in running:
+            continue
+        kept.append(obj)
+        todo.extend(gc.get_referents(obj))
+        if kind is _pytypes.CodeType:
+            # The collector does not track code objects: what they hold is
+            # only found through them.
+            todo.extend((obj.co_consts, obj.co_names, obj.co_filename, obj.co_name,
+                         obj.co_qualname, obj.co_linetable, obj.co_exceptiontable))
+    del seen, todo
+    # On wasm32 an object's id is its address.
+    addresses = array.array("I", map(id, kept))
+    # Made at run time, so that only the list below has these bytes in a row.
+    marker = bytes(c ^ 0x20 for c in b"sandlot\rimmortal\r\x11")
+    listing = b"".join([marker, len(addresses).to_bytes(4, "little"), addresses.tobytes(), marker])
+    gc.freeze()
+    return kept, listing

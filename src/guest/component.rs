@@ -7,7 +7,7 @@ use wasmtime::Store;
 use wasmtime::component::Linker;
 use wasmtime_wasi::FsPerms;
 
-use super::{Call, Exports, Kind, Returned, Wasi, prebake};
+use super::{Call, Exports, Kind, Returned, Wasi, immortal, prebake};
 use crate::cache;
 use crate::error::Error;
 use crate::host::{self, HostState, Sandbox, SandboxPre, WitProgram, WitSourceFile};
@@ -17,6 +17,10 @@ use crate::output::GuestIo;
 /// The environment variables of every component session (a program's own
 /// come through its `run` call).
 pub(crate) const ENVIRONMENT: &[(&str, &str)] = &[("TMPDIR", "/tmp")];
+
+/// What a prebake makes, named in the cache key with `immortal::VERSION`:
+/// a change to either changes the key.
+const PREBAKE_VERSION: &str = "prebake-1";
 
 /// A component compiled for this engine and linked, ready to instantiate.
 pub(crate) struct Prepared {
@@ -34,16 +38,29 @@ impl Prepared {
         cache_dir: &Path,
         language: Language,
     ) -> Result<Self, Error> {
-        let component = cache::load_or_compile(engine, cache_dir, language, prebake::VERSION, |shipped| {
+        let variant = format!("{PREBAKE_VERSION} {}", immortal::VERSION);
+        let component = cache::load_or_compile(engine, cache_dir, language, &variant, |shipped| {
             let started = std::time::Instant::now();
             match prebake::prebake(engine, shipped) {
                 Ok(Some(baked)) => {
                     tracing::info!(%language, elapsed = ?started.elapsed(), "interpreter started and baked in");
-                    Some(baked)
+                    return Some(baked);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%language, "the interpreter could not be started ahead (each instance starts it): {e}");
+                    return None;
+                }
+            }
+            match immortal::immortalize_component(shipped) {
+                Ok(Some((patched, done))) => {
+                    tracing::info!(%language, objects = done.objects, skipped = done.skipped, elapsed = ?started.elapsed(),
+                        "the snapshot's objects made immortal");
+                    Some(patched)
                 }
                 Ok(None) => None,
                 Err(e) => {
-                    tracing::warn!(%language, "the interpreter could not be started ahead (each instance starts it): {e}");
+                    tracing::warn!(%language, "the snapshot's objects could not be made immortal (each instance copies what it uses): {e}");
                     None
                 }
             }

@@ -13,6 +13,7 @@
 //! its calls under limits without knowing its kind.
 
 pub(crate) mod component;
+pub(crate) mod immortal;
 pub(crate) mod prebake;
 pub(crate) mod sci;
 pub(crate) mod snapshot;

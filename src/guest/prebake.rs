@@ -30,8 +30,6 @@ use super::snapshot;
 
 /// The export that starts a guest's interpreter; it returns 0 once started.
 const INIT_EXPORT: &str = "sandlot-init";
-/// Named in the cache key: a change to what a prebake makes changes it.
-pub(crate) const VERSION: &str = "prebake-1";
 
 /// The component with its interpreter started and baked in; `None` when its
 /// main module has no `sandlot-init`. Blocking: call it off the async

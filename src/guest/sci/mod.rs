@@ -23,7 +23,7 @@ use wasmtime_wasi::FsPerms;
 use wasmtime_wasi::cli::StdoutStream;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-use super::{Call, Exports as GuestExports, Kind, Returned, Wasi, snapshot};
+use super::{Call, Exports as GuestExports, Kind, Returned, Wasi, immortal, snapshot};
 use crate::cache;
 use crate::error::Error;
 use crate::guests;
@@ -162,6 +162,15 @@ impl Files {
             let stderr = String::from_utf8_lossy(&err.contents()).into_owned();
             return Err(fail(format!("the warm-up exited with {status}: {stderr}")));
         }
+        let mut memory = memory;
+        match immortal::immortalize_memory(&mut memory) {
+            Ok(done) => {
+                tracing::info!(objects = done.objects, skipped = done.skipped, "python-sci: objects made immortal")
+            }
+            Err(e) => tracing::warn!(
+                "python-sci: the objects could not be made immortal (each instance copies what it uses): {e}"
+            ),
+        }
         tracing::info!(elapsed = ?started.elapsed(), "python-sci: warmed");
         Ok(memory)
     }
@@ -242,6 +251,7 @@ fn key(engine: &Engine, baked: bool) -> Result<String, Error> {
         // The preopens' order is baked into the image (see the module's doc).
         parts.push(b"preopens: /usr/local/lib, mpl-data, /data, /tmp/matplotlib, /tmp");
         parts.push(WARM.as_bytes());
+        parts.push(immortal::VERSION.as_bytes());
         for (name, source) in &SOURCES {
             parts.extend([name.as_bytes(), source.as_bytes()]);
         }
