@@ -216,20 +216,32 @@ def census():
     those objects immortal there (`src/guest/immortal.rs`). CPython then never
     writes their reference counts, so an instance does not copy each page of
     the image whose objects it merely uses. Called last before a snapshot;
-    the collector is frozen after, so that it leaves these objects alone too."""
+    the collector is frozen after, so that it leaves these objects alone too,
+    and the heap's free chunks are filled (`_fill_holes`).
+
+    What this allocates and frees stays in the snapshot as garbage, so it
+    keeps little: one bit per 8 bytes of memory marks the objects seen (two
+    objects' addresses are at least 8 bytes apart), the list of addresses is
+    written once."""
     import array
     import gc
 
     gc.collect()
     # Running code: its state still changes after the snapshot.
     running = {_pytypes.FrameType, _pytypes.GeneratorType, _pytypes.CoroutineType, _pytypes.AsyncGeneratorType}
-    seen, kept = set(), []
     todo = gc.get_objects()
+    seen = bytearray((max(map(id, todo)) >> 6) + 1)
+    kept = []
     while todo:
         obj = todo.pop()
-        if id(obj) in seen:
+        # On wasm32 an object's id is its address.
+        slot = id(obj) >> 3
+        byte, bit = slot >> 3, 1 << (slot & 7)
+        if byte >= len(seen):
+            seen.extend(bytes(byte + 1 - len(seen)))
+        if seen[byte] & bit:
             continue
-        seen.add(id(obj))
+        seen[byte] |= bit
         kind = type(obj)
         if kind in running:
             continue
@@ -241,10 +253,40 @@ def census():
             todo.extend((obj.co_consts, obj.co_names, obj.co_filename, obj.co_name,
                          obj.co_qualname, obj.co_linetable, obj.co_exceptiontable))
     del seen, todo
-    # On wasm32 an object's id is its address.
     addresses = array.array("I", map(id, kept))
     # Made at run time, so that only the list below has these bytes in a row.
     marker = bytes(c ^ 0x20 for c in b"sandlot\rimmortal\r\x11")
-    listing = b"".join([marker, len(addresses).to_bytes(4, "little"), addresses.tobytes(), marker])
+    listing = b"".join([marker, len(addresses).to_bytes(4, "little"), addresses, marker])
+    del addresses
+    filler = _fill_holes(max(map(id, kept)))
     gc.freeze()
-    return kept, listing
+    return kept, listing, filler
+
+
+def _fill_holes(highest):
+    """Objects that fill the free chunks the snapshot's heap has scattered.
+
+    This CPython allocates every object with wasi-libc's malloc (dlmalloc),
+    which hands out a free chunk that fits first, wherever it is: after the
+    snapshot, one here, one there across the image (measured: each new
+    object megabytes from the last), so each new object of a run would copy
+    a page of the image. Filled, a run's objects are carved side by side
+    from the top of the heap instead. From 1 MiB down to 16 bytes, halving,
+    this allocates chunks of each size until one comes from above `highest`
+    (the highest object there was: the top), or 64 MiB in all."""
+    filler, page, budget = [], [], 64 << 20
+    size = 1 << 20
+    while size >= 16 and budget > 0:
+        while budget > 0:
+            if len(page) == 4096:
+                filler.append(page)
+                page = []
+            # object() takes a 16-byte chunk; a bytes object of n bytes, n + 21 rounded up to 16.
+            block = object() if size == 16 else bytes(size - 21)
+            page.append(block)
+            budget -= size
+            if id(block) > highest:
+                break
+        size //= 2
+    filler.append(page)
+    return filler
