@@ -31,7 +31,8 @@ use wasmparser::{DataKind, Operator, Parser, Payload};
 
 /// Named in the cache keys: a change to what a patch does changes it.
 pub(crate) const VERSION: &str = "immortal-1";
-/// The list's marker, before and after it (`_census` in app.py).
+/// The list's marker, before and after it (`census` in
+/// guest-runtimes/python/_sandlot_driver.py).
 const MARKER: &[u8] = b"SANDLOT-IMMORTAL-1";
 /// `_Py_IMMORTAL_INITIAL_REFCNT` and `_Py_IMMORTAL_MINIMUM_REFCNT` on 32-bit targets.
 const IMMORTAL_INITIAL: u32 = 5 << 28;
@@ -68,7 +69,9 @@ pub(crate) fn immortalize_component(component: &[u8]) -> Result<Option<(Vec<u8>,
     let mut out = component.to_vec();
     let mut objects = 0;
     for address in addresses {
-        match segments.iter().find(|s| s.memory.start <= address && address + 4 <= s.memory.end) {
+        // The last segment starting at or before the address (they are sorted).
+        let segment = segments.partition_point(|s| s.memory.start <= address).checked_sub(1).map(|i| &segments[i]);
+        match segment.filter(|s| address + 4 <= s.memory.end) {
             Some(segment) => {
                 let at = segment.at + (address - segment.memory.start);
                 out[at..at + 4].copy_from_slice(&IMMORTAL_INITIAL.to_le_bytes());
@@ -143,6 +146,11 @@ fn modules_segments(component: &[u8]) -> Result<Vec<Vec<Segment>>, String> {
     }
     for segments in &mut modules {
         segments.sort_by_key(|s| s.memory.start);
+        // Overlapping segments would make the image depend on their order in
+        // the module, which this does not follow.
+        if segments.windows(2).any(|pair| pair[1].memory.start < pair[0].memory.end) {
+            return Err("a core module's data segments overlap".into());
+        }
     }
     Ok(modules)
 }
@@ -258,6 +266,8 @@ mod tests {
         assert_eq!(immortalize_component(&component(&[(0x100, object(3, 0x500))])).unwrap(), None);
         let two = component(&[(0x100, object(3, 0x500)), (0x200, list(&[0x100])), (0x400, list(&[0x100]))]);
         assert!(immortalize_component(&two).unwrap_err().contains("two lists"));
+        let overlapping = component(&[(0x100, object(3, 0x500)), (0x104, object(3, 0x500)), (0x200, list(&[0x100]))]);
+        assert!(immortalize_component(&overlapping).unwrap_err().contains("overlap"));
         let useless = component(&[(0x100, object(0, 0x500)), (0x200, list(&[0x100]))]);
         assert!(immortalize_component(&useless).unwrap_err().contains("none that could be"));
     }

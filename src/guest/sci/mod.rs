@@ -157,12 +157,11 @@ impl Files {
             let status = exports.turn(&mut store, &code).await?;
             Ok((status, exports.memory.data(&store).to_vec()))
         });
-        let (status, memory) = warmed.map_err(|e| fail(format!("the warm-up failed: {e:#}")))?;
+        let (status, mut memory) = warmed.map_err(|e| fail(format!("the warm-up failed: {e:#}")))?;
         if status != 0 {
             let stderr = String::from_utf8_lossy(&err.contents()).into_owned();
             return Err(fail(format!("the warm-up exited with {status}: {stderr}")));
         }
-        let mut memory = memory;
         match immortal::immortalize_memory(&mut memory) {
             Ok(done) => {
                 tracing::info!(objects = done.objects, skipped = done.skipped, "python-sci: objects made immortal")
