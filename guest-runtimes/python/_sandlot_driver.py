@@ -253,6 +253,15 @@ def census():
             todo.extend((obj.co_consts, obj.co_names, obj.co_filename, obj.co_name,
                          obj.co_qualname, obj.co_linetable, obj.co_exceptiontable))
     del seen, todo
+    # A class gets its type version (the key of CPython's attribute cache)
+    # at its first attribute lookup, written into the class object: done here,
+    # a run no longer copies the image page of each class it looks into.
+    for obj in kept:
+        if issubclass(type(obj), type):
+            try:
+                getattr(obj, "_sandlot_census_probe", None)
+            except BaseException:
+                pass
     addresses = array.array("I", map(id, kept))
     # Made at run time, so that only the list below has these bytes in a row.
     marker = bytes(c ^ 0x20 for c in b"sandlot\rimmortal\r\x11")
@@ -273,7 +282,10 @@ def _fill_holes(highest):
     a page of the image. Filled, a run's objects are carved side by side
     from the top of the heap instead. From 1 MiB down to 16 bytes, halving,
     this allocates chunks of each size until one comes from above `highest`
-    (the highest object there was: the top), or 64 MiB in all."""
+    (the highest object there was: the top), or 64 MiB in all. That last
+    chunk of each size is kept (about 2 MiB above the top in all): freed, it
+    cost each session 195 KiB more private memory after a hello in a probe
+    (1,095 → 1,290 KiB)."""
     filler, page, budget = [], [], 64 << 20
     size = 1 << 20
     while size >= 16 and budget > 0:

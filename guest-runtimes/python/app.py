@@ -75,7 +75,6 @@ class WitWorld(wit_world.WitWorld):
             raise Err(str(e))
 
 
-
 # Last: every object made until now is listed, to be made immortal when
 # sandlot compiles this guest (see census in _sandlot_driver.py).
 _IMMORTAL = driver.census()
