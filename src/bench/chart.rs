@@ -32,7 +32,10 @@ pub(super) fn cold_start(report: &Report, path: &Path) -> BenchResult<()> {
     groups.push(("python-sci (first output)".into(), [f64::NAN, sci[0], sci[1], f64::NAN, f64::NAN]));
     let finite = groups.iter().flat_map(|(_, v)| v.iter().copied()).filter(|v| v.is_finite() && *v > 0.0);
     let (low, high) = finite.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (low, high) = if low <= high { (low / 2.0, high * 2.0) } else { (0.01, 1000.0) };
+    let (low, high) = if low <= high { (low / 2.0, high) } else { (0.01, 1000.0) };
+    // The tallest bar ends at 70% of the height: the legend, drawn in the
+    // top right corner, takes less than a quarter of it and hides no bar.
+    let high = low * (high / low).powf(1.0 / 0.7);
 
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -65,7 +68,12 @@ pub(super) fn cold_start(report: &Report, path: &Path) -> BenchResult<()> {
             .label(*label)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.9)).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }
