@@ -88,7 +88,7 @@ pub struct ServeSettings {
     /// Started as root: become this user once the port is bound (the data folder is given to it).
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
-    /// Instances kept ready per language, so a session need not wait for one [default: 4; 0: none].
+    /// Instances kept ready per language, so a session need not wait for one [default: 4; 0: none; at most 64].
     #[arg(long, value_name = "COUNT")]
     warm_instances: Option<usize>,
     /// Restrict the server's own file access with Landlock where the kernel has it [default: true].
@@ -156,6 +156,14 @@ impl ServeSettings {
         if let Some(env) = std::env::var_os("SANDLOT_TOKENS") {
             let env = env.into_string().map_err(|_| "SANDLOT_TOKENS is not valid UTF-8")?;
             tokens.extend(env.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string));
+        }
+        if let Some(count) = self.warm_instances
+            && count > crate::MAX_WARM_INSTANCES
+        {
+            return Err(format!(
+                "--warm-instances is {count}; it can be at most {} per language (each is a whole instance held in memory)",
+                crate::MAX_WARM_INSTANCES
+            ));
         }
         let defaults = ServerConfig::default();
         let registry = RegistryConfig::default();

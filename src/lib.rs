@@ -61,7 +61,7 @@ pub use scratch::{MAX_ENTRIES as SCRATCH_ENTRIES, ScratchFile};
 pub use server::mcp::McpTools;
 pub use server::{ServerConfig, serve, serve_on};
 pub use session::{KillHandle, Session};
-pub use warm::DEFAULT_WARM_INSTANCES;
+pub use warm::{DEFAULT_WARM_INSTANCES, MAX_WARM_INSTANCES};
 
 /// The wasmtime version guests run on.
 pub const WASMTIME_VERSION: &str = env!("SANDLOT_WASMTIME_VERSION");

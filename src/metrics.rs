@@ -211,6 +211,7 @@ pub struct Metrics {
     kills: Counter,
     limit_hits: Vec<Counter>,
     upload_bytes: Counter,
+    records_unsaved: Counter,
     connections: Vec<Gauge>,
     refusals: Vec<Counter>,
     sessions_running: Gauge,
@@ -267,7 +268,7 @@ impl Metrics {
         let session_family = Family::<Labels, Gauge>::default();
         let sessions_running = session_family.get_or_create_owned(&vec![("state", "running")]);
         let sessions_live = session_family.get_or_create_owned(&vec![("state", "live")]);
-        let (kills, upload_bytes) = (Counter::default(), Counter::default());
+        let (kills, upload_bytes, records_unsaved) = (Counter::default(), Counter::default(), Counter::default());
         let (cluster_nodes, cluster_queued, cluster_free_slots) =
             (Gauge::default(), Gauge::default(), Gauge::default());
         let routed_family = Family::<Labels, Counter>::default();
@@ -292,6 +293,11 @@ impl Metrics {
         registry.register("kills", "Runs stopped by a client, a disconnect or the server's stop", kills.clone());
         registry.register("limit_hits", "Runs ended by a limit, by limit", limit_family);
         registry.register("upload_bytes", "Dataset bytes received and acknowledged", upload_bytes.clone());
+        registry.register(
+            "records_unsaved",
+            "Finished runs whose record was not queued for the data folder (its writer was too far behind): kept in memory only",
+            records_unsaved.clone(),
+        );
         registry.register("connections", "WebSockets open now, by face", connection_family);
         registry.register("refusals", "Requests and connections turned away, by cause", refusal_family);
         registry.register("cluster_nodes", "Cluster mode: nodes seen alive, this one included", cluster_nodes.clone());
@@ -318,6 +324,7 @@ impl Metrics {
             kills,
             limit_hits,
             upload_bytes,
+            records_unsaved,
             connections,
             refusals,
             sessions_running,
@@ -362,6 +369,11 @@ impl Metrics {
 
     pub fn uploaded(&self, bytes: u64) {
         self.upload_bytes.inc_by(bytes);
+    }
+
+    /// A finished run's record could not be queued for the data folder.
+    pub fn record_unsaved(&self) {
+        self.records_unsaved.inc();
     }
 
     pub fn refused(&self, cause: Refusal) {
@@ -410,6 +422,7 @@ mod tests {
         metrics.run_ended(Language::Lua, Face::Ranna, EndReason::Timeout, Duration::from_millis(3));
         metrics.cold_start(Language::Lua, Face::Ranna, Duration::from_micros(300));
         metrics.refused(Refusal::Rate);
+        metrics.record_unsaved();
         let open = metrics.connection(Face::Actions);
         let text = metrics.encode(2, 5);
         for line in [
@@ -423,6 +436,7 @@ mod tests {
             r#"sandlot_run_seconds_count{language="lua",face="ranna"} 1"#,
             r#"sandlot_cold_start_seconds_bucket{language="lua",face="ranna",le="0.0005"} 1"#,
             r#"sandlot_refusals_total{cause="rate"} 1"#,
+            "sandlot_records_unsaved_total 1",
             r#"sandlot_connections{face="actions"} 1"#,
             r#"sandlot_sessions{state="running"} 2"#,
             r#"sandlot_sessions{state="live"} 5"#,

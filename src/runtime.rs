@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,10 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// (Measured with 100 busy guests on 2 cores: KILL → STOP p90 3.6 → 0.6 ms.)
 pub const GUEST_NICE: i32 = 10;
 
+/// How long a refill that failed waits before it tries again, at first and at most.
+const REFILL_RETRY: Duration = Duration::from_secs(1);
+const REFILL_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// Settings of a `Runtime`.
 #[derive(Clone, Debug, Default)]
 pub struct RuntimeConfig {
@@ -57,10 +61,10 @@ pub struct RuntimeConfig {
     /// Limits for sessions that don't name their own.
     pub default_limits: Limits,
     /// Instances kept ready per language (`warm.rs`); `None` means
-    /// `DEFAULT_WARM_INSTANCES`, 0 none.
+    /// `DEFAULT_WARM_INSTANCES`, 0 none; at most `MAX_WARM_INSTANCES`.
     pub warm_instances: Option<usize>,
     /// Where instances' scratch folders (their `/tmp`) are made, in a folder
-    /// of this process's own that is removed when the runtime is dropped;
+    /// of this runtime's own that is removed when the runtime is dropped;
     /// `None` means `scratch_base(None)`.
     pub scratch_dir: Option<PathBuf>,
 }
@@ -112,12 +116,16 @@ struct Inner {
     ticker_stop: Arc<AtomicBool>,
     /// Where a server's guests run (see `guest_tasks`); taken on drop.
     guest_tasks: Option<tokio::runtime::Runtime>,
+    /// The one thread where warm instances are made, at `GUEST_NICE`: apart
+    /// from the guest threads, so a request's run never waits in a guest
+    /// thread's queue behind the making of an instance; taken on drop.
+    refill_tasks: Option<tokio::runtime::Runtime>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
-        if let Some(tasks) = self.guest_tasks.take() {
+        for tasks in [self.refill_tasks.take(), self.guest_tasks.take()].into_iter().flatten() {
             tasks.shutdown_background();
         }
         let _ = std::fs::remove_dir_all(self.scratch_root.path());
@@ -132,10 +140,17 @@ impl Runtime {
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
         let guest_tasks = tokio::runtime::Builder::new_multi_thread()
             .thread_name("sandlot-guest")
-            .on_thread_start(lower_priority)
+            .on_thread_start(|| set_priority(GUEST_NICE, "KILL may wait for a core"))
             .enable_all()
             .build()
             .map_err(|e| Error::Engine(format!("could not start the guest threads: {e}")))?;
+        let refill_tasks = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sandlot-refill")
+            .on_thread_start(|| set_priority(GUEST_NICE, "making warm instances may take a core from a KILL"))
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Engine(format!("could not start the refill thread: {e}")))?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
@@ -149,6 +164,7 @@ impl Runtime {
                 warm: Arc::new(Shelves::new(config.warm_instances.unwrap_or(DEFAULT_WARM_INSTANCES))),
                 ticker_stop,
                 guest_tasks: Some(guest_tasks),
+                refill_tasks: Some(refill_tasks),
             }),
         })
     }
@@ -389,22 +405,31 @@ impl Runtime {
         }
     }
 
-    /// Keeps the language's shelf of warm instances stocked, on the guest
-    /// threads, for as long as the runtime lives.
+    /// Keeps the language's shelf of warm instances stocked, on the refill
+    /// thread (see `refill_tasks`), for as long as the runtime lives.
     fn start_refill(&self, language: Language) {
         let inner = Arc::downgrade(&self.inner);
         let shelves = self.inner.warm.clone();
-        self.guest_tasks().spawn(async move {
+        let tasks = self.inner.refill_tasks.as_ref().expect("present until the runtime is dropped");
+        tasks.spawn(async move {
+            // After a failure, tried again by itself: 1 s later, doubling to a minute.
+            let mut retry = REFILL_RETRY;
             loop {
                 while let Some(kind) = shelves.wanted(language) {
                     let Some(inner) = inner.upgrade() else { return };
                     let made = Runtime { inner }.warmed(language, &kind).await;
                     match made {
-                        Ok(fresh) => shelves.put(language, &kind, fresh),
+                        Ok(fresh) => {
+                            shelves.put(language, &kind, fresh);
+                            retry = REFILL_RETRY;
+                        }
                         Err(e) => {
-                            tracing::warn!("could not make a warm {language} instance: {e}; retrying in a second");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            break;
+                            tracing::warn!(
+                                "could not make a warm {language} instance: {e}; trying again in {} s",
+                                retry.as_secs()
+                            );
+                            tokio::time::sleep(retry).await;
+                            retry = (retry * 2).min(REFILL_RETRY_MAX);
                         }
                     }
                 }
@@ -428,7 +453,8 @@ impl Runtime {
         self.inner.warm.target()
     }
 
-    /// Changes how many instances are kept ready per language.
+    /// Changes how many instances are kept ready per language, up to
+    /// `MAX_WARM_INSTANCES` (more keeps that many).
     pub fn set_warm_instances(&self, count: usize) {
         self.inner.warm.set_target(count);
     }
@@ -494,20 +520,25 @@ pub fn scratch_base(data_dir: Option<&Path>) -> PathBuf {
     }
 }
 
-/// This process's scratch root, `sandlot-scratch-PID` in `base` (by default
-/// `scratch_base(None)`); those of processes no longer running are removed first.
+/// This runtime's scratch root, `sandlot-scratch-PID-N` in `base` (by
+/// default `scratch_base(None)`), N counting the process's runtimes: each
+/// removes its own when dropped, never another's. Those of processes no
+/// longer running are removed first.
 fn scratch_root(base: Option<PathBuf>) -> PathBuf {
+    static RUNTIMES: AtomicU64 = AtomicU64::new(0);
     let base = base.unwrap_or_else(|| scratch_base(None));
     if let Ok(entries) = std::fs::read_dir(&base) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let pid = name.strip_prefix("sandlot-scratch-").and_then(|pid| pid.parse::<u32>().ok());
+            let Some(owner) = name.strip_prefix("sandlot-scratch-") else { continue };
+            let pid = owner.split_once('-').map_or(owner, |(pid, _)| pid).parse::<u32>().ok();
             if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
     }
-    base.join(format!("sandlot-scratch-{}", std::process::id()))
+    let runtime = RUNTIMES.fetch_add(1, Ordering::Relaxed);
+    base.join(format!("sandlot-scratch-{}-{runtime}", std::process::id()))
 }
 
 fn engine_config() -> Config {
@@ -524,12 +555,12 @@ fn engine_config() -> Config {
     config
 }
 
-/// Gives the calling thread `GUEST_NICE`. On Linux a thread's nice value is
-/// its own, so this leaves the rest of the process as it was; lowering it
-/// needs no privilege.
-fn lower_priority() {
-    if let Err(e) = rustix::process::setpriority_process(None, GUEST_NICE) {
-        tracing::warn!("could not lower a guest thread's priority, so KILL may wait for a core: {e}");
+/// Gives the calling thread the nice value `nice` (or warns that `else_`).
+/// On Linux a thread's nice value is its own, so this leaves the rest of the
+/// process as it was; lowering it needs no privilege.
+fn set_priority(nice: i32, else_: &str) {
+    if let Err(e) = rustix::process::setpriority_process(None, nice) {
+        tracing::warn!("could not lower a thread's priority to nice {nice}, so {else_}: {e}");
     }
 }
 

@@ -9,6 +9,7 @@
 //! whatever has queued up in one transaction (group commit), off the request path.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -262,10 +263,29 @@ impl RunRecord {
     }
 }
 
+/// Finished runs waiting for the writer (queued, or in the batch it is
+/// committing) at most. A disk that stalls costs memory only up to here:
+/// past it a run's record is not saved in the data folder (logged, counted in
+/// `sandlot_records_unsaved_total`); the registry still answers for it from
+/// memory while it keeps it.
+pub(crate) const RECORDS_WAITING: usize = 16_384;
+/// Placeholder bytes those records may hold together. Past it a record waits
+/// without its placeholders, marked so, as past the data folder's budget.
+pub(crate) const RECORDS_WAITING_BYTES: u64 = 256 << 20;
+
 /// Saves finished runs in batches on a thread of its own. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct RunWriter {
     queue: std_mpsc::Sender<Job>,
+    waiting: Arc<Waiting>,
+}
+
+/// What waits for the writer, and how much may.
+struct Waiting {
+    records: AtomicUsize,
+    bytes: AtomicU64,
+    max_records: usize,
+    max_bytes: u64,
 }
 
 enum Job {
@@ -277,7 +297,19 @@ enum Job {
 impl RunWriter {
     /// Starts the writer; saved runs' placeholders may take `placeholder_budget` bytes in all.
     pub(crate) fn start(store: Arc<Store>, placeholder_budget: u64) -> Result<Self, Error> {
+        Self::start_bounded(store, placeholder_budget, RECORDS_WAITING, RECORDS_WAITING_BYTES)
+    }
+
+    fn start_bounded(
+        store: Arc<Store>,
+        placeholder_budget: u64,
+        max_records: usize,
+        max_bytes: u64,
+    ) -> Result<Self, Error> {
         let (queue, pending) = std_mpsc::channel::<Job>();
+        let waiting =
+            Arc::new(Waiting { records: AtomicUsize::new(0), bytes: AtomicU64::new(0), max_records, max_bytes });
+        let counts = waiting.clone();
         std::thread::Builder::new()
             .name("sandlot-records".into())
             .spawn(move || {
@@ -289,24 +321,47 @@ impl RunWriter {
                             Job::Flush(done) => flushes.push(done),
                         }
                     }
+                    // Counted as waiting until committed (`put_runs` may drop placeholders).
+                    let bytes: u64 = batch.iter().map(RunRecord::placeholder_bytes).sum();
                     if !batch.is_empty()
                         && let Err(e) = store.put_runs(&mut batch, placeholder_budget)
                     {
                         tracing::error!(error = %e, runs = batch.len(), "could not save finished runs");
                     }
+                    counts.records.fetch_sub(batch.len(), Ordering::SeqCst);
+                    counts.bytes.fetch_sub(bytes, Ordering::SeqCst);
                     for done in flushes {
                         let _ = done.send(());
                     }
                 }
             })
             .map_err(|e| Error::Storage(format!("could not start the record writer: {e}")))?;
-        Ok(RunWriter { queue })
+        Ok(RunWriter { queue, waiting })
     }
 
-    pub(crate) fn save(&self, record: RunRecord) {
-        if self.queue.send(Job::Save(Box::new(record))).is_err() {
-            tracing::error!("the record writer has stopped; a finished run was not saved");
+    /// Queues a finished run to be saved. False if it was not: the writer is
+    /// `RECORDS_WAITING` records behind, or has stopped.
+    pub(crate) fn save(&self, mut record: RunRecord) -> bool {
+        let waiting = &self.waiting;
+        if waiting.records.fetch_add(1, Ordering::SeqCst) >= waiting.max_records {
+            waiting.records.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(run = %record.id, waiting = waiting.max_records, "the data folder's writer is too far behind; this run's record is kept in memory only");
+            return false;
         }
+        let bytes = record.placeholder_bytes();
+        if waiting.bytes.fetch_add(bytes, Ordering::SeqCst).saturating_add(bytes) > waiting.max_bytes {
+            waiting.bytes.fetch_sub(bytes, Ordering::SeqCst);
+            record.placeholders.clear();
+            record.placeholders_dropped = true;
+        }
+        let bytes = record.placeholder_bytes();
+        if self.queue.send(Job::Save(Box::new(record))).is_err() {
+            waiting.records.fetch_sub(1, Ordering::SeqCst);
+            waiting.bytes.fetch_sub(bytes, Ordering::SeqCst);
+            tracing::error!("the record writer has stopped; a finished run was not saved");
+            return false;
+        }
+        true
     }
 
     /// Waits until every run saved so far is committed.
@@ -360,4 +415,56 @@ pub(crate) struct DatasetRecord {
     pub state: DatasetState,
     pub created_at_ms: u64,
     pub files: Vec<FileRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, placeholder: &str) -> RunRecord {
+        let outcome = RunOutcome {
+            exit_code: 0,
+            reason: EndReason::Exit,
+            message: None,
+            wall_time: Duration::from_millis(1),
+            fuel_used: 1,
+            peak_memory: 0,
+            value: None,
+        };
+        let json: Arc<RawValue> = RawValue::from_string(placeholder.to_string()).unwrap().into();
+        RunRecord::new(id, Language::Python, SystemTime::now(), &outcome, BTreeMap::from([("p".to_string(), json)]))
+    }
+
+    #[tokio::test]
+    async fn a_stalled_disk_holds_only_so_many_records_and_placeholder_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&DataFolder::open(dir.path()).unwrap()).unwrap();
+        let writer = RunWriter::start_bounded(store.clone(), u64::MAX, 4, 100).unwrap();
+        // The disk stalls: the writer's commit waits for this transaction.
+        let stall = store.db.begin_write().unwrap();
+        let placeholder = format!("\"{}\"", "x".repeat(58)); // 61 bytes with its name
+        let queued: Vec<bool> = (0..10).map(|i| writer.save(record(&format!("run-{i}"), &placeholder))).collect();
+        assert_eq!(queued, [true, true, true, true, false, false, false, false, false, false]);
+        drop(stall);
+        writer.flush().await;
+
+        let first = store.run("run-0").unwrap().expect("the first run is saved");
+        assert_eq!(first.placeholders.len(), 1);
+        assert!(!first.placeholders_dropped);
+        for i in 1..4 {
+            let saved = store.run(&format!("run-{i}")).unwrap().expect("queued runs are saved");
+            assert!(saved.placeholders.is_empty() && saved.placeholders_dropped, "run-{i} waited past the byte bound");
+        }
+        for i in 4..10 {
+            assert!(store.run(&format!("run-{i}")).unwrap().is_none(), "run-{i} was refused, so not saved");
+        }
+
+        // Committed, they no longer count: there is room again.
+        assert!(writer.save(record("run-after", &placeholder)));
+        writer.flush().await;
+        let after = store.run("run-after").unwrap().expect("saved once the writer caught up");
+        assert_eq!(after.placeholders.len(), 1);
+        assert_eq!(writer.waiting.records.load(Ordering::SeqCst), 0);
+        assert_eq!(writer.waiting.bytes.load(Ordering::SeqCst), 0);
+    }
 }

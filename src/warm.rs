@@ -25,6 +25,10 @@ use crate::language::Language;
 
 /// Instances kept ready per language unless configured otherwise.
 pub const DEFAULT_WARM_INSTANCES: usize = 4;
+/// Instances kept ready per language at most: each is a whole instance in
+/// memory (a Python one holds a few MiB once it has run its warm-up), made by
+/// the guest threads whenever one is taken. More asked for keeps this many.
+pub const MAX_WARM_INSTANCES: usize = 64;
 
 /// One shelf of ready instances per language.
 pub(crate) struct Shelves<K, T> {
@@ -56,7 +60,7 @@ impl<K: PartialEq + Clone, T> Shelves<K, T> {
             refilling: AtomicBool::new(false),
         };
         Shelves {
-            target: AtomicUsize::new(target),
+            target: AtomicUsize::new(target.min(MAX_WARM_INSTANCES)),
             served: AtomicU64::new(0),
             shelves: Language::ALL.into_iter().map(|l| (l, shelf())).collect(),
         }
@@ -78,6 +82,7 @@ impl<K: PartialEq + Clone, T> Shelves<K, T> {
 
     /// Changes how many instances each shelf keeps; extra ones are dropped.
     pub(crate) fn set_target(&self, target: usize) {
+        let target = target.min(MAX_WARM_INSTANCES);
         self.target.store(target, Ordering::Relaxed);
         for language in Language::ALL {
             let dropped: Vec<T> = {
@@ -212,5 +217,18 @@ mod tests {
         assert_eq!(shelves.ready(Language::Lua), 0);
         assert_eq!(shelves.take(Language::Lua, &"none"), (None, false));
         assert_eq!(shelves.wanted(Language::Lua), None);
+    }
+
+    #[test]
+    fn a_target_past_the_most_keeps_the_most() {
+        let shelves = Shelves::<&str, u32>::new(usize::MAX);
+        assert_eq!(shelves.target(), MAX_WARM_INSTANCES);
+        shelves.set_target(MAX_WARM_INSTANCES + 1);
+        assert_eq!(shelves.target(), MAX_WARM_INSTANCES);
+        shelves.take(Language::Lua, &"none");
+        for i in 0..=MAX_WARM_INSTANCES as u32 {
+            shelves.put(Language::Lua, &"none", i);
+        }
+        assert_eq!(shelves.ready(Language::Lua), MAX_WARM_INSTANCES);
     }
 }

@@ -213,3 +213,23 @@ fn an_unknown_log_format_is_refused_clearly() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("possible values: human, json"), "{}", text(&out.stderr));
 }
+
+/// A server asked to keep more warm instances than it may is refused at
+/// start, saying the most it takes.
+#[test]
+fn too_many_warm_instances_are_refused_clearly() {
+    let dir = folder("warm-too-many", &[]);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sandlot"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--warm-instances", "100000", "--data-dir"])
+        .arg(dir.join("data"))
+        .current_dir(&dir)
+        .output()
+        .expect("sandlot starts");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--warm-instances is 100000; it can be at most 64 per language"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -107,3 +107,46 @@ async fn with_no_warm_instances_every_session_starts_cold() {
     }
     assert_eq!((runtime.warm_served(), runtime.warm_ready(Language::Lua)), (0, 0));
 }
+
+/// Runtimes in one process have scratch roots of their own: one dropped
+/// removes its own sessions' `/tmp` folders, never another runtime's.
+#[tokio::test]
+async fn dropping_a_runtime_leaves_another_runtimes_scratch_folders_alone() {
+    let (first, second) = (runtime(0), runtime(0));
+    let (mut kept, mut events) =
+        second.session(Language::Python, SessionOptions::default()).await.expect("session starts");
+    let (gone, _) = first.session(Language::Python, SessionOptions::default()).await.expect("session starts");
+    drop(gone);
+    drop(first);
+    let write = "open('/tmp/note', 'w').write('kept')\nprint(open('/tmp/note').read())";
+    let outcome = kept.run(program(&[("main.py", write)])).await.expect("run is accepted");
+    let (stdout, stderr) = drain(&mut events);
+    assert_eq!(
+        (stdout.as_str(), outcome.exit_code),
+        ("kept\n", 0),
+        "the other runtime's /tmp is still there: {stderr}"
+    );
+}
+
+/// A warm instance that could not be made is tried again without waiting
+/// for a session to take one: here the scratch base is a file at first.
+#[tokio::test]
+async fn a_refill_that_failed_tries_again_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("scratch");
+    std::fs::write(&base, "not a folder").unwrap();
+    let runtime = Runtime::new(RuntimeConfig {
+        warm_instances: Some(1),
+        scratch_dir: Some(base.clone()),
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts");
+    runtime.keep_warm(Language::Lua, None, &Limits::default());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(runtime.warm_ready(Language::Lua), 0, "no scratch folder, no instance");
+    std::fs::remove_file(&base).unwrap();
+    assert!(
+        runtime.wait_warm(Language::Lua, Duration::from_secs(30)).await,
+        "the refill tried again once the scratch folder could be made"
+    );
+}
