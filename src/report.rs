@@ -311,10 +311,22 @@ impl Reporter {
         }
     }
 
-    /// Reports the current call as ended for `reason` now, if one is running
-    /// and reports its end; returns what was reported.
-    pub(crate) fn end_now(&self, reason: EndReason, message: String) -> Option<RunOutcome> {
+    /// Stops the current call with `stop` (false: something stopped it
+    /// already, and nothing is reported here), then reports it ended for
+    /// `reason` now, if one is running and reports its end; returns what was
+    /// reported. Both happen under the call's lock: a guest that ends because
+    /// of this stop (on another thread, at once) finishes only after it, and
+    /// finds its end reported.
+    pub(crate) fn stop_and_end_now(
+        &self,
+        stop: impl FnOnce() -> bool,
+        reason: EndReason,
+        message: String,
+    ) -> Option<RunOutcome> {
         let mut call = self.lock();
+        if !stop() {
+            return None;
+        }
         let CallState::Running { started, fuel, reports: true } = *call else { return None };
         let outcome = RunOutcome {
             exit_code: reason.forced_exit_code().unwrap_or(137),

@@ -44,13 +44,18 @@ impl KillHandle {
     /// waiting for its task to be polled; the outcome reported is returned.
     /// The guest stops at its next epoch check, which this brings forward.
     pub fn kill(&self) -> Option<RunOutcome> {
-        if !self.signal.stop(EndReason::Killed) {
-            return None;
+        let mut stopped = false;
+        let stop = || {
+            stopped = self.signal.stop(EndReason::Killed);
+            stopped
+        };
+        let reported = self.reporter.stop_and_end_now(stop, EndReason::Killed, "killed".into());
+        if stopped {
+            // Every running guest reaches its epoch deadline now; the killed
+            // one traps there, the others yield once and go on.
+            self.engine.increment_epoch();
         }
-        // Every running guest reaches its epoch deadline now; the killed one
-        // traps there, the others yield once and go on.
-        self.engine.increment_epoch();
-        self.reporter.end_now(EndReason::Killed, "killed".into())
+        reported
     }
 }
 

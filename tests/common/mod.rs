@@ -94,9 +94,15 @@ pub async fn kill_while_printing(language: Language, main: &str, code: &str) -> 
     let (mut session, mut events) = runtime().session(language, SessionOptions::default()).await.unwrap();
     let kill = session.kill_handle();
     let program = program(&[(main, code)]);
-    let task = tokio::spawn(async move {
-        let outcome = session.run(program).await.unwrap();
-        (outcome, session)
+    // On a thread of its own: on the test's one thread, the test would see
+    // the first output only after the guest's next 61 yields (tokio's
+    // event interval; 300 ms), long enough to print past the output limit.
+    let task = tokio::task::spawn_blocking(move || {
+        let thread = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        thread.block_on(async move {
+            let outcome = session.run(program).await.unwrap();
+            (outcome, session)
+        })
     });
     // Kill once the loop is printing.
     loop {
