@@ -4,7 +4,7 @@
 //! first touch of its snapshotted image; for QuickJS and Lua, whose
 //! interpreters are built into their image at compile time, the first touch
 //! of that). The runtime keeps a few instances per language
-//! that have done both, made in the background on the guest threads, and a
+//! that have done both, made in the background on a thread of their own, and a
 //! new session takes one if there is one. Each instance is given to exactly
 //! one session and never comes back: a session still starts in an instance no
 //! other code has run in, only sooner. A session that finds its shelf empty
@@ -26,8 +26,8 @@ use crate::language::Language;
 /// Instances kept ready per language unless configured otherwise.
 pub const DEFAULT_WARM_INSTANCES: usize = 4;
 /// Instances kept ready per language at most: each is a whole instance in
-/// memory (a Python one holds a few MiB once it has run its warm-up), made by
-/// the guest threads whenever one is taken. More asked for keeps this many.
+/// memory (a Python one holds a few MiB once it has run its warm-up), made on
+/// the refill thread whenever one is taken. More asked for keeps this many.
 pub const MAX_WARM_INSTANCES: usize = 64;
 
 /// One shelf of ready instances per language.
