@@ -4,21 +4,34 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct Nats {
     pub port: u16,
+    name: String,
     data: tempfile::TempDir,
     child: Child,
 }
 
 impl Nats {
+    /// A server on a free port. The port is found free and then given to
+    /// nats-server, so a test running at the same time may take it first:
+    /// the server is known by its name, and started on another port if its
+    /// own did not come up.
     pub fn start() -> Nats {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        static SERVERS: AtomicU32 = AtomicU32::new(0);
+        let name = format!("sandlot-test-{}-{}", std::process::id(), SERVERS.fetch_add(1, Ordering::Relaxed));
         let data = tempfile::Builder::new().prefix("sandlot-nats-").tempdir().unwrap();
-        let child = launch(port, data.path());
-        Nats { port, data, child }
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            if let Some(child) = launch(port, data.path(), &name) {
+                return Nats { port, name, data, child };
+            }
+        }
+        panic!("nats-server did not start on any of 5 free ports");
     }
 
     pub fn url(&self) -> String {
@@ -29,24 +42,38 @@ impl Nats {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = launch(self.port, self.data.path());
+        self.child = launch(self.port, self.data.path(), &self.name).expect("nats-server restarts on its port");
     }
 }
 
-fn launch(port: u16, data: &std::path::Path) -> Child {
-    let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+/// Starts nats-server and waits until it answers on `port` as `name`; `None`
+/// if it exited first (its port was taken).
+fn launch(port: u16, data: &std::path::Path, name: &str) -> Option<Child> {
+    let mut child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-n", name, "-sd"])
         .arg(data)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("nats-server runs (tests/clients/install.sh installs Debian's nats-server)");
     let began = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !answers_as(port, name) {
+        if child.try_wait().ok().flatten().is_some() {
+            return None;
+        }
         assert!(began.elapsed() < Duration::from_secs(20), "nats-server did not listen within 20 s");
         std::thread::sleep(Duration::from_millis(20));
     }
-    child
+    Some(child)
+}
+
+/// Whether the server on `port` is the one named `name` (its INFO line says).
+fn answers_as(port: u16, name: &str) -> bool {
+    let Ok(tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut info = String::new();
+    let _ = BufReader::new(tcp).take(64 << 10).read_line(&mut info);
+    info.contains(&format!("\"server_name\":\"{name}\""))
 }
 
 impl Drop for Nats {
