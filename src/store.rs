@@ -88,8 +88,7 @@ impl Store {
             for record in records.iter_mut() {
                 let bytes = record.placeholder_bytes();
                 if total.saturating_add(bytes) > placeholder_budget {
-                    record.placeholders.clear();
-                    record.placeholders_dropped = true;
+                    record.drop_placeholders();
                 } else {
                     total += bytes;
                 }
@@ -245,6 +244,12 @@ impl RunRecord {
         }
     }
 
+    /// Keeps the record without its placeholders, marked so (`get_placeholder` says they were dropped).
+    pub(crate) fn drop_placeholders(&mut self) {
+        self.placeholders.clear();
+        self.placeholders_dropped = true;
+    }
+
     /// What its placeholders cost: names and JSON texts.
     pub(crate) fn placeholder_bytes(&self) -> u64 {
         self.placeholders.iter().map(|(name, json)| (name.len() + json.get().len()) as u64).sum()
@@ -351,8 +356,7 @@ impl RunWriter {
         let bytes = record.placeholder_bytes();
         if waiting.bytes.fetch_add(bytes, Ordering::SeqCst).saturating_add(bytes) > waiting.max_bytes {
             waiting.bytes.fetch_sub(bytes, Ordering::SeqCst);
-            record.placeholders.clear();
-            record.placeholders_dropped = true;
+            record.drop_placeholders();
         }
         let bytes = record.placeholder_bytes();
         if self.queue.send(Job::Save(Box::new(record))).is_err() {

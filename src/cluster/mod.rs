@@ -476,8 +476,7 @@ async fn share_records(mut queued: tokio::sync::mpsc::Receiver<RunRecord>, bucke
     while let Some(mut record) = queued.recv().await {
         let mut json = serde_json::to_vec(&record).expect("a record is JSON");
         if json.len() + 1024 > max_payload {
-            record.placeholders.clear();
-            record.placeholders_dropped = true;
+            record.drop_placeholders();
             json = serde_json::to_vec(&record).expect("a record is JSON");
         }
         let json = bytes::Bytes::from(json);
