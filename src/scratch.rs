@@ -4,10 +4,28 @@
 //! Each instance gets a fresh folder under the runtime's scratch root when it
 //! is made (warm instances too: their folder is empty until their session
 //! writes). WASI confines the guest to it (a preopen: no `..` or symlink leads
-//! out). Its size is bounded by `Limits::scratch_bytes` and `MAX_ENTRIES`:
-//! checked every `CHECK_TICKS` epoch ticks while a call runs and at the call's
-//! end (a model call's end at most every `CHECK_INTERVAL`); past either the call is stopped (reason `scratch-limit`), so a guest
-//! can overshoot by what it writes in one check interval, never more.
+//! out). The root is private: made with a random name and mode 0700, refused
+//! if it is not a folder of this user's (`ScratchRoot`), so another user of
+//! the machine can neither read a session's files nor plant a symlink that
+//! redirects them.
+//!
+//! Its size is bounded by `Limits::scratch_bytes` and `MAX_ENTRIES`, counted
+//! two ways:
+//! - the folder is measured (`Scratch::check`) at every epoch tick while a
+//!   call runs and at the call's end (a model call's end at most every
+//!   `CHECK_INTERVAL`): a walk of the whole tree at any depth, bounded by the
+//!   entries it may hold, that counts past it as over (a walk cut short by
+//!   `MAX_ENTRIES`, a path longer than `MAX_PATH_BYTES`, or a folder it cannot
+//!   read ends the call too), plus the bytes of files the guest deleted while
+//!   it still holds them open for writing;
+//! - every write a component guest makes through `wasi:filesystem` is counted
+//!   first (`Quota::take`, from `host/filesystem.rs`): between two
+//!   measurements a guest may write only what the last one left under the
+//!   limit, so the folder never holds more than the limit. A write past it
+//!   fails with "disk quota exceeded" and the call ends (`scratch-limit`).
+//!   python-sci's preview-1 writes are not seen one by one; for it the tick's
+//!   measurement bounds what one tick can write (5 ms).
+//!
 //! Reading for clients goes through cap-std too, so a symlink the guest made
 //! cannot point a client's fetch outside the folder.
 //!
@@ -21,9 +39,11 @@
 //! a folder found holding anything is removed.
 
 use std::collections::VecDeque;
+use std::fs::DirBuilder;
 use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use cap_std::ambient_authority;
@@ -31,16 +51,18 @@ use cap_std::fs::Dir;
 
 /// Most files and folders a scratch folder may hold.
 pub const MAX_ENTRIES: usize = 256;
-/// Deepest folder nesting looked into.
-const MAX_DEPTH: usize = 16;
+/// Longest path under `/tmp` (Linux's `PATH_MAX`): a file deeper than this
+/// could not be named by a client, so a tree holding one is over its limit.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Most files a guest may hold open for writing at once (each is looked at
+/// by every measurement, in case it was deleted while open).
+pub const MAX_OPEN_WRITERS: usize = MAX_ENTRIES;
 /// Largest file a client is sent from a scratch folder (4 MiB: 5.3 MiB as
 /// base64, within a WebSocket message).
 pub const MAX_FETCH_BYTES: u64 = 4 << 20;
-/// Epoch ticks between size checks while a call runs (5 ms each).
-pub(crate) const CHECK_TICKS: u32 = 10;
-/// The same interval in time: a run's or an eval's end is always checked, a
-/// model call's (the direct-IO hot path) only once this long has passed
-/// since the last check, which keeps the same bound on what can overshoot.
+/// A run's or an eval's end is always measured, a model call's (the
+/// direct-IO hot path) only once this long has passed since the last
+/// measurement; while a call runs, every epoch tick measures.
 pub(crate) const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Empty folders kept for new instances at most.
@@ -81,14 +103,14 @@ impl ScratchRoot {
         };
         if let Some(path) = rested {
             if is_empty(&path) {
-                return Ok(Scratch { path, root: Some(self.clone()) });
+                return Ok(Scratch::at(path, Some(self.clone())));
             }
             let _ = std::fs::remove_dir_all(&path);
         }
-        std::fs::create_dir_all(&self.path)?;
+        private_folder(&self.path)?;
         let path = self.path.join(uuid::Uuid::new_v4().simple().to_string());
-        std::fs::create_dir(&path)?;
-        Ok(Scratch { path, root: Some(self.clone()) })
+        DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(Scratch::at(path, Some(self.clone())))
     }
 
     /// Takes back a folder whose instance is gone: kept if empty and there
@@ -105,6 +127,38 @@ impl ScratchRoot {
     }
 }
 
+/// Makes `path` a folder only this user can enter (0700), or checks that it
+/// is one: an existing entry that is a symlink, not a folder, or not ours is
+/// refused, never used or changed. Its parent folders are made as usual.
+pub(crate) fn private_folder(path: &Path) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    // `symlink_metadata`: a planted symlink is seen as one, not followed.
+    let meta = std::fs::symlink_metadata(path)?;
+    let refuse = |why: &str| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{} {why}; remove it or choose another scratch folder (SANDLOT_SCRATCH_DIR)", path.display()),
+        ))
+    };
+    if !meta.file_type().is_dir() {
+        return refuse("is not a folder (a symlink or a file)");
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return refuse("belongs to another user");
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 fn is_empty(path: &Path) -> bool {
     std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
 }
@@ -115,6 +169,7 @@ pub(crate) struct Scratch {
     path: PathBuf,
     /// Where it goes back to; none for a folder of its own.
     root: Option<Arc<ScratchRoot>>,
+    quota: Arc<Quota>,
 }
 
 /// A file in a scratch folder.
@@ -125,48 +180,145 @@ pub struct ScratchFile {
     pub bytes: u64,
 }
 
-/// What a scratch folder holds, as far as it was looked at.
+/// What a scratch folder holds.
 #[derive(Debug, Default)]
 pub(crate) struct Usage {
     pub(crate) bytes: u64,
     pub(crate) entries: usize,
+    /// The walk did not see the whole tree (too many entries, a path too
+    /// long, a folder it could not read): what it missed counts as over.
+    pub(crate) cut: bool,
+}
+
+/// The bytes a folder may still take before its next measurement, shared
+/// by the folder and the guest's write streams.
+#[derive(Debug)]
+pub(crate) struct Quota {
+    state: Mutex<QuotaState>,
+}
+
+#[derive(Debug)]
+struct QuotaState {
+    limit: u64,
+    /// What the last measurement found.
+    held: u64,
+    /// Bytes written since it.
+    written: u64,
+    /// A write was refused: the call ends at the next measurement.
+    refused: bool,
+    /// Files opened for writing, looked at by each measurement in case one
+    /// was deleted while open (its bytes are still on disk, in no folder).
+    writers: Vec<Weak<std::fs::File>>,
+}
+
+impl Quota {
+    fn new() -> Arc<Quota> {
+        Arc::new(Quota {
+            state: Mutex::new(QuotaState { limit: 0, held: 0, written: 0, refused: false, writers: Vec::new() }),
+        })
+    }
+
+    /// The session's limit, set when an instance is bound to its session.
+    pub(crate) fn set_limit(&self, bytes: u64) {
+        crate::sync::lock(&self.state).limit = bytes;
+    }
+
+    /// Counts `bytes` about to be written; false (and the call ends) if they
+    /// would take the folder past its limit.
+    pub(crate) fn take(&self, bytes: u64) -> bool {
+        let mut state = crate::sync::lock(&self.state);
+        let total = state.held.saturating_add(state.written).saturating_add(bytes);
+        if state.refused || total > state.limit {
+            state.refused = true;
+            return false;
+        }
+        state.written = total - state.held;
+        true
+    }
+
+    /// Notes a file opened for writing; false if too many are open already.
+    pub(crate) fn track(&self, file: &Arc<std::fs::File>) -> bool {
+        let mut state = crate::sync::lock(&self.state);
+        if state.writers.iter().any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(file))) {
+            return true;
+        }
+        if state.writers.len() >= MAX_OPEN_WRITERS {
+            state.writers.retain(|w| w.strong_count() > 0);
+            if state.writers.len() >= MAX_OPEN_WRITERS {
+                return false;
+            }
+        }
+        state.writers.push(Arc::downgrade(file));
+        true
+    }
+
+    /// Bytes of files still open for writing that no folder holds.
+    fn deleted_but_open(&self) -> u64 {
+        let mut state = crate::sync::lock(&self.state);
+        state.writers.retain(|w| w.strong_count() > 0);
+        let mut bytes = 0u64;
+        for file in state.writers.iter().filter_map(Weak::upgrade) {
+            if let Ok(meta) = file.metadata()
+                && meta.nlink() == 0
+            {
+                bytes = bytes.saturating_add(meta.len().max(meta.blocks().saturating_mul(512)));
+            }
+        }
+        bytes
+    }
 }
 
 impl Scratch {
+    fn at(path: PathBuf, root: Option<Arc<ScratchRoot>>) -> Scratch {
+        Scratch { path, root, quota: Quota::new() }
+    }
+
     /// A new empty folder under `root`, of its own (removed when dropped).
     pub(crate) fn new(root: &Path) -> std::io::Result<Scratch> {
-        std::fs::create_dir_all(root)?;
+        private_folder(root)?;
         let path = root.join(uuid::Uuid::new_v4().simple().to_string());
-        std::fs::create_dir(&path)?;
-        Ok(Scratch { path, root: None })
+        DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(Scratch::at(path, None))
     }
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
+    pub(crate) fn quota(&self) -> &Arc<Quota> {
+        &self.quota
+    }
+
     /// Bytes and entries it holds, counting at most `MAX_ENTRIES + 1` entries
-    /// (enough to tell it is over), so a check costs a bounded walk.
+    /// (enough to tell it is over), so a measurement costs a bounded walk.
     pub(crate) fn usage(&self) -> Usage {
         let mut usage = Usage::default();
-        let _ = self.walk(|_, bytes| {
-            usage.bytes += bytes;
+        let complete = self.walk(|_, bytes| {
+            usage.bytes = usage.bytes.saturating_add(bytes);
             usage.entries += 1;
             usage.entries <= MAX_ENTRIES
         });
+        usage.cut = !complete;
         usage
     }
 
-    /// Whether it holds more than `limit_bytes` or `MAX_ENTRIES`.
+    /// Measures it against `limit_bytes` and `MAX_ENTRIES`, and gives its
+    /// guest's writes until the next measurement what is left: true if it is
+    /// over (or a write was refused since the last measurement).
     pub(crate) fn over(&self, limit_bytes: u64) -> bool {
         let usage = self.usage();
-        usage.bytes > limit_bytes || usage.entries > MAX_ENTRIES
+        let held = usage.bytes.saturating_add(self.quota.deleted_but_open());
+        let mut state = crate::sync::lock(&self.quota.state);
+        state.limit = limit_bytes;
+        state.held = held;
+        state.written = 0;
+        usage.cut || held > limit_bytes || usage.entries > MAX_ENTRIES || state.refused
     }
 
     /// Its files (not folders), by path.
     pub(crate) fn files(&self) -> Vec<ScratchFile> {
         let mut files = Vec::new();
-        let _ = self.walk(|path, bytes| {
+        self.walk(|path, bytes| {
             if let Some(path) = path {
                 files.push(ScratchFile { path, bytes });
             }
@@ -198,30 +350,47 @@ impl Scratch {
         Ok(bytes)
     }
 
-    /// Calls `each(path of a file or None for a folder, bytes)` for entries,
-    /// depth first, until it returns false. Symlinks are not followed.
-    fn walk(&self, mut each: impl FnMut(Option<String>, u64) -> bool) -> Result<(), ()> {
-        let mut pending = vec![(self.path.clone(), String::new(), 0)];
-        while let Some((dir, prefix, depth)) = pending.pop() {
-            let entries = std::fs::read_dir(&dir).map_err(|_| ())?;
-            for entry in entries.flatten() {
-                let Ok(kind) = entry.file_type() else { continue };
-                let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+    /// Calls `each(path of a file or None for a folder, bytes)` for entries
+    /// at any depth, depth first, until it returns false. Each folder is
+    /// opened relative to its parent (cap-std: no path grows past the
+    /// system's limit, nothing outside the folder is reached) and symlinks
+    /// are not followed. True if it saw the whole tree; false if `each`
+    /// stopped it, a path passed `MAX_PATH_BYTES` or a folder could not be
+    /// read.
+    fn walk(&self, mut each: impl FnMut(Option<String>, u64) -> bool) -> bool {
+        let Ok(top) = Dir::open_ambient_dir(&self.path, ambient_authority()) else { return false };
+        // Folders still to look into: their parent, their name there, and
+        // their path under `/tmp`. A parent stays open only while a child
+        // of it waits, so open folders are few whatever the shape.
+        let mut pending: Vec<(Arc<Dir>, String, String)> = Vec::new();
+        let mut current = (Arc::new(top), String::new());
+        loop {
+            let (dir, prefix) = current;
+            let Ok(entries) = dir.entries() else { return false };
+            for entry in entries {
+                let Ok(entry) = entry else { return false };
+                let Ok(kind) = entry.file_type() else { return false };
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let path = format!("{prefix}{name}");
+                if path.len() > MAX_PATH_BYTES {
+                    return false;
+                }
                 let more = if kind.is_dir() {
-                    if depth < MAX_DEPTH {
-                        pending.push((entry.path(), format!("{name}/"), depth + 1));
-                    }
+                    pending.push((dir.clone(), name, format!("{path}/")));
                     each(None, 0)
                 } else {
                     let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                    each(kind.is_file().then_some(name), bytes)
+                    each(kind.is_file().then_some(path), bytes)
                 };
                 if !more {
-                    return Ok(());
+                    return false;
                 }
             }
+            drop(dir);
+            let Some((parent, name, prefix)) = pending.pop() else { return true };
+            let Ok(dir) = parent.open_dir(&name) else { return false };
+            current = (Arc::new(dir), prefix);
         }
-        Ok(())
     }
 }
 

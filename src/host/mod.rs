@@ -1,11 +1,15 @@
 //! The host side of `wit/sandlot.wit`: the store's data type and one file per
 //! WIT interface (`placeholders.rs`, `models.rs`, `stats.rs`, `engine.rs`,
-//! `input.rs`). A guest gets exactly what its `HostState` was built with: WASI
-//! with no preopens, no environment of the host's, no network; output into
-//! the session's channel; and these capabilities.
+//! `input.rs`; `filesystem.rs` counts `wasi:filesystem`'s writes against the
+//! scratch quota). A guest gets exactly what its `HostState` was built with:
+//! WASI with no environment of the host's and no network, its own `/tmp`
+//! (read-write, bounded: `scratch.rs`) and, on a server, the read-only
+//! `/data`; standard input from its session; output into the session's
+//! channel; and these capabilities.
 
 pub(crate) mod door;
 mod engine;
+mod filesystem;
 mod input;
 mod limiter;
 mod models;
@@ -111,6 +115,7 @@ pub(crate) fn core_linker(engine: &wasmtime::Engine) -> wasmtime::Result<wasmtim
 pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    filesystem::count_writes(&mut linker)?;
     Sandbox::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
     Ok(linker)
 }
