@@ -318,14 +318,20 @@ impl Runtime {
             scratch.quota().set_limit(limits.scratch_bytes);
         }
         // At every tick the guest notes its progress (for a kill reported
-        // while it is busy), its files are measured (a bounded walk: a few
-        // µs for an empty folder, ~0.2 ms for a full one), and it yields to
-        // tokio, or traps if it was stopped.
+        // while it is busy) and yields to tokio, or traps if it was stopped.
+        // Its files are measured every `Quota::check_every` ticks (a bounded
+        // walk: ~20 µs for an empty folder, up to ~1 ms for a full one).
         let (tick_reporter, tick_stop) = (reporter.clone(), stop.clone());
-        let scratch_bytes = limits.scratch_bytes;
+        let (scratch_bytes, mut ticks) = (limits.scratch_bytes, 0u32);
         store.epoch_deadline_callback(move |store| {
             tick_reporter.progress(store.get_fuel().unwrap_or(0), store.data().limiter.peak());
-            if store.data().scratch.as_ref().is_some_and(|s| s.over(scratch_bytes)) {
+            ticks = ticks.wrapping_add(1);
+            if store
+                .data()
+                .scratch
+                .as_ref()
+                .is_some_and(|s| ticks.is_multiple_of(s.quota().check_every()) && s.over(scratch_bytes))
+            {
                 tick_stop.stop(EndReason::ScratchLimit);
             }
             if tick_stop.reason().is_some() {

@@ -43,6 +43,7 @@ use std::fs::DirBuilder;
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -60,9 +61,12 @@ pub const MAX_OPEN_WRITERS: usize = MAX_ENTRIES;
 /// Largest file a client is sent from a scratch folder (4 MiB: 5.3 MiB as
 /// base64, within a WebSocket message).
 pub const MAX_FETCH_BYTES: u64 = 4 << 20;
+/// Epoch ticks between measurements while a call runs, once the guest's
+/// writes are counted before they land (`Quota::check_every`).
+const CHECK_TICKS: u32 = 10;
 /// A run's or an eval's end is always measured, a model call's (the
 /// direct-IO hot path) only once this long has passed since the last
-/// measurement; while a call runs, every epoch tick measures.
+/// measurement.
 pub(crate) const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Empty folders kept for new instances at most.
@@ -194,6 +198,12 @@ pub(crate) struct Usage {
 /// by the folder and the guest's write streams.
 #[derive(Debug)]
 pub(crate) struct Quota {
+    /// The folder it keeps.
+    path: PathBuf,
+    /// Whether the guest's writes are counted here (a component's are, once
+    /// it writes; python-sci's never are, so its folder is measured at every
+    /// tick rather than every `CHECK_TICKS`).
+    counted: AtomicBool,
     state: Mutex<QuotaState>,
 }
 
@@ -212,10 +222,20 @@ struct QuotaState {
 }
 
 impl Quota {
-    fn new() -> Arc<Quota> {
+    fn new(path: PathBuf) -> Arc<Quota> {
         Arc::new(Quota {
+            path,
+            counted: AtomicBool::new(false),
             state: Mutex::new(QuotaState { limit: 0, held: 0, written: 0, refused: false, writers: Vec::new() }),
         })
+    }
+
+    /// Epoch ticks between two measurements while a call runs: every tick
+    /// until the guest's writes are counted here, then every `CHECK_TICKS`
+    /// (what is left to catch then is entries, which cost no bytes to speak
+    /// of, and deleted files, which a write's refusal measures anyway).
+    pub(crate) fn check_every(&self) -> u32 {
+        if self.counted.load(Ordering::Relaxed) { CHECK_TICKS } else { 1 }
     }
 
     /// The session's limit, set when an instance is bound to its session.
@@ -224,16 +244,42 @@ impl Quota {
     }
 
     /// Counts `bytes` about to be written; false (and the call ends) if they
-    /// would take the folder past its limit.
+    /// would take the folder past its limit. The running count (what the
+    /// last measurement found plus what was written since) only grows, so
+    /// before a write is refused the folder is measured again: a file
+    /// rewritten in place or deleted gives its bytes back.
     pub(crate) fn take(&self, bytes: u64) -> bool {
-        let mut state = crate::sync::lock(&self.state);
-        let total = state.held.saturating_add(state.written).saturating_add(bytes);
-        if state.refused || total > state.limit {
-            state.refused = true;
-            return false;
+        self.counted.store(true, Ordering::Relaxed);
+        for measured in [false, true] {
+            if measured {
+                let limit = crate::sync::lock(&self.state).limit;
+                self.measure(limit);
+            }
+            let mut state = crate::sync::lock(&self.state);
+            if state.refused {
+                return false;
+            }
+            let total = state.held.saturating_add(state.written).saturating_add(bytes);
+            if total <= state.limit {
+                state.written = total - state.held;
+                return true;
+            }
         }
-        state.written = total - state.held;
-        true
+        crate::sync::lock(&self.state).refused = true;
+        false
+    }
+
+    /// Measures the folder against `limit_bytes` and `MAX_ENTRIES`, and
+    /// gives the guest's writes until the next measurement what is left:
+    /// true if it is over (or a write was refused since the last one).
+    pub(crate) fn measure(&self, limit_bytes: u64) -> bool {
+        let usage = usage(&self.path);
+        let held = usage.bytes.saturating_add(self.deleted_but_open());
+        let mut state = crate::sync::lock(&self.state);
+        state.limit = limit_bytes;
+        state.held = held;
+        state.written = 0;
+        usage.cut || held > limit_bytes || usage.entries > MAX_ENTRIES || state.refused
     }
 
     /// Notes a file opened for writing; false if too many are open already.
@@ -270,7 +316,8 @@ impl Quota {
 
 impl Scratch {
     fn at(path: PathBuf, root: Option<Arc<ScratchRoot>>) -> Scratch {
-        Scratch { path, root, quota: Quota::new() }
+        let quota = Quota::new(path.clone());
+        Scratch { path, root, quota }
     }
 
     /// A new empty folder under `root`, of its own (removed when dropped).
@@ -289,36 +336,15 @@ impl Scratch {
         &self.quota
     }
 
-    /// Bytes and entries it holds, counting at most `MAX_ENTRIES + 1` entries
-    /// (enough to tell it is over), so a measurement costs a bounded walk.
-    pub(crate) fn usage(&self) -> Usage {
-        let mut usage = Usage::default();
-        let complete = self.walk(|_, bytes| {
-            usage.bytes = usage.bytes.saturating_add(bytes);
-            usage.entries += 1;
-            usage.entries <= MAX_ENTRIES
-        });
-        usage.cut = !complete;
-        usage
-    }
-
-    /// Measures it against `limit_bytes` and `MAX_ENTRIES`, and gives its
-    /// guest's writes until the next measurement what is left: true if it is
-    /// over (or a write was refused since the last measurement).
+    /// Measures it (`Quota::measure`): true if it is over its limit.
     pub(crate) fn over(&self, limit_bytes: u64) -> bool {
-        let usage = self.usage();
-        let held = usage.bytes.saturating_add(self.quota.deleted_but_open());
-        let mut state = crate::sync::lock(&self.quota.state);
-        state.limit = limit_bytes;
-        state.held = held;
-        state.written = 0;
-        usage.cut || held > limit_bytes || usage.entries > MAX_ENTRIES || state.refused
+        self.quota.measure(limit_bytes)
     }
 
     /// Its files (not folders), by path.
     pub(crate) fn files(&self) -> Vec<ScratchFile> {
         let mut files = Vec::new();
-        self.walk(|path, bytes| {
+        walk(&self.path, |path, bytes| {
             if let Some(path) = path {
                 files.push(ScratchFile { path, bytes });
             }
@@ -349,49 +375,63 @@ impl Scratch {
         file.take(max_bytes + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
         Ok(bytes)
     }
+}
 
-    /// Calls `each(path of a file or None for a folder, bytes)` for entries
-    /// at any depth, depth first, until it returns false. Each folder is
-    /// opened relative to its parent (cap-std: no path grows past the
-    /// system's limit, nothing outside the folder is reached) and symlinks
-    /// are not followed. True if it saw the whole tree; false if `each`
-    /// stopped it, a path passed `MAX_PATH_BYTES` or a folder could not be
-    /// read.
-    fn walk(&self, mut each: impl FnMut(Option<String>, u64) -> bool) -> bool {
-        let Ok(top) = Dir::open_ambient_dir(&self.path, ambient_authority()) else { return false };
-        // Folders still to look into: their parent, their name there, and
-        // their path under `/tmp`. A parent stays open only while a child
-        // of it waits, so open folders are few whatever the shape.
-        let mut pending: Vec<(Arc<Dir>, String, String)> = Vec::new();
-        let mut current = (Arc::new(top), String::new());
-        loop {
-            let (dir, prefix) = current;
-            let Ok(entries) = dir.entries() else { return false };
-            for entry in entries {
-                let Ok(entry) = entry else { return false };
-                let Ok(kind) = entry.file_type() else { return false };
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let path = format!("{prefix}{name}");
-                if path.len() > MAX_PATH_BYTES {
-                    return false;
-                }
-                let more = if kind.is_dir() {
-                    pending.push((dir.clone(), name, format!("{path}/")));
-                    each(None, 0)
-                } else {
-                    let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                    each(kind.is_file().then_some(path), bytes)
-                };
-                if !more {
-                    return false;
-                }
+/// Calls `each(path of a file or None for a folder, bytes)` for entries
+/// at any depth, depth first, until it returns false. Each folder is
+/// opened relative to its parent (cap-std: no path grows past the
+/// system's limit, nothing outside the folder is reached) and symlinks
+/// are not followed. True if it saw the whole tree; false if `each`
+/// stopped it, a path passed `MAX_PATH_BYTES` or a folder could not be
+/// read.
+fn walk(path: &Path, mut each: impl FnMut(Option<String>, u64) -> bool) -> bool {
+    let Ok(top) = Dir::open_ambient_dir(path, ambient_authority()) else { return false };
+    // Folders still to look into: their parent, their name there, and
+    // their path under `/tmp`. A parent stays open only while a child
+    // of it waits, so open folders are few whatever the shape.
+    let mut pending: Vec<(Arc<Dir>, std::ffi::OsString, String)> = Vec::new();
+    let mut current = (Arc::new(top), String::new());
+    loop {
+        let (dir, prefix) = current;
+        let Ok(entries) = dir.entries() else { return false };
+        for entry in entries {
+            let Ok(entry) = entry else { return false };
+            let Ok(kind) = entry.file_type() else { return false };
+            let name = entry.file_name();
+            let path = format!("{prefix}{}", name.to_string_lossy());
+            if path.len() > MAX_PATH_BYTES {
+                return false;
             }
-            drop(dir);
-            let Some((parent, name, prefix)) = pending.pop() else { return true };
-            let Ok(dir) = parent.open_dir(&name) else { return false };
-            current = (Arc::new(dir), prefix);
+            let more = if kind.is_dir() {
+                pending.push((dir.clone(), name, format!("{path}/")));
+                each(None, 0)
+            } else {
+                let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                each(kind.is_file().then_some(path), bytes)
+            };
+            if !more {
+                return false;
+            }
         }
+        drop(dir);
+        let Some((parent, name, prefix)) = pending.pop() else { return true };
+        let Ok(dir) = parent.open_dir(&name) else { return false };
+        current = (Arc::new(dir), prefix);
     }
+}
+
+/// Bytes and entries under `path`, counting at most `MAX_ENTRIES + 1`
+/// entries (enough to tell it is over), so a measurement costs a bounded
+/// walk.
+fn usage(path: &Path) -> Usage {
+    let mut usage = Usage::default();
+    let complete = walk(path, |_, bytes| {
+        usage.bytes = usage.bytes.saturating_add(bytes);
+        usage.entries += 1;
+        usage.entries <= MAX_ENTRIES
+    });
+    usage.cut = !complete;
+    usage
 }
 
 impl Drop for Scratch {
@@ -416,7 +456,7 @@ mod tests {
         std::fs::create_dir(scratch.path().join("sub")).unwrap();
         std::fs::write(scratch.path().join("sub/a.txt"), "hello").unwrap();
         std::fs::write(scratch.path().join("b.bin"), [0u8; 10]).unwrap();
-        let usage = scratch.usage();
+        let usage = usage(scratch.path());
         assert_eq!((usage.bytes, usage.entries), (15, 3));
         let paths: Vec<String> = scratch.files().into_iter().map(|f| f.path).collect();
         assert_eq!(paths, ["b.bin", "sub/a.txt"]);
