@@ -29,7 +29,7 @@ async fn finished_records_past_the_cap_are_dropped_least_recently_used_first() {
     }
     // The expiry task runs once a second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let kept: Vec<bool> = ids.iter().map(|id| registry.status(id).is_some()).collect();
+    let kept: Vec<bool> = ids.iter().map(|id| registry.status(&Client::Local, id).is_some()).collect();
     assert_eq!(kept, [false, false, false, true, true, true]);
 }
 
