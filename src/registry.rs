@@ -14,10 +14,13 @@
 //! - `Record`: once ended, a compact `Record` (outcome and placeholders, a
 //!   few hundred bytes), also saved to the store when there is one;
 //! - `Live`: as `Record`, and the instance stays for `predict` while it is
-//!   used within `idle_expiry`, among the `max_live` most recently used, and
-//!   within `live_memory_bytes` for all kept instances together (least
-//!   recently used released first). An instance that ended by a trap or a
-//!   limit is never kept.
+//!   used within `idle_expiry`, within `max_live` kept instances and within
+//!   `live_memory_bytes` for all kept instances together. Past either bound,
+//!   every client holding kept instances has an equal share of it, and the
+//!   client that holds the most (over its share, whenever the bound is
+//!   passed) loses its least recently used instance first: one client's
+//!   sessions never push out another's while it holds no more than its
+//!   share. An instance that ended by a trap or a limit is never kept.
 //!
 //! Records go after `idle_expiry` unused or past `max_records` (least
 //! recently used first); with a store they are still found there.
@@ -67,10 +70,11 @@ pub struct RegistryConfig {
     pub runs_per_second_per_client: f64,
     /// How long a finished session (its record, placeholders and models) is kept after its last use.
     pub idle_expiry: Duration,
-    /// Finished sessions kept live (with their instance, for `predict`) at once.
+    /// Finished sessions kept live (with their instance, for `predict`) at
+    /// once; past it the client with the most loses its least recently used.
     pub max_live: usize,
-    /// Memory all kept instances may hold together; past it the least
-    /// recently used are released.
+    /// Memory all kept instances may hold together; past it the client
+    /// holding the most loses its least recently used instance first.
     pub live_memory_bytes: usize,
     /// Finished runs whose records are held in memory; past it the least
     /// recently used are dropped (with a store, they are still found there).
@@ -354,6 +358,10 @@ impl Entry {
 
     fn idle_for(&self) -> Duration {
         lock(&self.last_used).elapsed()
+    }
+
+    fn last_used(&self) -> Instant {
+        *lock(&self.last_used)
     }
 
     fn is_running(&self) -> bool {
@@ -1194,19 +1202,26 @@ impl Registry {
         self.fit_memory_budget().await;
     }
 
-    /// Releases the least recently used finished instances until all kept
-    /// instances fit `live_memory_bytes`.
+    /// Releases kept instances, the heaviest client's least recently used
+    /// first (`fair_victims`), until all fit `live_memory_bytes`.
     async fn fit_memory_budget(&self) {
         let budget = self.inner.config.live_memory_bytes;
-        while self.live_memory() > budget {
-            // The least recently used kept instance goes first (possibly this one).
-            let victim = {
-                let maps = self.maps();
-                maps.active.values().filter(|e| e.is_live() && !e.is_running()).max_by_key(|e| e.idle_for()).cloned()
-            };
-            let Some(victim) = victim else { break };
+        loop {
+            let over = self.live_memory().saturating_sub(budget);
+            if over == 0 {
+                return;
+            }
+            // One at a time, counted again after each: others settle meanwhile.
+            let victim = fair_victims(self.kept(), |e| e.memory.load(Ordering::SeqCst), over).into_iter().next();
+            let Some(victim) = victim else { return };
             self.release(&victim).await;
         }
+    }
+
+    /// The entries that hold (or will hold) their instance: a run just
+    /// ended is kept before its end is recorded, and counts for its client.
+    fn kept(&self) -> Vec<Arc<Entry>> {
+        self.maps().active.values().filter(|e| e.is_live()).cloned().collect()
     }
 
     /// Brings the live-memory count up to date for `entry`, and releases it
@@ -1258,6 +1273,42 @@ impl Registry {
     fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
         lock(&self.inner.maps)
     }
+}
+
+/// Which of the `kept` instances to release, in order, to give back `over`
+/// (counted in `weight`): each time the least recently used finished
+/// instance of the client whose instances weigh the most. With the bound
+/// shared equally by the clients holding instances, that client is over its
+/// share whenever the total is over the bound, so a client within its share
+/// loses nothing while another is over. An entry whose end is not recorded
+/// yet weighs for its client but is not released here (its `settle` comes
+/// next); if the heaviest client has nothing else, nothing is released.
+fn fair_victims(kept: Vec<Arc<Entry>>, weight: impl Fn(&Entry) -> usize, mut over: usize) -> Vec<Arc<Entry>> {
+    let mut held: HashMap<Client, (usize, Vec<Arc<Entry>>)> = HashMap::new();
+    for entry in kept {
+        let (total, entries) = held.entry(entry.owner.clone()).or_default();
+        *total += weight(&entry);
+        if !entry.is_running() {
+            entries.push(entry);
+        }
+    }
+    for (_, entries) in held.values_mut() {
+        // The least recently used last, where `pop` takes it.
+        entries.sort_by_key(|e| std::cmp::Reverse(e.last_used()));
+    }
+    let mut victims = Vec::new();
+    while over > 0 {
+        let heaviest = held
+            .values_mut()
+            .max_by_key(|(total, entries)| (*total, entries.last().map(|e| std::cmp::Reverse(e.last_used()))));
+        let Some((total, entries)) = heaviest else { break };
+        let Some(victim) = entries.pop() else { break };
+        let freed = weight(&victim);
+        *total = total.saturating_sub(freed);
+        over = over.saturating_sub(freed);
+        victims.push(victim);
+    }
+    victims
 }
 
 /// A guest call's permits, given back when dropped.
@@ -1382,7 +1433,7 @@ async fn expire(registry: Weak<Inner>) {
         let config = &registry.inner.config;
         let now = registry.now_ms();
         let expiry = config.idle_expiry.as_millis() as u64;
-        let (idle, mut live) = {
+        let (idle, live) = {
             let mut maps = registry.maps();
             maps.records.retain(|_, r| now.saturating_sub(r.last_used.load(Ordering::Relaxed)) <= expiry);
             if maps.records.len() > config.max_records {
@@ -1402,12 +1453,9 @@ async fn expire(registry: Weak<Inner>) {
         for entry in idle {
             registry.release(&entry).await;
         }
-        if live.len() > config.max_live {
-            live.sort_by_key(|e| std::cmp::Reverse(e.idle_for()));
-            let excess = live.len() - config.max_live;
-            for entry in live.into_iter().take(excess) {
-                registry.release(&entry).await;
-            }
+        let excess = live.len().saturating_sub(config.max_live);
+        for entry in fair_victims(live, |_| 1, excess) {
+            registry.release(&entry).await;
         }
         registry.inner.clients.sweep();
     }

@@ -667,3 +667,40 @@ async fn one_client_gets_its_share_and_its_rate() {
         http_response(&server, "POST", "/v1/exec", Some(body), &[("authorization", &bearer(BOB))]).await;
     assert_eq!(status, 200, "bob has a rate of his own");
 }
+
+/// Issue 27, row 7: under `--live-memory`, bob's sessions made alice's end
+/// (the least recently used instance went first, whoever held it). Each
+/// client now has an equal share, and the one over it gives back first.
+#[tokio::test]
+async fn one_clients_sessions_do_not_push_out_anothers() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), &["--live-memory", "200", "--memory", "128"], TOKENS);
+    let connect = |token: &str| {
+        let (url, auth) = (server.ws_url("/"), bearer(token));
+        async move { Client::connect_with(&url, &[("authorization", &auth)]).await.unwrap() }
+    };
+    let (mut alice, mut bob) = (connect(ALICE).await, connect(BOB).await);
+    let hold = |mib: u32| {
+        format!("import sandlot\nkeep = bytearray({mib} << 20)\nsandlot.save_model('m', lambda x: len(keep))")
+    };
+    let (alices, _, finished) = run_action(&mut alice, python_run(&hold(8))).await;
+    assert_eq!(finished["exitCode"], 0, "{finished}");
+    let mut bobs = Vec::new();
+    for _ in 0..3 {
+        let (id, _, finished) = run_action(&mut bob, python_run(&hold(70))).await;
+        assert_eq!(finished["exitCode"], 0, "{finished}");
+        bobs.push(id);
+    }
+    let mut live = Vec::new();
+    for id in &bobs {
+        bob.send(json!({ "action": "status", "sessionId": id })).await;
+        live.push(bob.recv().await["live"] == true);
+    }
+    // Three instances of over 70 MiB do not fit in 200 beside alice's: bob,
+    // holding the most, gave back his own oldest (the second too, if they
+    // are over 96 MiB each).
+    assert!(!live[0] && live[2], "{live:?}");
+    alice.send(json!({ "action": "run_model", "model": { "sessionId": alices, "name": "m", "data": 1 } })).await;
+    let reply = alice.recv().await;
+    assert_eq!(reply["prediction"], 8 << 20, "alice's session, the least recently used, is still live: {reply}");
+}
