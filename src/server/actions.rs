@@ -102,7 +102,13 @@ async fn connection(app: App, mut connection: Connection) {
     loop {
         while runs.try_join_next().is_some() {}
         connection.set_busy(!runs.is_empty());
-        let Some(incoming) = connection.next().await else { break };
+        // A run's end makes the socket idle again (its time-out, and room
+        // for the listener to evict it), even if its client says nothing.
+        let incoming = tokio::select! {
+            incoming = connection.next() => incoming,
+            Some(_) = runs.join_next(), if !runs.is_empty() => continue,
+        };
+        let Some(incoming) = incoming else { break };
         let is_first = std::mem::replace(&mut first, false);
         let text = match incoming {
             Incoming::Text(text) => text,
