@@ -61,7 +61,7 @@ pub struct ServeSettings {
     /// Seconds a client has to send a request's headers [default: 10].
     #[arg(long, value_name = "SECONDS")]
     header_timeout: Option<f64>,
-    /// Seconds a socket that must show a token has to send its first message [default: 10].
+    /// Seconds a socket has to send its first message (with its token, when there are tokens) [default: 10].
     #[arg(long, value_name = "SECONDS")]
     first_message_timeout: Option<f64>,
     /// Seconds after which a socket with nothing going and nothing sent is closed [default: 300].

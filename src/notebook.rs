@@ -101,7 +101,7 @@ impl Notebooks {
         let end = events.next_call().await;
         if !started.entry.status().live {
             let why = end.map_or_else(|| "the session did not start".to_string(), |c| describe(&c.outcome));
-            self.inner.registry.close(&id).await.ok();
+            self.inner.registry.close(client, &id).await.ok();
             return Err(Error::SessionEnded(format!("the {language} session could not start: {why}")));
         }
         let notebook = Notebook {
@@ -119,7 +119,7 @@ impl Notebooks {
             room
         };
         if let Err(e) = admitted {
-            self.inner.registry.close(&id).await.ok();
+            self.inner.registry.close(client, &id).await.ok();
             return Err(e);
         }
         Ok(id)
@@ -134,9 +134,9 @@ impl Notebooks {
                 "session {id} is still running a cell; wait for its result, then send the next"
             ))
         })?;
-        let placeholders = self.inner.registry.placeholders(id).map(|saved| saved.placeholders);
+        let placeholders = self.inner.registry.placeholders(client, id).map(|saved| saved.placeholders);
         let before = placeholders.as_ref().map(|p| p.snapshot()).unwrap_or_default();
-        let files_before = self.inner.registry.scratch_files(id).unwrap_or_default();
+        let files_before = self.inner.registry.scratch_files(client, id).unwrap_or_default();
         let (registry, call_client, call_id) = (self.inner.registry.clone(), client.clone(), id.to_string());
         let cell = tokio::spawn(async move { run_cell(&registry, &call_client, &call_id, code, &mut events).await })
             .await
@@ -147,12 +147,12 @@ impl Notebooks {
             .into_iter()
             .filter(|(name, value)| before.get(name).is_none_or(|old| !Arc::ptr_eq(old, value)))
             .collect();
-        let alive = self.inner.registry.status(id).is_some_and(|s| s.live);
+        let alive = self.inner.registry.status(client, id).is_some_and(|s| s.live);
         if !alive {
             lock(&self.inner.open).remove(id);
         }
         let written = match alive {
-            true => self.inner.registry.scratch_files(id).unwrap_or_default(),
+            true => self.inner.registry.scratch_files(client, id).unwrap_or_default(),
             false => Vec::new(),
         };
         let written = written.into_iter().filter(|file| !files_before.contains(file)).collect();
@@ -162,27 +162,28 @@ impl Notebooks {
     /// A placeholder the notebook's cells saved, as JSON text (`None` if unset).
     pub fn placeholder(&self, client: &Client, id: &str, name: &str) -> Result<Option<Arc<RawValue>>, Error> {
         self.find(client, id)?;
-        let saved = self.inner.registry.placeholders(id).ok_or_else(|| Error::UnknownSession(id.to_string()))?;
+        let saved =
+            self.inner.registry.placeholders(client, id).ok_or_else(|| Error::UnknownSession(id.to_string()))?;
         Ok(saved.placeholders.get_json(name))
     }
 
     /// The files the notebook's code wrote under `/tmp`.
     pub fn files(&self, client: &Client, id: &str) -> Result<Vec<ScratchFile>, Error> {
         self.find(client, id)?;
-        self.inner.registry.scratch_files(id)
+        self.inner.registry.scratch_files(client, id)
     }
 
     /// A file the notebook's code wrote under `/tmp`, at most `max_bytes`.
     pub fn file(&self, client: &Client, id: &str, path: &str, max_bytes: u64) -> Result<Vec<u8>, Error> {
         self.find(client, id)?;
-        self.inner.registry.scratch_file(id, path, max_bytes)
+        self.inner.registry.scratch_file(client, id, path, max_bytes)
     }
 
     /// Closes a notebook: a cell still running is stopped, the instance dropped.
     pub async fn close(&self, client: &Client, id: &str) -> Result<(), Error> {
         self.find(client, id)?;
         lock(&self.inner.open).remove(id);
-        self.inner.registry.close(id).await
+        self.inner.registry.close(client, id).await
     }
 
     /// How many notebooks are open.
@@ -260,23 +261,24 @@ async fn close_idle(notebooks: Weak<Inner>) {
         tick.tick().await;
         let Some(inner) = notebooks.upgrade() else { return };
         let idle = inner.config.idle;
-        let gone: Vec<String> = {
+        let gone: Vec<(String, Client)> = {
             let mut open = lock(&inner.open);
-            let gone: Vec<String> = open
+            let gone: Vec<(String, Client)> = open
                 .iter()
                 .filter(|(id, n)| {
                     lock(&n.last_used).elapsed() > idle
-                        || (n.events.try_lock().is_ok() && !inner.registry.status(id).is_some_and(|s| s.live))
+                        || (n.events.try_lock().is_ok()
+                            && !inner.registry.status(&n.client, id).is_some_and(|s| s.live))
                 })
-                .map(|(id, _)| id.clone())
+                .map(|(id, n)| (id.clone(), n.client.clone()))
                 .collect();
-            for id in &gone {
+            for (id, _) in &gone {
                 open.remove(id);
             }
             gone
         };
-        for id in gone {
-            inner.registry.close(&id).await.ok();
+        for (id, client) in gone {
+            inner.registry.close(&client, &id).await.ok();
         }
     }
 }

@@ -14,13 +14,20 @@
 //! - `Record`: once ended, a compact `Record` (outcome and placeholders, a
 //!   few hundred bytes), also saved to the store when there is one;
 //! - `Live`: as `Record`, and the instance stays for `predict` while it is
-//!   used within `idle_expiry`, among the `max_live` most recently used, and
-//!   within `live_memory_bytes` for all kept instances together (least
-//!   recently used released first). An instance that ended by a trap or a
-//!   limit is never kept.
+//!   used within `idle_expiry`, within `max_live` kept instances and within
+//!   `live_memory_bytes` for all kept instances together. Past either bound,
+//!   every client holding kept instances has an equal share of it, and the
+//!   client that holds the most (over its share, whenever the bound is
+//!   passed) loses its least recently used instance first: one client's
+//!   sessions never push out another's while it holds no more than its
+//!   share. An instance that ended by a trap or a limit is never kept.
 //!
 //! Records go after `idle_expiry` unused or past `max_records` (least
 //! recently used first); with a store they are still found there.
+//!
+//! A run's id answers only the client that started it (its `owner`, kept in
+//! its record as a digest, `Client::owner_key`): to any other client the id
+//! is unknown, exactly as one that never existed.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -63,10 +70,11 @@ pub struct RegistryConfig {
     pub runs_per_second_per_client: f64,
     /// How long a finished session (its record, placeholders and models) is kept after its last use.
     pub idle_expiry: Duration,
-    /// Finished sessions kept live (with their instance, for `predict`) at once.
+    /// Finished sessions kept live (with their instance, for `predict`) at
+    /// once; past it the client with the most loses its least recently used.
     pub max_live: usize,
-    /// Memory all kept instances may hold together; past it the least
-    /// recently used are released.
+    /// Memory all kept instances may hold together; past it the client
+    /// holding the most loses its least recently used instance first.
     pub live_memory_bytes: usize,
     /// Finished runs whose records are held in memory; past it the least
     /// recently used are dropped (with a store, they are still found there).
@@ -130,6 +138,27 @@ pub enum Client {
     Address(IpAddr),
 }
 
+/// What a run's record keeps of the client that started it (a digest, so a
+/// record names neither an address nor a token's digest).
+type OwnerKey = [u8; 32];
+
+impl Client {
+    /// The digest its runs' records keep (`RunRecord::owner`).
+    fn owner_key(&self) -> OwnerKey {
+        use sha2::Digest;
+        let mut digest = sha2::Sha256::new();
+        match self {
+            Client::Local => digest.update(b"local"),
+            Client::Token(token) => {
+                digest.update(b"token:");
+                digest.update(token);
+            }
+            Client::Address(ip) => digest.update(format!("address:{ip}").as_bytes()),
+        }
+        digest.finalize().into()
+    }
+}
+
 /// A snapshot of one run for status queries.
 #[derive(Clone, Debug)]
 pub struct RunStatus {
@@ -145,6 +174,8 @@ pub struct RunStatus {
 /// A run while it goes and, for `Keep::Live`, its live session after it.
 pub struct Entry {
     id: String,
+    /// The client that started it: the only one its id answers.
+    owner: Client,
     language: Language,
     started_at: SystemTime,
     kill: KillHandle,
@@ -211,8 +242,14 @@ impl Entry {
             #[cfg(not(feature = "cluster"))]
             let shared: Option<&()> = None;
             if self.saver.is_some() || shared.is_some() {
-                let record =
-                    RunRecord::new(&self.id, self.language, self.started_at, &outcome, self.placeholders.snapshot());
+                let record = RunRecord::new(
+                    &self.id,
+                    hex(&self.owner.owner_key()),
+                    self.language,
+                    self.started_at,
+                    &outcome,
+                    self.placeholders.snapshot(),
+                );
                 #[cfg(feature = "cluster")]
                 if let Some(shared) = shared
                     && shared.try_send(record.clone()).is_err()
@@ -323,6 +360,10 @@ impl Entry {
         lock(&self.last_used).elapsed()
     }
 
+    fn last_used(&self) -> Instant {
+        *lock(&self.last_used)
+    }
+
     fn is_running(&self) -> bool {
         self.outcome.borrow().is_none()
     }
@@ -359,6 +400,9 @@ fn released() -> Error {
 
 /// What is kept of a finished run: a few hundred bytes plus its placeholders.
 struct Record {
+    /// Its owner's `Client::owner_key`; `None` (a record saved before owners
+    /// were kept) answers no client.
+    owner: Option<OwnerKey>,
     language: Language,
     started_at_ms: u64,
     outcome: RunOutcome,
@@ -482,6 +526,32 @@ enum Found {
     Record(Arc<Record>),
 }
 
+impl Found {
+    /// Whether `client` started the run.
+    fn owned_by(&self, client: &Client) -> bool {
+        match self {
+            Found::Active(entry) => entry.owner == *client,
+            Found::Record(record) => record.owner == Some(client.owner_key()),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes `hex` wrote; `None` for anything else.
+fn unhex(text: &str) -> Option<OwnerKey> {
+    let mut key = [0u8; 32];
+    if text.len() != 2 * key.len() || !text.is_ascii() {
+        return None;
+    }
+    for (byte, pair) in key.iter_mut().zip(text.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(key)
+}
+
 impl Registry {
     /// Must be called inside a tokio runtime: it starts the expiry task.
     pub fn new(runtime: Runtime, config: RegistryConfig) -> Self {
@@ -544,7 +614,7 @@ impl Registry {
         let program = program.validated()?;
         self.wait_prepared(language).await?;
         let permit = self.permit(client, true)?;
-        self.start_permitted(permit, face, language, program, options, keep).await
+        self.start_permitted(permit, client, face, language, program, options, keep).await
     }
 
     /// Starts a one-shot run in a running slot taken by `reserve` (cluster
@@ -564,12 +634,15 @@ impl Registry {
         let program = program.validated()?;
         self.wait_prepared(language).await?;
         let permit = RunPermit { _global: slot.0, _client: None };
-        self.start_permitted(permit, face, language, program, options, Keep::Nothing).await
+        // Not kept, so never looked up by id: its owner is the origin's.
+        self.start_permitted(permit, &Client::Local, face, language, program, options, Keep::Nothing).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn start_permitted(
         &self,
         permit: RunPermit,
+        client: &Client,
         face: Face,
         language: Language,
         program: Program,
@@ -582,6 +655,7 @@ impl Registry {
         self.inner.metrics.cold_start(language, face, cold.elapsed());
         let entry = Arc::new(Entry {
             id: self.new_id(),
+            owner: client.clone(),
             language,
             started_at: SystemTime::now(),
             kill: session.kill_handle(),
@@ -692,7 +766,13 @@ impl Registry {
     /// The entry and events of a run another node runs (cluster mode); the
     /// returned `RemoteRun` feeds them with what that node reports.
     #[cfg(feature = "cluster")]
-    pub(crate) fn remote(&self, face: Face, language: Language, options: &SessionOptions) -> (Started, RemoteRun) {
+    pub(crate) fn remote(
+        &self,
+        client: &Client,
+        face: Face,
+        language: Language,
+        options: &SessionOptions,
+    ) -> (Started, RemoteRun) {
         use crate::input::{InputBinding, Stdin};
         use crate::report::{EventQueue, Reporter};
         use crate::run::StopSignal;
@@ -704,6 +784,7 @@ impl Registry {
         let placeholders = Placeholders::sharing(limits.placeholder_bytes, self.inner.placeholder_memory.clone());
         let entry = Arc::new(Entry {
             id: self.new_id(),
+            owner: client.clone(),
             language,
             started_at: SystemTime::now(),
             kill: KillHandle::new(stop.clone(), reporter.clone(), self.inner.runtime.engine().clone()),
@@ -778,6 +859,7 @@ impl Registry {
             )
         });
         Arc::new(Record {
+            owner: saved.owner.as_deref().and_then(unhex),
             language: saved.language.parse().unwrap_or(Language::Python),
             started_at_ms: saved.started_at_ms,
             outcome: saved.outcome(),
@@ -787,17 +869,17 @@ impl Registry {
         })
     }
 
-    /// A run's status, if it has not expired.
-    pub fn status(&self, id: &str) -> Option<RunStatus> {
-        match self.find(id)? {
+    /// A run `client` started: its status, if it has not expired.
+    pub fn status(&self, client: &Client, id: &str) -> Option<RunStatus> {
+        match self.find(client, id)? {
             Found::Active(entry) => Some(entry.status()),
             Found::Record(record) => Some(record.status(id)),
         }
     }
 
-    /// A run's placeholders, if it has not expired (none saved: empty).
-    pub fn placeholders(&self, id: &str) -> Option<SavedPlaceholders> {
-        match self.find(id)? {
+    /// A run `client` started: its placeholders, if it has not expired (none saved: empty).
+    pub fn placeholders(&self, client: &Client, id: &str) -> Option<SavedPlaceholders> {
+        match self.find(client, id)? {
             Found::Active(entry) => {
                 Some(SavedPlaceholders { placeholders: entry.placeholders().clone(), dropped: false })
             }
@@ -808,7 +890,7 @@ impl Registry {
         }
     }
 
-    /// Calls a model the run `id` saved, on the guest threads, for `client`
+    /// Calls a model the run `id` of `client` saved, on the guest threads
     /// (it takes a running permit as a run does). The outer error is the
     /// host's; the inner one the model's own message.
     pub async fn predict(
@@ -848,9 +930,9 @@ impl Registry {
         Ok(self.model_call_one(client, id, ModelCall::Train, model, input).await?.map(|_| ()))
     }
 
-    /// The names of the models a live session saved.
-    pub async fn models(&self, id: &str) -> Result<Vec<String>, Error> {
-        let names = self.model_call_one(&Client::Local, id, ModelCall::Models, "", null()).await?;
+    /// The names of the models a live session of `client` saved.
+    pub async fn models(&self, client: &Client, id: &str) -> Result<Vec<String>, Error> {
+        let names = self.model_call_one(client, id, ModelCall::Models, "", null()).await?;
         let names = names.ok().flatten().map(|json| serde_json::from_str(json.get()).unwrap_or_default());
         Ok(names.unwrap_or_default())
     }
@@ -875,7 +957,7 @@ impl Registry {
         model: &str,
         inputs: Vec<Box<RawValue>>,
     ) -> Result<Vec<Result<ModelAnswer, Error>>, Error> {
-        let entry = match self.find(id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
+        let entry = match self.find(client, id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
             Found::Active(entry) => entry,
             Found::Record(_) => return Err(released()),
         };
@@ -918,7 +1000,7 @@ impl Registry {
     /// of the client's rate, as a new run does). Its output and end go to the
     /// run's events; the end is also returned.
     pub async fn eval(&self, client: &Client, id: &str, code: String) -> Result<RunOutcome, Error> {
-        let entry = match self.find(id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
+        let entry = match self.find(client, id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
             Found::Active(entry) => entry,
             Found::Record(_) => return Err(released()),
         };
@@ -944,10 +1026,10 @@ impl Registry {
         result?
     }
 
-    /// Ends a session now: stops its run if one is going, and drops its
-    /// instance; its record and placeholders are kept as any finished run's.
-    pub async fn close(&self, id: &str) -> Result<(), Error> {
-        let entry = match self.find(id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
+    /// Ends a session of `client` now: stops its run if one is going, and
+    /// drops its instance; its record and placeholders are kept as any finished run's.
+    pub async fn close(&self, client: &Client, id: &str) -> Result<(), Error> {
+        let entry = match self.find(client, id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
             Found::Active(entry) => entry,
             Found::Record(_) => return Ok(()),
         };
@@ -960,19 +1042,24 @@ impl Registry {
         Ok(())
     }
 
-    /// The files a live session's code wrote under `/tmp`.
-    pub fn scratch_files(&self, id: &str) -> Result<Vec<ScratchFile>, Error> {
-        self.with_instance(id, |session| Ok(session.scratch_files()))
+    /// The files the code of `client`'s live session wrote under `/tmp`.
+    pub fn scratch_files(&self, client: &Client, id: &str) -> Result<Vec<ScratchFile>, Error> {
+        self.with_instance(client, id, |session| Ok(session.scratch_files()))
     }
 
-    /// A file a live session's code wrote under `/tmp`, at most `max_bytes`.
-    pub fn scratch_file(&self, id: &str, path: &str, max_bytes: u64) -> Result<Vec<u8>, Error> {
-        self.with_instance(id, |session| session.scratch_file(path, max_bytes))
+    /// A file the code of `client`'s live session wrote under `/tmp`, at most `max_bytes`.
+    pub fn scratch_file(&self, client: &Client, id: &str, path: &str, max_bytes: u64) -> Result<Vec<u8>, Error> {
+        self.with_instance(client, id, |session| session.scratch_file(path, max_bytes))
     }
 
     /// Calls `f` with a live session's instance, if no call is using it.
-    fn with_instance<T>(&self, id: &str, f: impl FnOnce(&Session) -> Result<T, Error>) -> Result<T, Error> {
-        let entry = match self.find(id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
+    fn with_instance<T>(
+        &self,
+        client: &Client,
+        id: &str,
+        f: impl FnOnce(&Session) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let entry = match self.find(client, id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
             Found::Active(entry) => entry,
             Found::Record(_) => return Err(released()),
         };
@@ -985,10 +1072,10 @@ impl Registry {
         }
     }
 
-    /// Marks a live session as taking direct IO (or not): Hanami's DIRECT
-    /// and TASK modes.
-    pub fn set_direct(&self, id: &str, direct: bool) -> Result<(), Error> {
-        match self.find(id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
+    /// Marks a live session of `client` as taking direct IO (or not):
+    /// Hanami's DIRECT and TASK modes.
+    pub fn set_direct(&self, client: &Client, id: &str, direct: bool) -> Result<(), Error> {
+        match self.find(client, id).ok_or_else(|| Error::UnknownSession(id.to_string()))? {
             Found::Active(entry) if entry.is_live() => {
                 entry.direct.store(direct, Ordering::SeqCst);
                 Ok(())
@@ -998,14 +1085,15 @@ impl Registry {
         }
     }
 
-    /// Whether a live session takes direct IO.
-    pub fn is_direct(&self, id: &str) -> bool {
-        matches!(self.find(id), Some(Found::Active(entry)) if entry.is_live() && entry.direct.load(Ordering::SeqCst))
+    /// Whether a live session of `client` takes direct IO.
+    pub fn is_direct(&self, client: &Client, id: &str) -> bool {
+        matches!(self.find(client, id), Some(Found::Active(entry)) if entry.is_live() && entry.direct.load(Ordering::SeqCst))
     }
 
-    /// Stops a run if it is going and waits (briefly) for its end; its status then.
-    pub async fn stop(&self, id: &str) -> Option<RunStatus> {
-        match self.find(id)? {
+    /// Stops a run of `client` if it is going and waits (briefly) for its
+    /// end; its status then.
+    pub async fn stop(&self, client: &Client, id: &str) -> Option<RunStatus> {
+        match self.find(client, id)? {
             Found::Active(entry) => {
                 entry.kill();
                 let _ = tokio::time::timeout(Duration::from_secs(2), entry.finished()).await;
@@ -1075,15 +1163,21 @@ impl Registry {
         Ok(RunPermit { _global: global, _client: slot })
     }
 
-    fn find(&self, id: &str) -> Option<Found> {
+    /// The run `id` if `client` started it: to any other client an id is
+    /// unknown, as one that never existed.
+    fn find(&self, client: &Client, id: &str) -> Option<Found> {
         {
             let maps = self.maps();
             if let Some(entry) = maps.active.get(id) {
-                return Some(Found::Active(entry.clone()));
+                return Some(Found::Active(entry.clone())).filter(|found| found.owned_by(client));
             }
             if let Some(record) = maps.records.get(id) {
-                record.last_used.store(self.now_ms(), Ordering::Relaxed);
-                return Some(Found::Record(record.clone()));
+                let found = Some(Found::Record(record.clone())).filter(|found| found.owned_by(client));
+                if found.is_some() {
+                    // Only its owner's use keeps a record.
+                    record.last_used.store(self.now_ms(), Ordering::Relaxed);
+                }
+                return found;
             }
         }
         let (store, _) = self.inner.store.as_ref()?;
@@ -1095,6 +1189,9 @@ impl Registry {
             }
         };
         let record = self.record_of(saved);
+        if record.owner != Some(client.owner_key()) {
+            return None;
+        }
         Some(Found::Record(self.maps().records.entry(id.to_string()).or_insert(record).clone()))
     }
 
@@ -1105,19 +1202,26 @@ impl Registry {
         self.fit_memory_budget().await;
     }
 
-    /// Releases the least recently used finished instances until all kept
-    /// instances fit `live_memory_bytes`.
+    /// Releases kept instances, the heaviest client's least recently used
+    /// first (`fair_victims`), until all fit `live_memory_bytes`.
     async fn fit_memory_budget(&self) {
         let budget = self.inner.config.live_memory_bytes;
-        while self.live_memory() > budget {
-            // The least recently used kept instance goes first (possibly this one).
-            let victim = {
-                let maps = self.maps();
-                maps.active.values().filter(|e| e.is_live() && !e.is_running()).max_by_key(|e| e.idle_for()).cloned()
-            };
-            let Some(victim) = victim else { break };
+        loop {
+            let over = self.live_memory().saturating_sub(budget);
+            if over == 0 {
+                return;
+            }
+            // One at a time, counted again after each: others settle meanwhile.
+            let victim = fair_victims(self.kept(), |e| e.memory.load(Ordering::SeqCst), over).into_iter().next();
+            let Some(victim) = victim else { return };
             self.release(&victim).await;
         }
+    }
+
+    /// The entries that hold (or will hold) their instance: a run just
+    /// ended is kept before its end is recorded, and counts for its client.
+    fn kept(&self) -> Vec<Arc<Entry>> {
+        self.maps().active.values().filter(|e| e.is_live()).cloned().collect()
     }
 
     /// Brings the live-memory count up to date for `entry`, and releases it
@@ -1148,6 +1252,7 @@ impl Registry {
         let Some(outcome) = entry.outcome.borrow().clone() else { return };
         let saved = entry.placeholders.names();
         let record = Arc::new(Record {
+            owner: Some(entry.owner.owner_key()),
             language: entry.language,
             started_at_ms: millis(entry.started_at),
             outcome,
@@ -1168,6 +1273,42 @@ impl Registry {
     fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
         lock(&self.inner.maps)
     }
+}
+
+/// Which of the `kept` instances to release, in order, to give back `over`
+/// (counted in `weight`): each time the least recently used finished
+/// instance of the client whose instances weigh the most. With the bound
+/// shared equally by the clients holding instances, that client is over its
+/// share whenever the total is over the bound, so a client within its share
+/// loses nothing while another is over. An entry whose end is not recorded
+/// yet weighs for its client but is not released here (its `settle` comes
+/// next); if the heaviest client has nothing else, nothing is released.
+fn fair_victims(kept: Vec<Arc<Entry>>, weight: impl Fn(&Entry) -> usize, mut over: usize) -> Vec<Arc<Entry>> {
+    let mut held: HashMap<Client, (usize, Vec<Arc<Entry>>)> = HashMap::new();
+    for entry in kept {
+        let (total, entries) = held.entry(entry.owner.clone()).or_default();
+        *total += weight(&entry);
+        if !entry.is_running() {
+            entries.push(entry);
+        }
+    }
+    for (_, entries) in held.values_mut() {
+        // The least recently used last, where `pop` takes it.
+        entries.sort_by_key(|e| std::cmp::Reverse(e.last_used()));
+    }
+    let mut victims = Vec::new();
+    while over > 0 {
+        let heaviest = held
+            .values_mut()
+            .max_by_key(|(total, entries)| (*total, entries.last().map(|e| std::cmp::Reverse(e.last_used()))));
+        let Some((total, entries)) = heaviest else { break };
+        let Some(victim) = entries.pop() else { break };
+        let freed = weight(&victim);
+        *total = total.saturating_sub(freed);
+        over = over.saturating_sub(freed);
+        victims.push(victim);
+    }
+    victims
 }
 
 /// A guest call's permits, given back when dropped.
@@ -1292,7 +1433,7 @@ async fn expire(registry: Weak<Inner>) {
         let config = &registry.inner.config;
         let now = registry.now_ms();
         let expiry = config.idle_expiry.as_millis() as u64;
-        let (idle, mut live) = {
+        let (idle, live) = {
             let mut maps = registry.maps();
             maps.records.retain(|_, r| now.saturating_sub(r.last_used.load(Ordering::Relaxed)) <= expiry);
             if maps.records.len() > config.max_records {
@@ -1312,12 +1453,9 @@ async fn expire(registry: Weak<Inner>) {
         for entry in idle {
             registry.release(&entry).await;
         }
-        if live.len() > config.max_live {
-            live.sort_by_key(|e| std::cmp::Reverse(e.idle_for()));
-            let excess = live.len() - config.max_live;
-            for entry in live.into_iter().take(excess) {
-                registry.release(&entry).await;
-            }
+        let excess = live.len().saturating_sub(config.max_live);
+        for entry in fair_victims(live, |_| 1, excess) {
+            registry.release(&entry).await;
         }
         registry.inner.clients.sweep();
     }

@@ -204,6 +204,10 @@ pub(crate) fn millis(time: SystemTime) -> u64 {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct RunRecord {
     pub id: String,
+    /// A digest of the client that started the run (hex), the only one its
+    /// id answers (`registry.rs`); missing in records saved before owners were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub language: String,
     pub started_at_ms: u64,
     pub ended_at_ms: u64,
@@ -223,6 +227,7 @@ pub(crate) struct RunRecord {
 impl RunRecord {
     pub(crate) fn new(
         id: &str,
+        owner: String,
         language: Language,
         started_at: SystemTime,
         outcome: &RunOutcome,
@@ -230,6 +235,7 @@ impl RunRecord {
     ) -> Self {
         RunRecord {
             id: id.to_string(),
+            owner: Some(owner),
             language: language.name().to_string(),
             started_at_ms: millis(started_at),
             ended_at_ms: millis(SystemTime::now()),
@@ -436,7 +442,14 @@ mod tests {
             value: None,
         };
         let json: Arc<RawValue> = RawValue::from_string(placeholder.to_string()).unwrap().into();
-        RunRecord::new(id, Language::Python, SystemTime::now(), &outcome, BTreeMap::from([("p".to_string(), json)]))
+        RunRecord::new(
+            id,
+            "00".repeat(32),
+            Language::Python,
+            SystemTime::now(),
+            &outcome,
+            BTreeMap::from([("p".to_string(), json)]),
+        )
     }
 
     #[tokio::test]

@@ -633,3 +633,62 @@ async fn after_nats_restarts_the_nodes_reconnect_and_runs_go_on() {
     let saved = at_a.recv_within(Duration::from_secs(30)).await;
     assert_eq!(saved["value"], "through the restart", "{saved}");
 }
+
+/// Whether `server` sees `count` nodes within 15 s (`/metrics` with a token).
+async fn sees(server: &Server, count: f64) -> bool {
+    let auth = [("authorization", "Bearer alice-token-0001")];
+    eventually(Duration::from_secs(15), || async {
+        let (_, body) = http_with(server, "GET", "/metrics", None, &auth).await;
+        let text = body.as_str().unwrap_or("").to_string();
+        text.lines().filter_map(|l| l.strip_prefix("sandlot_cluster_nodes ")).any(|n| n.parse() == Ok(count))
+    })
+    .await
+}
+
+/// Issue 27, row 9: a session answers only the client that started it, on
+/// every node: a request forwarded to the session's node carries its client,
+/// and once that node is gone its shared record keeps its owner.
+#[tokio::test]
+async fn another_clients_session_is_unknown_through_every_node() {
+    let nats = Nats::start();
+    let tokens = [("SANDLOT_TOKENS", "alice-token-0001,bob-token-0002")];
+    let folders = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let start = |name: &str, folder: &tempfile::TempDir| {
+        let url = nats.url();
+        let mut args = vec!["--cluster", url.as_str(), "--node-name", name];
+        args.extend(SHARED);
+        Server::start_in(folder.path(), &args, &tokens)
+    };
+    let (a, b) = (start("a", &folders[0]), start("b", &folders[1]));
+    assert!(sees(&a, 2.0).await && sees(&b, 2.0).await, "the nodes did not see each other");
+    let connect = |server: &Server, token: &str| {
+        let (url, auth) = (server.ws_url("/"), format!("Bearer {token}"));
+        async move { Client::connect_with(&url, &[("authorization", &auth)]).await.unwrap() }
+    };
+    let mut alice_at_a = connect(&a, "alice-token-0001").await;
+    let program = json!({ "action": "run", "python": { "files": [{ "filename": "m.py", "content": SESSION }] } });
+    let (id, _, finished) = run_action(&mut alice_at_a, program).await;
+    assert_eq!(finished["status"], "finished", "{finished}");
+
+    let word = |id: &str| json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "word" } });
+    let unknown = uuid_on(&id, 'f');
+    let (mut alice_at_b, mut bob_at_b) = (connect(&b, "alice-token-0001").await, connect(&b, "bob-token-0002").await);
+    let same_as_unknown = |foreign: &Value, never: &Value, id: &str| {
+        assert_eq!(foreign["code"], "unknown_session", "{foreign}");
+        assert_eq!(foreign.to_string().replace(id, "<id>"), never.to_string().replace(&unknown, "<id>"));
+    };
+    // Forwarded to a, which holds the session.
+    let foreign = ask(&mut bob_at_b, word(&id)).await;
+    same_as_unknown(&foreign, &ask(&mut bob_at_b, word(&unknown)).await, &id);
+    let stopped = ask(&mut bob_at_b, json!({ "action": "stop", "sessionId": id })).await;
+    same_as_unknown(&stopped, &ask(&mut bob_at_b, json!({ "action": "stop", "sessionId": unknown })).await, &id);
+    assert_eq!(ask(&mut alice_at_b, word(&id)).await["value"], "abc");
+
+    // From the cluster's record, once a is gone.
+    drop(alice_at_a);
+    a.kill9();
+    assert!(sees(&b, 1.0).await, "b did not see a leave");
+    let foreign = ask(&mut bob_at_b, word(&id)).await;
+    same_as_unknown(&foreign, &ask(&mut bob_at_b, word(&unknown)).await, &id);
+    assert_eq!(ask(&mut alice_at_b, word(&id)).await["value"], "abc");
+}

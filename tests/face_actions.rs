@@ -60,8 +60,9 @@ async fn a_run_then_placeholders_models_stats_and_status_from_another_socket() {
     assert_eq!(stdout, "done\n");
     assert_eq!((finished["status"].clone(), finished["exitCode"].clone()), (json!("finished"), json!(0)), "{finished}");
 
-    // Any connection may use the session id. Ids are unguessable (a random
-    // UUID); a number is still read as an id, and matches none.
+    // Any connection of the client that made it (here: one address) may use
+    // the session id. Ids are unguessable (a random UUID); a number is still
+    // read as an id, and matches none.
     let mut other = client().await;
     assert!(uuid_like(&id), "{id}");
     other.send(json!({ "action": "status", "sessionId": 123123123123u64 })).await;
@@ -330,4 +331,110 @@ async fn files_a_run_wrote_under_tmp_are_listed_and_fetched() {
     // The socket and the first session are unharmed.
     other.send(json!({ "action": "list_files", "sessionId": id })).await;
     assert_eq!(other.recv().await["files"].as_array().map(Vec::len), Some(2));
+}
+
+const ALICE: &str = "alice-token-0001";
+const BOB: &str = "bob-token-0002";
+
+async fn as_client(server: &Server, token: &str) -> Client {
+    let auth = format!("Bearer {token}");
+    Client::connect_with(&server.ws_url("/"), &[("authorization", &auth)]).await.expect("an accepted token")
+}
+
+/// A reply with the session id it names made anonymous, to compare two replies.
+fn without_id(reply: &serde_json::Value, id: &str) -> String {
+    reply.to_string().replace(id, "<id>")
+}
+
+/// Issue 27, row 9: a session's id worked for any token that had it
+/// (placeholders, files, models, stop, DIRECT mode). Now a session answers
+/// only the client that started it; to another its id is unknown, in
+/// exactly the words of an id that never existed.
+#[tokio::test]
+async fn a_session_answers_only_the_client_that_started_it() {
+    let data = tempfile::tempdir().unwrap();
+    let tokens = [("SANDLOT_TOKENS", "alice-token-0001,bob-token-0002")];
+    let server = Server::start_in(data.path(), &[], &tokens);
+    let mut alice = as_client(&server, ALICE).await;
+    let code = "import sandlot\nsandlot.set_placeholder('word', 'secret')\nsandlot.set_placeholder('xs', [1, 2, 3])\n\
+                sandlot.save_model('double', lambda xs: [2 * x for x in xs])\nopen('/tmp/note.txt', 'w').write('mine')\n";
+    let request = json!({ "action": "run", "python": { "files": [{ "filename": "main.py", "content": code }] } });
+    let (id, _, finished) = run(&mut alice, request).await;
+    assert_eq!(finished["status"], "finished", "{finished}");
+    let spin = json!({ "action": "run", "python": { "files": [{ "filename": "main.py", "content": "while True:\n    pass" }] } });
+    alice.send(spin).await;
+    let running = alice.recv().await["sessionId"].as_str().unwrap().to_string();
+
+    let asks = |id: &str| {
+        vec![
+            json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "word" } }),
+            json!({ "action": "get_stats", "placeholder": { "sessionId": id, "name": "xs" } }),
+            json!({ "action": "run_model", "model": { "sessionId": id, "name": "double", "data": [1] } }),
+            json!({ "action": "status", "sessionId": id }),
+            json!({ "action": "list_files", "sessionId": id }),
+            json!({ "action": "get_file", "sessionId": id, "path": "note.txt" }),
+            json!({ "action": "stop", "sessionId": id }),
+        ]
+    };
+    let unknown = "7f3e9a52-0c4b-4d1e-9a7b-2f6c8d0e1a3b";
+    let mut bob = as_client(&server, BOB).await;
+    for session in [&id, &running] {
+        for (foreign, never) in asks(session).into_iter().zip(asks(unknown)) {
+            bob.send(foreign.clone()).await;
+            let foreign_reply = bob.recv().await;
+            bob.send(never).await;
+            let unknown_reply = bob.recv().await;
+            assert_eq!(foreign_reply["code"], "unknown_session", "{foreign}: {foreign_reply}");
+            assert_eq!(without_id(&foreign_reply, session), without_id(&unknown_reply, unknown), "{foreign}");
+        }
+    }
+    // Bob's stop stopped nothing; Alice's does.
+    alice.send(json!({ "action": "status", "sessionId": running })).await;
+    assert_eq!(alice.recv().await["status"], "running");
+    alice.send(json!({ "action": "stop", "sessionId": running })).await;
+    let mut skipped = Vec::new();
+    let stopped = alice.recv_until(|m| m["action"] == "stop", &mut skipped).await;
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+
+    // DIRECT mode: Bob can neither switch Alice's session nor open its socket.
+    let set_mode = |token: &str, uuid: &str| {
+        let (body, auth) = (json!({ "uuid": uuid, "new_state": "DIRECT" }).to_string(), format!("Bearer {token}"));
+        let server = &server;
+        async move {
+            common::server::http_with(server, "PUT", "/v1/cluster/set_mode", Some(&body), &[("authorization", &auth)])
+                .await
+        }
+    };
+    let (status, foreign) = set_mode(BOB, &id).await;
+    let (never_status, never) = set_mode(BOB, unknown).await;
+    assert_eq!((status, never_status), (404, 404), "{foreign}");
+    assert_eq!(without_id(&foreign, &id), without_id(&never, unknown));
+    assert_eq!(set_mode(ALICE, &id).await.0, 200);
+    let direct_socket = |token: &'static str, uuid: String| {
+        let server = &server;
+        async move {
+            let mut socket = Client::connect(&server.ws_url("/")).await;
+            socket.send(json!({ "token": token, "target": "cluster", "uuid": uuid })).await;
+            socket.recv().await
+        }
+    };
+    let refused = direct_socket(BOB, id.clone()).await;
+    assert_eq!(refused["code"], "not_found", "{refused}");
+    assert_eq!(refused, direct_socket(BOB, unknown.to_string()).await);
+    assert_eq!(direct_socket(ALICE, id.clone()).await["success"], true);
+
+    // Alice still has it all, and so it is after a restart (from the store).
+    alice.send(asks(&id)[0].clone()).await;
+    let word = alice.recv_until(|m| m["action"] == "get_placeholder", &mut skipped).await;
+    assert_eq!(word["value"], "secret", "{word}");
+    drop((alice, bob));
+    server.terminate();
+    let server = Server::start_in(data.path(), &[], &tokens);
+    let mut bob = as_client(&server, BOB).await;
+    bob.send(asks(&id)[0].clone()).await;
+    let foreign = bob.recv().await;
+    assert_eq!(foreign["code"], "unknown_session", "{foreign}");
+    let mut alice = as_client(&server, ALICE).await;
+    alice.send(asks(&id)[0].clone()).await;
+    assert_eq!(alice.recv().await["value"], "secret");
 }

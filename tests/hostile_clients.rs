@@ -13,7 +13,7 @@ use std::net::TcpStream as StdTcpStream;
 use std::time::{Duration, Instant};
 
 use common::server::{Client, Server, http, http_response, http_with, run_action};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -666,4 +666,122 @@ async fn one_client_gets_its_share_and_its_rate() {
     let (status, _, _) =
         http_response(&server, "POST", "/v1/exec", Some(body), &[("authorization", &bearer(BOB))]).await;
     assert_eq!(status, 200, "bob has a rate of his own");
+}
+
+/// Issue 27, row 7: under `--live-memory`, bob's sessions made alice's end
+/// (the least recently used instance went first, whoever held it). Each
+/// client now has an equal share, and the one over it gives back first.
+#[tokio::test]
+async fn one_clients_sessions_do_not_push_out_anothers() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), &["--live-memory", "200", "--memory", "128"], TOKENS);
+    let connect = |token: &str| {
+        let (url, auth) = (server.ws_url("/"), bearer(token));
+        async move { Client::connect_with(&url, &[("authorization", &auth)]).await.unwrap() }
+    };
+    let (mut alice, mut bob) = (connect(ALICE).await, connect(BOB).await);
+    let hold = |mib: u32| {
+        format!("import sandlot\nkeep = bytearray({mib} << 20)\nsandlot.save_model('m', lambda x: len(keep))")
+    };
+    let (alices, _, finished) = run_action(&mut alice, python_run(&hold(8))).await;
+    assert_eq!(finished["exitCode"], 0, "{finished}");
+    let mut bobs = Vec::new();
+    for _ in 0..3 {
+        let (id, _, finished) = run_action(&mut bob, python_run(&hold(70))).await;
+        assert_eq!(finished["exitCode"], 0, "{finished}");
+        bobs.push(id);
+    }
+    let mut live = Vec::new();
+    for id in &bobs {
+        bob.send(json!({ "action": "status", "sessionId": id })).await;
+        live.push(bob.recv().await["live"] == true);
+    }
+    // Three instances of over 70 MiB do not fit in 200 beside alice's: bob,
+    // holding the most, gave back his own oldest (the second too, if they
+    // are over 96 MiB each).
+    assert!(!live[0] && live[2], "{live:?}");
+    alice.send(json!({ "action": "run_model", "model": { "sessionId": alices, "name": "m", "data": 1 } })).await;
+    let reply = alice.recv().await;
+    assert_eq!(reply["prediction"], 8 << 20, "alice's session, the least recently used, is still live: {reply}");
+}
+
+/// A socket from the loopback address 127.0.0.`host`, that has said its
+/// first message (a ping) and waits; `None` if the server refused it.
+async fn idle_socket(server: &Server, host: u8) -> Option<Client> {
+    let mut client = Client::connect_from(server, std::net::Ipv4Addr::new(127, 0, 0, host), "/v1/ws").await.ok()?;
+    client.socket.send(Message::text(json!({ "op": 0, "nonce": 1 }).to_string())).await.ok()?;
+    let pong = tokio::time::timeout(Duration::from_secs(30), client.socket.next()).await.ok()??.ok()?;
+    pong.to_text().ok()?.contains("Pong!").then_some(client)
+}
+
+/// Whether `client` still answers a ping.
+async fn answers(client: &mut Client) -> bool {
+    client.send(json!({ "op": 0, "nonce": 2 })).await;
+    matches!(tokio::time::timeout(Duration::from_secs(30), client.socket.next()).await,
+             Ok(Some(Ok(message))) if message.to_text().is_ok_and(|text| text.contains("Pong!")))
+}
+
+/// Issue 27, row 6 (issue 10's row 11): 8 addresses × 128 idle sockets took
+/// every place, and other clients were refused for minutes (without tokens
+/// a silent socket had 300 s). Now a silent socket has the first-message
+/// deadline in every mode, and when every place is taken an idle socket of
+/// the address holding the most is closed to admit a new client.
+#[tokio::test]
+async fn idle_sockets_from_many_addresses_cannot_lock_others_out() {
+    let server = Server::start(&[
+        "--max-connections",
+        "64",
+        "--max-connections-per-address",
+        "8",
+        "--first-message-timeout",
+        "1",
+    ]);
+    let mut silent = Client::connect(&server.ws_url("/v1/ws")).await;
+    assert!(silent.closed_within(Duration::from_secs(20)).await, "a silent socket is closed, tokens or not");
+
+    let mut idle = Vec::new();
+    for host in 2..10 {
+        for _ in 0..8 {
+            idle.push(idle_socket(&server, host).await.expect("room for 8 × 8"));
+        }
+    }
+    // Every place is taken by idle sockets: a new client is still served, at once.
+    let mut newcomer = Client::connect_from(&server, std::net::Ipv4Addr::new(127, 0, 0, 1), "/v1/ws")
+        .await
+        .expect("a new client is admitted though every place was taken");
+    newcomer.send(json!({ "op": 1, "nonce": 1, "args": { "language": "js", "code": "console.log('served')" } })).await;
+    let mut events = Vec::new();
+    let stop = newcomer.recv_until(|e| e["code"] == 4, &mut events).await;
+    assert_eq!(stop["data"]["exitcode"], 0, "{events:?}");
+    // One idle socket made room: the others still answer.
+    let mut answering = 0;
+    for client in &mut idle {
+        answering += usize::from(answers(client).await);
+    }
+    assert_eq!(answering, 63, "exactly one idle socket was closed for the newcomer");
+}
+
+/// Issue 27, row 6: at an open-files limit of 1024 the connection cap fell
+/// to 16, so 16 idle sockets locked everyone out. Connections and sessions
+/// now share what the limit leaves, and the caps are in the log.
+#[tokio::test]
+async fn a_low_open_files_limit_still_holds_hundreds_of_connections() {
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("server.log");
+    std::fs::create_dir(data.path().join("data")).unwrap();
+    let json = [("SANDLOT_LOG_FORMAT", "json")];
+    let server = Server::start_with_open_files(&data.path().join("data"), &[], &json, 1024, &log);
+    let mut held = Vec::new();
+    for host in 2..6 {
+        for _ in 0..50 {
+            held.push(idle_socket(&server, host).await.expect("a place among hundreds"));
+        }
+    }
+    let mut answering = 0;
+    for client in &mut held {
+        answering += usize::from(answers(client).await);
+    }
+    assert_eq!(answering, 200, "200 connections are held at once, none evicted");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains(r#""connections":384"#) && logged.contains(r#""live_sessions":128"#), "{logged}");
 }

@@ -29,7 +29,7 @@ async fn finished_records_past_the_cap_are_dropped_least_recently_used_first() {
     }
     // The expiry task runs once a second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let kept: Vec<bool> = ids.iter().map(|id| registry.status(id).is_some()).collect();
+    let kept: Vec<bool> = ids.iter().map(|id| registry.status(&Client::Local, id).is_some()).collect();
     assert_eq!(kept, [false, false, false, true, true, true]);
 }
 
@@ -72,4 +72,35 @@ async fn notebooks_are_capped_closed_when_idle_and_run_one_cell_at_a_time() {
     assert_eq!(notebooks.open(), 0);
     assert!(matches!(notebooks.exec(&alice, &first, code()).await, Err(Error::UnknownSession(_))));
     start(alice).await.expect("room again after the idle ones closed");
+}
+
+/// Issue 27, row 7: past `max_live`, the least recently used instance went,
+/// whoever held it, so one client's sessions ended another's. Now the client
+/// holding the most gives back its own least recently used first.
+#[tokio::test]
+async fn past_max_live_the_client_holding_the_most_gives_back_first() {
+    let registry = Registry::new(common::runtime(), RegistryConfig { max_live: 2, ..RegistryConfig::default() });
+    let (alice, bob) = (Client::Address([10, 0, 0, 1].into()), Client::Address([10, 0, 0, 2].into()));
+    let start = |client: Client| {
+        let registry = registry.clone();
+        async move {
+            let program = Program::single("main.lua", "x = 1");
+            let options = SessionOptions::default();
+            let started =
+                registry.start(&client, Face::Library, Language::Lua, program, options, Keep::Live).await.unwrap();
+            started.events.collect().await.expect("the run ends");
+            started.entry.id().to_string()
+        }
+    };
+    let alices = start(alice.clone()).await;
+    let bobs = [start(bob.clone()).await, start(bob.clone()).await];
+    // The expiry task runs once a second.
+    let began = std::time::Instant::now();
+    while registry.counts().1 > 2 {
+        assert!(began.elapsed() < Duration::from_secs(30), "nothing was released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let live = |client: &Client, id: &str| registry.status(client, id).is_some_and(|s| s.live);
+    assert!(live(&alice, &alices), "alice, within her share, keeps her session");
+    assert_eq!([live(&bob, &bobs[0]), live(&bob, &bobs[1])], [false, true], "bob's oldest went");
 }

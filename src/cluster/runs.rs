@@ -285,7 +285,7 @@ impl Runs {
             return Err(Error::Busy { limit: MAX_FOLLOWED });
         }
         let admission = registry.admit(client)?;
-        let (started, run) = registry.remote(face, language, options);
+        let (started, run) = registry.remote(client, face, language, options);
         let id = started.entry.id().to_string();
         let wall = limits.wall_clock.min(MAX_WALL_CLOCK);
         let wait = self.queue_wait.map_or(wall, |wait| wait.min(wall)).min(MAX_QUEUE_WAIT);

@@ -3,6 +3,9 @@
 //! live session wrote under `/tmp`. Requests are JSON or JavaScript
 //! object literals; every reply names its action, and errors carry
 //! `"error"` (what went wrong and what to do) and a short `"code"`.
+//! A session answers only the client that started it (its token, else its
+//! address); to any other its id is `unknown_session`, as one that never
+//! existed. In cluster mode a forwarded request carries its client.
 //!
 //! Pushed on the socket that started a run: `{"action":"output","sessionId",
 //! "stream":"stdout"|"stderr","data"}` while it runs, then `{"action":"finished",
@@ -99,7 +102,13 @@ async fn connection(app: App, mut connection: Connection) {
     loop {
         while runs.try_join_next().is_some() {}
         connection.set_busy(!runs.is_empty());
-        let Some(incoming) = connection.next().await else { break };
+        // A run's end makes the socket idle again (its time-out, and room
+        // for the listener to evict it), even if its client says nothing.
+        let incoming = tokio::select! {
+            incoming = connection.next() => incoming,
+            Some(_) = runs.join_next(), if !runs.is_empty() => continue,
+        };
+        let Some(incoming) = incoming else { break };
         let is_first = std::mem::replace(&mut first, false);
         let text = match incoming {
             Incoming::Text(text) => text,
@@ -178,7 +187,7 @@ async fn connection(app: App, mut connection: Connection) {
         while runs.join_next().await.is_some() {}
     } else {
         // Runs started here go on after the client leaves (their ids work
-        // from any connection); only their pushed output is lost.
+        // from any of its connections); only their pushed output is lost.
         runs.abort_all();
     }
     connection.close().await;
@@ -229,7 +238,7 @@ async fn session_action(app: &App, client: &Client, action: &str, request: &Fiel
             };
         }
         // Its node is gone (or forgot it): the record it shared, if any.
-        if app.registry.status(&id).is_none()
+        if app.registry.status(client, &id).is_none()
             && let Some(record) = cluster.record(&id).await
         {
             app.registry.adopt(record);
@@ -253,13 +262,13 @@ fn target_session(action: &str, request: &Fields) -> Option<String> {
 
 async fn answer_here(app: &App, client: &Client, action: &str, request: &Fields) -> Result<Reply, Refusal> {
     match action {
-        "get_placeholder" => get_placeholder(app, request).map(Reply::Text),
+        "get_placeholder" => get_placeholder(app, client, request).map(Reply::Text),
         "run_model" => run_model(app, client, request).await.map(Reply::Text),
-        "get_stats" => get_stats(app, request).await,
-        "status" => status(app, request),
-        "stop" => stop(app, request).await,
-        "list_files" => list_files(app, request),
-        "get_file" => get_file(app, request),
+        "get_stats" => get_stats(app, client, request).await,
+        "status" => status(app, client, request),
+        "stop" => stop(app, client, request).await,
+        "list_files" => list_files(app, client, request),
+        "get_file" => get_file(app, client, request),
         _ => Err(refuse("unknown_action", format!("{action} is not an action on a session"))),
     }
 }
@@ -395,9 +404,9 @@ pub(crate) fn placeholder_request(request: &Fields) -> Result<(String, String), 
     Ok((id, name))
 }
 
-/// The JSON text a session saved under `name`.
-fn saved(app: &App, id: &str, name: &str) -> Result<Arc<RawValue>, Refusal> {
-    let saved = app.registry.placeholders(id).ok_or_else(|| Refusal::from(Error::UnknownSession(id.into())))?;
+/// The JSON text a session of `client` saved under `name`.
+fn saved(app: &App, client: &Client, id: &str, name: &str) -> Result<Arc<RawValue>, Refusal> {
+    let saved = app.registry.placeholders(client, id).ok_or_else(|| Refusal::from(Error::UnknownSession(id.into())))?;
     let placeholders = saved.placeholders;
     placeholders.get_json(name).ok_or_else(|| {
         if saved.dropped {
@@ -428,9 +437,9 @@ struct RawReply<'a> {
     prediction: Option<&'a RawValue>,
 }
 
-fn get_placeholder(app: &App, request: &Fields) -> Result<String, Refusal> {
+fn get_placeholder(app: &App, client: &Client, request: &Fields) -> Result<String, Refusal> {
     let (id, name) = placeholder_request(request)?;
-    let value = saved(app, &id, &name)?;
+    let value = saved(app, client, &id, &name)?;
     let reply =
         RawReply { action: "get_placeholder", session_id: &id, name: &name, value: Some(&value), prediction: None };
     serde_json::to_string(&reply).map_err(|e| refuse("server_error", e.to_string()))
@@ -486,9 +495,9 @@ async fn run_model(app: &App, client: &Client, request: &Fields) -> Result<Strin
     }
 }
 
-async fn get_stats(app: &App, request: &Fields) -> Result<Reply, Refusal> {
+async fn get_stats(app: &App, client: &Client, request: &Fields) -> Result<Reply, Refusal> {
     let (id, name) = placeholder_request(request)?;
-    let value = saved(app, &id, &name)?;
+    let value = saved(app, client, &id, &name)?;
     // One pass over the saved text, off the I/O threads.
     let stats = tokio::task::spawn_blocking(move || table_stats(value.get()))
         .await
@@ -555,19 +564,19 @@ fn status_reply(status: &RunStatus) -> Value {
 }
 
 /// The files a live session's code wrote under `/tmp`.
-fn list_files(app: &App, request: &Fields) -> Result<Reply, Refusal> {
+fn list_files(app: &App, client: &Client, request: &Fields) -> Result<Reply, Refusal> {
     let id = session_id(request, "list_files")?;
-    let files = app.registry.scratch_files(&id)?;
+    let files = app.registry.scratch_files(client, &id)?;
     Ok(Reply::Json(json!({ "sessionId": id, "files": files })))
 }
 
 /// One file a live session's code wrote under `/tmp`: as `text` when it is
 /// UTF-8, else as `base64`.
-fn get_file(app: &App, request: &Fields) -> Result<Reply, Refusal> {
+fn get_file(app: &App, client: &Client, request: &Fields) -> Result<Reply, Refusal> {
     use base64::Engine as _;
     let id = session_id(request, "get_file")?;
     let path = required::<String>(request, "path", "get_file")?;
-    let bytes = app.registry.scratch_file(&id, &path, crate::scratch::MAX_FETCH_BYTES)?;
+    let bytes = app.registry.scratch_file(client, &id, &path, crate::scratch::MAX_FETCH_BYTES)?;
     let mut reply = json!({ "sessionId": id, "path": path, "bytes": bytes.len() });
     match std::str::from_utf8(&bytes) {
         Ok(text) => reply["text"] = json!(text),
@@ -576,14 +585,14 @@ fn get_file(app: &App, request: &Fields) -> Result<Reply, Refusal> {
     Ok(Reply::Json(reply))
 }
 
-fn status(app: &App, request: &Fields) -> Result<Reply, Refusal> {
+fn status(app: &App, client: &Client, request: &Fields) -> Result<Reply, Refusal> {
     let id = session_id(request, "status")?;
-    let status = app.registry.status(&id).ok_or_else(|| Refusal::from(Error::UnknownSession(id)))?;
+    let status = app.registry.status(client, &id).ok_or_else(|| Refusal::from(Error::UnknownSession(id)))?;
     Ok(Reply::Json(status_reply(&status)))
 }
 
-async fn stop(app: &App, request: &Fields) -> Result<Reply, Refusal> {
+async fn stop(app: &App, client: &Client, request: &Fields) -> Result<Reply, Refusal> {
     let id = session_id(request, "stop")?;
-    let status = app.registry.stop(&id).await.ok_or_else(|| Refusal::from(Error::UnknownSession(id)))?;
+    let status = app.registry.stop(client, &id).await.ok_or_else(|| Refusal::from(Error::UnknownSession(id)))?;
     Ok(Reply::Json(status_reply(&status)))
 }

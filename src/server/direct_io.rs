@@ -19,7 +19,7 @@ use std::fmt;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
@@ -73,7 +73,7 @@ pub(crate) struct SetMode {
     ),
     security(("bearer" = []), ("x-auth-token" = []))
 )]
-pub(crate) async fn set_mode(State(app): State<App>, body: Bytes) -> Response {
+pub(crate) async fn set_mode(State(app): State<App>, Extension(client): Extension<Client>, body: Bytes) -> Response {
     let refused = |status: StatusCode, error: String| {
         let body = json!({ "code": status.as_u16(), "error": error, "context": "cluster/set_mode" });
         (status, Json(body)).into_response()
@@ -93,7 +93,7 @@ pub(crate) async fn set_mode(State(app): State<App>, body: Bytes) -> Response {
         Some("TASK") => false,
         _ => return refused(StatusCode::BAD_REQUEST, "\"new_state\" is \"DIRECT\" or \"TASK\"".into()),
     };
-    match app.registry.set_direct(&uuid, direct) {
+    match app.registry.set_direct(&client, &uuid, direct) {
         Ok(()) => Json(json!({ "uuid": uuid, "new_state": request.new_state })).into_response(),
         Err(e @ Error::UnknownSession(_)) => refused(StatusCode::NOT_FOUND, public_message(&e)),
         Err(e) => refused(StatusCode::CONFLICT, public_message(&e)),
@@ -105,7 +105,8 @@ pub(crate) async fn connection(app: App, mut connection: Connection, first: Fiel
     connection.set_face(Face::DirectIo);
     let outbox = connection.outbox.clone();
     let uuid = field::<IdText>(&first, "uuid", "uuid").ok().flatten().map(|id| id.0);
-    let Some(uuid) = uuid.filter(|id| app.registry.is_direct(id)) else {
+    let client = connection.client().clone();
+    let Some(uuid) = uuid.filter(|id| app.registry.is_direct(&client, id)) else {
         let error = "no live session in DIRECT mode has this \"uuid\": run a program that saves a model, then \
                      PUT /control/v1/cluster/set_mode {\"uuid\": <session id>, \"new_state\": \"DIRECT\"}";
         outbox.json(json!({ "success": false, "error": error, "code": "not_found" })).await;
@@ -114,7 +115,6 @@ pub(crate) async fn connection(app: App, mut connection: Connection, first: Fiel
     };
     outbox.json(json!({ "success": true, "uuid": uuid })).await;
     connection.accept_binary();
-    let client = connection.client().clone();
     let mut waiting = Waiting::default();
     loop {
         // The frames a pipelining client has already sent are answered
@@ -228,11 +228,11 @@ impl<'a> Batch<'a> {
     async fn answer(mut self, waiting: &mut Waiting, frames: Vec<Incoming>) -> Vec<ClusterIoMessage> {
         // Frames that arrived together are answered in the session's mode
         // and with its models as they were when the batch began.
-        let mut session = Bricks { direct: self.app.registry.is_direct(self.uuid), models: None };
+        let mut session = Bricks { direct: self.app.registry.is_direct(self.client, self.uuid), models: None };
         for (at, incoming) in frames.into_iter().enumerate() {
             let step = match incoming {
                 Incoming::Binary(frame) => match ClusterIoMessage::decode(frame) {
-                    Ok(message) => step(self.app, self.uuid, &mut session, waiting, message).await,
+                    Ok(message) => step(self.app, self.client, self.uuid, &mut session, waiting, message).await,
                     Err(_) => Err("a frame is one ClusterIO_Message".to_string()),
                 },
                 Incoming::Text(_) => Err("this socket takes binary ClusterIO_Message frames".to_string()),
@@ -317,6 +317,7 @@ struct Bricks {
 /// What one frame asks for.
 async fn step(
     app: &App,
+    client: &Client,
     uuid: &str,
     session: &mut Bricks,
     waiting: &mut Waiting,
@@ -341,7 +342,7 @@ async fn step(
     let kind = ClusterProcessType::try_from(message.process_type).map_err(|_| "an unknown processType".to_string())?;
     let models = match &mut session.models {
         Some(models) => models,
-        None => session.models.insert(app.registry.models(uuid).await.map_err(|e| public_message(&e))?),
+        None => session.models.insert(app.registry.models(client, uuid).await.map_err(|e| public_message(&e))?),
     };
     let model = model_for(models, &brick)?;
     let input = numbers_json(&values)?;

@@ -13,19 +13,27 @@
 //!
 //! A connection's place (`Slot`) lives inside its I/O object, so a socket
 //! upgraded to a WebSocket keeps counting until it closes.
+//!
+//! Idle connections cannot starve the others: when every place is taken, a
+//! new connection is admitted by evicting an idle one (`Activity`: no HTTP
+//! request or response going, no run going on its socket), from the address
+//! holding the most connections, the one whose client has been silent the
+//! longest. At most `EVICTING_AT_ONCE` are closing at a time (their file
+//! descriptors are part of the reserve `ServerConfig::connection_caps` keeps);
+//! past that, or with every connection busy, the new one is refused.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use hyper::body::Incoming;
+use axum::body::{Body, Bytes, HttpBody};
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,6 +49,99 @@ pub(crate) struct Peer {
     pub(crate) address: SocketAddr,
     /// The connection's read budget: narrowed before authentication.
     pub(crate) budget: Arc<ReadBudget>,
+    /// Whether the connection is in use, for the admission's evictions.
+    pub(crate) activity: Arc<Activity>,
+}
+
+/// Connections told to close to make room that may be closing at once.
+const EVICTING_AT_ONCE: usize = 64;
+
+/// What the admission knows of one connection: whether it is doing
+/// something for its client, when its client last sent something, and the
+/// signal that evicts it.
+pub(crate) struct Activity {
+    address: IpAddr,
+    /// HTTP requests being answered (until their response's body is sent).
+    requests: AtomicUsize,
+    /// Its socket's face has work going for the client (a run).
+    socket_busy: AtomicBool,
+    /// Milliseconds from `epoch` to the client's last request or message.
+    heard_at: AtomicU64,
+    epoch: Instant,
+    /// Turns true when the connection is to close to make room.
+    evicted: watch::Sender<bool>,
+}
+
+impl Activity {
+    fn new(address: IpAddr, epoch: Instant) -> Self {
+        let heard_at = AtomicU64::new(epoch.elapsed().as_millis() as u64);
+        let (requests, socket_busy) = (AtomicUsize::new(0), AtomicBool::new(false));
+        Activity { address, requests, socket_busy, heard_at, epoch, evicted: watch::channel(false).0 }
+    }
+
+    /// The client sent a request or a message (pings do not count).
+    pub(crate) fn heard(&self) {
+        self.heard_at.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether its socket's face has work going for the client.
+    pub(crate) fn set_socket_busy(&self, busy: bool) {
+        self.socket_busy.store(busy, Ordering::Relaxed);
+    }
+
+    /// Counts one HTTP request as going until the guard is dropped.
+    fn request(self: &Arc<Self>) -> Request {
+        self.heard();
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        Request(self.clone())
+    }
+
+    fn idle(&self) -> bool {
+        self.requests.load(Ordering::SeqCst) == 0 && !self.socket_busy.load(Ordering::Relaxed)
+    }
+
+    fn is_evicted(&self) -> bool {
+        *self.evicted.borrow()
+    }
+
+    /// Resolves once the connection is evicted.
+    pub(crate) async fn evicted(&self) {
+        let _ = self.evicted.subscribe().wait_for(|evicted| *evicted).await;
+    }
+}
+
+/// One HTTP request going on a connection.
+struct Request(Arc<Activity>);
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        self.0.heard();
+        self.0.requests.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response's body, holding its request as going until it is dropped
+/// (a streamed answer, such as MCP's, keeps its connection in use).
+struct HeldBody {
+    body: Body,
+    _request: Request,
+}
+
+impl HttpBody for HeldBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 impl Peer {
@@ -110,6 +211,7 @@ pub(crate) struct Admission {
     open: Mutex<Open>,
     /// Told whenever a connection closes, for the shutdown's wait.
     closed: watch::Sender<usize>,
+    epoch: Instant,
 }
 
 #[derive(Default)]
@@ -117,6 +219,21 @@ struct Open {
     total: usize,
     /// Only addresses with an open connection are kept.
     by_address: HashMap<IpAddr, usize>,
+    /// Every open connection's activity, by its number.
+    connections: HashMap<u64, Arc<Activity>>,
+    next: u64,
+    /// Connections evicted and not closed yet.
+    evicting: usize,
+}
+
+impl Open {
+    /// The connection to evict for room: an idle one (not evicted yet) of
+    /// the address holding the most connections, silent the longest.
+    fn victim(&self) -> Option<Arc<Activity>> {
+        let idle = self.connections.values().filter(|a| a.idle() && !a.is_evicted());
+        let held = |a: &Activity| self.by_address.get(&a.address).copied().unwrap_or(0);
+        idle.max_by_key(|a| (held(a), std::cmp::Reverse(a.heard_at.load(Ordering::Relaxed)))).cloned()
+    }
 }
 
 impl Admission {
@@ -126,23 +243,35 @@ impl Admission {
             max_per_address,
             open: Mutex::new(Open::default()),
             closed: watch::channel(0).0,
+            epoch: Instant::now(),
         })
     }
 
-    /// A place for a connection from `ip`, or why there is none.
+    /// A place for a connection from `ip`, or why there is none. When every
+    /// place is taken, an idle connection is evicted to make one.
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
         let address = client_address(ip);
         let mut open = lock(&self.open);
-        if open.total >= self.max_total {
-            return Err("the server holds as many connections as it may");
-        }
-        let from_address = open.by_address.entry(address).or_insert(0);
-        if *from_address >= self.max_per_address {
+        if open.by_address.get(&address).is_some_and(|&held| held >= self.max_per_address) {
             return Err("this client address holds as many connections as it may");
         }
-        *from_address += 1;
+        if open.total.saturating_sub(open.evicting) >= self.max_total {
+            if open.evicting >= EVICTING_AT_ONCE {
+                return Err("the server holds as many connections as it may, and is closing idle ones");
+            }
+            let Some(victim) = open.victim() else {
+                return Err("the server holds as many connections as it may, all of them in use");
+            };
+            victim.evicted.send_replace(true);
+            open.evicting += 1;
+        }
+        *open.by_address.entry(address).or_insert(0) += 1;
         open.total += 1;
-        Ok(Slot { admission: self.clone(), address })
+        let number = open.next;
+        open.next += 1;
+        let activity = Arc::new(Activity::new(address, self.epoch));
+        open.connections.insert(number, activity.clone());
+        Ok(Slot { admission: self.clone(), number, activity })
     }
 
     pub(crate) fn open(&self) -> usize {
@@ -166,17 +295,23 @@ impl Admission {
 /// One admitted connection's place; given back when dropped.
 struct Slot {
     admission: Arc<Admission>,
-    address: IpAddr,
+    number: u64,
+    activity: Arc<Activity>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = lock(&self.admission.open);
         open.total -= 1;
-        if let Some(count) = open.by_address.get_mut(&self.address) {
+        open.connections.remove(&self.number);
+        if self.activity.is_evicted() {
+            open.evicting -= 1;
+        }
+        let address = self.activity.address;
+        if let Some(count) = open.by_address.get_mut(&address) {
             *count -= 1;
             if *count == 0 {
-                open.by_address.remove(&self.address);
+                open.by_address.remove(&address);
             }
         }
         let total = open.total;
@@ -271,7 +406,7 @@ pub(crate) async fn accept(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let budget = Arc::new(ReadBudget::unlimited());
-        let peer = Peer { address, budget: budget.clone() };
+        let peer = Peer { address, budget: budget.clone(), activity: slot.activity.clone() };
         let io = TokioIo::new(Metered { tcp, budget, _slot: slot });
         tokio::spawn(serve_connection(io, peer, router.clone(), header_timeout, stop.clone()));
     }
@@ -284,19 +419,27 @@ async fn serve_connection(
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let evicted = peer.activity.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let going = peer.activity.request();
         request.extensions_mut().insert(peer.clone());
-        router.clone().oneshot(request.map(Body::new))
+        let response = router.clone().oneshot(request.map(Body::new));
+        async move {
+            let response = response.await?;
+            Ok::<_, std::convert::Infallible>(response.map(|body| Body::new(HeldBody { body, _request: going })))
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
     let connection = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(connection);
-    let stopping = tokio::select! {
+    // Evicted (only when idle) or stopping, it closes once its request is answered.
+    let closing = tokio::select! {
         _ = connection.as_mut() => return,
         stopping = stop.wait_for(|stopping| *stopping) => stopping.is_ok(),
+        () = evicted.evicted() => true,
     };
-    if stopping {
+    if closing {
         connection.as_mut().graceful_shutdown();
     }
     if let Err(e) = connection.await {
@@ -345,16 +488,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn admission_caps_total_and_per_address() {
+    async fn admission_caps_each_address_and_evicts_an_idle_connection_for_room() {
         let admission = Admission::new(3, 2);
-        let one: IpAddr = "10.0.0.1".parse().unwrap();
-        let two: IpAddr = "10.0.0.2".parse().unwrap();
+        let [one, two, three]: [IpAddr; 3] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"].map(|ip| ip.parse().unwrap());
         let a = admission.admit(one).unwrap();
-        let _b = admission.admit(one).unwrap();
+        let b = admission.admit(one).unwrap();
         assert!(admission.admit(one).is_err(), "a third from one address");
-        let _c = admission.admit(two).unwrap();
-        assert!(admission.admit(two).is_err(), "a fourth in all");
+        let c = admission.admit(two).unwrap();
+        // Full: the address holding the most loses its connection silent the longest.
+        a.activity.heard_at.store(1, Ordering::Relaxed);
+        b.activity.heard_at.store(2, Ordering::Relaxed);
+        let d = admission.admit(three).unwrap();
+        assert_eq!([&a, &b, &c, &d].map(|slot| slot.activity.is_evicted()), [true, false, false, false]);
+        // Connections in use are never evicted.
+        b.activity.set_socket_busy(true);
+        d.activity.set_socket_busy(true);
+        let request = c.activity.request();
+        assert!(admission.admit(three).is_err(), "full, and all in use");
         drop(a);
-        assert!(admission.admit(one).is_ok(), "a place freed is a place again");
+        assert!(admission.admit(three).is_err(), "the evicted one's place was the fourth's");
+        drop(request);
+        let e = admission.admit(three).unwrap();
+        assert!(c.activity.is_evicted() && !e.activity.is_evicted(), "an answered request leaves its connection idle");
     }
 }

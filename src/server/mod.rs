@@ -96,14 +96,16 @@ pub struct ServerConfig {
     /// The datasets' quotas.
     pub datasets: DatasetLimits,
     /// Connections held at once (fewer if the process's open-files limit
-    /// would not leave enough for sessions and the store).
+    /// would not leave enough for sessions and the store: `file_caps`);
+    /// when all are taken, an idle one is closed to admit a new one.
     pub max_connections: usize,
     /// Connections held at once from one client address (an IPv6 /64 is one address).
     pub max_connections_per_address: usize,
     /// How long a client has to send an HTTP request's headers, and how long
     /// an idle keep-alive connection is kept.
     pub header_timeout: Duration,
-    /// How long a socket that must show a token has to send its first message.
+    /// How long a socket has to send its first message (with its token,
+    /// when the server has tokens).
     pub first_message_timeout: Duration,
     /// A socket with no run going that sends nothing for this long is closed.
     pub idle_timeout: Duration,
@@ -157,26 +159,44 @@ impl ServerConfig {
         self.max_message_bytes.saturating_mul(2).saturating_add(1 << 20)
     }
 
-    /// The connection cap in force: `max_connections`, lowered so that the
-    /// open-files limit (`files`) keeps a reserve for what is not a
-    /// connection: the store and datasets, the guests' cache files, and each
-    /// running or live session's folders (python-sci holds five).
-    fn connection_cap(&self, files: Option<u64>) -> usize {
-        let Some(files) = files else { return self.max_connections };
-        let sessions = self.registry.max_running.saturating_add(self.registry.max_live);
-        let reserve = 256u64.saturating_add(2u64.saturating_mul(sessions as u64));
-        let cap = files.saturating_sub(reserve).min(self.max_connections as u64) as usize;
-        if cap < self.max_connections {
-            tracing::warn!(
-                files,
-                reserve,
-                connections = cap.max(16),
-                "the open-files limit is low for this configuration: connections are capped lower; \
-                 raise it (ulimit -n) to hold more"
-            );
+    /// The caps in force under the open-files limit `files`: connections
+    /// and live sessions. Each connection holds a descriptor, each running or
+    /// live session up to `FILES_PER_SESSION` (python-sci's folders), and
+    /// `FILES_RESERVE` are kept for the rest (the store and datasets, the
+    /// guests' cache files, connections being evicted). When the configured
+    /// caps do not fit, connections and sessions share what is left half and
+    /// half, neither above its configured cap (at 1024 files: 384
+    /// connections, 128 live sessions beside 64 running).
+    fn file_caps(&self, files: Option<u64>) -> FileCaps {
+        let configured = FileCaps { connections: self.max_connections, live: self.registry.max_live };
+        let Some(files) = files else { return configured };
+        let running = self.registry.max_running as u64;
+        let sessions = running.saturating_add(self.registry.max_live as u64);
+        let wanted = FILES_RESERVE
+            .saturating_add(FILES_PER_SESSION.saturating_mul(sessions))
+            .saturating_add(self.max_connections as u64);
+        if files >= wanted {
+            return configured;
         }
-        cap.max(16)
+        let left = files.saturating_sub(FILES_RESERVE);
+        let connections = (left / 2).min(self.max_connections as u64).max(MIN_CONNECTIONS as u64);
+        let live = (left.saturating_sub(connections) / FILES_PER_SESSION).saturating_sub(running);
+        FileCaps { connections: connections as usize, live: live.min(self.registry.max_live as u64) as usize }
     }
+}
+
+/// Descriptors kept for what is neither a connection nor a session.
+const FILES_RESERVE: u64 = 256;
+/// Descriptors a running or live session may hold.
+const FILES_PER_SESSION: u64 = 2;
+/// Connections taken however low the open-files limit.
+const MIN_CONNECTIONS: usize = 16;
+
+/// Connections and live sessions the open-files limit leaves room for.
+#[derive(Debug, PartialEq, Eq)]
+struct FileCaps {
+    connections: usize,
+    live: usize,
 }
 
 /// What every handler can reach.
@@ -336,6 +356,29 @@ async fn serve_ready(
     ready: impl FnOnce(),
 ) -> std::io::Result<()> {
     let warm = runtime.clone();
+    let mut config = config;
+    let files = listener::raise_file_limit();
+    let caps = config.file_caps(files);
+    if caps.live < config.registry.max_live || caps.connections < config.max_connections {
+        tracing::warn!(
+            files,
+            connections = caps.connections,
+            live_sessions = caps.live,
+            "the open-files limit is low for this configuration: connections and live sessions are capped lower; \
+             raise the hard limit (ulimit -Hn, LimitNOFILE=) to hold more"
+        );
+    }
+    config.registry.max_live = caps.live;
+    tracing::info!(
+        files,
+        connections = caps.connections,
+        per_address = config.max_connections_per_address,
+        live_sessions = caps.live,
+        first_message_s = config.first_message_timeout.as_secs_f64(),
+        idle_s = config.idle_timeout.as_secs_f64(),
+        "connection caps: when all are taken, the idle connection silent the longest (of the address holding the \
+         most) is closed for a new one"
+    );
     let (registry, datasets) = match &config.data_dir {
         Some(dir) => {
             let folder = Arc::new(DataFolder::open(dir).map_err(std::io::Error::other)?);
@@ -352,10 +395,7 @@ async fn serve_ready(
         None => (Registry::new(runtime, config.registry.clone()), None),
     };
     let (closing_tx, closing) = watch::channel(false);
-    let admission = listener::Admission::new(
-        config.connection_cap(listener::raise_file_limit()),
-        config.max_connections_per_address,
-    );
+    let admission = listener::Admission::new(caps.connections, config.max_connections_per_address);
     let app = App {
         registry: registry.clone(),
         tokens: Arc::new(Tokens::new(&config.tokens)),
@@ -636,13 +676,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connections_leave_file_descriptors_for_sessions() {
+    fn connections_and_sessions_share_the_file_descriptors() {
         let config = ServerConfig::default();
-        assert_eq!(config.connection_cap(None), 1024);
-        assert_eq!(config.connection_cap(Some(1 << 20)), 1024, "a high limit leaves the configured cap");
-        // 64 running + 1000 live sessions keep 256 + 2 × 1064 descriptors in reserve.
-        assert_eq!(config.connection_cap(Some(3000)), 3000 - 2384);
-        assert_eq!(config.connection_cap(Some(1024)), 16, "a low limit still serves a few");
+        let caps = |connections, live| FileCaps { connections, live };
+        assert_eq!(config.file_caps(None), caps(1024, 1000));
+        assert_eq!(config.file_caps(Some(1 << 20)), caps(1024, 1000), "a high limit leaves the configured caps");
+        // 256 + 2 × (64 running + 1000 live) + 1024 connections.
+        assert_eq!(config.file_caps(Some(3408)), caps(1024, 1000));
+        assert_eq!(config.file_caps(Some(3000)), caps(1024, (3000 - 256 - 1024) / 2 - 64));
+        assert_eq!(config.file_caps(Some(1024)), caps(384, 128), "half and half of what the reserve leaves");
+        assert_eq!(config.file_caps(Some(100)), caps(16, 0), "a very low limit still serves a few");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The plumbing every WebSocket face shares: one writer task per socket fed
 //! by a bounded queue (so a client that stops reading slows its own runs,
 //! never the server's memory), the size checks on incoming messages, the
-//! first-message token check with its small budget and deadline, the idle
-//! time-out, and the connection's part in a graceful shutdown.
+//! first-message token check with its small budget, the first-message
+//! deadline (with or without tokens), the idle time-out, the close of a
+//! socket the listener evicts to make room (`listener::Activity`), and the
+//! connection's part in a graceful shutdown.
 
 use std::future::Future;
 
@@ -126,8 +128,11 @@ pub(crate) struct Connection {
     broken: Option<(u16, &'static str)>,
     /// Whether the face has work going for this client (then it is not idle).
     busy: bool,
-    /// When a socket that must show a token is refused if it has not (from
-    /// its start: pings do not push it back).
+    /// Whether the client has sent a message yet.
+    heard: bool,
+    /// When a socket whose client has sent no message is closed (refused,
+    /// if it must show a token), counted from its start: pings do not push
+    /// it back.
     admit_by: tokio::time::Instant,
     peer: Peer,
     /// Who the client is, once admitted.
@@ -192,6 +197,7 @@ impl Connection {
             binary: false,
             broken: None,
             busy: false,
+            heard: false,
             admit_by,
             peer: peer.clone(),
             client,
@@ -209,6 +215,7 @@ impl Connection {
     /// is never closed as idle.
     pub(crate) fn set_busy(&mut self, busy: bool) {
         self.busy = busy;
+        self.peer.activity.set_socket_busy(busy);
     }
 
     /// From now on binary frames come through as `Incoming::Binary`.
@@ -274,9 +281,10 @@ impl Connection {
             if *closing.borrow() {
                 return None;
             }
-            let deadline = match (self.admitted, self.busy) {
-                (false, _) => Some(self.admit_by),
-                (true, false) => Some(tokio::time::Instant::now() + self.app.config.idle_timeout),
+            let idle_by = tokio::time::Instant::now() + self.app.config.idle_timeout;
+            let deadline = match (self.heard, self.busy) {
+                (false, _) => Some(self.admit_by.min(idle_by)),
+                (true, false) => Some(idle_by),
                 (true, true) => None,
             };
             let timer = async {
@@ -285,19 +293,33 @@ impl Connection {
                     None => std::future::pending().await,
                 }
             };
+            let activity = self.peer.activity.clone();
             let message = tokio::select! {
                 message = self.reader.next() => message,
                 _ = closing.changed() => return None,
+                () = activity.evicted() => {
+                    tracing::debug!("closing an idle socket to make room for another connection");
+                    self.broken = Some((close_code::AGAIN, "closed to make room: the server is full; reconnect when \
+                                                           you have something to send"));
+                    return None;
+                }
                 _ = timer => {
-                    if self.admitted {
+                    if !self.admitted {
+                        self.refuse("no first message with a token came in time").await;
+                    } else if !self.heard {
+                        tracing::debug!("closing a socket that sent no first message");
+                        self.broken = Some((close_code::POLICY, "closed: no first message came in time"));
+                    } else {
                         tracing::debug!("closing an idle socket");
                         self.broken = Some((close_code::NORMAL, "closed: no message for too long"));
-                    } else {
-                        self.refuse("no first message with a token came in time").await;
                     }
                     return None;
                 }
             };
+            if matches!(message, Some(Ok(Message::Text(_) | Message::Binary(_)))) {
+                self.heard = true;
+                activity.heard();
+            }
             match message? {
                 Ok(Message::Text(text)) if text.len() > limit => {
                     self.app.registry.metrics().refused(Refusal::TooLarge);

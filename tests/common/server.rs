@@ -40,18 +40,31 @@ impl Server {
     /// Starts `sandlot serve` on `data_dir` (kept when the server stops),
     /// with extra flags and environment.
     pub fn start_in(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        Server::launch(data_dir, extra, env, Stdio::inherit()).ready()
+        Server::launch(data_dir, extra, env, Stdio::inherit(), None).ready()
+    }
+
+    /// As `start_in`, with the process's open-files limit (soft and hard)
+    /// set to `files`, and its log (stderr) written to `log`.
+    pub fn start_with_open_files(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        files: u64,
+        log: &Path,
+    ) -> Server {
+        let log = std::fs::File::create(log).expect("a log file").into();
+        Server::launch(data_dir, extra, env, log, Some(files)).ready()
     }
 
     /// As `start_in`, with the server's log (stderr) written to `log`.
     pub fn start_logged(data_dir: &Path, extra: &[&str], env: &[(&str, &str)], log: &Path) -> Server {
-        Server::launch(data_dir, extra, env, std::fs::File::create(log).expect("a log file").into()).ready()
+        Server::launch(data_dir, extra, env, std::fs::File::create(log).expect("a log file").into(), None).ready()
     }
 
     /// As `start_in`, returning as soon as the server listens, while it may
     /// still be preparing its guests.
     pub fn start_unready(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        Server::launch(data_dir, extra, env, Stdio::inherit())
+        Server::launch(data_dir, extra, env, Stdio::inherit(), None)
     }
 
     /// Waits (5 minutes at most) until `GET /readyz` answers 200.
@@ -78,12 +91,23 @@ impl Server {
         std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
     }
 
-    fn launch(data_dir: &Path, extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Server {
+    fn launch(data_dir: &Path, extra: &[&str], env: &[(&str, &str)], stderr: Stdio, files: Option<u64>) -> Server {
         let listen: &[&str] = if extra.contains(&"--listen") { &[] } else { &["--listen", "127.0.0.1:0"] };
         // SANDLOT_TEST_SERVER points the tests at another build (to check that
         // an attack's test fails on the build before its fix).
         let binary = std::env::var_os("SANDLOT_TEST_SERVER").unwrap_or_else(|| env!("CARGO_BIN_EXE_sandlot").into());
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(files) = files {
+            use std::os::unix::process::CommandExt;
+            let limit = rustix::process::Rlimit { current: Some(files), maximum: Some(files) };
+            // Safety: between fork and exec only setrlimit runs (a system call, no allocation).
+            unsafe {
+                command.pre_exec(move || {
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).map_err(Into::into)
+                });
+            }
+        }
+        let mut child = command
             .arg("serve")
             .args(listen)
             .args(["--stop-on-stdin-close", "--data-dir"])
@@ -256,6 +280,19 @@ impl Client {
     pub async fn connect(url: &str) -> Client {
         let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
         Client { socket }
+    }
+
+    /// Connects to `server`'s `path` from the loopback address `source`
+    /// (every 127.x.y.z is this machine's); a refusal is an error.
+    pub async fn connect_from(server: &Server, source: std::net::Ipv4Addr, path: &str) -> Result<Client, String> {
+        let tcp = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        tcp.bind((source, 0).into()).map_err(|e| e.to_string())?;
+        let address = server.address.parse().expect("the server's address");
+        let tcp = tcp.connect(address).await.map_err(|e| e.to_string())?;
+        let (socket, _) = tokio_tungstenite::client_async(server.ws_url(path), MaybeTlsStream::Plain(tcp))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Client { socket })
     }
 
     /// Connects with extra headers on the upgrade request; the server's
