@@ -94,6 +94,10 @@ pub struct ServeSettings {
     /// Restrict the server's own file access with Landlock where the kernel has it [default: true].
     #[arg(long, value_name = "BOOL")]
     landlock: Option<bool>,
+    /// Refuse, with a seccomp filter, the system calls the server never makes (starting programs,
+    /// tracing, namespaces, mounts, kernel modules, bpf...) once it runs [default: true].
+    #[arg(long, value_name = "BOOL")]
+    seccomp: Option<bool>,
     /// Trade CPU for round-trip time: a socket polls 250 us for its client's next message before
     /// it waits, and idle CPUs poll instead of halting (Linux PM QoS: root and a cpuidle driver).
     /// Small model calls answer 1.3-3x sooner, at the cost of spinning CPUs [default: false].
@@ -134,7 +138,7 @@ impl ServeSettings {
         either!(self, other; listen, data_dir, tokens, timeout, memory, max_running, max_running_per_client,
             runs_per_second, idle_expiry, live_memory, placeholder_memory, stored_placeholder_mib, retention_hours, max_connections,
             max_connections_per_address, header_timeout, first_message_timeout, idle_timeout, allowed_hosts,
-            allowed_origins, max_dataset_file_mib, max_datasets, max_datasets_mib, min_free_disk_mib, user, landlock, warm_instances, low_latency, cluster, node_name, queue_wait, local_runs)
+            allowed_origins, max_dataset_file_mib, max_datasets, max_datasets_mib, min_free_disk_mib, user, landlock, seccomp, warm_instances, low_latency, cluster, node_name, queue_wait, local_runs)
     }
 
     /// Whether to restrict the process with Landlock.
@@ -212,6 +216,7 @@ impl ServeSettings {
                 min_free_bytes: self.min_free_disk_mib.map_or(defaults.datasets.min_free_bytes, mib64),
             },
             run_as: self.user.as_deref().map(crate::harden::RunAs::lookup).transpose()?,
+            seccomp: self.seccomp.unwrap_or(true),
             warm_instances: self.warm_instances,
             #[cfg(feature = "cluster")]
             cluster: match self.cluster {

@@ -48,6 +48,9 @@ enum Command {
         /// Fuel (CPU) limit, in wasm instructions.
         #[arg(long, default_value_t = Limits::DEFAULT_FUEL)]
         fuel: u64,
+        /// Refuse the system calls sandlot never makes, with a seccomp filter (as `serve` does).
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+        seccomp: bool,
         /// The program's files; arguments for the program follow `--`.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
@@ -112,6 +115,9 @@ enum Command {
         /// Memory limit of each run, in MiB.
         #[arg(long, value_name = "MIB", default_value_t = Limits::DEFAULT_MEMORY_BYTES >> 20)]
         memory: usize,
+        /// Refuse the system calls sandlot never makes, with a seccomp filter (as `serve` does).
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+        seccomp: bool,
     },
 }
 
@@ -141,6 +147,11 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
+    // `serve` applies its filter once it runs as its user (`sandlot::serve`).
+    if let Command::Run { seccomp: true, .. } | Command::Mcp { seccomp: true, .. } = &cli.command {
+        let status = sandlot::harden::restrict_syscalls();
+        tracing::debug!("seccomp: {status}");
+    }
     // Guests run for a whole epoch tick between yields, so a worker thread
     // would check sockets and timers only every 61 ticks (~300 ms) by default:
     // too late for KILL and deadlines. Check them after every task instead.
@@ -168,7 +179,7 @@ fn main() -> ExitCode {
             ..RuntimeConfig::default()
         })?;
         match cli.command {
-            Command::Run { lang, main, timeout, memory, fuel, files, args } => {
+            Command::Run { lang, main, timeout, memory, fuel, files, args, .. } => {
                 let limits = limits(timeout, memory)?.with_fuel(fuel);
                 run(&runtime, lang, main, files, args, limits).await
             }
@@ -223,7 +234,7 @@ fn main() -> ExitCode {
                 eprintln!("sandlot: wrote {}", out.join("soak.json").display());
                 Ok(if report.flat { 0 } else { 1 })
             }
-            Command::Mcp { timeout, memory } => {
+            Command::Mcp { timeout, memory, .. } => {
                 use rmcp::ServiceExt;
                 let limits = limits(timeout, memory)?;
                 let registry = sandlot::Registry::new(runtime, sandlot::RegistryConfig::default());

@@ -123,6 +123,50 @@ fn passes_its_standard_input_to_the_program() {
     }
 }
 
+/// The seccomp filters on each thread of a process.
+fn seccomp_filters(pid: u32) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("Seccomp_filters:")).unwrap();
+        counts.push(line.split_once(':').unwrap().1.trim().parse().unwrap());
+    }
+    counts
+}
+
+/// `sandlot run` refuses the system calls sandlot never makes, as `serve`
+/// does (`sandlot::harden`), from before its first thread; `--seccomp false`
+/// turns that off.
+#[test]
+fn a_run_is_under_the_seccomp_filter_unless_turned_off() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let dir =
+        folder("seccomp", &[("wait.py", "import sys\nprint('waiting', flush=True)\nsys.stdin.read()\nprint('done')")]);
+    let own = seccomp_filters(std::process::id())[0];
+    let ours = sandlot::harden::syscall_filters().unwrap().len();
+    for (args, filters) in [(&["run", "wait.py"][..], own + ours), (&["run", "--seccomp", "false", "wait.py"], own)] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sandlot"))
+            .args(args)
+            .current_dir(&dir)
+            .env("SANDLOT_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sandlot starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line, "waiting\n", "{args:?}");
+        let counts = seccomp_filters(child.id());
+        assert!(counts.len() > 1 && counts.iter().all(|&n| n == filters), "{args:?}: {counts:?}, not {filters}");
+        drop(child.stdin.take());
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        assert_eq!((rest.as_str(), child.wait().unwrap().code()), ("done\n", Some(0)), "{args:?}");
+    }
+}
+
 /// On a terminal, a run whose language is not prepared yet shows what is
 /// being prepared (a spinner, cleared before the program writes); piped, it
 /// prints nothing but the program's own output.

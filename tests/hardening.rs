@@ -1,6 +1,6 @@
 //! The server process's own defences: an owner-only data folder, dropping
-//! root for `--user`, saying so when it runs as root, Landlock, and guests
-//! running below the threads that serve sockets and kills.
+//! root for `--user`, saying so when it runs as root, Landlock, the seccomp
+//! filter, and guests running below the threads that serve sockets and kills.
 
 mod common;
 
@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::server::{Client, Server, http};
+use sandlot::Language;
 use serde_json::json;
 
 fn mode(path: &Path) -> u32 {
@@ -95,6 +96,77 @@ async fn it_says_whether_it_runs_as_root_and_whether_landlock_is_on() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("landlock: on") || text.contains("landlock: off ("), "{text}");
     assert_eq!(text.contains("running as root"), is_root(), "{text}");
+}
+
+/// A `/proc/.../status` line's value.
+fn status_field(status_file: &Path, field: &str) -> String {
+    let status = std::fs::read_to_string(status_file).unwrap();
+    let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap_or_else(|| panic!("no {field}"));
+    line.split_once(':').unwrap().1.trim().to_string()
+}
+
+/// Runs `code` through ranna and returns its stdout.
+async fn ranna_stdout(server: &Server, language: Language, code: &str) -> String {
+    let mut client = Client::connect(&server.ws_url("/v1/ws")).await;
+    client.send(json!({ "op": 1, "args": { "language": language.name(), "code": code } })).await;
+    let mut out = String::new();
+    loop {
+        let event = client.recv_within(Duration::from_secs(60)).await;
+        match event["code"].as_u64() {
+            Some(3) => out.push_str(event["data"]["stdout"].as_str().unwrap_or("")),
+            Some(4) => return out,
+            _ => {}
+        }
+    }
+}
+
+/// The server refuses the system calls it never makes (`harden::syscall_filters`,
+/// whose effect the library's unit tests check call by call): it says so,
+/// every one of its threads carries the filters, those started later too
+/// (sessions, uploads), and every language still runs under them.
+#[tokio::test]
+async fn every_thread_of_the_server_runs_under_the_seccomp_filter() {
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("server.log");
+    let server = Server::start_logged(&data.path().join("state"), &[], &[("SANDLOT_LOG", "info")], &log);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("seccomp: on ("), "{text}");
+    // This process's own filters (a container's, say) are inherited too.
+    let inherited: usize = status_field(Path::new("/proc/self/status"), "Seccomp_filters").parse().unwrap();
+    let ours = sandlot::harden::syscall_filters().unwrap().len();
+    for language in Language::ALL {
+        let hello = ranna_stdout(&server, language, language.spec().hello).await;
+        assert_eq!(hello, "hello\n", "{language}");
+    }
+    upload_one(&server, "under-filter", b"5,6\n").await;
+    let read = ranna_stdout(&server, Language::Python, "print(open('/data/under-filter.csv').read(), end='')").await;
+    assert_eq!(read, "5,6\n");
+    // And whatever is logged (the filter's status is worked out whether or not it is logged).
+    let quiet = Server::start(&[]);
+    for pid in [server.pid(), quiet.pid()] {
+        let mut threads = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let status = task.unwrap().path().join("status");
+            assert_eq!(status_field(&status, "Seccomp"), "2", "{}", status.display());
+            let filters: usize = status_field(&status, "Seccomp_filters").parse().unwrap();
+            assert_eq!(filters, inherited + ours, "{}", status.display());
+            threads += 1;
+        }
+        assert!(threads > 2, "{threads} threads");
+    }
+}
+
+#[tokio::test]
+async fn seccomp_false_leaves_the_server_unfiltered() {
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("server.log");
+    let server =
+        Server::start_logged(&data.path().join("state"), &["--seccomp", "false"], &[("SANDLOT_LOG", "info")], &log);
+    assert!(std::fs::read_to_string(&log).unwrap().contains("seccomp: off (turned off in the settings)"));
+    let own = status_field(Path::new("/proc/self/status"), "Seccomp_filters");
+    let status = format!("/proc/{}/status", server.pid());
+    assert_eq!(status_field(Path::new(&status), "Seccomp_filters"), own);
+    assert_eq!(ranna_stdout(&server, Language::Lua, "print('hi')").await, "hi\n");
 }
 
 /// Each thread of the server: its name, nice value and CPU ticks used.

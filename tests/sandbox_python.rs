@@ -5,8 +5,10 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{kill_while_printing, program, run, run_with, runtime};
-use sandlot::{EndReason, Language, Limits, SessionOptions};
+use sandlot::{EndReason, Language, Limits, SessionEvent, SessionOptions};
 use serde_json::json;
 
 const PY: Language = Language::Python;
@@ -332,4 +334,52 @@ async fn the_snapshots_objects_are_immortal_and_still_each_sessions_own() {
     assert_eq!(ran.stdout, "True True False False\nchanged False [('a', 2)]\n", "stderr: {}", ran.stderr);
     let next = run(PY, &[("main.py", "import json\nprint(json.dumps([1]))")]).await;
     assert_eq!(next.stdout, "[1]\n", "stderr: {}", next.stderr);
+}
+
+/// CPython takes its hash secret when it starts, and the guest's heap is a
+/// snapshot taken after that, at build time: every session hashes `str` and
+/// `bytes` with the same secret (a session cannot have its own: the
+/// snapshot's strings keep the hashes they cached, and its dicts place keys
+/// by them; see the README's limits). Pinned here, with what bounds it.
+#[tokio::test]
+async fn every_session_shares_the_snapshot_s_hash_secret() {
+    let code = "print(hash('abc'), hash(b'abc'))";
+    let a = run(PY, &[("main.py", code)]).await;
+    let b = run(PY, &[("main.py", code)]).await;
+    assert_eq!(a.outcome.exit_code, 0, "{}", a.stderr);
+    assert_eq!(a.stdout, b.stdout);
+}
+
+/// Keys that all hash alike make each insert compare with every key before
+/// it. They need no secret (an int's hash is itself modulo
+/// `sys.hash_info.modulus`), and they cost only the program that makes them:
+/// its own fuel ends it, and while one floods, another session runs as ever.
+#[tokio::test]
+async fn a_hash_flood_meets_its_own_limits_and_slows_no_other_session() {
+    let flood = "import sys\nm = sys.hash_info.modulus\nd = {}\ni = 0\nprint('flooding', flush=True)\n\
+                 while True:\n    d[i * m] = i\n    i += 1";
+    let limits = Limits::default().with_fuel(2_000_000_000).with_wall_clock(Duration::from_secs(120));
+    let ran = run_with(PY, program(&[("main.py", flood)]), limits).await;
+    assert_eq!((ran.outcome.reason, ran.stdout.as_str()), (EndReason::Fuel, "flooding\n"), "{}", ran.stderr);
+
+    let endless = Limits::default().with_fuel(u64::MAX / 2).with_wall_clock(Duration::from_secs(600));
+    let options = SessionOptions { limits: Some(endless), ..SessionOptions::default() };
+    let (mut session, mut events) = runtime().session(PY, options).await.unwrap();
+    let kill = session.kill_handle();
+    let flooding = tokio::task::spawn_blocking(move || {
+        let thread = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        thread.block_on(async move { session.run(program(&[("main.py", flood)])).await.unwrap() })
+    });
+    loop {
+        match events.recv().await.expect("the flood reports until it ends") {
+            SessionEvent::Stdout(_) => break,
+            SessionEvent::Finished(outcome) => panic!("the flood ended: {outcome:?}"),
+            _ => {}
+        }
+    }
+    let other = run(PY, &[("main.py", "print(sum(range(1000)))")]).await;
+    assert_eq!((other.stdout.as_str(), other.outcome.reason), ("499500\n", EndReason::Exit), "{}", other.stderr);
+    assert!(!flooding.is_finished(), "the flood was still going when the other session ended");
+    kill.kill();
+    assert_eq!(flooding.await.unwrap().reason, EndReason::Killed);
 }

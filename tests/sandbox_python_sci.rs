@@ -62,6 +62,16 @@ async fn each_session_has_its_own_random_state_and_nothing_of_the_last() {
     assert_eq!(b.stdout.lines().nth(1), Some("False"));
 }
 
+/// The hash secret is in the memory baked at `prepare`, as the python
+/// guest's is in its snapshot: every session shares it (see the README's limits).
+#[tokio::test]
+async fn every_session_shares_the_baked_hash_secret() {
+    let code = "print(hash('abc'), hash(b'abc'))";
+    let (a, b) = (run(SCI, &[("main.py", code)]).await, run(SCI, &[("main.py", code)]).await);
+    assert_eq!(a.outcome.exit_code, 0, "{}", a.stderr);
+    assert_eq!(a.stdout, b.stdout);
+}
+
 #[tokio::test]
 async fn the_deadline_stops_busy_and_sleeping_code() {
     for code in ["while True:\n    pass", "import time\nprint('sleeping', flush=True)\ntime.sleep(30)"] {

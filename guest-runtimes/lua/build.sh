@@ -29,10 +29,13 @@ CFLAGS=(-target wasm32-wasi -O2 -mexception-handling -mllvm -wasm-enable-sjlj -m
 objects=() pids=()
 for src in "$LUA"/*.c; do
     name="$(basename "$src" .c)"
-    case "$name" in lua | luac | onelua) continue ;; esac
+    # lundump.c (binary chunks) is replaced by text_only.c.
+    case "$name" in lua | luac | onelua | lundump) continue ;; esac
     "${ZIG[@]}" cc "${CFLAGS[@]}" -Wno-everything -c "$src" -o "$WORK/$name.o" & pids+=($!)
     objects+=("$WORK/$name.o")
 done
+"${ZIG[@]}" cc "${CFLAGS[@]}" -Wall -Werror -c "$HERE/text_only.c" -o "$WORK/text_only.o" & pids+=($!)
+objects+=("$WORK/text_only.o")
 "${ZIG[@]}" cc "${CFLAGS[@]}" -Wall -Werror -Wno-unused-parameter -c "$HERE/main.c" -o "$WORK/main.o" & pids+=($!)
 "${ZIG[@]}" cc "${CFLAGS[@]}" -c "$HERE/setjmp.c" -o "$WORK/setjmp.o" & pids+=($!)
 "${ZIG[@]}" cc "${CFLAGS[@]}" -Wno-everything -c "$C_BINDINGS/sandbox.c" -o "$WORK/sandbox.o" & pids+=($!)

@@ -117,6 +117,10 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// The user to become once the port is bound (the server started as root).
     pub run_as: Option<crate::harden::RunAs>,
+    /// Whether `serve` applies the seccomp filter (`harden::restrict_syscalls`)
+    /// to the whole process once it runs as that user: off for an embedder,
+    /// whose process is its own; on in `sandlot serve` unless turned off.
+    pub seccomp: bool,
     /// Instances kept ready per language (see `Runtime::set_warm_instances`);
     /// `None` leaves the runtime's setting.
     pub warm_instances: Option<usize>,
@@ -147,6 +151,7 @@ impl Default for ServerConfig {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             run_as: None,
+            seccomp: false,
             warm_instances: None,
             #[cfg(feature = "cluster")]
             cluster: None,
@@ -326,6 +331,12 @@ pub async fn serve(
         }
         None if crate::harden::is_root() => tracing::warn!("{}", crate::harden::root_warning()),
         None => {}
+    }
+    if config.seccomp {
+        let status = crate::harden::restrict_syscalls();
+        tracing::info!("seccomp: {status}");
+    } else {
+        tracing::info!("seccomp: off (turned off in the settings)");
     }
     let ready = move || {
         println!("listening on http://{address}");
