@@ -191,6 +191,8 @@ pub(crate) struct App {
     pub(crate) closing: watch::Receiver<bool>,
     pub(crate) allowed: Arc<guard::Allowed>,
     pub(crate) readiness: Arc<operators::Readiness>,
+    /// What direct-IO sockets' values waiting for their last frame hold.
+    pub(crate) waiting_values: Arc<direct_io::WaitingMemory>,
     /// `GET /v1/openapi.json`'s document.
     pub(crate) openapi: openapi::Document,
     /// The cluster this node is in, if any.
@@ -364,6 +366,7 @@ async fn serve_ready(
         datasets,
         closing: closing.clone(),
         readiness: Arc::default(),
+        waiting_values: direct_io::WaitingMemory::new(direct_io::CLIENT_WAITING_BYTES, direct_io::SERVER_WAITING_BYTES),
         openapi: Arc::default(),
         #[cfg(feature = "cluster")]
         cluster: None,
