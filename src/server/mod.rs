@@ -591,7 +591,11 @@ async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
 pub(crate) fn public_message(error: &crate::Error) -> String {
     use crate::Error;
     match error {
-        Error::GuestLoad { .. } | Error::Instantiate { .. } | Error::Engine(_) | Error::Storage(_) => {
+        Error::GuestLoad { .. }
+        | Error::Instantiate { .. }
+        | Error::Engine(_)
+        | Error::Storage(_)
+        | Error::Scratch(crate::ScratchReadError::Unreadable(_)) => {
             let reference = uuid::Uuid::new_v4().simple().to_string();
             let reference = &reference[..12];
             tracing::error!(reference, error = %error, "a request failed inside the server");
