@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::language::{Language, UnknownLanguage};
+use crate::scratch::ScratchReadError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -18,8 +19,20 @@ pub enum Error {
     SessionEnded(String),
     #[error("no model named {name:?} in this session; models saved: {available}")]
     UnknownModel { name: String, available: String },
+    /// JSON that should be JSON and is not (a model's answer, its names).
     #[error("the input is not valid JSON: {0}")]
     InvalidInput(String),
+    /// A file of a session's scratch folder (`/tmp`) a client asked for.
+    #[error(transparent)]
+    Scratch(#[from] ScratchReadError),
+    #[error("session {0} is still running a cell; wait for its result, then send the next")]
+    CellRunning(String),
+    #[error("you have {open} sessions open, the most one client may; close one (session_close) first")]
+    TooManySessions { open: usize },
+    /// A request too large to be sent where it must go (in cluster mode, to
+    /// the node that holds its session); the message says what to do.
+    #[error("{0}")]
+    RequestTooLarge(String),
     #[error("the server is busy: {limit} runs are going already; try again shortly")]
     Busy { limit: usize },
     #[error("you have {share} runs going, your share of this server; wait for one to end")]

@@ -1,7 +1,7 @@
 //! Entry points for fuzzing every parser of client input: ranna ops, runtime
 //! actions (the lenient object-literal parser included), processor messages,
-//! upload frames, direct-IO frames, the config file, python-sci's door and
-//! placeholder stats.
+//! upload frames, direct-IO frames, MCP tool arguments, the config file,
+//! python-sci's door and placeholder stats.
 //!
 //! `tests/fuzz.rs` runs each on its corpus (`tests/__fuzz__/<target>/corpus`)
 //! and on random inputs for a few seconds in `./dev.sh test`; `./dev.sh fuzz`
@@ -73,6 +73,12 @@ pub fn direct_io_frame(input: &[u8]) {
     if let Some(Ok(answer)) = text(input).map(|t| serde_json::value::RawValue::from_string(t.to_string())) {
         let _ = crate::server::direct_io::floats(&answer);
     }
+}
+
+/// An MCP tool call's arguments, as each tool reads and checks them.
+#[cfg(feature = "mcp")]
+pub fn mcp_arguments(input: &[u8]) {
+    crate::server::mcp::check_arguments(input);
 }
 
 /// The `serve --config` file.

@@ -8,8 +8,11 @@
 //! A read with nothing there waits, without holding a thread: WASI's
 //! blocking read awaits `Pollable::ready`, so a guest waiting on its input is
 //! still stopped by a KILL and by its wall clock like any other. What waits
-//! to be read is bounded (`STDIN_BUFFER_BYTES`): a client that sends more
-//! than the program reads is refused, never buffered without end.
+//! to be read is bounded (`STDIN_BUFFER_BYTES`) in the memory it takes, not
+//! only in its bytes: small writes share buffers (a million one-byte writes
+//! are not a million buffers), and each buffer counts with its overhead. A
+//! client that sends more than the program reads is refused, never buffered
+//! without end.
 
 use std::collections::VecDeque;
 use std::io;
@@ -17,15 +20,24 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, ReadBuf};
 use wasmtime_wasi::cli::{IsTerminal, StdinStream};
 use wasmtime_wasi::p2::{InputStream, Pollable, StreamError};
 
 use crate::sync::lock;
 
-/// Bytes sent to a run and not read yet, at most.
+/// Memory the bytes sent to a run and not read yet may hold, at most: each
+/// buffer counted as allocated, with `CHUNK_OVERHEAD`.
 pub const STDIN_BUFFER_BYTES: usize = 1 << 20;
+/// Writes smaller than this are copied into a shared buffer of this size
+/// (a one-byte write does not cost a buffer of its own); larger ones are
+/// kept as they came.
+const MERGE_BELOW: usize = 4 << 10;
+/// What a buffer costs besides its bytes: its place in the queue (a `Bytes`,
+/// 32 bytes, in a `VecDeque` that may be twice as long as it needs) and its
+/// allocation's header and rounding.
+const CHUNK_OVERHEAD: usize = 96;
 
 /// What a session's standard input is.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,7 +58,8 @@ pub enum StdinError {
     #[error("standard input is closed (EOF was sent, the run ended, or it was not opened for writing)")]
     Closed,
     #[error(
-        "standard input already holds {waiting} bytes the program has not read; at most {STDIN_BUFFER_BYTES} may wait"
+        "standard input already holds {waiting} bytes (with its buffers' overhead) the program has not read; at most \
+         {STDIN_BUFFER_BYTES} may wait: send more once the program has read some, in fewer and larger STDIN ops"
     )]
     Full { waiting: usize },
 }
@@ -59,7 +72,13 @@ struct Pipe {
 
 #[derive(Default)]
 struct PipeState {
-    waiting: VecDeque<Bytes>,
+    /// Buffers in order, each with what it costs (`cost`); `tail`, where
+    /// small writes are merged, comes after them.
+    waiting: VecDeque<(Bytes, usize)>,
+    tail: BytesMut,
+    /// What `tail` was counted as (its allocation, even once part is read).
+    tail_cost: usize,
+    /// What `waiting` and `tail` cost together.
     bytes: usize,
     closed: bool,
     /// Readers to wake when bytes or the EOF come (the guest's one task;
@@ -77,8 +96,8 @@ impl Pipe {
         };
         let mut state = lock(&pipe.state);
         if !data.is_empty() {
-            state.bytes = data.len();
-            state.waiting.push_back(data);
+            state.bytes = cost(data.len());
+            state.waiting.push_back((data.clone(), cost(data.len())));
         }
         state.closed = !open;
         drop(state);
@@ -90,14 +109,41 @@ impl Pipe {
         if state.closed {
             return Err(StdinError::Closed);
         }
-        if state.bytes + data.len() > STDIN_BUFFER_BYTES {
-            return Err(StdinError::Full { waiting: state.bytes });
+        if data.is_empty() {
+            return Ok(());
         }
-        if !data.is_empty() {
-            state.bytes += data.len();
-            state.waiting.push_back(data);
-            wake(&mut state);
+        let state = &mut *state;
+        if data.len() < MERGE_BELOW {
+            // Into the tail buffer, or a new one (the full one queued).
+            let fits = state.tail.capacity() - state.tail.len() >= data.len();
+            let more = if fits { 0 } else { cost(MERGE_BELOW) };
+            if state.bytes.saturating_add(more) > STDIN_BUFFER_BYTES {
+                return Err(StdinError::Full { waiting: state.bytes });
+            }
+            if !fits {
+                let full = std::mem::replace(&mut state.tail, BytesMut::with_capacity(MERGE_BELOW));
+                let spent = std::mem::replace(&mut state.tail_cost, more);
+                if !full.is_empty() {
+                    state.waiting.push_back((full.freeze(), spent));
+                }
+                state.bytes += more;
+            }
+            state.tail.extend_from_slice(&data);
+        } else {
+            let more = cost(data.len());
+            if state.bytes.saturating_add(more) > STDIN_BUFFER_BYTES {
+                return Err(StdinError::Full { waiting: state.bytes });
+            }
+            // After what the tail holds: it is queued first.
+            if !state.tail.is_empty() {
+                let tail = std::mem::take(&mut state.tail);
+                let spent = std::mem::take(&mut state.tail_cost);
+                state.waiting.push_back((tail.freeze(), spent));
+            }
+            state.bytes += more;
+            state.waiting.push_back((data, more));
         }
+        wake(state);
         Ok(())
     }
 
@@ -107,24 +153,33 @@ impl Pipe {
         wake(&mut state);
     }
 
-    /// Up to `size` bytes; empty when none are there yet; `None` at EOF.
+    /// Up to `size` bytes; empty when none are there yet; `None` at EOF. A
+    /// buffer's cost is given back once it is read to its end (its memory is
+    /// held until then).
     fn read(&self, size: usize) -> Option<Bytes> {
         let mut state = lock(&self.state);
-        let Some(front) = state.waiting.front_mut() else {
+        let state = &mut *state;
+        if let Some((front, spent)) = state.waiting.front_mut() {
+            if front.len() > size {
+                return Some(front.split_to(size));
+            }
+            state.bytes -= *spent;
+            return state.waiting.pop_front().map(|(bytes, _)| bytes);
+        }
+        if state.tail.is_empty() {
             return if state.closed { None } else { Some(Bytes::new()) };
-        };
-        let taken = if front.len() <= size {
-            state.waiting.pop_front().expect("there is a front")
-        } else {
-            front.split_to(size)
-        };
-        state.bytes -= taken.len();
-        Some(taken)
+        }
+        if state.tail.len() > size {
+            return Some(state.tail.split_to(size).freeze());
+        }
+        // The tail read whole: its buffer goes with what was read.
+        state.bytes -= std::mem::take(&mut state.tail_cost);
+        Some(std::mem::take(&mut state.tail).freeze())
     }
 
     fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = lock(&self.state);
-        if !state.waiting.is_empty() || state.closed {
+        if !state.waiting.is_empty() || !state.tail.is_empty() || state.closed {
             return Poll::Ready(());
         }
         if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
@@ -132,6 +187,11 @@ impl Pipe {
         }
         Poll::Pending
     }
+}
+
+/// What a buffer of `bytes` costs while it waits.
+fn cost(bytes: usize) -> usize {
+    bytes.saturating_add(CHUNK_OVERHEAD)
 }
 
 fn wake(state: &mut PipeState) {
@@ -266,8 +326,35 @@ mod tests {
     #[test]
     fn what_waits_is_bounded() {
         let writer = StdinWriter { pipe: Pipe::new(Stdin::Open(Bytes::new())) };
-        writer.write(vec![0; STDIN_BUFFER_BYTES]).unwrap();
+        let largest = STDIN_BUFFER_BYTES - CHUNK_OVERHEAD;
+        writer.write(vec![0; largest + 1]).unwrap_err();
+        writer.write(vec![0; largest]).unwrap();
         assert_eq!(writer.write(&b"x"[..]), Err(StdinError::Full { waiting: STDIN_BUFFER_BYTES }));
+    }
+
+    #[test]
+    fn small_writes_share_buffers_and_their_memory_is_counted() {
+        let pipe = Pipe::new(Stdin::Open(Bytes::new()));
+        let writer = StdinWriter { pipe: pipe.clone() };
+        let mut written: usize = 0;
+        while writer.write(&b"x"[..]).is_ok() {
+            written += 1;
+        }
+        let buffers = written.div_ceil(MERGE_BELOW);
+        assert_eq!(buffers, STDIN_BUFFER_BYTES / cost(MERGE_BELOW), "{written} one-byte writes");
+        assert_eq!(lock(&pipe.state).waiting.len() + 1, buffers, "one buffer per {MERGE_BELOW} small writes");
+        // Small and large writes come out in the order they went in.
+        let pipe = Pipe::new(Stdin::Open(Bytes::new()));
+        let writer = StdinWriter { pipe: pipe.clone() };
+        for part in [&b"ab"[..], &[b'c'; MERGE_BELOW][..], b"d", b"e"] {
+            writer.write(part).unwrap();
+        }
+        let mut read = Vec::new();
+        while let Some(bytes) = pipe.read(3).filter(|b| !b.is_empty()) {
+            read.extend_from_slice(&bytes);
+        }
+        assert_eq!(read, [&b"ab"[..], &[b'c'; MERGE_BELOW][..], b"de"].concat());
+        assert_eq!(lock(&pipe.state).bytes, 0, "what was read is given back");
     }
 
     #[test]

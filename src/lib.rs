@@ -56,7 +56,7 @@ pub use registry::{Client, Entry, Keep, Registry, RegistryConfig, RunEvents, Run
 pub use report::SessionEvents;
 pub use run::{EndReason, RunOutcome, SessionEvent, VALUE_BYTES};
 pub use runtime::{EPOCH_TICK, Runtime, RuntimeConfig, SessionOptions, scratch_base};
-pub use scratch::{MAX_ENTRIES as SCRATCH_ENTRIES, ScratchFile};
+pub use scratch::{MAX_ENTRIES as SCRATCH_ENTRIES, ScratchFile, ScratchReadError};
 #[cfg(feature = "mcp")]
 pub use server::mcp::McpTools;
 pub use server::{ServerConfig, serve, serve_on};

@@ -129,11 +129,7 @@ impl Notebooks {
     /// even if the caller stops waiting, so the next cell starts clean.
     pub async fn exec(&self, client: &Client, id: &str, code: String) -> Result<Cell, Error> {
         let notebook = self.find(client, id)?;
-        let mut events = notebook.events.clone().try_lock_owned().map_err(|_| {
-            Error::InvalidInput(format!(
-                "session {id} is still running a cell; wait for its result, then send the next"
-            ))
-        })?;
+        let mut events = notebook.events.clone().try_lock_owned().map_err(|_| Error::CellRunning(id.to_string()))?;
         let placeholders = self.inner.registry.placeholders(client, id).map(|saved| saved.placeholders);
         let before = placeholders.as_ref().map(|p| p.snapshot()).unwrap_or_default();
         let files_before = self.inner.registry.scratch_files(client, id).unwrap_or_default();
@@ -214,9 +210,7 @@ impl Notebooks {
         }
         let mine = open.values().filter(|n| n.client == *client).count();
         if *client != Client::Local && mine >= config.max_per_client {
-            return Err(Error::InvalidInput(format!(
-                "you have {mine} sessions open, the most one client may; close one (session_close) first"
-            )));
+            return Err(Error::TooManySessions { open: mine });
         }
         Ok(())
     }

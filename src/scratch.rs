@@ -74,6 +74,24 @@ const SPARE_FOLDERS: usize = 1024;
 /// How long an emptied folder rests before it is handed on.
 const SPARE_DELAY: Duration = Duration::from_secs(1);
 
+/// Why a file of a scratch folder could not be read for a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ScratchReadError {
+    #[error("{0:?} is not a file under /tmp: name one by its path there, as session_files or list_files show it")]
+    NotUnderTmp(String),
+    #[error("no file {0:?} under /tmp; session_files or list_files show the files there")]
+    NoFile(String),
+    #[error("{0:?} is not a file (a folder?); session_files or list_files show the files under /tmp")]
+    NotAFile(String),
+    #[error("{path:?} holds {bytes} bytes; at most {limit} are sent: have the code write it in smaller files")]
+    TooLarge { path: String, bytes: u64, limit: u64 },
+    #[error("this session has no scratch folder")]
+    NoFolder,
+    /// The host failed to read it (its message may name host paths: not for clients).
+    #[error("a scratch file could not be read: {0}")]
+    Unreadable(String),
+}
+
 /// Where a runtime's scratch folders are made, and its empty spare ones
 /// (oldest first, with when each was given back).
 #[derive(Debug)]
@@ -357,22 +375,23 @@ impl Scratch {
     /// A file's contents, at most `max_bytes` of them. The path is relative
     /// to the folder (a leading `/tmp/` is allowed); nothing outside it is
     /// reached, through `..` or a symlink.
-    pub(crate) fn read(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>, String> {
+    pub(crate) fn read(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>, ScratchReadError> {
         let relative = path.strip_prefix("/tmp/").unwrap_or(path).trim_start_matches('/');
         if relative.is_empty() || relative.split('/').any(|p| p == "..") || relative.contains('\0') {
-            return Err(format!("{path:?} is not a file under /tmp"));
+            return Err(ScratchReadError::NotUnderTmp(path.into()));
         }
-        let dir = Dir::open_ambient_dir(&self.path, ambient_authority()).map_err(|e| e.to_string())?;
-        let file = dir.open(relative).map_err(|_| format!("no file {path:?} under /tmp"))?;
-        let meta = file.metadata().map_err(|e| e.to_string())?;
+        let unreadable = |e: std::io::Error| ScratchReadError::Unreadable(e.to_string());
+        let dir = Dir::open_ambient_dir(&self.path, ambient_authority()).map_err(unreadable)?;
+        let file = dir.open(relative).map_err(|_| ScratchReadError::NoFile(path.into()))?;
+        let meta = file.metadata().map_err(unreadable)?;
         if !meta.is_file() {
-            return Err(format!("{path:?} is not a file"));
+            return Err(ScratchReadError::NotAFile(path.into()));
         }
         if meta.len() > max_bytes {
-            return Err(format!("{path:?} holds {} bytes; at most {max_bytes} are sent", meta.len()));
+            return Err(ScratchReadError::TooLarge { path: path.into(), bytes: meta.len(), limit: max_bytes });
         }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.take(max_bytes + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.take(max_bytes + 1).read_to_end(&mut bytes).map_err(unreadable)?;
         Ok(bytes)
     }
 }
@@ -461,9 +480,10 @@ mod tests {
         let paths: Vec<String> = scratch.files().into_iter().map(|f| f.path).collect();
         assert_eq!(paths, ["b.bin", "sub/a.txt"]);
         assert_eq!(scratch.read("/tmp/sub/a.txt", 100).unwrap(), b"hello");
-        assert!(scratch.read("sub/a.txt", 3).unwrap_err().contains("at most 3"));
-        assert!(scratch.read("../x", 100).is_err());
-        assert!(scratch.read("sub", 100).unwrap_err().contains("not a file"));
+        assert!(matches!(scratch.read("sub/a.txt", 3), Err(ScratchReadError::TooLarge { bytes: 5, limit: 3, .. })));
+        assert!(matches!(scratch.read("../x", 100), Err(ScratchReadError::NotUnderTmp(_))));
+        assert!(matches!(scratch.read("sub", 100), Err(ScratchReadError::NotAFile(_))));
+        assert!(matches!(scratch.read("nothing", 100), Err(ScratchReadError::NoFile(_))));
         assert!(!scratch.over(15) && scratch.over(14));
         let path = scratch.path().to_path_buf();
         drop(scratch);

@@ -23,7 +23,7 @@ use crate::output::OutputBudget;
 use crate::program::Program;
 use crate::report::{Begin, Reporter};
 use crate::run::{EndReason, RunOutcome, StopSignal, bounded_value};
-use crate::scratch::{self, Scratch, ScratchFile};
+use crate::scratch::{self, Scratch, ScratchFile, ScratchReadError};
 
 /// Stops a session's current and future calls, from any thread or task.
 #[derive(Clone)]
@@ -132,9 +132,8 @@ impl Session {
     /// A file of its scratch folder, by its path under `/tmp`; at most
     /// `max_bytes` are read (a larger file is an error that says so).
     pub fn scratch_file(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>, Error> {
-        let scratch =
-            self.store.data().scratch.as_ref().ok_or_else(|| Error::InvalidInput("no scratch folder".into()))?;
-        scratch.read(path, max_bytes).map_err(Error::InvalidInput)
+        let scratch = self.store.data().scratch.as_ref().ok_or(ScratchReadError::NoFolder)?;
+        Ok(scratch.read(path, max_bytes)?)
     }
 
     /// Whether the last call was refused memory (the instance may have

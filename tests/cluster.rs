@@ -172,6 +172,26 @@ async fn runs_queued_at_a_full_node_run_on_another_whole_and_in_order() {
     assert_eq!(ready["cluster"]["connected"], true, "{ready}");
 }
 
+/// Issue 27 row 10: `/readyz` showed anyone the cluster's topology (node
+/// names, counts, slots, queue). Without a token it says ready or not, and
+/// each language's state; the cluster needs the token.
+#[tokio::test]
+async fn readiness_shows_the_cluster_only_to_a_token() {
+    let nats = Nats::start();
+    let data = tempfile::tempdir().unwrap();
+    let url = nats.url();
+    let mut args = vec!["--cluster", url.as_str(), "--node-name", "secret-node"];
+    args.extend(SHARED);
+    let a = Server::start_in(data.path(), &args, &[("SANDLOT_TOKENS", "cluster-token")]);
+    let (status, ready) = http(&a, "GET", "/readyz", None).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready.as_object().unwrap().len(), 2, "ready and languages only: {ready}");
+    assert!(!ready.to_string().contains("secret-node"), "{ready}");
+    let (_, ready) = http_with(&a, "GET", "/readyz", None, &[("authorization", "Bearer cluster-token")]).await;
+    assert_eq!(ready["cluster"]["node"], "secret-node", "{ready}");
+    assert_eq!(ready["cluster"]["connected"], true, "{ready}");
+}
+
 #[tokio::test]
 async fn a_node_with_a_core_to_spare_runs_its_clients_runs_itself_unless_told_to_queue_them() {
     let nats = Nats::start();

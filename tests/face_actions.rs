@@ -305,13 +305,18 @@ async fn files_a_run_wrote_under_tmp_are_listed_and_fetched() {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD.decode(binary["base64"].as_str().unwrap()).unwrap();
     assert_eq!(bytes, (0..=255).collect::<Vec<u8>>());
-    for (path, says) in
-        [("../../etc/passwd", "not a file under /tmp"), ("missing.txt", "no file"), ("out", "not a file")]
-    {
+    // Each refusal with its own code and message (issue 27 row 12: not "the input is not valid JSON").
+    for (path, code, says) in [
+        ("../../etc/passwd", "bad_request", "not a file under /tmp"),
+        ("missing.txt", "not_found", "no file"),
+        ("out", "bad_request", "not a file"),
+    ] {
         other.send(json!({ "action": "get_file", "sessionId": id, "path": path })).await;
         let refused = other.recv().await;
-        assert_eq!(refused["code"], "bad_request", "{path}: {refused}");
-        assert!(refused["error"].as_str().unwrap().contains(says), "{path}: {refused}");
+        assert_eq!(refused["code"], code, "{path}: {refused}");
+        let error = refused["error"].as_str().unwrap();
+        assert!(error.starts_with(&format!("{path:?}")) || error.starts_with(says), "{path}: {refused}");
+        assert!(error.contains(says) && error.contains("list_files"), "{path}: {refused}");
     }
     other.send(json!({ "action": "list_files", "sessionId": "no-such-session" })).await;
     assert_eq!(other.recv().await["code"], "unknown_session");

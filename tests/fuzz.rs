@@ -31,6 +31,7 @@ target!(actions_request);
 target!(processor_message);
 target!(upload_frame);
 target!(direct_io_frame);
+target!(mcp_arguments);
 target!(config_file);
 target!(placeholder_stats);
 target!(door_frame);

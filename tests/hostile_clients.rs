@@ -329,6 +329,47 @@ async fn a_client_that_does_not_read_holds_back_only_its_own_run() {
     assert!(growth < 32 * MIB, "the unread output cost {} MiB", growth / MIB);
 }
 
+/// Issue 27 row 4: standard input amplified ~70×: a million one-byte STDIN
+/// ops to a run that does not read cost +76 MB, each op a buffer of its own.
+/// Small writes now share buffers, and what waits is counted as allocated.
+#[tokio::test]
+async fn one_byte_stdin_ops_cost_what_they_hold() {
+    const OPS: usize = 1_000_000;
+    let server = Server::start(&["--timeout", "120"]);
+    let mut client = Client::connect(&server.ws_url("/v1/ws")).await;
+    let code = "print('waiting', flush=True)\nimport time\ntime.sleep(120)";
+    let exec = json!({ "op": 1, "nonce": 1, "args": { "language": "python", "code": code, "interactive": true } });
+    client.send(exec).await;
+    let spawn = client.recv().await;
+    let runid = spawn["data"]["runid"].as_str().unwrap_or_else(|| panic!("{spawn}")).to_string();
+    let mut skipped = Vec::new();
+    client.recv_until(|e| e["code"] == 3, &mut skipped).await;
+    let op = json!({ "op": 3, "nonce": 9, "args": { "runid": runid, "data": "x" } }).to_string();
+    let (growth, refused) = server
+        .peak_growth(async {
+            for i in 0..OPS {
+                client.socket.feed(Message::text(op.clone())).await.unwrap();
+                if i % 4096 == 0 {
+                    client.socket.flush().await.unwrap();
+                }
+            }
+            // Every op before it has been taken once the ping is answered.
+            client.send(json!({ "op": 0, "nonce": 2 })).await;
+            let mut refused = Vec::new();
+            client.recv_until(|e| e["code"] == 0, &mut refused).await;
+            refused
+        })
+        .await;
+    // A million bytes fit in the buffer (so no op is answered before the
+    // ping); they held 66 MiB before, 12 MiB now (the buffer's MiB and the
+    // socket's own).
+    assert!(refused.is_empty(), "{:?}", refused.first());
+    assert!(growth < 24 * MIB, "{OPS} one-byte STDIN ops grew the server by {} MiB", growth / MIB);
+    client.send(json!({ "op": 2, "args": { "runid": runid } })).await;
+    let stop = client.recv_until(|e| e["code"] == 4, &mut skipped).await;
+    assert_eq!(stop["data"]["reason"], "killed", "{stop}");
+}
+
 /// Row 9 too: output is coalesced, so an error report is one piece.
 #[tokio::test]
 async fn an_uncaught_error_arrives_in_one_piece() {

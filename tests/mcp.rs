@@ -10,6 +10,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use common::server::{Server, http_with};
 use serde_json::Value;
@@ -65,6 +66,11 @@ fn check(report: &Value, over_http: bool) {
         ("unknown_language", "unknown language \"cobol\""),
         ("missing_code", "needs \"code\""),
         ("bad_timeout", "timeout_s must be"),
+        ("text_timeout", "it was text"),
+        ("zero_timeout", "it was 0"),
+        ("tiny_timeout", "timeout_s must be"),
+        ("bool_timeout", "it was true or false"),
+        ("negative_session_timeout", "timeout_s must be"),
     ] {
         assert_eq!(call(name)["is_error"], true, "{name}: a tool error, {}", call(name));
         assert!(call(name)["text"].as_str().unwrap().contains(says), "{name}: {}", call(name));
@@ -74,6 +80,14 @@ fn check(report: &Value, over_http: bool) {
     assert_eq!(languages, ["python", "javascript", "python-sci", "lua"]);
     assert!(call("languages")["text"].as_str().unwrap().contains("no network"));
     assert_eq!(ran("after_errors")["stdout"], "still up\n");
+    // Issue 27 row 5: 1e308 seconds panicked the server (`Duration::from_secs_f64`), and the call
+    // was never answered. Any larger timeout is the server's limit; a NaN the client sends as null is none.
+    assert_eq!(
+        (ran("huge_timeout")["stdout"].as_str(), call("huge_timeout")["is_error"].as_bool()),
+        (Some("huge\n"), Some(false))
+    );
+    assert_eq!(ran("nan_timeout")["stdout"], "nan\n", "{}", call("nan_timeout"));
+    assert_eq!(ran("huge_session_cell")["value"], "2", "{}", call("huge_session_cell"));
     check_values(report);
     check_sessions(report, over_http);
 }
@@ -153,7 +167,8 @@ fn check_sessions(report: &Value, over_http: bool) {
     let refused: Vec<usize> = (1..10).filter(|i| call(&format!("cap_{i}"))["is_error"] == true).collect();
     if over_http {
         assert_eq!(refused, [6, 7, 8, 9], "{}", call("cap_6"));
-        assert!(call("cap_6")["text"].as_str().unwrap().contains("the most one client may"), "{}", call("cap_6"));
+        let capped = call("cap_6")["text"].as_str().unwrap();
+        assert!(capped.starts_with("you have 8 sessions open, the most one client may"), "{}", call("cap_6"));
     } else {
         assert!(refused.is_empty(), "the stdio user has no per-client cap: {}", call("cap_1"));
     }
@@ -183,7 +198,8 @@ fn check_files(report: &Value) {
     assert_eq!(blob, (0..=255).collect::<Vec<u8>>(), "binary files come as base64");
     for (name, says) in [("f_escape", "not a file under /tmp"), ("f_missing", "no file")] {
         assert_eq!(call(name)["is_error"], true, "{name}: {}", call(name));
-        assert!(call(name)["text"].as_str().unwrap().contains(says), "{name}: {}", call(name));
+        let text = call(name)["text"].as_str().unwrap();
+        assert!(text.contains(says) && !text.contains("JSON"), "{name}: {}", call(name));
     }
     let escape = &call("f_guest_escape")["structured"];
     assert_eq!(escape["exit_code"], 1, "{escape}");
@@ -238,6 +254,32 @@ async fn over_http_with_a_token() {
         tokio::task::spawn_blocking(move || drive(&["http", &url, "mcp-token", "other-token"], None)).await.unwrap();
     check(&report, true);
     check_scratch_gone(scratch.path(), true);
+    // Issue 27 row 5: each call with timeout_s 1e308 panicked and held its
+    // connection unanswered; 32 of them locked the address out. Now each
+    // is answered, and numbers JSON cannot hold are refused by the transport.
+    let call = |arguments: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"run_code","arguments":{arguments}}}}}"#
+        )
+    };
+    let headers = [
+        ("authorization", "Bearer mcp-token"),
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    let answered = async |body: String| {
+        let asked = http_with(&server, "POST", "/mcp", Some(&body), &headers);
+        tokio::time::timeout(Duration::from_secs(60), asked).await.expect("the call is answered")
+    };
+    for _ in 0..40 {
+        let (status, reply) = answered(call(r#"{"language":"lua","code":"print(1)","timeout_s":1e308}"#)).await;
+        assert_eq!((status, reply["result"]["structuredContent"]["stdout"].as_str()), (200, Some("1\n")), "{reply}");
+    }
+    for number in ["NaN", "1e999", "-Infinity"] {
+        let (status, reply) =
+            answered(call(&format!(r#"{{"language":"lua","code":"print(1)","timeout_s":{number}}}"#))).await;
+        assert!((400..500).contains(&status), "{number}: {status} {reply}");
+    }
     // Without the token: refused before MCP is reached.
     let (status, _) = http_with(&server, "POST", "/mcp", Some("{}"), &[("content-type", "application/json")]).await;
     assert_eq!(status, 401);

@@ -75,9 +75,22 @@ async fn health_readiness_and_metrics_follow_what_the_server_does() {
     let server = Server::start_in(data.path(), &["--timeout", "1"], &[("SANDLOT_TOKENS", TOKEN)]);
 
     // Health and readiness need no token: a load balancer asks them.
+    // Without one, readiness says ready or not and each language's state,
+    // nothing more; its details need the token.
     let (status, health) = http_with(&server, "GET", "/healthz", None, &[]).await;
     assert_eq!((status, health), (200, json!({ "status": "ok" })));
-    let (status, ready) = http_with(&server, "GET", "/readyz", None, &[]).await;
+    for wrong in [None, Some("Bearer wrong-token-0002")] {
+        let headers: Vec<(&str, &str)> = wrong.map(|w| ("authorization", w)).into_iter().collect();
+        let (status, ready) = http_with(&server, "GET", "/readyz", None, &headers).await;
+        assert_eq!((status, ready["ready"].clone()), (200, json!(true)), "{ready}");
+        let mut keys: Vec<&String> = ready.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["languages", "ready"], "{ready}");
+        for language in ready["languages"].as_array().unwrap() {
+            assert_eq!(language.as_object().unwrap().len(), 2, "only a name and a state: {language}");
+        }
+    }
+    let (status, ready) = http_with(&server, "GET", "/readyz", None, &[("authorization", BEARER)]).await;
     assert_eq!(status, 200, "{ready}");
     assert_eq!((ready["ready"].clone(), ready["store"].clone()), (json!(true), json!("open")));
     let states: Vec<(String, String)> = ready["languages"]

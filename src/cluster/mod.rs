@@ -362,7 +362,7 @@ impl Cluster {
     ) -> Result<bytes::Bytes, Error> {
         let largest = self.inner.client.server_info().max_payload;
         if request.len() + 1024 > largest {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::RequestTooLarge(format!(
                 "this request is {} KiB, and the session is on node {node}: requests to another node may be {} KiB at \
                  most (the NATS server's max_payload); send it to {node} itself",
                 request.len() >> 10,

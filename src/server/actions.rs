@@ -34,6 +34,7 @@ use crate::program::{Program, SourceFile};
 use crate::registry::{Client, Keep, RunEvents, RunStatus};
 use crate::run::{EndReason, RunOutcome, SessionEvent};
 use crate::runtime::SessionOptions;
+use crate::scratch::ScratchReadError;
 
 /// The runtime server's actions: run, get_placeholder, run_model, get_stats, status, stop, list_files, get_file; a first message with \"target\" \"file_upload\" or \"cluster\" makes it an upload or a direct-IO socket.
 #[utoipa::path(
@@ -81,6 +82,12 @@ impl From<Error> for Refusal {
             Error::Preparing { .. } => "preparing",
             Error::UnknownLanguage(_) => "unknown_language",
             Error::InvalidProgram(_) | Error::InvalidInput(_) => "bad_request",
+            Error::Scratch(ScratchReadError::NoFile(_)) => "not_found",
+            Error::Scratch(ScratchReadError::TooLarge { .. }) | Error::RequestTooLarge(_) => "too_large",
+            Error::Scratch(ScratchReadError::Unreadable(_)) => "server_error",
+            Error::Scratch(_) => "bad_request",
+            Error::CellRunning(_) => "still_running",
+            Error::TooManySessions { .. } => "too_many_sessions",
             Error::UnknownModel { .. } => "unknown_model",
             Error::UnknownSession(_) => "unknown_session",
             Error::SessionEnded(_) => "session_ended",

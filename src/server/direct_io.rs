@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -36,11 +37,25 @@ use super::{App, Fields, IdText, field, parse_typed_off_thread, public_message};
 use crate::error::Error;
 use crate::metrics::Face;
 use crate::registry::Client;
+use crate::sync::lock;
 
 /// Bricks with values waiting for their last frame, per socket.
 const MAX_BRICKS: usize = 64;
-/// Values waiting for their last frame, all bricks of a socket together.
+/// Values of one brick, its last frame's included.
 const MAX_WAITING_VALUES: usize = 1 << 22;
+/// Memory the values waiting for their last frame may hold: per socket, per
+/// client (all its sockets) and in the whole server. Counted as allocated:
+/// each frame's values as the capacity of their `Vec`, plus `FRAME_OVERHEAD`
+/// per frame and `BRICK_OVERHEAD` per brick, so many tiny frames cost what
+/// they hold.
+pub(crate) const SOCKET_WAITING_BYTES: usize = 16 << 20;
+pub(crate) const CLIENT_WAITING_BYTES: usize = 64 << 20;
+pub(crate) const SERVER_WAITING_BYTES: usize = 256 << 20;
+/// A waiting frame's `Vec` header (in a list that may be twice as long as
+/// it needs) and its allocation's header and rounding.
+const FRAME_OVERHEAD: usize = 64;
+/// A waiting brick's map entry, name and list of frames.
+const BRICK_OVERHEAD: usize = 128;
 /// Frames already received that are answered together: at most this many,
 /// and no more read once they hold this many bytes. A batch only takes
 /// frames whose bytes have already arrived (so the socket's buffers bound it
@@ -115,7 +130,7 @@ pub(crate) async fn connection(app: App, mut connection: Connection, first: Fiel
     };
     outbox.json(json!({ "success": true, "uuid": uuid })).await;
     connection.accept_binary();
-    let mut waiting = Waiting::default();
+    let mut waiting = Waiting::new(app.waiting_values.clone(), client.clone());
     loop {
         // The frames a pipelining client has already sent are answered
         // together: their predictions take one trip to the guest threads.
@@ -157,38 +172,157 @@ pub(crate) async fn connection(app: App, mut connection: Connection, first: Fiel
     connection.close().await;
 }
 
-/// Values of bricks whose last frame has not come yet.
+/// The memory direct-IO sockets' waiting values hold, per client and in
+/// all; shared by the server's sockets.
+pub(crate) struct WaitingMemory {
+    per_client: usize,
+    total: usize,
+    held: Mutex<Held>,
+}
+
 #[derive(Default)]
+struct Held {
+    total: usize,
+    clients: HashMap<Client, usize>,
+}
+
+impl WaitingMemory {
+    pub(crate) fn new(per_client: usize, total: usize) -> Arc<Self> {
+        Arc::new(WaitingMemory { per_client, total, held: Mutex::default() })
+    }
+
+    /// Takes `bytes` more for `client`, or says which budget it would pass.
+    fn take(&self, client: &Client, bytes: usize) -> Result<(), String> {
+        let mut held = lock(&self.held);
+        let mine = held.clients.get(client).copied().unwrap_or(0);
+        if mine.saturating_add(bytes) > self.per_client {
+            return Err(format!(
+                "your sockets' values waiting for their last frame hold {} KiB, and a client may hold {} KiB; \
+                 send the last frame (isLast) of the bricks you started before starting more",
+                mine >> 10,
+                self.per_client >> 10
+            ));
+        }
+        if held.total.saturating_add(bytes) > self.total {
+            return Err(format!(
+                "the server holds {} KiB of values waiting for their last frame, at most {} KiB from all clients; \
+                 try again shortly, or send smaller bricks",
+                held.total >> 10,
+                self.total >> 10
+            ));
+        }
+        held.total += bytes;
+        *held.clients.entry(client.clone()).or_default() += bytes;
+        Ok(())
+    }
+
+    fn give_back(&self, client: &Client, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        let mut held = lock(&self.held);
+        held.total -= bytes;
+        if let Some(mine) = held.clients.get_mut(client) {
+            *mine -= bytes;
+            if *mine == 0 {
+                held.clients.remove(client);
+            }
+        }
+    }
+
+    /// Bytes held now, by every socket.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        lock(&self.held).total
+    }
+}
+
+/// Values of bricks whose last frame has not come yet, one socket's: each
+/// frame's values kept as they came (no copy, no growing list that holds
+/// twice what it needs), joined at the last frame.
 struct Waiting {
-    values: HashMap<String, Vec<f32>>,
-    count: usize,
+    bricks: HashMap<String, Brick>,
+    /// Bytes this socket holds (counted in `memory` too).
+    bytes: usize,
+    memory: Arc<WaitingMemory>,
+    client: Client,
+}
+
+#[derive(Default)]
+struct Brick {
+    frames: Vec<Vec<f32>>,
+    values: usize,
+    bytes: usize,
 }
 
 impl Waiting {
-    fn add(&mut self, brick: &str, values: Vec<f32>) -> Result<(), String> {
-        if !self.values.contains_key(brick) && self.values.len() >= MAX_BRICKS {
+    fn new(memory: Arc<WaitingMemory>, client: Client) -> Self {
+        Waiting { bricks: HashMap::new(), bytes: 0, memory, client }
+    }
+
+    fn add(&mut self, name: &str, mut values: Vec<f32>) -> Result<(), String> {
+        let new = !self.bricks.contains_key(name);
+        if new && self.bricks.len() >= MAX_BRICKS {
             return Err(format!("at most {MAX_BRICKS} bricks may wait for their last frame at once"));
         }
-        if self.count + values.len() > MAX_WAITING_VALUES {
-            self.count -= self.values.remove(brick).map_or(0, |v| v.len());
-            return Err(format!(
-                "at most {MAX_WAITING_VALUES} values may wait for their last frame; this brick's were dropped"
-            ));
+        let had = self.bricks.get(name).map_or(0, |b| b.values);
+        if had.saturating_add(values.len()) > MAX_WAITING_VALUES {
+            self.drop_brick(name);
+            return Err(format!("a brick has at most {MAX_WAITING_VALUES} values; this brick's were dropped"));
         }
-        self.count += values.len();
-        self.values.entry(brick.to_string()).or_default().extend(values);
+        values.shrink_to_fit();
+        let cost =
+            values.capacity() * size_of::<f32>() + FRAME_OVERHEAD + if new { BRICK_OVERHEAD + name.len() } else { 0 };
+        let taken = match self.bytes.saturating_add(cost) > SOCKET_WAITING_BYTES {
+            true => Err(format!(
+                "this socket's values waiting for their last frame would hold {} KiB, at most {} KiB; \
+                 send the last frame (isLast) of a brick before more values",
+                self.bytes.saturating_add(cost) >> 10,
+                SOCKET_WAITING_BYTES >> 10
+            )),
+            false => self.memory.take(&self.client, cost),
+        };
+        if let Err(why) = taken {
+            self.drop_brick(name);
+            return Err(format!("{why}; this brick's values were dropped"));
+        }
+        self.bytes += cost;
+        let brick = self.bricks.entry(name.to_string()).or_default();
+        brick.values += values.len();
+        brick.bytes += cost;
+        brick.frames.push(values);
         Ok(())
     }
 
     /// A brick's values with its last frame's: it no longer waits.
-    fn finish(&mut self, brick: &str, last: Vec<f32>) -> Result<Vec<f32>, String> {
-        let mut values = self.values.remove(brick).unwrap_or_default();
-        self.count -= values.len();
-        if values.len() + last.len() > MAX_WAITING_VALUES {
+    fn finish(&mut self, name: &str, last: Vec<f32>) -> Result<Vec<f32>, String> {
+        let Some(brick) = self.take_brick(name) else { return Ok(last) };
+        if brick.values + last.len() > MAX_WAITING_VALUES {
             return Err(format!("a brick has at most {MAX_WAITING_VALUES} values; this one's were dropped"));
+        }
+        let mut values = Vec::with_capacity(brick.values + last.len());
+        for frame in brick.frames {
+            values.extend(frame);
         }
         values.extend(last);
         Ok(values)
+    }
+
+    fn take_brick(&mut self, name: &str) -> Option<Brick> {
+        let brick = self.bricks.remove(name)?;
+        self.bytes -= brick.bytes;
+        self.memory.give_back(&self.client, brick.bytes);
+        Some(brick)
+    }
+
+    fn drop_brick(&mut self, name: &str) {
+        self.take_brick(name);
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.memory.give_back(&self.client, self.bytes);
     }
 }
 
@@ -445,16 +579,50 @@ mod tests {
 
     #[test]
     fn waiting_values_are_bounded() {
-        let mut waiting = Waiting::default();
+        let memory = WaitingMemory::new(usize::MAX, usize::MAX);
+        let mut waiting = Waiting::new(memory.clone(), Client::Local);
         waiting.add("a", vec![1.0; 10]).unwrap();
         assert!(waiting.add("a", vec![0.0; MAX_WAITING_VALUES]).is_err());
-        assert_eq!(waiting.count, 0, "the brick's values were dropped");
+        assert_eq!((waiting.bytes, memory.held()), (0, 0), "the brick's values were dropped");
         for i in 0..MAX_BRICKS {
             waiting.add(&i.to_string(), vec![1.0]).unwrap();
         }
         assert!(waiting.add("one more", vec![1.0]).is_err());
         assert_eq!(waiting.finish("one more", vec![2.0]).unwrap(), [2.0], "a last frame need not wait");
         assert_eq!(waiting.finish("0", vec![2.0]).unwrap(), [1.0, 2.0]);
-        assert_eq!(waiting.count, MAX_BRICKS - 1);
+        assert_eq!(waiting.bricks.len(), MAX_BRICKS - 1);
+        assert_eq!(memory.held(), waiting.bytes);
+        drop(waiting);
+        assert_eq!(memory.held(), 0, "a socket that goes gives its memory back");
+    }
+
+    #[test]
+    fn waiting_memory_counts_each_frame_and_is_shared() {
+        let (alice, bob) = (Client::Token([1; 32]), Client::Token([2; 32]));
+        let memory = WaitingMemory::new(3 << 20, 4 << 20);
+        let frame = || vec![0.0f32; 1 << 18]; // 1 MiB
+        let mut one = Waiting::new(memory.clone(), alice.clone());
+        let mut two = Waiting::new(memory.clone(), alice);
+        one.add("a", frame()).unwrap();
+        one.add("a", frame()).unwrap();
+        two.add("b", vec![1.0]).unwrap();
+        let why = two.add("b", frame()).unwrap_err();
+        assert!(why.contains("a client may hold") && why.contains("dropped"), "{why}");
+        let mut other = Waiting::new(memory.clone(), bob);
+        other.add("c", frame()).unwrap();
+        let why = other.add("c", frame()).unwrap_err();
+        assert!(why.contains("from all clients"), "{why}");
+        assert_eq!(memory.held(), one.bytes + two.bytes, "the refused brick's values were dropped");
+        // One-value frames cost their overhead, not four bytes.
+        let mut tiny = Waiting::new(WaitingMemory::new(usize::MAX, usize::MAX), Client::Local);
+        let mut refused = None;
+        for i in 0..(1 << 20) {
+            if let Err(why) = tiny.add("t", vec![1.0]) {
+                refused = Some((i, why));
+                break;
+            }
+        }
+        let (frames, why) = refused.expect("a socket's bytes are bounded");
+        assert!(frames < SOCKET_WAITING_BYTES / FRAME_OVERHEAD && why.contains("this socket"), "{frames}: {why}");
     }
 }

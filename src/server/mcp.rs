@@ -65,7 +65,9 @@ pub struct RunCode {
     /// The program's whole standard input (it reads EOF after it); none if absent.
     stdin: Option<String>,
     /// Seconds the run may take, at most the server's limit (10 s by default).
-    timeout_s: Option<f64>,
+    #[serde(default)]
+    #[schemars(with = "Option<f64>")]
+    timeout_s: Seconds,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -73,7 +75,28 @@ pub struct SessionStart {
     /// python, javascript, lua or python-sci (see list_languages).
     language: Option<String>,
     /// Seconds each session_exec may take, at most the server's limit (10 s by default).
-    timeout_s: Option<f64>,
+    #[serde(default)]
+    #[schemars(with = "Option<f64>")]
+    timeout_s: Seconds,
+}
+
+/// A number of seconds as a client sent it. Whatever it is, the arguments
+/// are read: a value that is not a number is the tool's error to report
+/// (so the model reads what to change), not the protocol's.
+#[derive(Debug, Default)]
+pub(crate) struct Seconds(Option<Result<f64, &'static str>>);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Seconds(match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::Null => None,
+            serde_json::Value::Number(n) => Some(n.as_f64().ok_or("a number too large")),
+            serde_json::Value::String(_) => Some(Err("text")),
+            serde_json::Value::Bool(_) => Some(Err("true or false")),
+            serde_json::Value::Array(_) => Some(Err("a list")),
+            serde_json::Value::Object(_) => Some(Err("an object")),
+        }))
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
@@ -346,14 +369,81 @@ fn outcome_result(
     result
 }
 
-/// `timeout_s` applied to `options`' limits (it can only lower them).
-fn with_timeout(mut options: SessionOptions, timeout_s: Option<f64>) -> Result<SessionOptions, String> {
+impl RunCode {
+    /// The run asked for: its language, program, and `options` with its
+    /// time limit and input.
+    fn checked(self, options: SessionOptions) -> Result<(Language, Program, SessionOptions), String> {
+        let language = language("run_code", self.language)?;
+        let code = self.code.ok_or("run_code needs \"code\": the program's source")?;
+        let mut options = with_timeout(options, self.timeout_s)?;
+        options.stdin = self.stdin.map_or(Stdin::Closed, |text| Stdin::Data(text.into()));
+        let mut program = Program::single(language.main_file(), code);
+        let files = self.files.unwrap_or_default().into_iter();
+        program.files.extend(files.map(|(name, content)| SourceFile { name, content }));
+        Ok((language, program, options))
+    }
+}
+
+impl SessionStart {
+    fn checked(self, options: SessionOptions) -> Result<(Language, SessionOptions), String> {
+        Ok((language("session_start", self.language)?, with_timeout(options, self.timeout_s)?))
+    }
+}
+
+/// Reads `arguments` as each tool's and checks them as the tool does, but
+/// runs nothing (the fuzz target `mcp_arguments`).
+pub(crate) fn check_arguments(arguments: &[u8]) {
+    let options = SessionOptions { limits: Some(crate::Limits::default()), ..SessionOptions::default() };
+    if let Ok(request) = serde_json::from_slice::<RunCode>(arguments)
+        && let Ok((_, program, _)) = request.checked(options.clone())
+    {
+        let _ = program.validated();
+    }
+    if let Ok(request) = serde_json::from_slice::<SessionStart>(arguments) {
+        let _ = request.checked(options);
+    }
+    if let Ok(request) = serde_json::from_slice::<SessionExec>(arguments) {
+        let _ = session_id("session_exec", request.session_id);
+    }
+    if let Ok(request) = serde_json::from_slice::<SessionFile>(arguments) {
+        let _ = session_id("session_file", request.session_id);
+    }
+    if let Ok(request) = serde_json::from_slice::<SessionGet>(arguments) {
+        let _ = session_id("session_get", request.session_id);
+    }
+}
+
+/// The shortest `timeout_s` taken.
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// `timeout_s` applied to `options`' limits: it can only lower them (a
+/// larger one, however large, is the server's limit).
+fn with_timeout(mut options: SessionOptions, timeout_s: Seconds) -> Result<SessionOptions, String> {
     let mut limits = options.limits.clone().unwrap_or_default();
-    if let Some(seconds) = timeout_s {
-        if !(seconds.is_finite() && seconds > 0.0) {
-            return Err("timeout_s must be a positive number of seconds".into());
+    let refused = |what: &str| {
+        format!(
+            "timeout_s must be a number of seconds from {} to the server's limit, {} (a larger one is the limit); \
+             it was {what}",
+            MIN_TIMEOUT.as_secs_f64(),
+            limits.wall_clock.as_secs_f64()
+        )
+    };
+    match timeout_s.0 {
+        None => {}
+        Some(Err(what)) => return Err(refused(what)),
+        Some(Ok(seconds)) => {
+            // Shown short: -1e308 is not 309 digits, nor 1e-300 301.
+            let plain = seconds == 0.0 || (1e-3..1e9).contains(&seconds.abs());
+            let shown = || if plain { seconds.to_string() } else { format!("{seconds:e}") };
+            if seconds.is_nan() || seconds < MIN_TIMEOUT.as_secs_f64() {
+                return Err(refused(&shown()));
+            }
+            // Infinity and anything past the limit is the limit, never converted.
+            if seconds < limits.wall_clock.as_secs_f64() {
+                let wanted = Duration::try_from_secs_f64(seconds).map_err(|_| refused(&shown()))?;
+                limits.wall_clock = limits.wall_clock.min(wanted);
+            }
         }
-        limits.wall_clock = limits.wall_clock.min(Duration::from_secs_f64(seconds));
     }
     options.limits = Some(limits);
     Ok(options)
@@ -438,13 +528,7 @@ impl McpTools {
 
 impl McpTools {
     async fn run(&self, client: &Client, request: RunCode) -> Result<CallToolResult, String> {
-        let language = language("run_code", request.language)?;
-        let code = request.code.ok_or("run_code needs \"code\": the program's source")?;
-        let mut options = with_timeout(self.options.clone(), request.timeout_s)?;
-        options.stdin = request.stdin.map_or(Stdin::Closed, |text| Stdin::Data(text.into()));
-        let mut program = Program::single(language.main_file(), code);
-        let files = request.files.unwrap_or_default().into_iter();
-        program.files.extend(files.map(|(name, content)| SourceFile { name, content }));
+        let (language, program, options) = request.checked(self.options.clone())?;
         #[cfg(feature = "cluster")]
         let cluster = self.cluster.as_ref();
         #[cfg(not(feature = "cluster"))]
@@ -461,8 +545,7 @@ impl McpTools {
     }
 
     async fn start(&self, client: &Client, request: SessionStart) -> Result<CallToolResult, String> {
-        let language = language("session_start", request.language)?;
-        let options = with_timeout(self.options.clone(), request.timeout_s)?;
+        let (language, options) = request.checked(self.options.clone())?;
         let id = self.notebooks.start(client, language, options).await.map_err(|e| super::public_message(&e))?;
         let mut result = CallToolResult::structured(json!({ "session_id": id, "language": language.name() }));
         result.content = vec![ContentBlock::text(format!(

@@ -216,6 +216,8 @@ pub(crate) struct App {
     pub(crate) closing: watch::Receiver<bool>,
     pub(crate) allowed: Arc<guard::Allowed>,
     pub(crate) readiness: Arc<operators::Readiness>,
+    /// What direct-IO sockets' values waiting for their last frame hold.
+    pub(crate) waiting_values: Arc<direct_io::WaitingMemory>,
     /// `GET /v1/openapi.json`'s document.
     pub(crate) openapi: openapi::Document,
     /// The cluster this node is in, if any.
@@ -415,6 +417,7 @@ async fn serve_ready(
         datasets,
         closing: closing.clone(),
         readiness: Arc::default(),
+        waiting_values: direct_io::WaitingMemory::new(direct_io::CLIENT_WAITING_BYTES, direct_io::SERVER_WAITING_BYTES),
         openapi: Arc::default(),
         #[cfg(feature = "cluster")]
         cluster: None,
@@ -639,7 +642,11 @@ async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
 pub(crate) fn public_message(error: &crate::Error) -> String {
     use crate::Error;
     match error {
-        Error::GuestLoad { .. } | Error::Instantiate { .. } | Error::Engine(_) | Error::Storage(_) => {
+        Error::GuestLoad { .. }
+        | Error::Instantiate { .. }
+        | Error::Engine(_)
+        | Error::Storage(_)
+        | Error::Scratch(crate::ScratchReadError::Unreadable(_)) => {
             let reference = uuid::Uuid::new_v4().simple().to_string();
             let reference = &reference[..12];
             tracing::error!(reference, error = %error, "a request failed inside the server");

@@ -2,14 +2,18 @@
 //! (the process answers), `GET /readyz` (each language's guest prepared and
 //! its first warm instances made; the store open) and `GET /metrics`
 //! (Prometheus text, `metrics.rs`). The first two need no token: a load
-//! balancer or an orchestrator asks them; `/metrics` is behind the REST token.
+//! balancer or an orchestrator asks them. Without one `/readyz` says only
+//! whether the server is ready and each language ready, preparing or
+//! unavailable; its details (timings, the store, the cluster's nodes, queue
+//! and slots) need a token, as `/metrics` does (a server without tokens, on
+//! loopback, shows them to all).
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -42,8 +46,9 @@ impl Readiness {
         lock(&self.ready).contains(&language)
     }
 
-    /// Each language's state, and whether none is still on its way.
-    fn report(&self, runtime: &Runtime) -> (bool, Vec<Value>) {
+    /// Each language's state, and whether none is still on its way; with
+    /// `details`, warming told from preparing, and how long it has taken.
+    fn report(&self, runtime: &Runtime, details: bool) -> (bool, Vec<Value>) {
         let mut all = true;
         let states = Language::ALL.map(|language| {
             let name = language.name();
@@ -52,12 +57,16 @@ impl Readiness {
             }
             if let Some(so_far) = runtime.preparing(language) {
                 all = false;
+                if !details {
+                    return json!({ "language": name, "state": "preparing" });
+                }
                 return json!({ "language": name, "state": "preparing", "seconds": so_far.as_secs(),
                                "expected_seconds": language.first_preparation().as_secs() });
             }
             if runtime.is_prepared(language) {
                 all = false;
-                return json!({ "language": name, "state": "warming" });
+                let state = if details { "warming" } else { "preparing" };
+                return json!({ "language": name, "state": state });
             }
             // Its preparation failed (the log says why); it does not hold
             // back the languages that work.
@@ -75,24 +84,31 @@ pub(crate) async fn healthz() -> Json<Value> {
 
 /// `GET /readyz`: 200 once every language is ready (or known to be
 /// unavailable), 503 while one is being prepared or warmed; the body says
-/// which, and how long the preparation has gone on.
+/// which. With an accepted token (or on a server without tokens) it says
+/// more: warming apart from preparing, how long the preparation has gone
+/// on, the store, and the cluster as this node sees it.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operators",
     responses(
-        (status = 200, description = "ready: {ready, store, languages: [{language, state}]}, and in cluster \
-                                      mode cluster: {node, connected, nodes, queued_runs, free_slots, slots}", body = Object),
-        (status = 503, description = "a language is still being prepared or warmed: the same body, \
-                                      with seconds and expected_seconds of each one preparing", body = Object),
-    )
+        (status = 200, description = "ready: {ready, languages: [{language, state}]}; with a token also store, \
+                                      and in cluster mode cluster: {node, connected, nodes, queued_runs, \
+                                      free_slots, slots}", body = Object),
+        (status = 503, description = "a language is still being prepared or warmed: the same body; with a \
+                                      token, seconds and expected_seconds of each one preparing", body = Object),
+    ),
+    security((), ("bearer" = []), ("x-auth-token" = []))
 )]
-pub(crate) async fn readyz(State(app): State<App>) -> Response {
-    let (ready, languages) = app.readiness.report(app.registry.runtime());
-    let store = if app.datasets.is_some() { "open" } else { "none" };
+pub(crate) async fn readyz(State(app): State<App>, headers: HeaderMap) -> Response {
+    let details = !app.tokens.required() || app.tokens.accepts_header(&headers).is_some();
+    let (ready, languages) = app.readiness.report(app.registry.runtime(), details);
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    #[allow(unused_mut)]
-    let mut body = json!({ "ready": ready, "store": store, "languages": languages });
+    let mut body = json!({ "ready": ready, "languages": languages });
+    if !details {
+        return (status, Json(body)).into_response();
+    }
+    body["store"] = json!(if app.datasets.is_some() { "open" } else { "none" });
     #[cfg(feature = "cluster")]
     if let Some(cluster) = &app.cluster {
         let (free, slots) = cluster.slots();

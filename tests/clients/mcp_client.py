@@ -33,6 +33,17 @@ CALLS = [
     ("unknown_language", "run_code", {"language": "cobol", "code": "DISPLAY 'HI'."}),
     ("missing_code", "run_code", {"language": "python"}),
     ("bad_timeout", "run_code", {"language": "python", "code": "pass", "timeout_s": -1}),
+    # Numbers a client may send for seconds: the largest, none at all, text, too small.
+    ("huge_timeout", "run_code", {"language": "python", "code": "print('huge')", "timeout_s": 1e308}),
+    ("nan_timeout", "run_code", {"language": "python", "code": "print('nan')", "timeout_s": float("nan")}),
+    ("text_timeout", "run_code", {"language": "python", "code": "pass", "timeout_s": "NaN"}),
+    ("zero_timeout", "run_code", {"language": "python", "code": "pass", "timeout_s": 0}),
+    ("tiny_timeout", "run_code", {"language": "python", "code": "pass", "timeout_s": 1e-300}),
+    ("bool_timeout", "session_start", {"language": "lua", "timeout_s": True}),
+    ("negative_session_timeout", "session_start", {"language": "lua", "timeout_s": -1e308}),
+    ("huge_session", "session_start", {"language": "lua", "timeout_s": 1e308}),
+    ("huge_session_cell", "session_exec", {"session_id": "$huge_session", "code": "1 + 1"}),
+    ("huge_session_close", "session_close", {"session_id": "$huge_session"}),
     ("languages", "list_languages", {}),
     ("after_errors", "run_code", {"language": "python", "code": "print('still up')"}),
     # The value of a trailing expression.
