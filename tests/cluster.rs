@@ -5,7 +5,8 @@
 //! out and is not run later; a session made through one node (actions or
 //! MCP) is queried, used and stopped through another, and answered for
 //! from the cluster's records once its node is gone; a dataset uploaded
-//! through one node is read on the others and deleted everywhere; records
+//! through one node is read on the others and deleted everywhere (by a
+//! node, not by a NATS client without the secret); records
 //! and runs go on through a NATS restart; a node whose configuration
 //! differs, or whose name is taken, is refused at start. A NATS client
 //! without the cluster secret reads nothing, starts nothing and
@@ -455,6 +456,17 @@ async fn a_dataset_uploaded_through_one_node_is_read_on_the_others_and_deleted_e
         let (_, stdout, finished) = run_action(&mut client, run).await;
         assert_eq!(stdout, want, "{finished}");
     }
+
+    // A NATS client without the secret cannot delete it: a KV delete is no node's.
+    let rogue = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("the rogue connects"));
+    let refused_before = metric(&b, "sandlot_cluster_refused_total", &["why=\"unauthenticated\""]).await;
+    rogue.get_key_value("sandlot_datasets").await.unwrap().delete(uuid).await.unwrap();
+    let refused = eventually(Duration::from_secs(30), || async {
+        metric(&b, "sandlot_cluster_refused_total", &["why=\"unauthenticated\""]).await > refused_before
+            || datasets_on(&b).await.is_empty()
+    });
+    assert!(refused.await, "b neither refused nor applied the rogue's delete");
+    assert_eq!(datasets_on(&b).await, [("shared".to_string(), "ready".to_string())], "the rogue deleted it");
 
     // Deleted through b: gone on every node.
     let (status, deleted) = http(&b, "DELETE", &format!("/v1/dataset?uuid={uuid}"), None).await;

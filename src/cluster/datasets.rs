@@ -30,6 +30,8 @@ const FILES_BUCKET: &str = "sandlot_dataset_files";
 const SEGMENT: usize = 64 << 10;
 /// The mark of a file's last segment, in its length's top bit.
 const LAST: u32 = 1 << 31;
+/// A deleted dataset's entry (sealed like a record).
+const DELETED: &[u8] = b"deleted";
 
 /// The cluster's datasets: their records and their files.
 #[derive(Clone)]
@@ -131,10 +133,11 @@ impl SharedDatasets {
         Ok(())
     }
 
-    /// Deletes `record` cluster-wide: its entry, then its files.
+    /// Deletes `record` cluster-wide: its entry becomes a sealed `DELETED`
+    /// (a KV delete is no node's: anyone could send one), then its files go.
     pub(crate) async fn unshare(&self, record_uuid: &str, file_uuids: &[String]) -> Result<(), DatasetError> {
         self.records
-            .delete(record_uuid)
+            .put(record_uuid, self.seal.seal(&entry_place(RECORDS_BUCKET, record_uuid), DELETED))
             .await
             .map_err(|e| unavailable(format!("could not delete it from the cluster: {e}")))?;
         for file in file_uuids {
@@ -168,6 +171,11 @@ impl SharedDatasets {
         match entry.operation {
             kv::Operation::Put => {
                 let Ok(opened) = self.seal.open(&entry_place(RECORDS_BUCKET, &entry.key), &entry.value) else { return };
+                if opened.body == DELETED {
+                    let (datasets, uuid) = (datasets.clone(), entry.key);
+                    let _ = tokio::task::spawn_blocking(move || datasets.delete(&uuid)).await;
+                    return;
+                }
                 let Ok(record) = serde_json::from_slice::<DatasetRecord>(&opened.body) else {
                     tracing::warn!(dataset = %entry.key, "the cluster's record of a dataset is unreadable");
                     return;
@@ -177,9 +185,9 @@ impl SharedDatasets {
                     tracing::warn!(dataset = %name, error = %e, "could not fetch a dataset from the cluster");
                 }
             }
+            // No node deletes an entry: this one is no node's.
             kv::Operation::Delete | kv::Operation::Purge => {
-                let (datasets, uuid) = (datasets.clone(), entry.key);
-                let _ = tokio::task::spawn_blocking(move || datasets.delete(&uuid)).await;
+                self.seal.refuse_unsealed(&entry_place(RECORDS_BUCKET, &entry.key));
             }
         }
     }

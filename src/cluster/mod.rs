@@ -832,10 +832,12 @@ async fn watch_nodes(inner: std::sync::Weak<Inner>, bucket: kv::Store) {
             // changes nothing. A heartbeat no later than the last one seen
             // of its node changes nothing either (a replayed one does not
             // keep a node that is gone alive).
+            let place = entry_place(NODES_BUCKET, &entry.key);
             if entry.operation != kv::Operation::Put {
+                inner.seal.refuse_unsealed(&place);
                 continue;
             }
-            let Ok(opened) = inner.seal.open(&entry_place(NODES_BUCKET, &entry.key), &entry.value) else {
+            let Ok(opened) = inner.seal.open(&place, &entry.value) else {
                 continue;
             };
             let info: NodeInfo = serde_json::from_slice(&opened.body).unwrap_or_default();

@@ -203,6 +203,12 @@ impl Seal {
         opened.inspect_err(|&why| self.refused(place, why))
     }
 
+    /// Counts (and logs, as any refusal) an operation on the bus that
+    /// cannot be sealed and that no node makes: a key-value delete.
+    pub(crate) fn refuse_unsealed(&self, place: &str) {
+        self.refused(place, Refused::Unauthenticated);
+    }
+
     fn refused(&self, place: &str, why: Refused) {
         self.metrics.cluster_refused(why.as_str());
         let now = unix_ms();
