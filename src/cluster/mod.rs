@@ -191,9 +191,19 @@ impl NatsAccess {
         }
         if self.tls_ca.is_none() {
             // The system's certificate authorities (rustls-native-certs looks
-            // here), for a server that requires TLS with a public certificate.
+            // here), for a server that requires TLS with a public certificate,
+            // and the folders their links point into.
             let system = ["/etc/ssl", "/etc/pki", "/usr/lib/ssl", "/usr/share/ca-certificates", "/etc/ca-certificates"];
-            files.extend(system.iter().map(PathBuf::from).filter(|p| p.exists()));
+            let mut folders: std::collections::BTreeSet<PathBuf> =
+                system.iter().map(PathBuf::from).filter(|p| p.exists()).collect();
+            for entry in std::fs::read_dir("/etc/ssl/certs").into_iter().flatten().flatten() {
+                if let Ok(target) = std::fs::canonicalize(entry.path())
+                    && let Some(folder) = target.parent()
+                {
+                    folders.insert(folder.to_path_buf());
+                }
+            }
+            files.extend(folders);
         }
         files
     }
@@ -374,7 +384,7 @@ impl Cluster {
                 let auth = if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation {
                     "; check the NATS credentials this node was given (--nats-credentials, --nats-nkey-seed-file, \
                      --nats-user and SANDLOT_NATS_PASSWORD, or SANDLOT_NATS_TOKEN)"
-                } else if e.kind() == async_nats::ConnectErrorKind::Tls {
+                } else if e.kind() == async_nats::ConnectErrorKind::Tls || e.to_string().contains("certificate") {
                     "; check --nats-tls-ca (the authority that signed the server's certificate) and the client \
                      certificate (--nats-tls-cert, --nats-tls-key)"
                 } else {
