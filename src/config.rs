@@ -118,6 +118,39 @@ pub struct ServeSettings {
     /// than N runs go here and none waits in the queue; 0 sends every one [default: the cores].
     #[arg(long, value_name = "N")]
     local_runs: Option<usize>,
+    /// Cluster mode: a file holding the cluster secret, the same on every node, with which every
+    /// message between nodes is sealed (or the environment variable SANDLOT_CLUSTER_SECRET).
+    #[arg(long, value_name = "FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// The cluster secret itself (config file only: a command line is visible to every user).
+    #[arg(skip)]
+    cluster_secret: Option<String>,
+    /// Cluster mode: a NATS credentials file (.creds: a user JWT and its nkey seed) to connect with.
+    #[arg(long, value_name = "FILE")]
+    nats_credentials: Option<PathBuf>,
+    /// Cluster mode: a file holding the NATS nkey seed (SU...) to connect with.
+    #[arg(long, value_name = "FILE")]
+    nats_nkey_seed_file: Option<PathBuf>,
+    /// Cluster mode: the NATS user to connect as; its password in the config file
+    /// (nats_password) or the environment variable SANDLOT_NATS_PASSWORD.
+    #[arg(long, value_name = "NAME")]
+    nats_user: Option<String>,
+    /// The NATS user's password (config file only; or SANDLOT_NATS_PASSWORD).
+    #[arg(skip)]
+    nats_password: Option<String>,
+    /// A NATS token to connect with (config file only; or SANDLOT_NATS_TOKEN).
+    #[arg(skip)]
+    nats_token: Option<String>,
+    /// Cluster mode: the certificate authority (PEM) the NATS servers' certificates are checked
+    /// against; TLS is then required [default: the system's, when the server asks for TLS].
+    #[arg(long, value_name = "FILE")]
+    nats_tls_ca: Option<PathBuf>,
+    /// Cluster mode: this node's TLS client certificate (PEM), for NATS servers that verify clients.
+    #[arg(long, value_name = "FILE")]
+    nats_tls_cert: Option<PathBuf>,
+    /// Cluster mode: the key (PEM) of --nats-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    nats_tls_key: Option<PathBuf>,
 }
 
 /// `a.or(b)` for each named field.
@@ -138,7 +171,9 @@ impl ServeSettings {
         either!(self, other; listen, data_dir, tokens, timeout, memory, max_running, max_running_per_client,
             runs_per_second, idle_expiry, live_memory, placeholder_memory, stored_placeholder_mib, retention_hours, max_connections,
             max_connections_per_address, header_timeout, first_message_timeout, idle_timeout, allowed_hosts,
-            allowed_origins, max_dataset_file_mib, max_datasets, max_datasets_mib, min_free_disk_mib, user, landlock, seccomp, warm_instances, low_latency, cluster, node_name, queue_wait, local_runs)
+            allowed_origins, max_dataset_file_mib, max_datasets, max_datasets_mib, min_free_disk_mib, user, landlock, seccomp, warm_instances, low_latency, cluster, node_name, queue_wait, local_runs,
+            cluster_secret_file, cluster_secret, nats_credentials, nats_nkey_seed_file, nats_user, nats_password,
+            nats_token, nats_tls_ca, nats_tls_cert, nats_tls_key)
     }
 
     /// Whether to restrict the process with Landlock.
@@ -156,6 +191,8 @@ impl ServeSettings {
         if self.cluster.is_some() {
             return Err("this sandlot was built without cluster mode (the `cluster` feature)".into());
         }
+        #[cfg(feature = "cluster")]
+        let cluster = self.cluster_config()?;
         let mut tokens = self.tokens.unwrap_or_default();
         if let Some(env) = std::env::var_os("SANDLOT_TOKENS") {
             let env = env.into_string().map_err(|_| "SANDLOT_TOKENS is not valid UTF-8")?;
@@ -219,33 +256,158 @@ impl ServeSettings {
             seccomp: self.seccomp.unwrap_or(true),
             warm_instances: self.warm_instances,
             #[cfg(feature = "cluster")]
-            cluster: match self.cluster {
-                Some(url) => {
-                    if let Some(node) = &self.node_name {
-                        crate::cluster::valid_node_name(node).map_err(|e| format!("--node-name: {e}"))?;
-                    }
-                    let queue_wait = self.queue_wait.map(Duration::try_from_secs_f64).transpose();
-                    let queue_wait = queue_wait.map_err(|e| format!("--queue-wait: {e}"))?;
-                    Some(crate::cluster::ClusterConfig {
-                        url,
-                        node: self.node_name,
-                        queue_wait,
-                        local_runs: self.local_runs,
-                    })
-                }
-                None if self.node_name.is_some() || self.queue_wait.is_some() || self.local_runs.is_some() => {
-                    return Err("--node-name, --queue-wait and --local-runs need --cluster".into());
-                }
-                None => None,
-            },
+            cluster,
             ..defaults
         })
+    }
+
+    /// Cluster mode's settings, if `--cluster` is given.
+    #[cfg(feature = "cluster")]
+    fn cluster_config(&self) -> Result<Option<crate::cluster::ClusterConfig>, String> {
+        Ok(match &self.cluster {
+            Some(url) => {
+                if let Some(node) = &self.node_name {
+                    crate::cluster::valid_node_name(node).map_err(|e| format!("--node-name: {e}"))?;
+                }
+                let queue_wait = self.queue_wait.map(Duration::try_from_secs_f64).transpose();
+                let queue_wait = queue_wait.map_err(|e| format!("--queue-wait: {e}"))?;
+                Some(crate::cluster::ClusterConfig {
+                    url: url.clone(),
+                    secret: self.cluster_secret()?,
+                    access: self.nats_access()?,
+                    node: self.node_name.clone(),
+                    queue_wait,
+                    local_runs: self.local_runs,
+                })
+            }
+            None if self.cluster_only_given() => {
+                return Err("--node-name, --queue-wait, --local-runs, the cluster secret and the NATS options \
+                            need --cluster"
+                    .into());
+            }
+            None => None,
+        })
+    }
+
+    /// Whether a setting only cluster mode reads is given.
+    #[cfg(feature = "cluster")]
+    fn cluster_only_given(&self) -> bool {
+        self.node_name.is_some()
+            || self.queue_wait.is_some()
+            || self.local_runs.is_some()
+            || self.cluster_secret_file.is_some()
+            || self.cluster_secret.is_some()
+            || self.nats_credentials.is_some()
+            || self.nats_nkey_seed_file.is_some()
+            || self.nats_user.is_some()
+            || self.nats_password.is_some()
+            || self.nats_token.is_some()
+            || self.nats_tls_ca.is_some()
+            || self.nats_tls_cert.is_some()
+            || self.nats_tls_key.is_some()
+    }
+
+    /// The cluster secret: from `cluster_secret_file`, `cluster_secret` or
+    /// `$SANDLOT_CLUSTER_SECRET`, exactly one. Read now, before Landlock
+    /// closes the file system.
+    #[cfg(feature = "cluster")]
+    fn cluster_secret(&self) -> Result<crate::cluster::ClusterSecret, String> {
+        use crate::cluster::ClusterSecret;
+        let env = std::env::var_os("SANDLOT_CLUSTER_SECRET")
+            .map(|v| v.into_string().map_err(|_| "SANDLOT_CLUSTER_SECRET is not valid UTF-8".to_string()))
+            .transpose()?;
+        let from_file = match &self.cluster_secret_file {
+            Some(path) => Some(secret_file(path, "cluster secret")?),
+            None => None,
+        };
+        let given: Vec<String> = [from_file, self.cluster_secret.clone(), env].into_iter().flatten().collect();
+        match given.as_slice() {
+            [] => Err(format!(
+                "cluster mode needs a cluster secret, the same on every node: every message between nodes is sealed \
+                 with it, so a NATS client without it can neither read nor forge one. {}",
+                ClusterSecret::how_to_make()
+            )),
+            [one] => ClusterSecret::from_text(one),
+            _ => Err("the cluster secret is given more than once (--cluster-secret-file, cluster_secret in the \
+                      config file, SANDLOT_CLUSTER_SECRET): give it one way"
+                .into()),
+        }
+    }
+
+    /// How this node authenticates to the NATS servers: at most one kind of
+    /// credentials, read now (before Landlock), and TLS.
+    #[cfg(feature = "cluster")]
+    fn nats_access(&self) -> Result<crate::cluster::NatsAccess, String> {
+        use crate::cluster::NatsCredentials;
+        let env = |name: &str| {
+            std::env::var_os(name)
+                .map(|v| v.into_string().map_err(|_| format!("{name} is not valid UTF-8")))
+                .transpose()
+        };
+        let password = match (self.nats_password.clone(), env("SANDLOT_NATS_PASSWORD")?) {
+            (Some(_), Some(_)) => {
+                return Err("the NATS password is given twice (nats_password, SANDLOT_NATS_PASSWORD)".into());
+            }
+            (one, other) => one.or(other),
+        };
+        let token = match (self.nats_token.clone(), env("SANDLOT_NATS_TOKEN")?) {
+            (Some(_), Some(_)) => return Err("the NATS token is given twice (nats_token, SANDLOT_NATS_TOKEN)".into()),
+            (one, other) => one.or(other),
+        };
+        let mut kinds = Vec::new();
+        if let Some(path) = &self.nats_credentials {
+            kinds.push(NatsCredentials::File(secret_file(path, "NATS credentials")?));
+        }
+        if let Some(path) = &self.nats_nkey_seed_file {
+            kinds.push(NatsCredentials::Nkey(secret_file(path, "NATS nkey seed")?.trim().to_string()));
+        }
+        match (&self.nats_user, password) {
+            (Some(user), Some(password)) => kinds.push(NatsCredentials::UserPassword(user.clone(), password)),
+            (Some(user), None) => {
+                return Err(format!(
+                    "--nats-user {user} needs its password: nats_password in the config file, or SANDLOT_NATS_PASSWORD"
+                ));
+            }
+            (None, Some(_)) => return Err("a NATS password needs its user (--nats-user)".into()),
+            (None, None) => {}
+        }
+        kinds.extend(token.map(NatsCredentials::Token));
+        if kinds.len() > 1 {
+            return Err(
+                "give one kind of NATS credentials: a credentials file, an nkey seed, a user and password, or a \
+                        token"
+                    .into(),
+            );
+        }
+        let tls_client = match (&self.nats_tls_cert, &self.nats_tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            _ => return Err("--nats-tls-cert and --nats-tls-key go together".into()),
+        };
+        for path in self.nats_tls_ca.iter().chain(tls_client.iter().flat_map(|(c, k)| [c, k])) {
+            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        }
+        Ok(crate::cluster::NatsAccess { credentials: kinds.pop(), tls_ca: self.nats_tls_ca.clone(), tls_client })
     }
 
     /// Reads a config file's text (for `read`, and the fuzz target).
     pub fn parse(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }
+}
+
+/// A secret's file, read; a warning when others may read it too.
+#[cfg(feature = "cluster")]
+fn secret_file(path: &Path, what: &str) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read the {what} from {}: {e}", path.display()))?;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!("{} (the {what}) may be read by other users of this machine: chmod 600 it", path.display());
+    }
+    Ok(text)
 }
 
 /// `$SANDLOT_DATA_DIR`, else `$XDG_DATA_HOME/sandlot`, else `~/.local/share/sandlot`.

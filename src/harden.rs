@@ -4,8 +4,9 @@
 //! - `restrict_files`: on Linux with Landlock, the process may from then on
 //!   touch only its data folder (read-write), its cache of compiled guests
 //!   (read-write: compiled once, on first use), the guests' scratch folders
-//!   (read-write; in the data folder unless `$SANDLOT_SCRATCH_DIR`) and python-sci's files
-//!   (read-only). It must run before any thread starts: Landlock binds the
+//!   (read-write; in the data folder unless `$SANDLOT_SCRATCH_DIR`), python-sci's files
+//!   (read-only) and the files serving reads now and then (read-only: cluster mode's TLS
+//!   certificates). It must run before any thread starts: Landlock binds the
 //!   calling thread and the threads it starts later.
 //! - `drop_privileges`: started as root with `--user NAME`, the server gives
 //!   the data folder to that user and becomes it once its port is bound.
@@ -27,7 +28,7 @@ use landlock::{ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, 
 
 /// Restricts this process's file-system access, where the kernel supports
 /// it; returns what it did, for the log.
-pub fn restrict_files(data_dir: &Path, cache_dir: Option<&Path>, scratch: &Path) -> String {
+pub fn restrict_files(data_dir: &Path, cache_dir: Option<&Path>, scratch: &Path, also_readable: &[PathBuf]) -> String {
     let cache = cache_dir.map_or_else(crate::cache::default_dir, Path::to_path_buf);
     let writable: Vec<PathBuf> = vec![data_dir.to_path_buf(), cache, scratch.to_path_buf()];
     for folder in &writable {
@@ -35,7 +36,8 @@ pub fn restrict_files(data_dir: &Path, cache_dir: Option<&Path>, scratch: &Path)
             return format!("off (could not create {}: {e})", folder.display());
         }
     }
-    let readable = [crate::guests::sci_dir()];
+    let mut readable = vec![crate::guests::sci_dir()];
+    readable.extend(also_readable.iter().cloned());
     let abi = ABI::V5;
     let restricted = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))

@@ -294,7 +294,12 @@ fn serve_config(
     }
     if landlock && let Some(data_dir) = &config.data_dir {
         let scratch = sandlot::scratch_base(Some(data_dir));
-        let status = sandlot::harden::restrict_files(data_dir, cache_dir.as_deref(), &scratch);
+        let status = sandlot::harden::restrict_files(
+            data_dir,
+            cache_dir.as_deref(),
+            &scratch,
+            &config.files_read_while_serving(),
+        );
         tracing::info!("landlock: {status}");
     } else {
         tracing::info!("landlock: off (turned off in the settings)");

@@ -221,6 +221,8 @@ pub struct Metrics {
     cluster_free_slots: Gauge,
     /// Cluster mode: one-shot runs of this node's clients run here, and queued.
     cluster_routed: [Counter; 2],
+    /// Cluster mode: messages from the NATS bus refused, by why.
+    cluster_refused: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -273,6 +275,7 @@ impl Metrics {
             (Gauge::default(), Gauge::default(), Gauge::default());
         let routed_family = Family::<Labels, Counter>::default();
         let cluster_routed = ["here", "queue"].map(|to| routed_family.get_or_create_owned(&vec![("to", to)]));
+        let cluster_refused = Family::<Labels, Counter>::default();
 
         registry.register("runs", "Runs ended, by language, face and how they ended", runs_family);
         registry.register(
@@ -316,6 +319,11 @@ impl Metrics {
             "Cluster mode: one-shot runs of this node's clients, by where they went: run here, or through the queue",
             routed_family,
         );
+        registry.register(
+            "cluster_refused",
+            "Cluster mode: messages from the NATS bus refused, by why: not sealed with the cluster secret, stale, or replayed",
+            cluster_refused.clone(),
+        );
         Metrics {
             registry,
             runs,
@@ -333,12 +341,19 @@ impl Metrics {
             cluster_queued,
             cluster_free_slots,
             cluster_routed,
+            cluster_refused,
         }
     }
 
     /// Cluster mode: a one-shot run of this node's client was run here, or queued.
     pub fn routed(&self, queued: bool) {
         self.cluster_routed[usize::from(queued)].inc();
+    }
+
+    /// Cluster mode: a message from the NATS bus was refused (`why`: one
+    /// of a few fixed words).
+    pub fn cluster_refused(&self, why: &'static str) {
+        self.cluster_refused.get_or_create(&vec![("why", why)]).inc();
     }
 
     /// Cluster mode: what this node sees of the cluster.

@@ -5,9 +5,14 @@
 //! out and is not run later; a session made through one node (actions or
 //! MCP) is queried, used and stopped through another, and answered for
 //! from the cluster's records once its node is gone; a dataset uploaded
-//! through one node is read on the others and deleted everywhere; records
+//! through one node is read on the others and deleted everywhere (by a
+//! node, not by a NATS client without the secret); records
 //! and runs go on through a NATS restart; a node whose configuration
-//! differs, or whose name is taken, is refused at start.
+//! differs, or whose name is taken, is refused at start. A NATS client
+//! without the cluster secret reads nothing, starts nothing and
+//! impersonates no one; nodes join a NATS server that wants TLS and a
+//! password, and warn of one that admits anyone; a node that stops
+//! gracefully leaves its sessions answered from its records at once.
 
 mod common;
 
@@ -20,18 +25,44 @@ use serde_json::{Value, json};
 
 /// All of a test's nodes share these (a node whose limits differ is refused).
 const SHARED: [&str; 4] = ["--timeout", "30", "--max-running-per-client", "16"];
+/// The cluster secret of the tests' nodes.
+const SECRET: &str = "the-cluster-secret-of-the-tests-0123456789";
 
 fn node(nats: &Nats, name: &str, extra: &[&str]) -> Server {
+    node_with(nats, name, extra, &[])
+}
+
+/// `node` with extra environment (the secret is `SECRET` unless given).
+fn node_with(nats: &Nats, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let url = nats.url();
     let mut args = vec!["--cluster", url.as_str(), "--node-name", name];
     args.extend(SHARED);
     args.extend(extra);
-    Server::start(&args)
+    Server::start_env(&args, &with_secret(env))
+}
+
+fn with_secret<'a>(env: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = env.to_vec();
+    if !env.iter().any(|(name, _)| *name == "SANDLOT_CLUSTER_SECRET") {
+        env.push(("SANDLOT_CLUSTER_SECRET", SECRET));
+    }
+    env
 }
 
 /// A series of a node's `/metrics`, summed over the label sets that contain `labels`.
 async fn metric(server: &Server, name: &str, labels: &[&str]) -> f64 {
     let (_, body) = http(server, "GET", "/metrics", None).await;
+    series(&body, name, labels)
+}
+
+/// `metric`, asked with a token.
+async fn metric_as(server: &Server, token: &str, name: &str, labels: &[&str]) -> f64 {
+    let bearer = format!("Bearer {token}");
+    let (_, body) = http_with(server, "GET", "/metrics", None, &[("authorization", &bearer)]).await;
+    series(&body, name, labels)
+}
+
+fn series(body: &Value, name: &str, labels: &[&str]) -> f64 {
     let text = body.as_str().expect("metrics are text").to_string();
     text.lines()
         .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
@@ -182,7 +213,7 @@ async fn readiness_shows_the_cluster_only_to_a_token() {
     let url = nats.url();
     let mut args = vec!["--cluster", url.as_str(), "--node-name", "secret-node"];
     args.extend(SHARED);
-    let a = Server::start_in(data.path(), &args, &[("SANDLOT_TOKENS", "cluster-token")]);
+    let a = Server::start_in(data.path(), &args, &with_secret(&[("SANDLOT_TOKENS", "cluster-token")]));
     let (status, ready) = http(&a, "GET", "/readyz", None).await;
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready.as_object().unwrap().len(), 2, "ready and languages only: {ready}");
@@ -446,6 +477,17 @@ async fn a_dataset_uploaded_through_one_node_is_read_on_the_others_and_deleted_e
         assert_eq!(stdout, want, "{finished}");
     }
 
+    // A NATS client without the secret cannot delete it: a KV delete is no node's.
+    let rogue = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("the rogue connects"));
+    let refused_before = metric(&b, "sandlot_cluster_refused_total", &["why=\"unauthenticated\""]).await;
+    rogue.get_key_value("sandlot_datasets").await.unwrap().delete(uuid).await.unwrap();
+    let refused = eventually(Duration::from_secs(30), || async {
+        metric(&b, "sandlot_cluster_refused_total", &["why=\"unauthenticated\""]).await > refused_before
+            || datasets_on(&b).await.is_empty()
+    });
+    assert!(refused.await, "b neither refused nor applied the rogue's delete");
+    assert_eq!(datasets_on(&b).await, [("shared".to_string(), "ready".to_string())], "the rogue deleted it");
+
     // Deleted through b: gone on every node.
     let (status, deleted) = http(&b, "DELETE", &format!("/v1/dataset?uuid={uuid}"), None).await;
     assert_eq!(status, 200, "{deleted}");
@@ -559,12 +601,17 @@ fn refused(args: &[&str]) -> String {
 }
 
 fn refused_with(args: &[&str], env: &[(&str, &str)]) -> String {
+    refused_in(args, &with_secret(env))
+}
+
+fn refused_in(args: &[&str], env: &[(&str, &str)]) -> String {
     let data = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_sandlot"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
         .args(args)
         .env("SANDLOT_LOG", "warn")
+        .env_remove("SANDLOT_CLUSTER_SECRET")
         .envs(env.iter().copied())
         .output()
         .unwrap();
@@ -590,6 +637,13 @@ async fn a_node_whose_configuration_differs_or_whose_name_is_taken_is_refused() 
     );
     let taken = refused(&[&["--cluster", url.as_str(), "--node-name", "a"], &SHARED[..]].concat());
     assert!(taken.contains("a node named a is in the cluster already"), "{taken}");
+    // Without a secret, or with another one, it does not join either.
+    let no_secret = refused_in(&same, &[]);
+    assert!(no_secret.contains("needs a cluster secret") && no_secret.contains("/dev/urandom"), "{no_secret}");
+    let short = refused_in(&same, &[("SANDLOT_CLUSTER_SECRET", "too short")]);
+    assert!(short.contains("at least 32"), "{short}");
+    let other = refused_with(&same, &[("SANDLOT_CLUSTER_SECRET", "another-secret-than-the-cluster-s-0123456789")]);
+    assert!(other.contains("not sealed with this node's cluster secret"), "{other}");
     let bad_name = refused(&["--cluster", &url, "--node-name", "a.b"]);
     assert!(bad_name.contains("is not valid"), "{bad_name}");
     let unreachable = refused(&["--cluster", "nats://127.0.0.1:1"]);
@@ -677,7 +731,7 @@ async fn another_clients_session_is_unknown_through_every_node() {
         let url = nats.url();
         let mut args = vec!["--cluster", url.as_str(), "--node-name", name];
         args.extend(SHARED);
-        Server::start_in(folder.path(), &args, &tokens)
+        Server::start_in(folder.path(), &args, &with_secret(&tokens))
     };
     let (a, b) = (start("a", &folders[0]), start("b", &folders[1]));
     assert!(sees(&a, 2.0).await && sees(&b, 2.0).await, "the nodes did not see each other");
@@ -711,4 +765,259 @@ async fn another_clients_session_is_unknown_through_every_node() {
     let foreign = ask(&mut bob_at_b, word(&id)).await;
     same_as_unknown(&foreign, &ask(&mut bob_at_b, word(&unknown)).await, &id);
     assert_eq!(ask(&mut alice_at_b, word(&id)).await["value"], "abc");
+}
+
+const TOKEN_A: &str = "rogue-test-token-a-0123456789";
+const TOKEN_B: &str = "rogue-test-token-b-0123456789";
+
+/// `mcp_call` with a token.
+async fn mcp_call_as(server: &Server, token: &str, tool: &str, arguments: Value) -> Value {
+    let call = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": { "name": tool, "arguments": arguments } });
+    let bearer = format!("Bearer {token}");
+    let headers = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("authorization", bearer.as_str()),
+    ];
+    let (status, reply) = http_with(server, "POST", "/mcp", Some(&call.to_string()), &headers).await;
+    assert_eq!(status, 200, "{tool}: {reply}");
+    reply["result"].clone()
+}
+
+#[tokio::test]
+async fn a_nats_client_without_the_secret_reads_nothing_starts_nothing_and_impersonates_no_one() {
+    use futures_util::StreamExt;
+    use std::sync::{Arc, Mutex};
+    let nats = Nats::start();
+    let tokens = format!("{TOKEN_A},{TOKEN_B}");
+    let env = [("SANDLOT_TOKENS", tokens.as_str())];
+    // Every run queued: each one crosses the bus.
+    let (a, b) =
+        (node_with(&nats, "a", &["--local-runs", "0"], &env), node_with(&nats, "b", &["--local-runs", "0"], &env));
+    for node in [&a, &b] {
+        let seen = eventually(Duration::from_secs(15), || async {
+            metric_as(node, TOKEN_A, "sandlot_cluster_nodes", &[]).await == 2.0
+        });
+        assert!(seen.await, "the nodes did not see each other");
+    }
+
+    // The rogue: a NATS client the server admits, without the secret, listening to every subject.
+    let rogue = async_nats::connect(nats.url()).await.expect("the rogue connects");
+    let mut everything = rogue.subscribe(">").await.unwrap();
+    rogue.flush().await.unwrap();
+    let sniffed = Arc::new(Mutex::new(Vec::<(String, Vec<u8>)>::new()));
+    let sink = sniffed.clone();
+    tokio::spawn(async move {
+        while let Some(message) = everything.next().await {
+            let mut seen = message.payload.to_vec();
+            seen.extend_from_slice(format!("{:?}", message.headers).as_bytes());
+            sink.lock().unwrap().push((message.subject.to_string(), seen));
+        }
+    });
+
+    // Token A's one-shot run, through a (and the queue).
+    let code = "word = 'marmal' + 'ade-vortex'\nprint(word, 'ran')";
+    let bearer_a = format!("Bearer {TOKEN_A}");
+    let body = json!({ "language": "python", "code": code }).to_string();
+    let (status, answer) = http_with(&a, "POST", "/v1/exec", Some(&body), &[("authorization", &bearer_a)]).await;
+    assert_eq!((status, answer["stdout"].as_str()), (200, Some("marmalade-vortex ran\n")), "{answer}");
+    // Token A's notebook on a, read through b (forwarded to a).
+    let started = mcp_call_as(&a, TOKEN_A, "session_start", json!({ "language": "python" })).await;
+    let id = started["structuredContent"]["session_id"].as_str().unwrap_or_else(|| panic!("{started}")).to_string();
+    let cell = "import sandlot\nx = 'quince-' + 'lantern'\nsandlot.set_placeholder('x', x)";
+    let defined = mcp_call_as(&a, TOKEN_A, "session_exec", json!({ "session_id": id, "code": cell })).await;
+    assert_eq!(defined["isError"], false, "{defined}");
+    let got = mcp_call_as(&b, TOKEN_A, "session_get", json!({ "session_id": id, "name": "x" })).await;
+    assert_eq!(got["structuredContent"]["value"], "quince-lantern", "{got}");
+    // What the bus carried of them (the rogue's own messages come after).
+    let sniffed = sniffed.lock().unwrap().clone();
+    // How a node names token A's client (`client_text`).
+    let digest = {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(TOKEN_A.as_bytes()))
+    };
+    // It read nothing: the bus carried the run, its output, the notebook's
+    // cell and value, and who asked, all sealed.
+    for subject in ["sandlot.runs", "sandlot.node.a.mcp"] {
+        assert!(sniffed.iter().any(|(s, _)| s == subject), "the rogue did not see {subject}");
+    }
+    assert!(sniffed.iter().any(|(s, _)| s.starts_with("sandlot.to.a.")), "the rogue saw no run's output");
+    let markers = ["marmal", "ade-vortex", "quince", "lantern", &digest, TOKEN_A];
+    for (subject, seen) in sniffed.iter() {
+        for marker in markers {
+            assert!(
+                !seen.windows(marker.len()).any(|w| w == marker.as_bytes()),
+                "{subject} carried {marker:?} readably"
+            );
+        }
+    }
+
+    // It cannot start a run: a job it queues (as from a node "rogue") is dropped unread.
+    let running = |server| async move { metric_as(server, TOKEN_A, "sandlot_sessions", &["state=\"running\""]).await };
+    let ran = |server| async move { metric_as(server, TOKEN_A, "sandlot_runs_total", &[]).await };
+    let refused = |server| async move {
+        metric_as(server, TOKEN_A, "sandlot_cluster_refused_total", &["why=\"unauthenticated\""]).await
+    };
+    let runs_before = ran(&a).await + ran(&b).await;
+    let not_after =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 + 60_000;
+    let forged = json!({
+        "id": "0badc0de-0000-4000-8000-000000000001", "origin": "rogue", "face": "ranna", "language": "python",
+        "files": [{ "name": "main.py", "content": "import time\nprint('forged', flush=True)\ntime.sleep(20)" }],
+        "main_file": "main.py", "args": [], "env": [], "stdin": null, "wall_clock_ms": 20_000,
+        "limits": { "wall_clock_ms": 20_000, "fuel": 1u64 << 40, "memory_bytes": 1u64 << 30, "output_bytes": 1 << 20 },
+        "context": null, "not_after_ms": not_after,
+    });
+    rogue.publish("sandlot.runs", forged.to_string().into()).await.unwrap();
+    rogue.flush().await.unwrap();
+    let settled = eventually(Duration::from_secs(30), || async {
+        refused(&a).await + refused(&b).await >= 1.0 || running(&a).await + running(&b).await >= 1.0
+    });
+    assert!(settled.await, "the forged run was neither refused nor started");
+    assert_eq!(running(&a).await + running(&b).await, 0.0, "the forged run started");
+    assert_eq!(ran(&a).await + ran(&b).await, runs_before, "the forged run ran");
+
+    // It cannot ask a node for token A's notebook by naming token A.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Sandlot-Client", format!("token:{digest}").as_str());
+    let inbox = rogue.new_inbox();
+    let mut replies = rogue.subscribe(inbox.clone()).await.unwrap();
+    let request = json!({ "tool": "session_get", "arguments": { "session_id": id, "name": "x" } });
+    let refused_before = refused(&a).await;
+    rogue
+        .publish_with_reply_and_headers("sandlot.node.a.mcp", inbox, headers, request.to_string().into())
+        .await
+        .unwrap();
+    rogue.flush().await.unwrap();
+    let began = Instant::now();
+    let answer = loop {
+        if let Ok(Some(reply)) = tokio::time::timeout(Duration::from_millis(100), replies.next()).await {
+            break Some(String::from_utf8_lossy(&reply.payload).into_owned());
+        }
+        if refused(&a).await > refused_before {
+            break None;
+        }
+        assert!(began.elapsed() < Duration::from_secs(30), "a neither refused nor answered the forged request");
+    };
+    assert_eq!(answer, None, "a answered a request no node sent");
+}
+
+#[tokio::test]
+async fn a_session_of_a_node_that_stopped_gracefully_is_answered_from_its_record_at_once() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats, "a", &[]), node(&nats, "b", &[]));
+    joined(&[&a, &b], 2.0).await;
+    let mut at_a = Client::connect(&a.ws_url("/")).await;
+    let program = json!({ "action": "run", "python": { "files": [{ "filename": "m.py", "content": SESSION }] } });
+    let (id, _, finished) = run_action(&mut at_a, program).await;
+    assert_eq!(finished["status"], "finished", "{finished}");
+    drop(at_a);
+    let mut at_b = Client::connect(&b.ws_url("/")).await;
+    let get = json!({ "action": "get_placeholder", "placeholder": { "sessionId": id, "name": "word" } });
+    assert_eq!(ask(&mut at_b, get.clone()).await["value"], "abc", "answered by a");
+
+    // a stops (SIGTERM); at once, b answers from the record a shared.
+    a.terminate();
+    let word = ask(&mut at_b, get).await;
+    assert_eq!(word["value"], "abc", "{word}");
+    let status = ask(&mut at_b, json!({ "action": "status", "sessionId": id })).await;
+    assert_eq!((&status["status"], &status["live"]), (&json!("finished"), &json!(false)), "{status}");
+}
+
+/// A certificate authority, a server certificate for 127.0.0.1 and a
+/// client certificate, made with openssl in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let output = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    run(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test CA"]]
+        .concat());
+    for (name, extensions) in [
+        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let (key, csr, pem, ext) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        std::fs::write(dir.join(&ext), extensions).unwrap();
+        run(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]].concat());
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+}
+
+#[tokio::test]
+async fn nodes_join_a_nats_server_that_wants_tls_and_a_password_and_warn_of_one_that_admits_anyone() {
+    let folder = tempfile::tempdir().unwrap();
+    make_certificates(folder.path());
+    let path = |name: &str| folder.path().join(name).to_str().unwrap().to_string();
+    let password = "a-password-for-the-nats-user";
+    let nats = Nats::start_configured(&format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n  timeout: 5\n}}\n\
+         authorization {{\n  user: sandlot\n  password: \"{password}\"\n}}\n",
+        path("server.pem"),
+        path("server.key"),
+        path("ca.pem")
+    ));
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
+    let tls = ["--nats-tls-ca", ca.as_str(), "--nats-tls-cert", cert.as_str(), "--nats-tls-key", key.as_str()];
+    let access = [&tls[..], &["--nats-user", "sandlot"]].concat();
+    let env = with_secret(&[("SANDLOT_NATS_PASSWORD", password)]);
+    let url = nats.url();
+    let args = |name: &'static str, extra: &[&'static str]| -> Vec<String> {
+        let mut args: Vec<String> =
+            ["--cluster", url.as_str(), "--node-name", name].iter().map(|s| s.to_string()).collect();
+        args.extend(SHARED.iter().chain(access.iter()).chain(extra).map(|s| s.to_string()));
+        args
+    };
+    let log = folder.path().join("a.log");
+    let data_a = tempfile::tempdir().unwrap();
+    let a_args = args("a", &["--local-runs", "0"]);
+    let a = Server::start_logged(data_a.path(), &a_args.iter().map(String::as_str).collect::<Vec<_>>(), &env, &log);
+    let b_args = args("b", &[]);
+    let b = Server::start_env(&b_args.iter().map(String::as_str).collect::<Vec<_>>(), &env);
+    joined(&[&a, &b], 2.0).await;
+    let body = json!({ "language": "python", "code": "print(6 * 7)" }).to_string();
+    let (status, answer) = http(&a, "POST", "/v1/exec", Some(&body)).await;
+    assert_eq!((status, answer["stdout"].as_str()), (200, Some("42\n")), "{answer}");
+    assert_eq!(metric(&a, "sandlot_cluster_routed_total", &["to=\"queue\""]).await, 1.0, "it went through the queue");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains("ADMITS CLIENTS WITHOUT CREDENTIALS"), "{logged}");
+
+    // Without the password, or without the server's authority, a node is refused and told what to check.
+    let base = [&["--cluster", url.as_str(), "--node-name", "c"][..], &SHARED[..]].concat();
+    let no_password = refused(&[&base[..], &tls[..]].concat());
+    assert!(
+        no_password.contains("could not reach the cluster's NATS server") && no_password.contains("NATS credentials"),
+        "{no_password}"
+    );
+    let no_ca = refused_with(&[&base[..], &access[2..]].concat(), &env);
+    assert!(no_ca.contains("could not reach the cluster's NATS server") && no_ca.contains("--nats-tls-ca"), "{no_ca}");
+
+    // A NATS server that admits anyone: the node says so, loudly.
+    let open = Nats::start();
+    let open_log = folder.path().join("open.log");
+    let data_c = tempfile::tempdir().unwrap();
+    let open_url = open.url();
+    let c_args = [&["--cluster", open_url.as_str(), "--node-name", "c"][..], &SHARED[..]].concat();
+    let _c = Server::start_logged(data_c.path(), &c_args, &with_secret(&[]), &open_log);
+    let logged = std::fs::read_to_string(&open_log).unwrap();
+    assert!(logged.contains("ADMITS CLIENTS WITHOUT CREDENTIALS"), "{logged}");
 }

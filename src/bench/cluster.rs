@@ -131,7 +131,13 @@ fn start_node(data: &std::path::Path, cluster: Option<(&str, &str, bool)>) -> Be
         .stdout(Stdio::piped())
         .env("SANDLOT_LOG", "error");
     if let Some((url, name, all_queued)) = cluster {
-        command.args(["--cluster", url, "--node-name", name]);
+        // The bench's own cluster: a secret made for this process.
+        static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let secret = SECRET.get_or_init(|| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+        });
+        command.args(["--cluster", url, "--node-name", name]).env("SANDLOT_CLUSTER_SECRET", secret);
         if all_queued {
             command.args(["--local-runs", "0"]);
         }

@@ -17,22 +17,30 @@
 //! `sandlot.kill.<node>`. A run no node starts within its wall clock ends as
 //! `timeout` (and no node starts it after: the job carries that deadline);
 //! a run whose node goes quiet ends as `node-lost`.
+//!
+//! Jobs, frames and kills are sealed with the cluster secret (`seal.rs`):
+//! a job opens only as sealed by its origin, and runs under the limits of
+//! the node that takes it, never above them; a node takes a job once (the
+//! ids it took, until their deadline); an origin reads frames only from
+//! the node that started its run, in order (a frame seen before is
+//! dropped), and tells any other node that starts it to stop.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
-use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use super::seal::{Opened, Seal};
 use super::{Cluster, NODE_LOST_AFTER, valid_node_name};
 use crate::error::Error;
 use crate::input::Stdin;
 use crate::language::Language;
+use crate::limits::Limits;
 use crate::metrics::Face;
 use crate::program::{Program, SourceFile};
 use crate::registry::{Client, Entry, Registry, RemoteRun, Reserved, Started};
@@ -69,6 +77,9 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 /// a run handed out again (its ack lost) is past its start deadline by then
 /// and no node starts it a second time.
 pub(super) const MAX_QUEUE_WAIT: Duration = Duration::from_secs(20);
+/// Ids of the jobs a node took and whose deadline has not passed, kept at
+/// most; past it a job is left to another node.
+const MAX_TAKEN: usize = 1 << 16;
 
 const STARTED: u8 = b'S';
 const STDOUT: u8 = b'O';
@@ -91,12 +102,45 @@ struct Job<'a> {
     env: Vec<(String, String)>,
     /// Its whole standard input (base64), if given.
     stdin: Option<String>,
-    wall_clock_ms: u64,
+    /// The limits its origin asks for; the node that runs it lowers each to
+    /// its own.
+    limits: JobLimits,
     #[serde(borrow)]
     context: Option<&'a RawValue>,
     /// No node starts it after this (ms since the Unix epoch): its origin has
     /// ended it as `timeout` by then.
     not_after_ms: u64,
+}
+
+/// The limits a job asks for.
+#[derive(Serialize, Deserialize)]
+struct JobLimits {
+    wall_clock_ms: u64,
+    fuel: u64,
+    memory_bytes: usize,
+    output_bytes: usize,
+}
+
+impl JobLimits {
+    fn of(limits: &Limits) -> JobLimits {
+        JobLimits {
+            wall_clock_ms: u64::try_from(limits.wall_clock.as_millis()).unwrap_or(u64::MAX),
+            fuel: limits.fuel,
+            memory_bytes: limits.memory_bytes,
+            output_bytes: limits.output_bytes,
+        }
+    }
+
+    /// `own` (the limits of the node that runs the job), each lowered to
+    /// what the job asks for: a job never runs above them.
+    fn within(&self, own: Limits) -> Limits {
+        let wall = Duration::from_millis(self.wall_clock_ms).min(own.wall_clock).min(MAX_WALL_CLOCK);
+        let (fuel, memory, output) = (own.fuel.min(self.fuel), own.memory_bytes, own.output_bytes);
+        own.with_wall_clock(wall)
+            .with_fuel(fuel)
+            .with_memory_bytes(memory.min(self.memory_bytes))
+            .with_output_bytes(output.min(self.output_bytes))
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -134,6 +178,7 @@ impl Finished {
 
 pub(super) struct Runs {
     client: async_nats::Client,
+    seal: Arc<Seal>,
     jetstream: jetstream::Context,
     stream: jetstream::stream::Stream,
     consumer: PullConsumer,
@@ -149,9 +194,12 @@ pub(super) struct Runs {
     /// (`ClusterConfig::local_runs`).
     local_runs: usize,
     /// Runs followed here: where their frames go.
-    routes: Mutex<HashMap<String, mpsc::Sender<Bytes>>>,
+    routes: Mutex<HashMap<String, mpsc::Sender<Opened>>>,
     /// Runs going here for other nodes, by their origin's id.
     running: Mutex<HashMap<String, Going>>,
+    /// The ids of the jobs this node took, with their deadlines (ms since
+    /// the Unix epoch): a job replayed is not run twice here.
+    taken: Mutex<HashMap<String, u64>>,
 }
 
 /// A run taken from the queue, as far as kills are concerned.
@@ -173,6 +221,7 @@ impl Runs {
     pub(super) async fn new(
         jetstream: &jetstream::Context,
         client: &async_nats::Client,
+        seal: Arc<Seal>,
         node: &str,
         registry: Registry,
         options: SessionOptions,
@@ -217,6 +266,7 @@ impl Runs {
         };
         let runs = Runs {
             client: client.clone(),
+            seal,
             jetstream: jetstream.clone(),
             stream,
             consumer,
@@ -230,6 +280,7 @@ impl Runs {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |cores| cores.get())),
             routes: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
+            taken: Mutex::new(HashMap::new()),
         };
         Ok((runs, subscriptions))
     }
@@ -277,7 +328,8 @@ impl Runs {
             + strings.map(|s| s.len() * 2 + 8).sum::<usize>()
             + stdin.as_ref().map_or(0, |s| s.len() * 4 / 3)
             + options.context.as_ref().map_or(0, |c| c.get().len())
-            + 1024;
+            + 1024
+            + super::seal::OVERHEAD;
         if size > self.max_payload {
             return Ok(Err(program));
         }
@@ -306,14 +358,14 @@ impl Runs {
                 use base64::Engine as _;
                 base64::engine::general_purpose::STANDARD.encode(bytes)
             }),
-            wall_clock_ms: wall.as_millis() as u64,
+            limits: JobLimits::of(&limits.clone().with_wall_clock(wall)),
             context: options.context.as_deref(),
             not_after_ms: unix_ms() + wait.as_millis() as u64,
         };
-        let payload = serde_json::to_vec(&job).expect("a job is JSON");
+        let payload = self.seal.seal(SUBJECT, &serde_json::to_vec(&job).expect("a job is JSON"));
         let (frames_in, frames) = mpsc::channel(ROUTE_FRAMES);
         lock(&self.routes).insert(id.clone(), frames_in);
-        let queued = async { self.jetstream.publish(SUBJECT, payload.into()).await?.await };
+        let queued = async { self.jetstream.publish(SUBJECT, payload).await?.await };
         if let Err(e) = queued.await {
             // The cluster is out of reach or its queue is full: this node
             // runs it, if it has room.
@@ -345,9 +397,10 @@ impl Runs {
 
     fn kill_on(&self, node: &str, id: &str) {
         let client = self.client.clone();
-        let (subject, id) = (format!("sandlot.kill.{node}"), id.to_string());
+        let subject = format!("sandlot.kill.{node}");
+        let kill = self.seal.seal(&subject, id.as_bytes());
         tokio::spawn(async move {
-            if let Err(e) = client.publish(subject, id.into()).await {
+            if let Err(e) = client.publish(subject, kill).await {
                 tracing::warn!(error = %e, "could not send a kill to the node running the run");
             }
         });
@@ -356,6 +409,25 @@ impl Runs {
 
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Notes that this node takes the job `id` (no node starts it after
+/// `not_after`); `false` if it took it before, or keeps `MAX_TAKEN`
+/// others.
+fn take_once(taken: &Mutex<HashMap<String, u64>>, id: &str, not_after: u64) -> bool {
+    let mut taken = lock(taken);
+    if taken.contains_key(id) {
+        return false;
+    }
+    if taken.len() >= MAX_TAKEN {
+        let now = unix_ms();
+        taken.retain(|_, deadline| *deadline >= now);
+        if taken.len() >= MAX_TAKEN {
+            return false;
+        }
+    }
+    taken.insert(id.to_string(), not_after);
+    true
 }
 
 /// An end this node reports itself (the run's node never did).
@@ -373,7 +445,7 @@ fn ended(reason: EndReason, message: String, since: Instant) -> RunOutcome {
 
 /// The origin's side of a queued run: feeds its frames to its events until
 /// its end, or ends it when no node starts it in time or its node is lost.
-async fn follow(cluster: Cluster, run: RemoteRun, mut frames: mpsc::Receiver<Bytes>, wait: Duration, wall: Duration) {
+async fn follow(cluster: Cluster, run: RemoteRun, mut frames: mpsc::Receiver<Opened>, wait: Duration, wall: Duration) {
     let runs = &cluster.inner.runs;
     let id = run.entry.id().to_string();
     let queued = Instant::now();
@@ -388,7 +460,18 @@ async fn follow(cluster: Cluster, run: RemoteRun, mut frames: mpsc::Receiver<Byt
                 let Some(frame) = frame else {
                     break ended(EndReason::Error, "the cluster stopped routing this run's events".into(), queued);
                 };
-                let Some((kind, seq, body)) = parse_frame(&frame) else { continue };
+                let Some((kind, seq, body)) = parse_frame(&frame.body) else { continue };
+                // Another node started it too (its job replayed): it is
+                // told to stop, and nothing it sends is read.
+                if node.as_ref().is_some_and(|node| *node != frame.from) {
+                    if kind == STARTED {
+                        runs.kill_on(&frame.from, &id);
+                    }
+                    continue;
+                }
+                if seq < expected {
+                    continue; // seen before
+                }
                 if seq != expected {
                     if let Some(node) = &node {
                         runs.kill_on(node, &id);
@@ -402,7 +485,7 @@ async fn follow(cluster: Cluster, run: RemoteRun, mut frames: mpsc::Receiver<Byt
                 expected += 1;
                 match kind {
                     STARTED => {
-                        let name = String::from_utf8_lossy(body).into_owned();
+                        let name = frame.from.clone();
                         started = Instant::now();
                         if killed {
                             runs.kill_on(&name, &id);
@@ -473,15 +556,16 @@ async fn route_frames(cluster: Cluster, mut frames: async_nats::Subscriber) {
     let runs = &cluster.inner.runs;
     while let Some(message) = frames.next().await {
         let Some(id) = message.subject.rsplit('.').next() else { continue };
+        let Ok(frame) = runs.seal.open(&message.subject, &message.payload) else { continue };
         let route = lock(&runs.routes).get(id).cloned();
         match route {
             // A full route drops the frame; its follower sees the gap.
-            Some(route) => drop(route.try_send(message.payload)),
+            Some(route) => drop(route.try_send(frame)),
             None => {
                 // A run this node no longer follows (killed while queued,
                 // then given up) started after all: stop it.
-                if let Some((STARTED, _, body)) = parse_frame(&message.payload) {
-                    runs.kill_on(&String::from_utf8_lossy(body), id);
+                if let Some((STARTED, _, _)) = parse_frame(&frame.body) {
+                    runs.kill_on(&frame.from, id);
                 }
             }
         }
@@ -492,7 +576,8 @@ async fn route_frames(cluster: Cluster, mut frames: async_nats::Subscriber) {
 async fn take_kills(cluster: Cluster, mut kills: async_nats::Subscriber) {
     let runs = &cluster.inner.runs;
     while let Some(message) = kills.next().await {
-        let id = String::from_utf8_lossy(&message.payload);
+        let Ok(kill) = runs.seal.open_once(&message.subject, &message.payload) else { continue };
+        let id = String::from_utf8_lossy(&kill.body);
         let entry = match lock(&runs.running).get_mut(id.as_ref()) {
             Some(Going::Running(entry)) => entry.clone(),
             Some(Going::Starting { killed }) => {
@@ -527,9 +612,14 @@ async fn pull(cluster: Cluster) {
         };
         while let Some(message) = batch.next().await {
             let Ok(message) = message else { break };
+            // A job no node sealed is no job: it is dropped from the queue.
+            let Ok(job) = runs.seal.open(SUBJECT, &message.payload) else {
+                let _ = message.ack_with(AckKind::Term).await;
+                continue;
+            };
             // A node still preparing the run's language leaves it to a
             // node that has it (a node just started would make it wait).
-            if let Ok(Peek { language }) = serde_json::from_slice::<Peek>(&message.payload)
+            if let Ok(Peek { language }) = serde_json::from_slice::<Peek>(&job.body)
                 && let Ok(language) = language.parse::<crate::language::Language>()
                 && runs.registry.runtime().preparing(language).is_some()
             {
@@ -550,7 +640,7 @@ async fn pull(cluster: Cluster) {
                 tracing::warn!(error = %e, "a queued run could not be taken; another node will");
                 continue;
             }
-            tokio::spawn(run_job(cluster.clone(), slot, message.payload.clone()));
+            tokio::spawn(run_job(cluster.clone(), slot, job));
         }
     }
 }
@@ -568,6 +658,7 @@ const PREPARING_RETRY: Duration = Duration::from_millis(100);
 /// Where a run's frames go, numbered.
 struct Frames {
     client: async_nats::Client,
+    seal: Arc<Seal>,
     subject: String,
     seq: u32,
 }
@@ -579,7 +670,8 @@ impl Frames {
         frame.extend_from_slice(&self.seq.to_be_bytes());
         frame.extend_from_slice(body);
         self.seq += 1;
-        if let Err(e) = self.client.publish(self.subject.clone(), frame.into()).await {
+        let frame = self.seal.seal(&self.subject, &frame);
+        if let Err(e) = self.client.publish(self.subject.clone(), frame).await {
             tracing::warn!(error = %e, "could not send a run's events to its node");
         }
     }
@@ -602,20 +694,21 @@ impl Frames {
 }
 
 /// Runs a queued job here and sends its events to its origin.
-async fn run_job(cluster: Cluster, slot: Reserved, payload: Bytes) {
+async fn run_job(cluster: Cluster, slot: Reserved, sealed: Opened) {
     let runs = &cluster.inner.runs;
-    let job: Job = match serde_json::from_slice(&payload) {
+    let job: Job = match serde_json::from_slice(&sealed.body) {
         Ok(job) => job,
         Err(e) => return tracing::warn!(error = %e, "a queued run was unreadable; dropped"),
     };
-    if valid_node_name(&job.origin).is_err() || uuid::Uuid::parse_str(&job.id).is_err() {
+    // Its origin is the node that sealed it: a node queues its own clients' runs only.
+    if job.origin != sealed.from || valid_node_name(&job.origin).is_err() || uuid::Uuid::parse_str(&job.id).is_err() {
         return tracing::warn!("a queued run named no valid origin; dropped");
     }
-    if unix_ms() > job.not_after_ms {
-        return; // its origin has ended it as timed out
+    if unix_ms() > job.not_after_ms || !take_once(&runs.taken, &job.id, job.not_after_ms) {
+        return; // its origin has ended it as timed out, or this node ran it
     }
-    let mut frames =
-        Frames { client: runs.client.clone(), subject: format!("sandlot.to.{}.{}", job.origin, job.id), seq: 0 };
+    let subject = format!("sandlot.to.{}.{}", job.origin, job.id);
+    let mut frames = Frames { client: runs.client.clone(), seal: runs.seal.clone(), subject, seq: 0 };
     // Its origin learns at once which node has it (so it can tell when this
     // node is lost), and may send a kill from now on.
     lock(&runs.running).insert(job.id.clone(), Going::Starting { killed: false });
@@ -645,10 +738,9 @@ async fn run_here(runs: &Runs, job: Job<'_>, frames: &mut Frames, slot: Reserved
             return id;
         }
     };
-    let base = runs.options.limits.clone().unwrap_or_else(|| runs.registry.runtime().default_limits());
-    let wall = Duration::from_millis(job.wall_clock_ms).min(MAX_WALL_CLOCK);
+    let own = runs.options.limits.clone().unwrap_or_else(|| runs.registry.runtime().default_limits());
     let options = SessionOptions {
-        limits: Some(base.with_wall_clock(wall)),
+        limits: Some(job.limits.within(own)),
         context: job.context.map(|c| c.to_owned()),
         stdin,
         ..runs.options.clone()
@@ -686,4 +778,25 @@ async fn run_here(runs: &Runs, job: Job<'_>, frames: &mut Frames, slot: Reserved
         }
     }
     id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_runs_within_the_limits_of_the_node_that_takes_it() {
+        let own = Limits::default().with_wall_clock(Duration::from_secs(5));
+        let greedy =
+            JobLimits { wall_clock_ms: 20_000, fuel: u64::MAX, memory_bytes: usize::MAX, output_bytes: usize::MAX };
+        assert_eq!(greedy.within(own.clone()), own, "a job asks for more than the node gives: it gets the node's");
+        let modest = JobLimits { wall_clock_ms: 1_000, fuel: 1_000, memory_bytes: 1 << 20, output_bytes: 1 << 10 };
+        let limits = modest.within(own.clone());
+        assert_eq!(
+            (limits.wall_clock, limits.fuel, limits.memory_bytes, limits.output_bytes),
+            (Duration::from_secs(1), 1_000, 1 << 20, 1 << 10),
+            "a job asks for less: it gets that"
+        );
+        assert_eq!(limits.placeholder_bytes, own.placeholder_bytes, "what a job does not name is the node's");
+    }
 }

@@ -237,12 +237,16 @@ async fn session_action(app: &App, client: &Client, action: &str, request: &Fiel
     {
         if let Some(node) = cluster.owner_of(&id) {
             let bytes = serde_json::to_vec(request).expect("fields are JSON");
-            return match cluster.forward(&node, "actions", client, bytes.into()).await {
-                Ok(reply) => String::from_utf8(reply.to_vec()).unwrap_or_else(|_| {
-                    reply_text(Some(action), Err(refuse("server_error", "a node answered garbage")))
-                }),
-                Err(e) => reply_text(Some(action), Err(e.into())),
-            };
+            match cluster.forward(&node, "actions", client, bytes.into()).await {
+                Ok(Some(reply)) => {
+                    return String::from_utf8(reply.to_vec()).unwrap_or_else(|_| {
+                        reply_text(Some(action), Err(refuse("server_error", "a node answered garbage")))
+                    });
+                }
+                // Its node has stopped: answered from the record it shared.
+                Ok(None) => {}
+                Err(e) => return reply_text(Some(action), Err(e.into())),
+            }
         }
         // Its node is gone (or forgot it): the record it shared, if any.
         if app.registry.status(client, &id).is_none()

@@ -494,10 +494,14 @@ impl McpTools {
         let node = cluster.owner_of(id?)?;
         let arguments = serde_json::value::to_raw_value(arguments).expect("arguments are JSON");
         let request = serde_json::to_vec(&Forwarded { tool: tool.into(), arguments }).expect("a call is JSON");
-        Some(match cluster.forward(&node, "mcp", client, request.into()).await {
-            Ok(reply) => serde_json::from_slice(&reply).map_err(|e| format!("node {node} answered unreadably: {e}")),
-            Err(e) => Err(super::public_message(&e)),
-        })
+        match cluster.forward(&node, "mcp", client, request.into()).await {
+            Ok(Some(reply)) => {
+                Some(serde_json::from_slice(&reply).map_err(|e| format!("node {node} answered unreadably: {e}")))
+            }
+            // Its node has stopped, and its sessions with it: answered here.
+            Ok(None) => None,
+            Err(e) => Some(Err(super::public_message(&e))),
+        }
     }
 
     /// Answers a session tool's call another node forwarded here

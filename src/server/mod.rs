@@ -446,6 +446,10 @@ async fn serve_ready(
     tracing::info!("shutting down: stopping running guests");
     let _ = closing_tx.send(true);
     registry.shutdown(app.config.shutdown_grace).await;
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &app.cluster {
+        cluster.leave().await;
+    }
     let _ = accepting.await;
     // Sockets send their last events (how their runs ended), then close.
     admission.drained(Duration::from_secs(5)).await;
@@ -462,6 +466,19 @@ fn mcp_tools(app: &App) -> mcp::McpTools {
         tools
     });
     made.clone()
+}
+
+impl ServerConfig {
+    /// Files outside the data folder that serving reads now and then (cluster
+    /// mode's TLS certificates at each connection to NATS), which Landlock
+    /// must leave readable.
+    pub fn files_read_while_serving(&self) -> Vec<std::path::PathBuf> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.cluster {
+            return cluster.access.files_read();
+        }
+        Vec::new()
+    }
 }
 
 /// Joins the cluster the config names, if any; a node that cannot join

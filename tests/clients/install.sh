@@ -23,10 +23,11 @@ if [ "$have" != "True" ]; then
     "$VENV/bin/pip" install -q --disable-pip-version-check "${PINNED[@]}"
 fi
 
-# Debian's chromium (for the playground test) and nats-server (for the
-# cluster tests, which start their own with JetStream on).
+# Debian's chromium (for the playground test), nats-server (for the
+# cluster tests, which start their own with JetStream on) and openssl (the
+# cluster tests make a certificate authority for NATS over TLS).
 missing=()
-for package in chromium nats-server; do
+for package in chromium nats-server openssl; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

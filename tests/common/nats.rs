@@ -13,6 +13,8 @@ pub struct Nats {
     pub port: u16,
     name: String,
     data: tempfile::TempDir,
+    /// A configuration file given to nats-server (`-c`), if any.
+    config: Option<std::path::PathBuf>,
     child: Child,
 }
 
@@ -22,13 +24,27 @@ impl Nats {
     /// the server is known by its name, and started on another port if its
     /// own did not come up.
     pub fn start() -> Nats {
+        Nats::start_with(None)
+    }
+
+    /// A server with this configuration file's text (authorization, TLS...).
+    pub fn start_configured(config: &str) -> Nats {
+        Nats::start_with(Some(config))
+    }
+
+    fn start_with(config: Option<&str>) -> Nats {
         static SERVERS: AtomicU32 = AtomicU32::new(0);
         let name = format!("sandlot-test-{}-{}", std::process::id(), SERVERS.fetch_add(1, Ordering::Relaxed));
         let data = tempfile::Builder::new().prefix("sandlot-nats-").tempdir().unwrap();
+        let config = config.map(|text| {
+            let path = data.path().join("nats.conf");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            if let Some(child) = launch(port, data.path(), &name) {
-                return Nats { port, name, data, child };
+            if let Some(child) = launch(port, data.path(), &name, config.as_deref()) {
+                return Nats { port, name, data, config, child };
             }
         }
         panic!("nats-server did not start on any of 5 free ports");
@@ -42,14 +58,19 @@ impl Nats {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = launch(self.port, self.data.path(), &self.name).expect("nats-server restarts on its port");
+        self.child = launch(self.port, self.data.path(), &self.name, self.config.as_deref())
+            .expect("nats-server restarts on its port");
     }
 }
 
 /// Starts nats-server and waits until it answers on `port` as `name`; `None`
 /// if it exited first (its port was taken).
-fn launch(port: u16, data: &std::path::Path, name: &str) -> Option<Child> {
-    let mut child = Command::new("nats-server")
+fn launch(port: u16, data: &std::path::Path, name: &str, config: Option<&std::path::Path>) -> Option<Child> {
+    let mut command = Command::new("nats-server");
+    if let Some(config) = config {
+        command.arg("-c").arg(config);
+    }
+    let mut child = command
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-n", name, "-sd"])
         .arg(data)
         .stdout(Stdio::null())

@@ -37,6 +37,14 @@ impl Server {
         server
     }
 
+    /// `start`, with extra environment.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let data = tempfile::Builder::new().prefix("sandlot-test-").tempdir().expect("a temporary folder");
+        let mut server = Server::start_in(data.path(), extra, env);
+        server._own_data = Some(data);
+        server
+    }
+
     /// Starts `sandlot serve` on `data_dir` (kept when the server stops),
     /// with extra flags and environment.
     pub fn start_in(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
