@@ -360,7 +360,7 @@ async fn what_is_larger_than_a_nats_message_is_refused_with_a_way_out_or_shared_
     let model =
         |data: &str| json!({ "action": "run_model", "model": { "sessionId": id, "name": "size", "data": data } });
     let refused = ask(&mut at_b, model(&big)).await;
-    assert_eq!(refused["code"], "bad_request", "{}", refused.to_string().chars().take(500).collect::<String>());
+    assert_eq!(refused["code"], "too_large", "{}", refused.to_string().chars().take(500).collect::<String>());
     let message = refused["error"].as_str().unwrap();
     assert!(message.contains("max_payload") && message.contains("send it to a itself"), "{message}");
     // The same request sent to a itself is answered, and b still forwards small ones.
