@@ -829,7 +829,17 @@ async fn a_nats_client_without_the_secret_reads_nothing_starts_nothing_and_imper
     assert_eq!(defined["isError"], false, "{defined}");
     let got = mcp_call_as(&b, TOKEN_A, "session_get", json!({ "session_id": id, "name": "x" })).await;
     assert_eq!(got["structuredContent"]["value"], "quince-lantern", "{got}");
-    // What the bus carried of them (the rogue's own messages come after).
+    // What the bus carried of them (the rogue's own messages come after),
+    // once its reader has caught up (on loaded cores it may lag behind).
+    let carried = |subject: &str| {
+        let sniffed = sniffed.lock().unwrap();
+        sniffed.iter().any(|(s, _)| s == subject || (subject == "sandlot.to.a." && s.starts_with(subject)))
+    };
+    let caught_up = eventually(Duration::from_secs(15), || {
+        let all = ["sandlot.runs", "sandlot.node.a.mcp", "sandlot.to.a."].into_iter().all(carried);
+        async move { all }
+    });
+    caught_up.await;
     let sniffed = sniffed.lock().unwrap().clone();
     // How a node names token A's client (`client_text`).
     let digest = {
